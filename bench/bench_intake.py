@@ -1,0 +1,423 @@
+"""Benchmark: durable intake over HTTP, and latency from arrival to routed.
+
+Runs the queue's HTTP server (``python -m hub.intake_server``) as a separate process and drives it
+from this process with an aiohttp client:
+
+1. **Throughput** – 50 concurrent clients POST ``/api/requests`` as fast as they get answers; every
+   2xx means "committed". The same client then drives a bare aiohttp server whose handler answers
+   202 without doing anything, in the same run; the ratio of the two rates is reported. Afterwards
+   the database must hold exactly as many requests as got a 2xx.
+2. **Latency** – requests at a steady 200/s; p50/p99 of (routed_at - arrival) read from the cases.
+
+Targets (issue 3): SQLite >= 1,000 requests/s, ratio >= 0.3, p99 <= 50 ms. PostgreSQL is measured the
+same way and reported when the local server (127.0.0.1:5432, database ``test``) answers.
+
+``python -m bench.bench_intake [--seconds 10] [--clients 50] [--rate 200] [--no-postgres]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("CITIZEN_HUB_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the bare server ------------------------------------------------------------------------------------
+
+
+def bare_main(port: int) -> None:
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"accepted": True}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/api/requests", accept)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def start(cmd: list[str], port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+#: What the simulated citizens ask (answered by the demo catalogue of ``citizen-hub init --demo``).
+QUESTIONS = [
+    ("Guten Tag, ich möchte einen neuen Reisepass beantragen. Was muss ich mitbringen?", "Bad Segeberg"),
+    ("Wie melde ich meinen Umzug an? Ich wohne jetzt in Todesfelde.", None),
+    ("Ich will mein neues Auto zulassen.", "Soest"),
+    ("Hallo, ich habe eine Frage zu meinem Grundsteuerbescheid.", None),
+]
+
+
+def body(external_id: str) -> bytes:
+    text, location = QUESTIONS[zlib.crc32(external_id.encode()) % len(QUESTIONS)]
+    return json.dumps({
+        "channel": "api", "external_id": external_id, "text": text, "location": location,
+        "contact": {"name": "Erika Musterfrau", "email": "erika@example.de"},
+    }).encode()
+
+
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client connection.
+
+    The benchmark client must be much faster than the server it measures; aiohttp's client costs
+    about as much CPU per request as its server, which on two cores would cap every figure at
+    the client's speed. This one only writes a request and reads status and body.
+    """
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port = host, port
+        self.head = (f"POST /api/requests HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: ").encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, payload: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(self.head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        status = int((await self.reader.readline()).split(b" ", 2)[1])
+        length, close = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        if length:
+            await self.reader.readexactly(length)
+        if close:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def hammer(port: int, token: str, clients: int, seconds: float, prefix: str) -> tuple[int, int, float]:
+    """``clients`` connections posting back to back for ``seconds``; returns (2xx, others, elapsed)."""
+    ok = bad = 0
+    counter = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal ok, bad, counter
+        conn = Connection("127.0.0.1", port, token)
+        try:
+            while time.perf_counter() < stop_at:
+                counter += 1
+                status = await conn.post(body(f"{prefix}-{counter}"))
+                if 200 <= status < 300:
+                    ok += 1
+                else:
+                    bad += 1
+        finally:
+            conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return ok, bad, time.perf_counter() - started
+
+
+async def hammer_aiohttp(port: int, token: str, clients: int, seconds: float, prefix: str
+                         ) -> tuple[int, int, float]:
+    """As :func:`hammer`, with aiohttp's client (what a Python harness typically uses; slower than the server)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    ok = bad = 0
+    counter = 0
+    stop_at = time.perf_counter() + seconds
+    url = f"http://127.0.0.1:{port}/api/requests"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+
+        async def client() -> None:
+            nonlocal ok, bad, counter
+            while time.perf_counter() < stop_at:
+                counter += 1
+                async with session.post(url, data=body(f"{prefix}-{counter}"), headers=headers) as resp:
+                    await resp.read()
+                    status = resp.status
+                if 200 <= status < 300:
+                    ok += 1
+                else:
+                    bad += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return ok, bad, time.perf_counter() - started
+
+
+async def paced(port: int, token: str, rate: float, seconds: float, prefix: str) -> int:
+    """Requests at a steady ``rate`` per second over a pool of connections; returns the 2xx count."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    conns = [Connection("127.0.0.1", port, token) for _ in range(50)]
+    for conn in conns:
+        pool.put_nowait(conn)
+    ok = 0
+
+    async def one(i: int) -> None:
+        nonlocal ok
+        conn = await pool.get()
+        try:
+            status = await conn.post(body(f"{prefix}-{i}"))
+        finally:
+            pool.put_nowait(conn)
+        ok += 200 <= status < 300
+
+    tasks = []
+    t0 = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    for conn in conns:
+        conn.close()
+    return ok
+
+
+HAMMERS = {"raw": hammer, "aiohttp": hammer_aiohttp}
+
+
+def prepare(url: str, router: str = "keyword") -> str:
+    """Schema (and for ``router == "kb"`` regions and the demo catalogue); returns a service token."""
+    from hub.db import make_engine
+    from hub.migrate import upgrade
+    from hub.tokens import add_token
+
+    if router == "kb":
+        from hub.cli import main as cli
+
+        if cli(["init", "--demo", "--quiet", "--db", url]) != 0:
+            raise RuntimeError("citizen-hub init --demo failed")
+    engine = make_engine(url)
+    upgrade(engine)
+    token = add_token(engine, "bench-" + secrets.token_hex(3), "service")
+    engine.dispose()
+    return token
+
+
+def stored(url: str, prefix: str) -> int:
+    from sqlalchemy import func, select
+
+    from hub.cases import message_t
+    from hub.db import make_engine
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(message_t)
+                         .where(message_t.c.external_id.like(prefix + "-%"))).scalar_one()
+    engine.dispose()
+    return n
+
+
+def wait_routed(url: str, timeout: float = 120.0) -> float:
+    """Wait until no case is new any more; returns the seconds waited."""
+    from sqlalchemy import func, select
+
+    from hub.cases import case_t
+    from hub.db import make_engine
+
+    engine = make_engine(url)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            with engine.connect() as conn:
+                if not conn.execute(select(func.count()).select_from(case_t).where(case_t.c.state == "new")).scalar():
+                    break
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+    return round(time.monotonic() - started, 1)
+
+
+def route_latencies(url: str, prefix: str, timeout: float = 30.0) -> list[float]:
+    """routed_at - created_at (arrival) of the cases of ``prefix``, waiting until all are decided."""
+    from sqlalchemy import select
+
+    from hub.cases import case_t, message_t
+    from hub.db import make_engine
+
+    engine = make_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(case_t.c.created_at, case_t.c.routed_at)
+                    .join(message_t, message_t.c.case_id == case_t.c.id)
+                    .where(message_t.c.external_id.like(prefix + "-%"))
+                ).all()
+            if all(r.routed_at for r in rows) or time.monotonic() > deadline:
+                return [(r.routed_at - r.created_at).total_seconds() for r in rows if r.routed_at]
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+# -- the runs ------------------------------------------------------------------------------------------
+
+
+def run_db(label: str, url: str, args: argparse.Namespace) -> dict:
+    token = prepare(url, args.router)
+    port = free_port()
+    server = start([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
+                    "--router", args.router], port)
+    prefix = "b" + secrets.token_hex(4)
+    drive = HAMMERS[args.client]
+    try:
+        asyncio.run(drive(port, token, args.clients, 1.0, prefix + "w"))  # warm-up
+        ok, bad, elapsed = asyncio.run(drive(port, token, args.clients, args.seconds, prefix + "t"))
+        in_db = stored(url, prefix + "t")
+        drained = wait_routed(url)  # the latency run starts on an empty queue
+        paced_ok = asyncio.run(paced(port, token, args.rate, args.latency_seconds, prefix + "l"))
+        lat = route_latencies(url, prefix + "l")
+    finally:
+        stop(server)
+    return {
+        "db": label, "ok": ok, "errors": bad, "seconds": round(elapsed, 2), "rps": round(ok / elapsed, 1),
+        "stored": in_db, "durable": in_db == ok, "backlog_routed_s": drained,
+        "latency_requests": paced_ok, "routed": len(lat),
+        "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
+    }
+
+
+def run_bare(args: argparse.Namespace) -> dict:
+    port = free_port()
+    server = start([sys.executable, "-m", "bench.bench_intake", "--bare-server", str(port)], port)
+    try:
+        drive = HAMMERS[args.client]
+        asyncio.run(drive(port, "x", args.clients, 1.0, "w"))
+        ok, bad, elapsed = asyncio.run(drive(port, "x", args.clients, args.seconds, "t"))
+    finally:
+        stop(server)
+    return {"db": "bare aiohttp 202", "ok": ok, "errors": bad, "seconds": round(elapsed, 2),
+            "rps": round(ok / elapsed, 1)}
+
+
+def pg_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+            return True
+    except Exception:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_intake", description="durable intake benchmark")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests/s of the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL run")
+    parser.add_argument("--router", choices=("kb", "keyword"), default="kb",
+                        help="kb: the real knowledge base with the demo catalogue (default); keyword: a tiny one")
+    parser.add_argument("--client", choices=sorted(HAMMERS), default="raw",
+                        help="load generator: raw = minimal keep-alive HTTP client (default; measures the server), "
+                        "aiohttp = aiohttp's client (about as costly per request as the server it drives)")
+    parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv if argv is not None else [])
+    if args.bare_server:
+        bare_main(args.bare_server)
+        return 0
+    results = []
+    bare = run_bare(args)
+    results.append(bare)
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = run_db("sqlite", f"sqlite:///{tmp}/bench.sqlite3", args)
+    sqlite["ratio_to_bare"] = round(sqlite["rps"] / bare["rps"], 2)
+    results.append(sqlite)
+    if not args.no_postgres and pg_reachable():
+        from sqlalchemy import text
+
+        from hub.db import make_engine
+
+        schema = "bench_" + secrets.token_hex(4)
+        admin = make_engine(PG_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        try:
+            pg = run_db("postgresql", f"{PG_URL}?options=-csearch_path%3D{schema}", args)
+            pg["ratio_to_bare"] = round(pg["rps"] / bare["rps"], 2)
+            results.append(pg)
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+    elif not args.no_postgres:
+        print("PostgreSQL at 127.0.0.1:5432 not reachable: PostgreSQL run skipped", file=sys.stderr)
+
+    print(f"\nintake benchmark ({args.router} router): {args.clients} concurrent {args.client} clients, "
+          f"{args.seconds:.0f} s; latency at "
+          f"{args.rate:.0f}/s for {args.latency_seconds:.0f} s")
+    print(f"{'server':<18} {'req/s':>9} {'ratio':>6} {'2xx':>7} {'errors':>6} {'durable':>8} {'p50 ms':>7} "
+          f"{'p99 ms':>7}")
+    for r in results:
+        print(f"{r['db']:<18} {r['rps']:>9.1f} {r.get('ratio_to_bare', ''):>6} {r['ok']:>7} {r['errors']:>6} "
+              f"{str(r.get('durable', '')):>8} {r.get('p50_ms', ''):>7} {r.get('p99_ms', ''):>7}")
+    print(json.dumps({"bench": "intake", "client": args.client, "router": args.router, "results": results}))
+    ok = (sqlite["durable"] and sqlite["rps"] >= 1000 and sqlite["ratio_to_bare"] >= 0.3
+          and sqlite["p99_ms"] <= 50 and sqlite["errors"] == 0)
+    print("targets (SQLite >= 1000 req/s, ratio >= 0.3, p99 <= 50 ms, durable):", "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

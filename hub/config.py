@@ -1,0 +1,192 @@
+"""The one configuration model of citizen-hub.
+
+Every key has a default and a help text (the pydantic ``description``). ``config.toml`` at the
+repository root mirrors this model section by section; ``tests/test_config.py`` fails when a key
+is missing there or undocumented. ``citizen-hub config`` prints the whole reference.
+
+Values are resolved in this order (later wins):
+
+1. the defaults below,
+2. the TOML file (``--config FILE``, else ``$CITIZEN_HUB_CONFIG``, else ``./config.toml`` if present),
+3. environment variables ``CITIZEN_HUB_<SECTION>__<KEY>`` (e.g. ``CITIZEN_HUB_DATABASE__URL``),
+   which is how secrets are given without writing them into a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "CITIZEN_HUB_"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are an error, so typos fail at start-up."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# Feature modules define their own sections next to the code that reads them; they subclass
+# Section, so they are imported after it (hub/__init__ imports this module first).
+from hub.sla import SlaSettings  # noqa: E402
+
+
+class DatabaseSettings(Section):
+    url: str = Field(
+        "sqlite:///var/citizen-hub.sqlite3",
+        description="SQLAlchemy URL of the database. SQLite (default, WAL mode) for one machine; "
+        "postgresql+psycopg://user@host/db for several hub processes.",
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only; never in production).")
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8115, ge=1, le=65535, description="TCP port of the HTTP server.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the HTTP server accepts (bytes); larger gets 413."
+    )
+
+
+class RegionSettings(Section):
+    home_region: str = Field(
+        "01060",
+        description="ARS prefix of the deployment's home region (Land '01', Kreis '01060', ...). A place name "
+        "that exists in several regions resolves inside the home region first.",
+    )
+    regions_file: str = Field(
+        "",
+        description="Destatis Gemeindeverzeichnis CSV to load; empty = the copy shipped in knowledge/data.",
+    )
+    postcodes_file: str = Field(
+        "",
+        description="Postcode-to-AGS CSV (OSM) to load; empty = the copy shipped in knowledge/data.",
+    )
+
+
+class LookupSettings(Section):
+    max_results: int = Field(10, ge=1, le=100, description="Most services a lookup returns.")
+    min_score: float = Field(
+        55.0, ge=0, le=100, description="Lowest match score (0-100) a service needs to be returned at all."
+    )
+    confident_score: float = Field(
+        80.0,
+        ge=0,
+        le=100,
+        description="Score from which the best service is taken without asking; below it routing asks an agent.",
+    )
+    max_query_chars: int = Field(
+        2000, ge=10, description="Longer queries are cut to this many characters before matching."
+    )
+
+
+class Settings(Section):
+    """All settings of one hub deployment."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Storage.")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    regions: RegionSettings = Field(default_factory=RegionSettings, description="Regions and places.")
+    lookup: LookupSettings = Field(default_factory=LookupSettings, description="Service lookup.")
+    sla: SlaSettings = Field(
+        default_factory=SlaSettings, description="Service-level clock: business hours and public holidays."
+    )
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Collect ``CITIZEN_HUB_SECTION__KEY`` variables into nested dicts."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section in Settings.model_fields:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def default_config_path() -> Path | None:
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        return Path(env)
+    local = Path("config.toml")
+    return local if local.exists() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the TOML file and the environment.
+
+    Raises ``ConfigError`` with a readable message when the file is missing, not TOML, or holds an
+    unknown key or a bad value.
+    """
+    data: dict[str, Any] = {}
+    file = Path(path) if path else default_config_path()
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    try:
+        return Settings.model_validate(data)
+    except Exception as exc:  # pydantic.ValidationError: keep the message, drop the traceback
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+def iter_keys(model: type[BaseModel] = Settings, prefix: str = ""):
+    """Yield ``(dotted_key, field_info)`` for every leaf key of the settings model."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_keys(annotation, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def reference_toml() -> str:
+    """The documented TOML reference for the whole model (what ``config.toml`` should look like)."""
+    lines = ["# citizen-hub configuration. Every key is shown with its default.",
+             "# Environment variables CITIZEN_HUB_<SECTION>__<KEY> override this file (use them for secrets).", ""]
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        lines.append(f"[{name}]")
+        lines.append(f"# {field.description}")
+        for key, sub in section.model_fields.items():
+            default = sub.get_default(call_default_factory=True)
+            lines.append(f"# {sub.description}")
+            lines.append(f"{key} = {_toml_value(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")

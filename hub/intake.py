@@ -1,0 +1,637 @@
+"""Intake: an :class:`~hub.requests.InboundRequest` becomes a committed message of a case.
+
+Accept, store, then acknowledge. A channel calls ``await writer.submit(request)`` and answers its
+client (HTTP 2xx, SMTP 250, TwiML) only when that returns, i.e. after the commit.
+
+**Group commit.** One writer thread owns intake writes. Handlers put requests on a queue; the thread
+takes everything that is waiting (up to ``[queue] batch_max``), writes it in *one* transaction with
+Core inserts and then resolves every handler's future. While one batch commits the next one fills,
+so under load the cost of a commit is shared by many requests and the event loop never blocks on
+the database.
+
+**Idempotency.** ``UNIQUE(channel, external_id)`` on messages. A batch first reads which keys already
+exist; duplicates inside one batch resolve to the first; a duplicate committed by another process
+between the read and the write makes the insert fail, the batch is rolled back and written again,
+and this time the read finds it. Either way the same key never creates a second message.
+
+**Threading.** A follow-up joins the open case of the same citizen, found by (in this order): the
+ids it replies to on the same channel (e-mail In-Reply-To/References, the form id printed on a paper
+reply form), a case token (``[#token]`` in the subject or found by the channel), or, for SMS and
+phone, the same number within ``[queue] phone_thread_window_hours``. Different citizens are never
+merged: an e-mail address or phone number that both sides know and that differs stops the join, and
+so do differing names when nothing else identifies the citizen (paper).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from hub.cases import (
+    OPEN_STATES,
+    CaseState,
+    SlaPolicy,
+    StaleState,
+    attachment_t,
+    audit_t,
+    case_t,
+    message_t,
+    new_case_token,
+    token_in_subject,
+    transition,
+)
+from hub.queue_settings import QueueSettings
+from hub.requests import PHONE_CHANNELS, Contact, InboundRequest
+
+log = logging.getLogger(__name__)
+
+_OPEN = [s.value for s in OPEN_STATES]
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What a channel tells its client: the case, its token and state; ``created`` is False for a repeat."""
+
+    case_id: int
+    token: str
+    state: str
+    created: bool
+    message_id: int | None = None
+    joined: bool = False  # the message joined an existing case (threading)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "token": self.token, "state": self.state}
+
+
+class RequestRejected(ValueError):
+    """The request breaks a limit of the configuration; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IntakeUnavailable(RuntimeError):
+    """The request could not be stored (database down, writer stopped); the channel answers 503/451."""
+
+
+def check_limits(req: InboundRequest, settings: QueueSettings) -> None:
+    """Raise :class:`RequestRejected` when ``req`` breaks a configured size limit."""
+    if len(req.text) > settings.max_text_chars:
+        raise RequestRejected(f"text is longer than {settings.max_text_chars} characters", 413)
+    if len(req.attachments) > settings.attachments_max_count:
+        raise RequestRejected(f"more than {settings.attachments_max_count} attachments", 413)
+    total = 0
+    for att in req.attachments:
+        if len(att.data) > settings.attachment_max_bytes:
+            raise RequestRejected(f"attachment larger than {settings.attachment_max_bytes} bytes", 413)
+        total += len(att.data)
+    if total > settings.attachments_max_total_bytes:
+        raise RequestRejected(f"attachments larger than {settings.attachments_max_total_bytes} bytes", 413)
+
+
+class AttachmentStore:
+    """Attachment bytes in files named by their SHA-256 (so a repeat costs no space).
+
+    A file is written completely and fsynced under a temporary name, then renamed: it is either
+    absent or whole. Files are written before the row that refers to them is committed, so a crash
+    can leave an unreferenced file (harmless, removed by :meth:`delete_unreferenced`) but never a
+    row without its file.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.exists():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return digest
+
+    def read(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def delete_unreferenced(self, conn: Connection, digests: Sequence[str]) -> int:
+        """Delete the files of ``digests`` that no attachment row refers to any more."""
+        if not digests:
+            return 0
+        used = set(
+            conn.execute(select(attachment_t.c.sha256).where(attachment_t.c.sha256.in_(list(digests)))).scalars()
+        )
+        removed = 0
+        for digest in set(digests) - used:
+            try:
+                self.path(digest).unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+
+# -- threading -------------------------------------------------------------------------------------
+
+
+def _norm_name(name: str | None) -> str | None:
+    return " ".join(name.casefold().split()) if name else None
+
+
+def same_citizen(known: Mapping[str, Any], contact: Contact) -> bool:
+    """Whether ``contact`` can be the citizen of a case whose contact columns are ``known``.
+
+    An identifier both sides have must agree; when e-mail or phone agree that settles it, otherwise
+    names both sides have must agree too.
+    """
+    pairs = ((known.get("contact_email"), contact.email), (known.get("contact_phone"), contact.phone))
+    if any(a and b and a != b for a, b in pairs):
+        return False
+    if any(a and b and a == b for a, b in pairs):
+        return True
+    a, b = _norm_name(known.get("contact_name")), _norm_name(contact.name)
+    return not (a and b and a != b)
+
+
+@dataclass
+class _Pending:
+    """A case created in the current batch (not yet inserted)."""
+
+    values: dict[str, Any]
+    id: int | None = None
+
+
+def _contact_cols(contact: Contact) -> dict[str, Any]:
+    return {
+        "contact_name": contact.name,
+        "contact_email": contact.email,
+        "contact_phone": contact.phone,
+        "contact_address": contact.postal_address,
+    }
+
+
+class _Batch:
+    """One group-commit transaction; see the module docstring for the rules."""
+
+    def __init__(self, conn: Connection, now: datetime, settings: QueueSettings, policy: SlaPolicy,
+                 store: AttachmentStore | None) -> None:
+        self.conn = conn
+        self.now = now
+        self.settings = settings
+        self.policy = policy
+        self.store = store
+        self.pending: list[_Pending] = []
+        # Messages of this batch by key, with the case they went to (for replies within one batch).
+        self.in_batch: dict[tuple[str, str], _Pending | dict[str, Any]] = {}
+        self.pending_by_phone: dict[str, _Pending] = {}
+        self.followups: dict[int, tuple[dict[str, Any], list[InboundRequest]]] = {}
+
+    # The case a follow-up belongs to: a row of the database, a case of this batch, or None.
+    def find_thread(self, req: InboundRequest) -> dict[str, Any] | _Pending | None:
+        contact = req.contact
+        if req.in_reply_to:
+            for ref in req.in_reply_to:
+                p = self.in_batch.get((req.channel, ref))
+                if p is not None and same_citizen(p.values if isinstance(p, _Pending) else p, contact):
+                    return p
+            rows = self.conn.execute(
+                select(case_t)
+                .select_from(message_t.join(case_t, message_t.c.case_id == case_t.c.id))
+                .where(
+                    message_t.c.channel == req.channel,
+                    message_t.c.external_id.in_(req.in_reply_to),
+                    case_t.c.state.in_(_OPEN),
+                )
+                .order_by(message_t.c.id.desc())
+            ).mappings().all()
+            for row in rows:
+                if same_citizen(row, contact):
+                    return self._known(row)
+        token = req.case_token or token_in_subject(req.subject)
+        if token:
+            row = self.conn.execute(
+                select(case_t).where(case_t.c.token == token, case_t.c.state.in_(_OPEN))
+            ).mappings().first()
+            if row is not None and same_citizen(row, contact):
+                return self._known(row)
+        window = self.settings.phone_thread_window_hours
+        if req.channel in PHONE_CHANNELS and contact.phone and window > 0:
+            p = self.pending_by_phone.get(contact.phone)
+            if p is not None and same_citizen(p.values, contact):
+                return p
+            since = req.received_at - timedelta(hours=window)
+            row = self.conn.execute(
+                select(case_t)
+                .where(
+                    case_t.c.contact_phone == contact.phone,
+                    case_t.c.state.in_(_OPEN),
+                    case_t.c.last_inbound_at >= since,
+                )
+                .order_by(case_t.c.last_inbound_at.desc())
+                .limit(1)
+            ).mappings().first()
+            if row is not None and same_citizen(row, contact):
+                return self._known(row)
+        return None
+
+    def _known(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        # Several follow-ups of one batch share one snapshot of their case.
+        entry = self.followups.get(row["id"])
+        return entry[0] if entry else dict(row)
+
+    def new_case(self, req: InboundRequest) -> _Pending:
+        received = req.received_at
+        p = _Pending(
+            {
+                "token": new_case_token(),
+                "state": CaseState.NEW.value,
+                "channel": req.channel,
+                "created_at": received,
+                "updated_at": self.now,
+                "state_changed_at": self.now,
+                "last_inbound_at": received,
+                **_contact_cols(req.contact),
+                "location": req.location,
+                "first_response_due": self.policy.first_response_due(received),
+                "sla_pauses": [],
+                "attempts": 0,
+            }
+        )
+        self.pending.append(p)
+        if req.contact.phone:
+            self.pending_by_phone.setdefault(req.contact.phone, p)
+        return p
+
+    def write(self, reqs: Sequence[InboundRequest]) -> list[IntakeResult]:
+        conn = self.conn
+        by_channel: dict[str, set[str]] = {}
+        for r in reqs:
+            by_channel.setdefault(r.channel, set()).add(r.external_id)
+        existing: dict[tuple[str, str], IntakeResult] = {}
+        for channel, ids in by_channel.items():
+            # "channel = ? AND external_id IN (...)" uses the unique index on SQLite; a row-value
+            # "(channel, external_id) IN (...)" would scan the whole table.
+            ids_list = sorted(ids)
+            for chunk in range(0, len(ids_list), 500):
+                rows = conn.execute(
+                    select(message_t.c.external_id, message_t.c.id, case_t.c.id, case_t.c.token, case_t.c.state)
+                    .select_from(message_t.join(case_t, message_t.c.case_id == case_t.c.id))
+                    .where(message_t.c.channel == channel,
+                           message_t.c.external_id.in_(ids_list[chunk : chunk + 500]))
+                ).all()
+                for ext, mid, cid, token, state in rows:
+                    existing[(channel, ext)] = IntakeResult(cid, token, state, created=False, message_id=mid)
+
+        # Decide, per request, where its message goes.
+        # ("existing", result) | ("dup", index of the first) | ("msg", (target case, joined?))
+        plan: list[tuple[str, Any]] = []
+        first_of: dict[tuple[str, str], int] = {}
+        for i, req in enumerate(reqs):
+            key = req.key()
+            if key in existing:
+                plan.append(("existing", existing[key]))
+                continue
+            if key in first_of:
+                plan.append(("dup", first_of[key]))
+                continue
+            first_of[key] = i
+            target = self.find_thread(req)
+            joined = target is not None
+            if target is None:
+                target = self.new_case(req)
+            elif isinstance(target, dict):
+                self.followups.setdefault(target["id"], (target, []))[1].append(req)
+            else:  # a follow-up of a case created earlier in this batch
+                target.values["last_inbound_at"] = max(target.values["last_inbound_at"], req.received_at)
+            self.in_batch[key] = target
+            plan.append(("msg", (target, joined)))
+
+        # RETURNING is matched up by a unique column rather than by position: with
+        # sort_by_parameter_order SQLAlchemy would insert into SQLite one row per statement.
+        if self.pending:
+            ids = dict(
+                conn.execute(insert(case_t).returning(case_t.c.token, case_t.c.id), [p.values for p in self.pending])
+                .all()
+            )
+            for p in self.pending:
+                p.id = ids[p.values["token"]]
+            conn.execute(
+                insert(audit_t),
+                [
+                    {"case_id": p.id, "at": self.now, "actor": f"intake:{p.values['channel']}",
+                     "action": "create", "from_state": None, "to_state": CaseState.NEW.value, "reason": None}
+                    for p in self.pending
+                ],
+            )
+
+        msg_rows: list[dict[str, Any]] = []
+        msg_req: list[InboundRequest] = []
+        for (kind, value), req in zip(plan, reqs, strict=True):
+            if kind != "msg":
+                continue
+            target = value[0]
+            case_id = target.id if isinstance(target, _Pending) else target["id"]
+            msg_rows.append(
+                {
+                    "case_id": case_id, "direction": "in", "kind": "request", "channel": req.channel,
+                    "external_id": req.external_id, "created_at": self.now, "received_at": req.received_at,
+                    "subject": req.subject, "text": req.text, "location": req.location, "raw_ref": req.raw_ref,
+                    "send_attempts": 0,
+                }
+            )
+            msg_req.append(req)
+        msg_ids: list[int] = []
+        if msg_rows:
+            by_key = {
+                (channel, ext): mid
+                for mid, channel, ext in conn.execute(
+                    insert(message_t).returning(message_t.c.id, message_t.c.channel, message_t.c.external_id),
+                    msg_rows,
+                )
+            }
+            msg_ids = [by_key[(m["channel"], m["external_id"])] for m in msg_rows]
+        att_rows = []
+        for mid, req in zip(msg_ids, msg_req, strict=True):
+            for att in req.attachments:
+                if self.store is None:
+                    raise RequestRejected("this hub does not accept attachments")
+                att_rows.append({
+                    "message_id": mid, "filename": att.filename, "content_type": att.content_type,
+                    "size_bytes": len(att.data), "sha256": self.store.put(att.data), "created_at": self.now,
+                })
+        if att_rows:
+            conn.execute(insert(attachment_t), att_rows)
+
+        states = {case_id: self._follow_up(row, reqs_) for case_id, (row, reqs_) in self.followups.items()}
+
+        results: list[IntakeResult] = []
+        msg_iter = iter(msg_ids)
+        for kind, value in plan:
+            if kind == "existing":
+                results.append(value)
+            elif kind == "dup":
+                first = results[value]
+                results.append(IntakeResult(first.case_id, first.token, first.state, False, first.message_id,
+                                            first.joined))
+            else:
+                target, joined = value
+                if isinstance(target, _Pending):
+                    results.append(IntakeResult(target.id, target.values["token"], CaseState.NEW.value, True,
+                                                next(msg_iter), joined=joined))
+                else:
+                    results.append(IntakeResult(target["id"], target["token"], states[target["id"]], True,
+                                                next(msg_iter), joined=True))
+        return results
+
+    def _follow_up(self, row: dict[str, Any], reqs: list[InboundRequest]) -> str:
+        """Update a case that got follow-ups; reopen it where the state says the citizen was awaited."""
+        latest = max(r.received_at for r in reqs)
+        values: dict[str, Any] = {"updated_at": self.now}
+        if row["last_inbound_at"] is None or latest > row["last_inbound_at"]:
+            values["last_inbound_at"] = latest
+        for req in reqs:  # fill gaps in the contact, never overwrite
+            for col, value in _contact_cols(req.contact).items():
+                if value and not row.get(col) and col not in values:
+                    values[col] = value
+            if req.location and not row.get("location") and "location" not in values:
+                values["location"] = req.location
+        state = row["state"]
+        target: str | None = None
+        if state == CaseState.WAITING_FOR_CITIZEN:
+            target = row.get("resume_state") or CaseState.NEW.value
+        elif state == CaseState.ANSWERED:
+            target = CaseState.ROUTED.value if row.get("authority_id") else CaseState.NEEDS_CLARIFICATION.value
+        if target is None:
+            self.conn.execute(update(case_t).where(case_t.c.id == row["id"]).values(**values))
+            return state
+        transition(self.conn, row, target, actor=f"intake:{reqs[-1].channel}", reason="the citizen wrote again",
+                   policy=self.policy, now=self.now, values=values, action="follow_up")
+        return target
+
+
+_RETRIES = 5
+
+
+def write_requests(
+    engine: Engine,
+    reqs: Sequence[InboundRequest],
+    *,
+    settings: QueueSettings | None = None,
+    policy: SlaPolicy | None = None,
+    store: AttachmentStore | None = None,
+) -> list[IntakeResult]:
+    """Store ``reqs`` in one transaction and return one result per request, in order.
+
+    Retries when a concurrent writer (another process) committed one of the same keys first or
+    changed a case this batch joins.
+    """
+    settings = settings or QueueSettings()
+    policy = policy or SlaPolicy()
+    for attempt in range(_RETRIES):
+        try:
+            with engine.begin() as conn:
+                return _Batch(conn, datetime.now(UTC), settings, policy, store).write(reqs)
+        except (IntegrityError, StaleState):
+            if attempt == _RETRIES - 1:
+                raise
+            log.info("intake batch of %d raced another writer; writing it again", len(reqs))
+    raise AssertionError("unreachable")
+
+
+# -- the group-commit writer -------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class IntakeWriter:
+    """The one writer thread of intake in this process (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: QueueSettings | None = None,
+        policy: SlaPolicy | None = None,
+        store: AttachmentStore | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or QueueSettings()
+        self.policy = policy or SlaPolicy()
+        self.store = store if store is not None else AttachmentStore(self.settings.attachment_dir)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[list[InboundRequest], list[Any]], None]] = []
+        self.batches = 0
+        self.written = 0
+        self.last_batch = 0
+        self._last_batch_at = float("-inf")
+        self._batch_average = 0.0
+
+    def add_listener(self, callback: Callable[[list[InboundRequest], list[Any]], None]) -> None:
+        """Call ``callback(requests, outcomes)`` in the writer thread after each batch.
+
+        An outcome is an :class:`IntakeResult` or the exception the request failed with.
+        """
+        self._listeners.append(callback)
+
+    def start(self) -> IntakeWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="intake-writer", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def saturated(self) -> bool:
+        """Whether requests are arriving faster than one at a time (background work should yield)."""
+        # A moving average, so that one burst (a slow commit, a GC pause) does not count: only
+        # sustained load does, when batches stay large.
+        recent = time.monotonic() - self._last_batch_at < 0.1
+        return recent and self._batch_average >= 8
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def submit(self, req: InboundRequest) -> IntakeResult:
+        """Store ``req``; returns after the commit. Raises RequestRejected / IntakeUnavailable."""
+        check_limits(req, self.settings)
+        if not self.running:
+            raise IntakeUnavailable("the intake writer is not running")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((req, future, loop))
+        return await future
+
+    def submit_sync(self, req: InboundRequest, timeout: float | None = 60.0) -> IntakeResult:
+        """Like :meth:`submit`, for code that runs in a thread rather than on the event loop."""
+        check_limits(req, self.settings)
+        if not self.running:
+            raise IntakeUnavailable("the intake writer is not running")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((req, future, None))
+        return future.result(timeout)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < self.settings.batch_max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._write(batch)
+        # Nobody will write what is still queued: fail it so no handler waits for ever.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                _resolve([(item, IntakeUnavailable("the intake writer stopped"))])
+
+    def _write(self, batch: list[tuple[InboundRequest, Any, Any]]) -> None:
+        reqs = [req for req, _, _ in batch]
+        self.last_batch = len(batch)
+        now = time.monotonic()
+        if now - self._last_batch_at > 0.1:  # a pause: the load that made the average is over
+            self._batch_average = float(len(batch))
+        else:
+            self._batch_average += 0.1 * (len(batch) - self._batch_average)
+        self._last_batch_at = now
+        outcome: list[Any]
+        try:
+            outcome = list(write_requests(self.engine, reqs, settings=self.settings, policy=self.policy,
+                                          store=self.store))
+        except Exception:
+            if len(batch) == 1:
+                log.exception("intake of one %s request failed", reqs[0].channel)
+                outcome = [_as_failure(batch[0][0])]
+            else:
+                # One bad request must not fail the others: write them one by one.
+                log.warning("intake batch of %d failed; writing its requests one by one", len(batch))
+                outcome = []
+                for req in reqs:
+                    try:
+                        outcome.extend(write_requests(self.engine, [req], settings=self.settings,
+                                                      policy=self.policy, store=self.store))
+                    except Exception:
+                        log.exception("intake of one %s request failed", req.channel)
+                        outcome.append(_as_failure(req))
+        self.batches += 1
+        self.written += sum(1 for r in outcome if isinstance(r, IntakeResult) and r.created)
+        _resolve(list(zip(batch, outcome, strict=True)))
+        for listener in self._listeners:
+            try:
+                listener(reqs, outcome)
+            except Exception:  # a listener must never stop intake
+                log.exception("intake listener failed")
+
+
+def _as_failure(req: InboundRequest) -> Exception:
+    return IntakeUnavailable("the request could not be stored")
+
+
+def _resolve(pairs: list[tuple[tuple[Any, Any, Any], Any]]) -> None:
+    """Hand results to the waiting handlers: one callback per event loop, not one per request."""
+    by_loop: dict[Any, list[tuple[Any, Any]]] = {}
+    for (_req, future, loop), outcome in pairs:
+        if loop is None:
+            if not future.done():
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        else:
+            by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:  # the loop is closed: its handlers are gone
+            pass
+
+
+def _settle(items: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, outcome in items:
+        if future.done():  # the handler was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

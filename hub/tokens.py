@@ -1,0 +1,149 @@
+"""Bearer tokens of service accounts (channels, web front ends) and agents.
+
+A token is 256 random bits (``chub_`` + URL-safe base64). Only its SHA-256 is stored. That is enough
+for a high-entropy random secret: nobody can guess a preimage of a 256-bit hash of 256 random bits,
+so the slow, salted hashes made for human passwords (argon2, used elsewhere for agent passwords)
+would only add tens of milliseconds to every API request without adding security.
+
+Verification looks the hash up in an in-memory table refreshed from the database every few seconds
+(so a revoked or new token takes effect quickly without a query per request) and then compares the
+stored and computed hash with ``hmac.compare_digest``. Timing can at most reveal something about the
+SHA-256 of a guess, which does not help to find a valid token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from hub.cases import token_t
+
+#: service: hands over requests; agent: reads and works cases; catalog: writes the catalogue of the
+#: regions it is scoped to (see knowledge.sync_models.TokenScope).
+ROLES = ("service", "agent", "catalog")
+PREFIX = "chub_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+class TokenError(ValueError):
+    """A token cannot be created or revoked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's name and role."""
+
+    name: str
+    role: str
+    token_hash: str = ""
+
+
+def new_token() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_token(engine: Engine, name: str, role: str, regions: tuple[str, ...] | list[str] = ()) -> str:
+    """Create a token; returns it in clear (the only time it is ever visible).
+
+    ``regions`` (catalog tokens only, at least one) are the ARS whose catalogue the token may write.
+    """
+    if role not in ROLES:
+        raise TokenError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if not _NAME.match(name or ""):
+        raise TokenError("a token name is 1-100 letters, digits and _ . @ -, starting with a letter or digit")
+    if role == "catalog" and not regions:
+        raise TokenError("a catalog token needs --region ARS (the region whose catalogue it may write)")
+    if regions and role != "catalog":
+        raise TokenError("--region is for catalog tokens only")
+    token = new_token()
+    try:
+        with engine.begin() as conn:
+            token_id = conn.execute(
+                insert(token_t).values(name=name, role=role, token_hash=hash_token(token), created_at=datetime.now(UTC))
+                .returning(token_t.c.id)
+            ).scalar_one()
+            if regions:
+                from knowledge.sync_models import grant_region
+
+                for ars in regions:
+                    try:
+                        grant_region(conn, token_id, ars)
+                    except ValueError as exc:
+                        raise TokenError(str(exc)) from None
+    except IntegrityError:
+        raise TokenError(f"a token named {name!r} exists already") from None
+    return token
+
+
+def revoke_token(engine: Engine, name: str) -> bool:
+    with engine.begin() as conn:
+        result = conn.execute(update(token_t).where(token_t.c.name == name, token_t.c.revoked_at.is_(None))
+                              .values(revoked_at=datetime.now(UTC)))
+    return result.rowcount == 1
+
+
+def list_tokens(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(token_t.c.name, token_t.c.role, token_t.c.created_at, token_t.c.revoked_at)
+                            .order_by(token_t.c.name)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+class TokenVerifier:
+    """Checks bearer tokens against the database, through a short-lived in-memory table."""
+
+    def __init__(self, engine: Engine, ttl_seconds: float = 5.0, miss_reload_seconds: float = 1.0) -> None:
+        self.engine = engine
+        self.ttl = ttl_seconds
+        self.miss_reload = miss_reload_seconds
+        self._table: dict[str, Principal] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def _load(self) -> dict[str, Principal]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(token_t.c.token_hash, token_t.c.name, token_t.c.role)
+                                .where(token_t.c.revoked_at.is_(None))).all()
+        return {h: Principal(name, role, h) for h, name, role in rows}
+
+    async def _reload(self, min_age: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self._loaded_at < min_age:
+                return  # another request reloaded meanwhile
+            self._table = await asyncio.to_thread(self._load)
+            self._loaded_at = time.monotonic()
+
+    def _match(self, digest: str) -> Principal | None:
+        found = self._table.get(digest)
+        if found is None:
+            return None
+        return found if hmac.compare_digest(found.token_hash, digest) else None
+
+    async def verify(self, token: str | None) -> Principal | None:
+        """The principal of ``token``, or None when it is unknown or revoked."""
+        if not token or not token.startswith(PREFIX) or len(token) > 200:
+            return None
+        if time.monotonic() - self._loaded_at > self.ttl:
+            await self._reload(self.ttl)
+        digest = hash_token(token)
+        principal = self._match(digest)
+        if principal is None and time.monotonic() - self._loaded_at > self.miss_reload:
+            # Perhaps created a moment ago: reload, but at most once per miss_reload seconds so that
+            # a stream of wrong tokens cannot turn into a stream of queries.
+            await self._reload(self.miss_reload)
+            principal = self._match(digest)
+        return principal

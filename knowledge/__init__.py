@@ -1,0 +1,1 @@
+"""The knowledge base: regions, services, authorities, responsibility and lookup."""

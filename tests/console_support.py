@@ -1,0 +1,164 @@
+"""Helpers of the console tests: a hub app with the queue and the console on a migrated copy of the demo
+database, accounts, log-in, and cases in known states."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from channels import SendResult
+from channels.email_settings import EmailSettings
+from hub import api_cases, console
+from hub.app import create_app
+from hub.auth import add_user
+from hub.cases import CaseState, SlaPolicy, case_t, transition
+from hub.config import Settings
+from hub.console_settings import ConsoleSettings
+from hub.db import make_engine
+from hub.intake import write_requests
+from hub.migrate import upgrade
+from hub.outbox import PickupAdapter
+from hub.queue_settings import QueueSettings
+from hub.requests import Contact, InboundRequest
+from hub.workers import QueueService
+
+PASSWORD = "correct horse battery staple"
+
+
+class ConsoleTestSettings(Settings):
+    """Settings with the sections the lead wires into hub.config.Settings ([console], [queue], [email])."""
+
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Agent console.")
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="Request queue.")
+    email: EmailSettings = Field(default_factory=EmailSettings, description="E-mail.")
+
+
+def settings_for(tmp_path: Path, url: str, **console_values: Any) -> ConsoleTestSettings:
+    s = ConsoleTestSettings()
+    s.database.url = url
+    s.queue = QueueSettings(attachment_dir=str(tmp_path / "attachments"))
+    s.console = ConsoleSettings(**({"cookie_secure": False, "csrf_secret": "c" * 40} | console_values))
+    return s
+
+
+def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
+    """A copy of the demo database (regions + catalogue) with every table migrated in."""
+    source = demo_db_url.split("///", 1)[1]
+    target = tmp_path / "hub.sqlite3"
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{target}"
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine, url
+
+
+class RecordingAdapter:
+    """An adapter that keeps what it was asked to send (the browser test uses the real e-mail adapter)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: list[Any] = []
+
+    async def send(self, message):
+        self.sent.append(message)
+        return SendResult.sent("recorded")
+
+
+def make_app(settings: Settings, engine: Engine, kb, adapters: dict[str, Any] | None = None,
+             run_workers: bool = False) -> tuple[web.Application, QueueService]:
+    """The hub app with the queue (hub.api_cases) and the console, whatever hub.routes lists already."""
+    from hub.routes import ROUTE_MODULES
+
+    app = create_app(settings, kb=kb, engine=engine)
+    adapters = adapters if adapters is not None else {"api": PickupAdapter(), "web": PickupAdapter(),
+                                                      "email": RecordingAdapter("email"),
+                                                      "sms": RecordingAdapter("sms")}
+    service = QueueService(engine, settings, router=kb, adapters=adapters, run_workers=run_workers)
+    if "hub.api_cases" not in ROUTE_MODULES:
+        api_cases.setup(app, service)
+    else:
+        app[api_cases.QUEUE].service = service
+    if "hub.console" not in ROUTE_MODULES:
+        console.setup(app)
+    return app, service
+
+
+def new_user(engine: Engine, name: str, role: str = "agent", *, authorities: Iterable[str] = (),
+             regions: Iterable[str] = (), password: str = PASSWORD) -> int:
+    return add_user(engine, name, role, password, authorities=authorities, regions=regions)
+
+
+_META = re.compile(r'<meta name="csrf-token" content="([^"]*)"')
+_LOGIN_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def login_form_token(client) -> str:
+    resp = await client.get("/console/login")
+    assert resp.status == 200
+    match = _LOGIN_TOKEN.search(await resp.text())
+    assert match, "the log-in form carries a CSRF token"
+    return match.group(1)
+
+
+async def try_login(client, name: str, password: str):
+    token = await login_form_token(client)
+    return await client.post("/console/login", data={"name": name, "password": password, "csrf_token": token,
+                                                     "next": "/console/"}, allow_redirects=False)
+
+
+async def login(client, name: str, password: str = PASSWORD) -> str:
+    """Log in; returns the session's CSRF token (from the page's meta tag)."""
+    resp = await try_login(client, name, password)
+    assert resp.status == 303, await resp.text()
+    page = await client.get("/console/")
+    assert page.status == 200
+    match = _META.search(await page.text())
+    assert match and match.group(1)
+    return match.group(1)
+
+
+def make_case(engine: Engine, *, text: str, channel: str = "web", authority: tuple[str, str] | None = None,
+              service: tuple[str, str] | None = None, email: str | None = None, phone: str | None = None,
+              state: CaseState = CaseState.ROUTED, external_id: str | None = None,
+              received_at: datetime | None = None, policy: SlaPolicy | None = None) -> int:
+    """A case through intake, then routed to ``authority`` (``(id, name)``) and moved to ``state``."""
+    policy = policy or SlaPolicy()
+    req = InboundRequest(channel=channel, external_id=external_id or f"t-{datetime.now(UTC).timestamp()}-{text[:8]}",
+                         text=text, contact=Contact(email=email, phone=phone),
+                         received_at=received_at or datetime.now(UTC))
+    case_id = write_requests(engine, [req], policy=policy)[0].case_id
+    if state == CaseState.NEW:
+        return case_id
+    values: dict[str, Any] = {}
+    if authority:
+        values |= {"authority_id": authority[0], "authority_name": authority[1]}
+    if service:
+        values |= {"service_id": service[0], "service_name": service[1]}
+    with engine.begin() as conn:
+        row = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
+        first = CaseState.ROUTED if state != CaseState.NEEDS_CLARIFICATION else CaseState.NEEDS_CLARIFICATION
+        transition(conn, row, first, actor="test", policy=policy, values=values)
+        if state not in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
+            row = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
+            transition(conn, row, state, actor="test", policy=policy)
+    return case_id
+
+
+def set_case(engine: Engine, case_id: int, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(case_t).where(case_t.c.id == case_id).values(**values))
+
+
+KREIS = ("kreis-01060", "Kreis Segeberg – Kreisverwaltung")
+AMT_LEEZEN = ("amt-010605053", "Amt Leezen")
+SOEST = ("kreis-05974", "Kreis Soest – Kreishaus")

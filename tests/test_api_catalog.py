@@ -1,0 +1,437 @@
+"""HTTP: /api/catalog, in-process with aiohttp's test client over a real SQLite database with every region."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, regions_template)
+    BARK,
+    MUENCHEN,
+    MUENCHEN_KREIS,
+    SEGEBERG,
+    TODESFELDE,
+    counts,
+    engine_fixture,
+    leistung,
+    level_registration,
+    load_kb,
+    make_token,
+    office,
+    override,
+    region_index_fixture,
+    regions_template_fixture,
+)
+from pydantic import Field
+from sqlalchemy import select
+
+from hub import api_catalog
+from hub.app import create_app
+from hub.cases import audit_t
+from hub.catalog_settings import CatalogSettings
+from hub.config import Settings
+from hub.db import make_engine
+from hub.routes import ROUTE_MODULES
+from knowledge.importers import parse_dldb
+from knowledge.importers.store import batch_change_set, store_batch
+from knowledge.sync_models import version_t
+
+
+class CatalogTestSettings(Settings):
+    """Settings with the [catalog] section, as hub.config.Settings carries it once wired."""
+
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings, description="Catalogue sync.")
+
+
+TOKENS = {  # name: (role, regions)
+    "segeberg": ("catalog", (SEGEBERG,)),
+    "todesfelde": ("catalog", (TODESFELDE,)),
+    "bark": ("catalog", (BARK,)),
+    "muenchen": ("catalog", (MUENCHEN_KREIS,)),
+    "noscope": ("catalog", ()),
+    "intake": ("service", ()),
+}
+
+
+async def make_env(aiohttp_client, engine, region_index, **catalog) -> SimpleNamespace:
+    tokens = {name: make_token(engine, name, role, regions) for name, (role, regions) in TOKENS.items()}
+    settings = CatalogTestSettings()
+    settings.catalog = CatalogSettings(**{"poll_seconds": 0.2, **catalog})
+    kb = load_kb(engine, region_index)
+    app = create_app(settings, kb=kb, engine=engine)
+    if "hub.api_catalog" not in ROUTE_MODULES:
+        api_catalog.setup(app)
+    client = await aiohttp_client(app)
+    return SimpleNamespace(client=client, kb=kb, engine=engine, tokens=tokens, app=app)
+
+
+@pytest.fixture()
+async def env(aiohttp_client, engine, region_index):
+    return await make_env(aiohttp_client, engine, region_index)
+
+
+def auth(env, name: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {env.tokens[name]}", **headers}
+
+
+def kreis_body() -> dict:
+    return {
+        "leistung": [
+            leistung(
+                "se-wkz", "Wunschkennzeichen reservieren", ebene="kreis", synonyme=["Kennzeichen reservieren"]
+            )
+        ],
+        "organisationseinheit": [
+            office("se-kv", "Kreisverwaltung Segeberg", SEGEBERG, kontakt={"telefon": "04551 951-0"})
+        ],
+        "zustaendigkeit": [level_registration("kreis", SEGEBERG, "se-kv")],
+    }
+
+
+def muenchen_body() -> dict:
+    batch = parse_dldb(
+        MUENCHEN / "services_de.json",
+        MUENCHEN / "locations_de.json",
+        id_prefix="muc",
+        region_ars=MUENCHEN_KREIS,
+    )
+    from knowledge.sync import snapshot_from_rows
+
+    cs = batch_change_set(batch, MUENCHEN_KREIS, replace=True)
+    rows = {k: [o.row for o in cs.writes[k].values()] for k in cs.writes}
+    return snapshot_from_rows(
+        rows["leistung"], rows["organisationseinheit"], rows["zustaendigkeit"], rows["onlinedienst"]
+    )
+
+
+# -- authentication and scope --------------------------------------------------------------------------------
+
+
+async def test_writing_needs_a_catalog_token_with_a_region(env):
+    url = f"/api/catalog/{SEGEBERG}/changes"
+    resp = await env.client.post(url, json={})
+    assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+    assert "bearer token is required" in (await resp.json())["error"]
+    resp = await env.client.post(url, json={}, headers={"Authorization": "Bearer chub_not-a-token"})
+    assert resp.status == 401
+    resp = await env.client.post(url, json={}, headers=auth(env, "intake"))
+    assert resp.status == 403 and "role 'catalog'" in (await resp.json())["error"]
+    resp = await env.client.post(url, json={}, headers=auth(env, "noscope"))
+    assert resp.status == 403 and "no region" in (await resp.json())["error"]
+    resp = await env.client.get(f"/api/catalog/{SEGEBERG}", headers=auth(env, "intake"))
+    assert resp.status == 200, "any valid token reads"
+
+
+async def test_a_gemeinde_token_cannot_write_another_gemeinde_or_the_kreis(env):
+    assert (
+        await env.client.put(
+            f"/api/catalog/{SEGEBERG}/snapshot", json=kreis_body(), headers=auth(env, "segeberg")
+        )
+    ).status == 200
+    before = counts(env.engine)
+
+    resp = await env.client.put(
+        f"/api/catalog/{BARK}/snapshot",
+        json={"leistung": [leistung("x", "X")]},
+        headers=auth(env, "todesfelde"),
+    )
+    body = await resp.json()
+    assert resp.status == 403 and f"region {BARK} is outside this token's region" in body["error"]
+
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes",
+        headers=auth(env, "todesfelde"),
+        json={
+            "write": {
+                "organisationseinheit": [office("tf-x", "Bürgerbüro", BARK)],
+                "leistung": [leistung("se-wkz", "Meins jetzt")],
+            }
+        },
+    )
+    body = await resp.json()
+    assert resp.status == 403
+    assert {(e["object"], e["field"]) for e in body["errors"]} == {
+        ("write.organisationseinheit[0] id=tf-x", "gebiet_ars"),
+        ("write.leistung[0] id=se-wkz", "id"),
+    }
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes",
+        headers=auth(env, "todesfelde"),
+        json={"delete": {"organisationseinheit": ["se-kv"]}},
+    )
+    assert resp.status == 403
+    assert counts(env.engine) == before, "nothing changed"
+    assert env.kb.services["se-wkz"].name == "Wunschkennzeichen reservieren"
+
+    # The Kreis's token reaches into its Gemeinden.
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes",
+        headers=auth(env, "segeberg"),
+        json={"write": {"leistung": [leistung("tf-hund", "Hund anmelden")]}},
+    )
+    assert resp.status == 200
+
+
+async def test_unknown_regions_are_404(env):
+    for path in ("/api/catalog/0106/changes", "/api/catalog/010609999999/changes"):
+        resp = await env.client.post(path, json={}, headers=auth(env, "segeberg"))
+        assert resp.status == 404, path
+
+
+# -- writes, lookups, audit ----------------------------------------------------------------------------------
+
+
+async def test_the_muenchen_catalogue_over_http_is_found_at_once(env):
+    body = json.dumps(muenchen_body()).encode()
+    resp = await env.client.put(
+        f"/api/catalog/{MUENCHEN_KREIS}/snapshot",
+        data=body,
+        headers=auth(env, "muenchen", **{"Content-Type": "application/json"}),
+    )
+    result = await resp.json()
+    assert resp.status == 200, result
+    assert resp.headers["ETag"] == '"1"' and result["version"] == 1
+    assert result["summary"]["leistung"]["added"] == 287
+    resp = await env.client.get("/api/lookup", params={"q": "Gewerbe anmelden", "location": "München"})
+    top = (await resp.json())["results"][0]
+    assert top["service"]["id"] == "muc-1063423" and top["authority"]["id"] == "muc-loc-10546"
+
+
+async def test_one_change_is_visible_in_lookups_within_a_second_and_audited(env):
+    await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot", json=kreis_body(), headers=auth(env, "segeberg")
+    )
+    started = time.perf_counter()
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes",
+        headers=auth(env, "todesfelde"),
+        json={
+            "write": {
+                "leistung": [leistung("tf-osterfeuer", "Osterfeuer anmelden", synonyme=["Brauchtumsfeuer"])],
+                "organisationseinheit": [office("tf-gv", "Gemeinde Todesfelde", TODESFELDE)],
+                "zustaendigkeit": [override("tf-osterfeuer", TODESFELDE, "tf-gv")],
+            }
+        },
+    )
+    assert resp.status == 200
+    resp = await env.client.get("/api/lookup", params={"q": "Brauchtumsfeuer", "location": "Todesfelde"})
+    elapsed = time.perf_counter() - started
+    top = (await resp.json())["results"][0]
+    assert top["service"]["id"] == "tf-osterfeuer" and top["authority"]["id"] == "tf-gv"
+    assert elapsed < 1.0
+    with env.engine.connect() as conn:
+        actors = {r.actor for r in conn.execute(select(audit_t).where(audit_t.c.action.like("catalog_%")))}
+        versions = {(r.region_ars, r.version, r.actor) for r in conn.execute(select(version_t))}
+    assert actors == {"token:segeberg", "token:todesfelde"}
+    assert versions == {(SEGEBERG, 1, "token:segeberg"), (TODESFELDE, 1, "token:todesfelde")}
+
+
+async def test_a_bad_object_rejects_the_whole_change_set(env):
+    body = {"leistung": [leistung(f"se-l{i}", f"Leistung Nummer {i}") for i in range(50)]}
+    body["leistung"].append(leistung("se-bad", "Kaputt", leika="123", ebene="bund"))
+    resp = await env.client.put(f"/api/catalog/{SEGEBERG}/snapshot", json=body, headers=auth(env, "segeberg"))
+    result = await resp.json()
+    assert resp.status == 400
+    assert "nothing was changed" in result["error"]
+    assert sorted((e["object"], e["field"]) for e in result["errors"]) == [
+        ("leistung[50] id=se-bad", "ebene"),
+        ("leistung[50] id=se-bad", "leika"),
+    ]
+    assert all(e["message"] for e in result["errors"])
+    assert counts(env.engine)["service"] == counts(env.engine)["versions"] == 0
+    assert not env.kb.lookup("Leistung Nummer 7").answers
+
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot?partial=true", json=body, headers=auth(env, "segeberg")
+    )
+    result = await resp.json()
+    assert resp.status == 200 and result["applied"] and len(result["diff"]["added"]["leistung"]) == 50
+    assert len(result["errors"]) == 2
+    assert env.kb.lookup("Leistung Nummer 7").answers[0].service.id == "se-l7"
+
+
+async def test_dry_run_returns_the_diff_without_writing(env):
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot?dry_run=true", json=kreis_body(), headers=auth(env, "segeberg")
+    )
+    result = await resp.json()
+    assert resp.status == 200 and result["dry_run"] and not result["applied"]
+    assert result["diff"]["added"]["leistung"] == ["se-wkz"]
+    assert resp.headers["ETag"] == '"0"'
+    assert counts(env.engine)["service"] == counts(env.engine)["versions"] == 0
+    assert "se-wkz" not in env.kb.services
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot?dry_run=maybe", json={}, headers=auth(env, "segeberg")
+    )
+    assert resp.status == 400
+
+
+# -- concurrent writers --------------------------------------------------------------------------------------
+
+
+async def test_if_match_keeps_concurrent_writers_from_overwriting_each_other(env):
+    url = f"/api/catalog/{SEGEBERG}"
+    resp = await env.client.get(url, headers=auth(env, "segeberg"))
+    assert resp.headers["ETag"] == '"0"'
+    resp = await env.client.put(
+        f"{url}/snapshot", json=kreis_body(), headers=auth(env, "segeberg", **{"If-Match": '"0"'})
+    )
+    assert resp.status == 200 and resp.headers["ETag"] == '"1"'
+    stale = kreis_body()
+    stale["leistung"][0]["name"] = "Veraltet"
+    resp = await env.client.put(
+        f"{url}/snapshot", json=stale, headers=auth(env, "segeberg", **{"If-Match": '"0"'})
+    )
+    assert resp.status == 412 and resp.headers["ETag"] == '"1"' and (await resp.json())["version"] == 1
+    assert env.kb.services["se-wkz"].name == "Wunschkennzeichen reservieren"
+
+    async def write(name: str):
+        body = {"write": {"leistung": [leistung("se-wkz", name, ebene="kreis")]}}
+        r = await env.client.post(
+            f"{url}/changes", json=body, headers=auth(env, "segeberg", **{"If-Match": '"1"'})
+        )
+        return r.status, name
+
+    results = await asyncio.gather(write("Erster Schreiber"), write("Zweiter Schreiber"))
+    assert sorted(s for s, _ in results) == [200, 412]
+    winner = next(n for s, n in results if s == 200)
+    assert env.kb.services["se-wkz"].name == winner
+    with env.engine.connect() as conn:
+        assert conn.execute(select(version_t.c.version).order_by(version_t.c.version.desc())).first()[0] == 2
+
+    weak = await env.client.post(
+        f"{url}/changes", json={}, headers=auth(env, "segeberg", **{"If-Match": 'W/"2"'})
+    )
+    assert weak.status == 412, "If-Match compares strongly"
+    anything = await env.client.post(
+        f"{url}/changes", json={}, headers=auth(env, "segeberg", **{"If-Match": "*"})
+    )
+    assert anything.status == 200
+
+
+async def test_if_match_can_be_required(aiohttp_client, engine, region_index):
+    env = await make_env(aiohttp_client, engine, region_index, require_if_match=True)
+    url = f"/api/catalog/{SEGEBERG}/snapshot"
+    resp = await env.client.put(url, json=kreis_body(), headers=auth(env, "segeberg"))
+    assert resp.status == 428
+    resp = await env.client.put(url + "?dry_run=true", json=kreis_body(), headers=auth(env, "segeberg"))
+    assert resp.status == 200, "a dry run writes nothing and needs no If-Match"
+    resp = await env.client.put(url, json=kreis_body(), headers=auth(env, "segeberg", **{"If-Match": '"0"'}))
+    assert resp.status == 200
+
+
+# -- bad bodies ----------------------------------------------------------------------------------------------
+
+
+async def test_a_5_mb_malformed_body_is_400_and_changes_nothing(env):
+    await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot", json=kreis_body(), headers=auth(env, "segeberg")
+    )
+    before = counts(env.engine)
+    item = b'{"id": "se-x", "name": "Leistung", "synonyme": ["a", "b"]},'
+    body = b'{"leistung": [' + item * (5_000_000 // len(item) + 1) + b'{"id": "se-y", "name": '
+    assert len(body) >= 5_000_000 > Settings().server.max_body_bytes, "the catalogue has its own body limit"
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot",
+        data=body,
+        headers=auth(env, "segeberg", **{"Content-Type": "application/json"}),
+    )
+    result = await resp.json()
+    assert (
+        resp.status == 400
+        and "not valid JSON" in result["error"]
+        and "nothing was changed" in result["error"]
+    )
+    assert counts(env.engine) == before
+    assert "se-wkz" in env.kb.services and "se-x" not in env.kb.services
+
+    json_type = {"Content-Type": "application/json"}
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot", data=b"\xff\xfe{}", headers=auth(env, "segeberg", **json_type)
+    )
+    assert resp.status == 400 and "not UTF-8" in (await resp.json())["error"]
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot",
+        data=b"[" * 100_000 + b"]" * 100_000,
+        headers=auth(env, "segeberg", **json_type),
+    )
+    assert resp.status == 400
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot",
+        data="leistung=1",
+        headers=auth(env, "segeberg", **{"Content-Type": "text/plain"}),
+    )
+    assert resp.status == 415
+    assert counts(env.engine) == before
+
+
+async def test_a_body_over_the_limit_is_413(aiohttp_client, engine, region_index):
+    env = await make_env(aiohttp_client, engine, region_index, max_body_bytes=50_000)
+    body = json.dumps({"leistung": [leistung(f"se-{i}", f"Leistung {i}") for i in range(2000)]})
+    resp = await env.client.put(
+        f"/api/catalog/{SEGEBERG}/snapshot",
+        data=body,
+        headers=auth(env, "segeberg", **{"Content-Type": "application/json"}),
+    )
+    assert resp.status == 413
+    assert counts(engine)["versions"] == 0
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+
+
+async def test_pull_consumers_read_the_catalogue_and_the_changes_since_a_version(env):
+    url = f"/api/catalog/{SEGEBERG}"
+    await env.client.put(f"{url}/snapshot", json=kreis_body(), headers=auth(env, "segeberg"))
+    await env.client.post(
+        f"{url}/changes",
+        headers=auth(env, "segeberg"),
+        json={"write": {"leistung": [leistung("se-jagd", "Jagdschein", ebene="kreis")]}},
+    )
+    resp = await env.client.get(url, headers=auth(env, "intake"))
+    full = await resp.json()
+    assert resp.headers["ETag"] == '"2"' and full["version"] == 2
+    assert [x["id"] for x in full["catalog"]["leistung"]] == ["se-jagd", "se-wkz"]
+    resp = await env.client.get(url, headers=auth(env, "intake", **{"If-None-Match": '"2"'}))
+    assert resp.status == 304
+    resp = await env.client.get(url, params={"since": "1"}, headers=auth(env, "intake"))
+    since = await resp.json()
+    assert [(c["version"], c["kind"], c["op"], c["id"]) for c in since["changes"]] == [
+        (2, "leistung", "upsert", "se-jagd")
+    ]
+    for bad in ("-1", "x", "3"):
+        resp = await env.client.get(url, params={"since": bad}, headers=auth(env, "intake"))
+        assert resp.status == 400, bad
+    resp = await env.client.get(url)
+    assert resp.status == 401
+    # PUT what GET served: nothing changes.
+    resp = await env.client.put(f"{url}/snapshot", json=full["catalog"], headers=auth(env, "segeberg"))
+    assert (await resp.json())["applied"] is False and resp.headers["ETag"] == '"2"'
+
+
+# -- other processes -----------------------------------------------------------------------------------------
+
+
+async def test_an_import_by_another_process_reaches_the_running_lookups_within_a_second(env):
+    other = make_engine(str(env.engine.url))  # as `citizen-hub catalog import` in another process
+    batch = parse_dldb(
+        MUENCHEN / "services_de.json",
+        MUENCHEN / "locations_de.json",
+        id_prefix="muc",
+        region_ars=MUENCHEN_KREIS,
+    )
+    await asyncio.to_thread(store_batch, other, batch, MUENCHEN_KREIS)
+    other.dispose()
+    started = time.perf_counter()
+    found = None
+    while time.perf_counter() - started < 3.0:
+        resp = await env.client.get("/api/lookup", params={"q": "Gewerbe anmelden", "location": "München"})
+        results = (await resp.json())["results"]
+        if results and results[0]["service"]["id"] == "muc-1063423":
+            found = time.perf_counter() - started
+            break
+        await asyncio.sleep(0.05)
+    assert found is not None and found < 1.0, found

@@ -1,0 +1,134 @@
+"""The CLI contracts: init, lookup (text and --json), route (JSON lines in, JSON lines out), config."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from hub.cli_knowledge import route_lines
+
+ROUTE_KEYS = {
+    "service",
+    "authority",
+    "location",
+    "candidates",
+    "location_candidates",
+    "needs_clarification",
+    "reason",
+}
+EXE = str(Path(sys.executable).with_name("citizen-hub"))
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    return subprocess.run([EXE, *args], input=stdin, capture_output=True, timeout=120, env=env)
+
+
+def test_lookup_wunschkennzeichen_in_todesfelde_names_kreis_segeberg(demo_db_url):
+    """The issue's acceptance line, through the installed console script."""
+    proc = run("lookup", "wunschkennzeichen", "--location", "Todesfelde", "--db", demo_db_url)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    first = out.split("\n2. ")[0]
+    assert "Wunschkennzeichen" in first
+    assert "Kreis Segeberg" in first
+    assert "Todesfelde" in out
+
+
+def test_route_contract_over_stdin(demo_db_url):
+    lines = [
+        {"text": "Ich möchte ein Wunschkennzeichen reservieren", "location": "Todesfelde"},
+        {"text": "Ich muss meinen Wohnsitz anmelden", "location": "23795"},
+        {"text": "Auto zulassen", "location": "23795"},
+        {"text": "Reisepass beantragen", "location": None},
+    ]
+    raw = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode()
+    raw += b"\xff\xfe not utf-8\n" + b"{not json\n" + b'{"text": 5}\n'
+    proc = run("route", "--db", demo_db_url, stdin=raw)
+    assert proc.returncode == 1  # some lines were invalid
+    outs = [json.loads(x) for x in proc.stdout.decode().splitlines()]
+    assert len(outs) == 7
+    for out in outs:
+        assert set(out) == ROUTE_KEYS
+        assert len(out["candidates"]) <= 5
+    kfz, melde, auto, pass_, bad_utf8, bad_json, bad_shape = outs
+    assert kfz["authority"]["name"].startswith("Kreis") and kfz["needs_clarification"] is False
+    assert kfz["location"]["name"] == "Todesfelde"
+    # 23795 spans Bad Segeberg and villages of two Ämter: an Amt service must ask ...
+    assert melde["authority"] is None and melde["needs_clarification"] is True
+    assert len(melde["location_candidates"]) == 14
+    # ... a county service under the same postcode resolves without asking.
+    assert auto["authority"]["name"].startswith("Kreis") and auto["needs_clarification"] is False
+    assert pass_["needs_clarification"] is True and pass_["service"] is not None
+    assert "not UTF-8" in bad_utf8["reason"]
+    assert bad_json["reason"].startswith("invalid input")
+    assert bad_shape["reason"].startswith("invalid input")
+    assert b"line 5" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_route_lines_in_process_keeps_order(kb):
+    stdin = io.BytesIO(b'{"text": "Hundesteuer", "location": "Norderstedt"}\n\n{"text": "", "location": null}\n')
+    out, err = io.StringIO(), io.StringIO()
+    assert route_lines(kb, stdin, out, err) == 0
+    first, second = (json.loads(x) for x in out.getvalue().splitlines())
+    assert first["service"] is not None and first["location"]["name"] == "Norderstedt"
+    assert second["service"] is None and second["needs_clarification"] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lookup", "   "], "query is empty"),
+        (["lookup", "x", "--limit", "0"], "--limit"),
+    ],
+)
+def test_lookup_bad_arguments_are_clear_errors(demo_db_url, capsys, args, message):
+    assert main([*args, "--db", demo_db_url]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_lookup_json_matches_the_http_shape(demo_db_url, capsys):
+    assert main(["lookup", "Führerschien", "--location", "Norderstedt", "--json", "--db", demo_db_url]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"query", "location", "location_candidates", "location_reason", "results"}
+    assert data["location"]["name"] == "Norderstedt"
+    assert "Fahrerlaubnis" in data["results"][0]["service"]["name"] or "Führerschein" in data["results"][0]["service"]["name"]
+
+
+def test_lookup_on_a_missing_database_says_run_init(tmp_path, capsys):
+    assert main(["lookup", "Reisepass", "--db", f"sqlite:///{tmp_path}/empty.sqlite3"]) == 2
+    assert "citizen-hub init" in capsys.readouterr().err
+
+
+def test_lookup_control_characters_and_huge_query(demo_db_url, capsys):
+    assert main(["lookup", "Reise\x00pass\x1b[31m" + "x" * 10_000, "--json", "--db", demo_db_url]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "\x00" not in data["query"] and "\x1b" not in data["query"]
+
+
+def test_init_is_idempotent_and_loads_demo(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/fresh.sqlite3"
+    assert main(["init", "--demo", "--quiet", "--db", url]) == 0
+    assert main(["init", "--demo", "--quiet", "--db", url]) == 0
+    err = capsys.readouterr().err
+    assert "already loaded" in err and "demo catalogue" in err
+    from sqlmodel import Session, func, select
+
+    from hub.db import make_engine
+    from knowledge.models import Region, Service
+
+    with Session(make_engine(url)) as s:
+        assert s.exec(select(func.count()).select_from(Region)).one() > 12_000
+        assert s.exec(select(func.count()).select_from(Service)).one() >= 80
+
+
+def test_config_command_prints_the_reference(capsys):
+    assert main(["config"]) == 0
+    assert "[database]" in capsys.readouterr().out

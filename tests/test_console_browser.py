@@ -1,0 +1,366 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against a real hub server on
+127.0.0.1, with a local SMTP sink (aiosmtpd) behind the e-mail channel.
+
+Skipped with the reason when Chromium or Playwright is missing, except on CI (``CI=true``), where it
+fails. Screenshots go to ``tests/artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import require_component
+from console_support import (
+    KREIS,
+    PASSWORD,
+    RecordingAdapter,
+    make_case,
+    new_user,
+    settings_for,
+)
+from sqlalchemy import select
+
+from hub.calls import call_t
+from hub.cases import CaseState, case_t, message_t
+from hub.db import make_engine
+from hub.migrate import upgrade
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def _playwright_missing() -> str | None:
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (.venv/bin/pip install playwright)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpSink:
+    """A local SMTP server (aiosmtpd) that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.port = _free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+    def wait_for(self, recipient: str, timeout: float = 15.0) -> email.message.EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for (_sender, rcpts), msg in zip(self.envelopes, self.messages, strict=False):
+                if recipient in rcpts:
+                    return msg
+            time.sleep(0.05)
+        raise AssertionError(f"no mail to {recipient} reached the SMTP sink; got {self.envelopes}")
+
+
+class HubServer:
+    """The hub (queue, console, outbox with the real e-mail adapter) on 127.0.0.1, in its own thread."""
+
+    def __init__(self, settings, engine, kb) -> None:
+        self.settings, self.engine, self.kb = settings, engine, kb
+        self.port = 0
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hub-server", daemon=True)
+
+    def _run(self) -> None:
+        from aiohttp import web
+        from console_support import make_app
+
+        from channels.email_outbound import build_email_adapter
+        from hub.outbox import PickupAdapter
+
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            adapters = {"api": PickupAdapter(), "web": PickupAdapter(), "email": build_email_adapter(self.settings),
+                        "sms": RecordingAdapter("sms")}
+            app, self.service = make_app(self.settings, self.engine, self.kb, adapters=adapters)
+
+            async def outbox(app):  # only the outbox: tests route their cases themselves
+                task = asyncio.create_task(self.service.dispatcher.run_forever())
+                yield
+                self.service.dispatcher.stop()
+                await asyncio.wait_for(task, 10)
+
+            app.cleanup_ctx.append(outbox)
+            self.runner = web.AppRunner(app)
+            self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    def start(self) -> HubServer:
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, demo_db_url, kb):
+    require_component(_playwright_missing() is None, _playwright_missing() or "")
+    from channels.email_settings import EmailSettings
+
+    tmp = tmp_path_factory.mktemp("browser")
+    target = tmp / "hub.sqlite3"
+    with sqlite3.connect(demo_db_url.split("///", 1)[1]) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{target}"
+    engine = make_engine(url)
+    upgrade(engine)
+    sink = SmtpSink()
+    sink.controller.start()
+    settings = settings_for(tmp, url, events_poll_seconds=0.2)
+    settings.email = EmailSettings(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_starttls=False, smtp_tls=False,
+                                   address="anliegen@hub.example", smtp_timeout_seconds=5)
+    new_user(engine, "meier", authorities=[KREIS[0]])
+    new_user(engine, "chefin", "supervisor", regions=["01060"])
+    server = HubServer(settings, engine, kb).start()
+    try:
+        yield type("Hub", (), {"url": server.url, "engine": engine, "sink": sink, "server": server})
+    finally:
+        server.stop()
+        sink.controller.stop()
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser(hub):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, hub, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="de-DE",
+                                  timezone_id="Europe/Berlin")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    yield pg
+    pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"), full_page=True)
+    context.close()
+
+
+def _login(page, hub, name: str = "meier") -> None:
+    page.goto(hub.url + "/console/")
+    assert "/console/login" in page.url
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(hub.url + "/console/")
+
+
+def _search(page, place: str, words: str) -> None:
+    page.fill("#place", place)
+    page.click("#q")
+    page.keyboard.type(words, delay=40)
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#timing'); return t && t.dataset.ms && "
+        "document.querySelectorAll('#results li[role=option]').length > 0 && "
+        "document.querySelector('#place-status').textContent.trim().length > 0; }")
+
+
+def test_login_and_search_with_a_typo(page, hub):
+    _login(page, hub)
+    page.screenshot(path=str(ARTIFACTS / "console-after-login.png"))
+    _search(page, "Todesfelde", "Führerschien")
+    assert "Todesfelde" in page.text_content("#place-status")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#card .authority-name")
+    assert "Kreis Segeberg" in page.text_content("#card .authority-name")
+    assert page.text_content("#card h2") and page.locator("#card .docs li").count() >= 2
+    assert page.get_attribute("#card .badge", "data-open") in ("yes", "no")
+    page.screenshot(path=str(ARTIFACTS / "console-card-fuehrerschein-todesfelde.png"), full_page=True)
+    durations = page.evaluate(
+        "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/console/api/lookup'))"
+        ".map(e => e.duration)")
+    assert durations, "the search asked the server as the agent typed"
+    durations.sort()
+    assert durations[len(durations) // 2] <= 50, durations
+    assert not page.errors, page.errors
+
+
+def test_record_a_call_and_forward_it(page, hub):
+    _login(page, hub)
+    page.fill("#wait", "18")
+    page.click("#btn-start")
+    page.wait_for_selector("#call-active:not([hidden])")
+    call_id = int(page.text_content("#call-id"))
+    _search(page, "Todesfelde", "Führerschien")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#card .authority-name")
+    page.click("#forward-box summary")
+    page.fill("#note", "Anruferin fragt nach der Sehtestbescheinigung für die Fahrerlaubnis.")
+    page.fill("#caller-phone", "04551 98765")
+    page.screenshot(path=str(ARTIFACTS / "console-call-forward-form.png"), full_page=True)
+    page.click("#btn-forward")
+    page.wait_for_function("() => document.querySelector('#call-result').textContent.includes('Weitergeleitet')")
+    assert "Kreis Segeberg" in page.text_content("#call-result")
+    assert page.input_value("#place") == "", "the place is cleared when the call ends"
+    with hub.engine.connect() as conn:
+        call = conn.execute(select(call_t).where(call_t.c.id == call_id)).mappings().one()
+        case = conn.execute(select(case_t).where(case_t.c.id == call["case_id"])).mappings().one()
+    assert call["outcome"] == "forwarded" and call["answered_within_s"] == 18
+    assert case["state"] == CaseState.FORWARDED and case["forward_due"] is not None
+    mail = hub.sink.wait_for("kreisverwaltung@segeberg.example")
+    assert case["token"] in mail["Subject"]
+    assert "Sehtestbescheinigung" in mail.get_content()
+
+
+def test_answer_an_email_case_and_find_the_mail_in_the_smtp_sink(page, hub):
+    case_id = make_case(hub.engine, text="Guten Tag, wie lange dauert ein Reisepass?", channel="email",
+                        authority=KREIS, email="buergerin@example.org", external_id="<q1@example.org>")
+    _login(page, hub)
+    page.goto(hub.url + "/console/queue")
+    page.click(f'tr[data-case-id="{case_id}"] a')
+    page.wait_for_url(f"{hub.url}/console/cases/{case_id}")
+    assert "wie lange dauert ein Reisepass" in page.text_content("#thread")
+    page.fill("#reply-text", "Guten Tag, ein Reisepass dauert etwa vier bis sechs Wochen.")
+    page.click("#btn-reply")
+    page.wait_for_url(f"{hub.url}/console/cases/{case_id}?done=reply")
+    mail = hub.sink.wait_for("buergerin@example.org")
+    with hub.engine.connect() as conn:
+        token = conn.execute(select(case_t.c.token).where(case_t.c.id == case_id)).scalar()
+    assert f"[#{token}]" in mail["Subject"]
+    assert mail["In-Reply-To"] == "<q1@example.org>"
+    assert "vier bis sechs Wochen" in mail.get_content()
+    page.reload()
+    page.screenshot(path=str(ARTIFACTS / "console-email-case-answered.png"), full_page=True)
+    assert "beantwortet" in page.text_content("#case-state")
+
+
+def test_the_queue_updates_without_reloading(page, hub):
+    _login(page, hub)
+    page.goto(hub.url + "/console/queue")
+    page.wait_for_function("() => document.querySelector('#live').classList.contains('on')")
+    case_id = make_case(hub.engine, text="Neue Anfrage per Web", authority=KREIS, email="neu@example.org")
+    page.wait_for_selector(f'#queue-body tr[data-case-id="{case_id}"]')
+    page.screenshot(path=str(ARTIFACTS / "console-queue-live.png"), full_page=True)
+
+
+def test_supervisor_dashboard(page, hub):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    with hub.engine.begin() as conn:
+        conn.execute(insert(call_t).values(agent="meier", started_at=datetime.now(UTC), ended_at=datetime.now(UTC),
+                                           answered_within_s=12, outcome="first_contact", authority_id=KREIS[0],
+                                           authority_name=KREIS[1]))
+    _login(page, hub, "chefin")
+    page.click("text=Dashboard")
+    page.wait_for_url(hub.url + "/console/dashboard")
+    assert page.locator(".charts svg").count() == 4
+    assert "Ziel 65 %" in page.text_content(".charts")
+    assert page.text_content("#kpi-first-contact .big").strip().endswith("%")
+    assert page.text_content("#kpi-service-level .big").strip().endswith("%")
+    page.screenshot(path=str(ARTIFACTS / "console-dashboard.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+XSS = '<script>alert("xss-script")</script><img src=x onerror="alert(\'xss-img\')"> Mein Antrag'
+
+
+def test_stored_script_and_img_onerror_stay_inert(page, hub):
+    case_id = make_case(hub.engine, text=XSS, channel="email", authority=KREIS, email="eve@example.org",
+                        external_id="<xss@example.org>")
+    _login(page, hub)
+    page.goto(hub.url + "/console/queue")
+    page.goto(f"{hub.url}/console/cases/{case_id}")
+    page.wait_for_selector("#thread .msg .text")
+    page.wait_for_timeout(500)
+
+    def check() -> None:
+        assert page.dialogs == [], f"a dialog fired: {page.dialogs}"
+        assert page.locator("#thread script").count() == 0
+        assert page.locator("#thread img").count() == 0
+        assert page.evaluate("() => document.querySelectorAll('img[src=x], [onerror]').length") == 0
+        assert '<img src=x onerror="alert' in page.text_content("#thread .msg.in .text")
+
+    check()
+    # A live update re-draws the thread with the page's script (textContent): still inert.
+    before = page.get_attribute("#thread", "data-refreshed")
+    with hub.engine.begin() as conn:
+        row = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
+        from hub.cases import SlaPolicy, transition
+
+        transition(conn, row, CaseState.NEEDS_CLARIFICATION, actor="test", policy=SlaPolicy())
+    page.wait_for_function(f"() => document.querySelector('#thread').dataset.refreshed !== {before!r}"
+                           if before else "() => !!document.querySelector('#thread').dataset.refreshed")
+    page.wait_for_timeout(300)
+    check()
+    page.screenshot(path=str(ARTIFACTS / "console-xss-inert.png"), full_page=True)
+    with hub.engine.connect() as conn:
+        assert conn.execute(select(message_t.c.text).where(message_t.c.case_id == case_id)).scalar() == XSS
+
+
+def test_artifacts_directory_is_git_ignored():
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    import subprocess
+
+    result = subprocess.run(["git", "check-ignore", "-q", "tests/artifacts/x.png"], cwd=root)
+    assert result.returncode == 0
