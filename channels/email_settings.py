@@ -42,7 +42,7 @@ class EmailSettings(Section):
         "", description="Host name the listener greets with; empty = this machine's fully qualified name."
     )
     address: str = Field(
-        "anliegen@localhost",
+        "anliegen@hub.localhost",
         description="The hub's own address: sender of acknowledgements and answers, envelope sender for "
         "bounces. Mail from it is never answered (no loops).",
     )

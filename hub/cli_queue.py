@@ -9,6 +9,7 @@ import signal
 import sys
 
 from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.tokens import ROLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = tsub.add_parser("add", help="create a token and print it (it is stored hashed, shown only now)")
     add_common_options(t)
     t.add_argument("name", help="account name, e.g. web-frontend or agent.meier")
-    t.add_argument("--role", required=True, choices=("service", "agent", "catalog"),
+    t.add_argument("--role", required=True, choices=ROLES,
                    help="service: may hand over requests; agent: may read and work cases; catalog: may write "
-                   "the catalogue of its --region")
+                   "the catalogue of its --region; open311: the api_key of an Open311 client")
     t.add_argument("--region", action="append", default=[], metavar="ARS",
                    help="catalog tokens: a region (ARS) whose catalogue the token may write; repeatable")
     t.set_defaults(func=cmd_token_add)

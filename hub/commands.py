@@ -7,4 +7,8 @@ exit code. Adding a feature's commands means adding its module to this tuple, no
 
 COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli_knowledge",  # init, serve, lookup, route, config
+    "hub.cli_queue",  # token add/list/revoke, queue status, purge, forget
+    "hub.cli_users",  # user add/list/...
+    "hub.cli_catalog",  # catalog import
+    "hub.cli_email",  # email serve, email poll-imap
 )

@@ -32,6 +32,11 @@ class Section(BaseModel):
 
 # Feature modules define their own sections next to the code that reads them; they subclass
 # Section, so they are imported after it (hub/__init__ imports this module first).
+from channels.email_settings import EmailSettings  # noqa: E402
+from channels.web_settings import WebSettings  # noqa: E402
+from hub.catalog_settings import CatalogSettings  # noqa: E402
+from hub.console_settings import ConsoleSettings  # noqa: E402
+from hub.queue_settings import PrivacySettings, QueueSettings  # noqa: E402
 from hub.sla import SlaSettings  # noqa: E402
 
 
@@ -93,6 +98,22 @@ class Settings(Section):
     lookup: LookupSettings = Field(default_factory=LookupSettings, description="Service lookup.")
     sla: SlaSettings = Field(
         default_factory=SlaSettings, description="Service-level clock: business hours and public holidays."
+    )
+    queue: QueueSettings = Field(
+        default_factory=QueueSettings, description="Request queue: intake, threading, workers, attachments."
+    )
+    privacy: PrivacySettings = Field(
+        default_factory=PrivacySettings, description="Data protection: retention of finished cases."
+    )
+    web: WebSettings = Field(default_factory=WebSettings, description="Web channel: citizen form and status page.")
+    email: EmailSettings = Field(
+        default_factory=EmailSettings, description="E-mail channel: inbound listener, IMAP, outbound SMTP."
+    )
+    catalog: CatalogSettings = Field(
+        default_factory=CatalogSettings, description="Catalogue sync API and importers."
+    )
+    console: ConsoleSettings = Field(
+        default_factory=ConsoleSettings, description="Agent console: log-in, sessions, live updates."
     )
 
 

@@ -29,8 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from hub.cases import token_t
 
 #: service: hands over requests; agent: reads and works cases; catalog: writes the catalogue of the
-#: regions it is scoped to (see knowledge.sync_models.TokenScope).
-ROLES = ("service", "agent", "catalog")
+#: regions it is scoped to (see knowledge.sync_models.TokenScope); open311: the api_key of an Open311
+#: client (channels.open311), which may post service requests and nothing else.
+ROLES = ("service", "agent", "catalog", "open311")
 PREFIX = "chub_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 

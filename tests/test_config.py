@@ -46,6 +46,18 @@ def test_config_toml_is_the_reference():
     assert (ROOT / "config.toml").read_text(encoding="utf-8").strip() == reference_toml().strip()
 
 
+def test_the_shipped_config_toml_loads_and_holds_the_defaults():
+    # Every default must pass its own validator once it is written into the file (a default that only
+    # works while it is left out would stop `make run`).
+    assert load_settings(ROOT / "config.toml", environ={}) == Settings()
+
+
+def test_every_feature_section_is_in_the_one_model():
+    sections = set(Settings.model_fields)
+    assert {"database", "server", "regions", "lookup", "sla", "queue", "privacy", "web", "email", "catalog",
+            "console"} <= sections
+
+
 def test_file_and_environment_override_defaults(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[server]\nport = 9000\n[database]\nurl = "sqlite:///x.db"\n')

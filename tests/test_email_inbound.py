@@ -657,7 +657,7 @@ def test_email_serve_runs_the_listener_until_terminated(tmp_path):
         while line and "listener on" not in line:
             line = proc.stderr.readline()
         port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
-        code, text, _ = transaction(port, simple_mail("Per CLI", "Hallo"), rcpts=("anliegen@localhost",))
+        code, text, _ = transaction(port, simple_mail("Per CLI", "Hallo"), rcpts=("anliegen@hub.localhost",))
         assert code == 250 and "stored as message" in text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

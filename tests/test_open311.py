@@ -18,7 +18,6 @@ from web_support import add_token, hub_engine, make_app, settings_for
 
 from channels.open311 import parse_text, window
 from hub.cases import attachment_t, case_t, message_t
-from hub.tokens import ROLES as TOKEN_ROLES
 
 SPEC = Path(__file__).parent / "data" / "open311"
 W3C = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
@@ -599,15 +598,6 @@ async def test_unknown_paths_under_open311_answer_an_error_list(client):
 
 # -- the api_key comes from the CLI --------------------------------------------------------------------------
 
-_CLI_READY = "open311" in TOKEN_ROLES
-
-
-@pytest.mark.xfail(
-    not _CLI_READY,
-    strict=True,
-    reason="hub/tokens.py ROLES and hub/cli_queue.py --role choices "
-    "do not list 'open311' yet (the lead wires it)",
-)
 async def test_token_add_role_open311_issues_an_api_key(client, hub, capsys):
     from hub.cli import main
 
