@@ -160,16 +160,6 @@ def test_answers_do_not_depend_on_the_process_hash_seed(muenchen):
     assert len(outputs) == 1
 
 
-def test_lookups_are_fast(index):
-    queries = ["Personalausweis", "ummeldng", "Wohnsitz anmelden", "ich bin umgezogen und muss mich ummelden",
-               "Führerschien umschreiben", "Kennzeichen gestohlen was tun"] * 20  # fmt: skip
-    t0 = time.perf_counter()
-    for q in queries:
-        index.search(q)
-    per_query_ms = (time.perf_counter() - t0) / len(queries) * 1e3
-    assert per_query_ms < 10, f"{per_query_ms:.2f} ms per query on 287 services"
-
-
 # -- bad input -------------------------------------------------------------------------------------------
 
 
@@ -188,11 +178,9 @@ def test_control_characters_inside_words_separate_them(index):
     assert top(index, "Personalausweis\x07\x1b") == [PERSO]
 
 
-def test_huge_queries_are_cut_and_stay_fast(index):
+def test_huge_queries_are_cut(index):
     ten_kb = ("Personalausweis verloren " + "bla " * 2500)[:10_000]
-    t0 = time.perf_counter()
     hits = index.search(ten_kb)
-    assert time.perf_counter() - t0 < 0.5
     assert hits and hits[0].id == PERSO_VERLUST
     one_word = "a" * 50_000
     assert index.search(one_word) == []
@@ -322,15 +310,14 @@ def test_searching_while_another_thread_updates(small):
     assert top(small, "Perso") == ["sh-perso"]
 
 
-def test_upsert_is_quick(small):
+def test_many_upserts_each_findable(small):
+    # Upsert cost is measured in bench/bench_lookup.py ("updates").
     docs = [SearchDoc(f"x-{i}", f"Dienstleistung Nummer {i} Genehmigungsverfahren", [f"Synonym{i}", "Antrag"])
             for i in range(500)]  # fmt: skip
-    t0 = time.perf_counter()
     for d in docs:
         small.upsert(d)
-    per_doc_ms = (time.perf_counter() - t0) / len(docs) * 1e3
-    assert per_doc_ms < 2, f"{per_doc_ms:.3f} ms per upsert"
     assert top(small, "Synonym321") == ["x-321"]
+    assert top(small, "Synonym7") == ["x-7"]
 
 
 def test_upsert_service_and_odd_documents(small):

@@ -85,11 +85,6 @@ def test_load_counts_every_level(loaded):
     assert pairs == N_POSTCODE_PAIRS
 
 
-def test_load_is_fast_enough(loaded):
-    _, _, seconds = loaded
-    assert seconds < 5.0, f"loading Germany took {seconds:.2f} s"
-
-
 def test_load_keeps_population_postcode_and_decimal_comma_coordinates(loaded):
     engine, _, _ = loaded
     with Session(engine) as session:
@@ -186,16 +181,6 @@ def test_plain_csv_subset_replaces_the_tables(tmp_path):
     assert first == second and first[0] == n_regions
     assert n_segeberg == 96  # incl. the uninhabited Forstgutsbezirk Buchholz (gemeindefreies Gebiet)
     assert index.resolve("Todesfelde").match.ars == TODESFELDE
-
-
-def test_index_builds_fast(loaded):
-    engine, _, _ = loaded
-    with Session(engine) as session:
-        start = time.perf_counter()
-        RegionIndex.from_session(session)
-        seconds = time.perf_counter() - start
-    # Target 1.5 s; measured ~0.6 s here. Slack for a slower CI machine.
-    assert seconds < 3.0, f"building the index took {seconds:.2f} s"
 
 
 # -- resolve ---------------------------------------------------------------------------------------
@@ -411,13 +396,15 @@ def test_a_sentence_in_the_place_field(index):
     assert index.resolve("ich wohne in Trappenkamp").match.ars == TRAPPENKAMP
 
 
-def test_fuzzy_resolution_is_fast(index):
-    queries = ["Henstedt-Ulzbrug", "Kaltenkirchn", "Norderstet", "Xyzzyhausen", "Bornhövedd"] * 20
-    start = time.perf_counter()
-    for q in queries:
-        index.resolve(q)
-    per_query = (time.perf_counter() - start) / len(queries)
-    assert per_query < 0.05, f"{per_query * 1000:.1f} ms per fuzzy query"
+# Timings (load, index build, fuzzy resolution against a rapidfuzz scan) are in bench/bench_regions.py.
+def test_fuzzy_resolution_of_typos_and_nonsense(index):
+    expected = {"Henstedt-Ulzbrug": "Henstedt-Ulzburg", "Kaltenkirchn": "Kaltenkirchen",
+                "Norderstet": "Norderstedt", "Bornhövedd": "Bornhöved"}
+    for query, name in expected.items():
+        res = index.resolve(query)
+        assert res.match is not None and res.match.display_name == name, (query, res)
+    nonsense = index.resolve("Xyzzyhausen")
+    assert nonsense.match is None and nonsense.reason
 
 
 # -- find_in_text ----------------------------------------------------------------------------------
@@ -555,9 +542,7 @@ def test_load_into_postgresql(postgres_url):
     try:
         create_schema(engine)
         with Session(engine) as session:
-            start = time.perf_counter()
             counts = load_regions(session)
-            seconds = time.perf_counter() - start
             assert load_regions(session) == counts  # idempotent
             n_regions = session.execute(select(func.count()).select_from(Region)).scalar_one()
             n_pairs = session.execute(select(func.count()).select_from(Postcode)).scalar_one()
@@ -567,7 +552,6 @@ def test_load_into_postgresql(postgres_url):
         engine.dispose()
     assert schema.startswith("t_")  # really the throw-away schema, not public
     assert counts == (N_LAND + N_KREIS + N_AMT + N_GEMEINDE, N_POSTCODE_PAIRS) == (n_regions, n_pairs)
-    assert seconds < 15.0, f"loading into PostgreSQL took {seconds:.2f} s"
     assert [r.ars for r in index.chain(TODESFELDE)] == [TODESFELDE, AMT_LEEZEN, KREIS_SEGEBERG, "01"]
     assert index.resolve("23795 Bad Segeberg").match.ars == BAD_SEGEBERG
 
