@@ -64,26 +64,16 @@ def serve(port: int, url: str) -> None:
     import logging
 
     from aiohttp import web
-    from pydantic import Field
 
-    from hub import api_cases, console
     from hub.app import create_app
     from hub.config import Settings
     from hub.console_settings import ConsoleSettings
-    from hub.routes import ROUTE_MODULES
-
-    class BenchSettings(Settings):  # [console] as the lead wires it into hub.config.Settings
-        console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Agent console.")
 
     logging.basicConfig(level=logging.WARNING)
-    settings = BenchSettings()
+    settings = Settings()
     settings.database.url = url
     settings.console = ConsoleSettings(cookie_secure=False, login_rate_per_minute=1000, login_burst=1000)
-    app = create_app(settings)
-    if "hub.api_cases" not in ROUTE_MODULES:
-        api_cases.setup(app)
-    if "hub.console" not in ROUTE_MODULES:
-        console.setup(app)
+    app = create_app(settings)  # every module of hub.routes: the queue and the console among them
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+# The config model must exist before a channel's settings section subclasses its Section: importing
+# ``hub`` loads hub.config first, which then imports the channels' sections (see hub/__init__.py).
+import hub  # noqa: F401,E402  (import order matters, see above)
+
 log = logging.getLogger(__name__)
 
 

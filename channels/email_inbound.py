@@ -557,13 +557,20 @@ class ImapPoller:
         if self._connect_fn is not None:
             return self._connect_fn()
         s = self.settings
+        context = ssl.create_default_context()
+        if not s.imap_validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         if s.imap_tls:
-            conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(s.imap_host, s.imap_port, ssl_context=ssl.create_default_context(),
-                                                    timeout=60)
+            conn: imaplib.IMAP4 = imaplib.IMAP4_SSL(s.imap_host, s.imap_port, ssl_context=context, timeout=60)
         else:
             conn = imaplib.IMAP4(s.imap_host, s.imap_port, timeout=60)
             if s.imap_starttls:
-                conn.starttls(ssl.create_default_context())
+                try:
+                    conn.starttls(context)
+                except BaseException:
+                    conn.shutdown()  # never log in in clear text when STARTTLS was asked for
+                    raise
         conn.login(s.imap_username, s.imap_password)
         return conn
 

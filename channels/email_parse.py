@@ -24,12 +24,15 @@ What comes out:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import mimetypes
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from email import errors as email_errors
 from email import message_from_bytes
 from email import policy as email_policy
 from email.header import decode_header, make_header
@@ -292,9 +295,35 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("cp1252", errors="replace")
 
 
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _decoded(part: Message) -> bytes | None:
+    """``get_payload(decode=True)``, but base64 whose length is off by one is decoded as far as it goes.
+
+    The email package gives such a payload back undecoded (there is no way to decode the last character),
+    which would put base64 gibberish into the request; a sending client's garbage line should cost its
+    last byte, not the whole text.
+    """
+    data = part.get_payload(decode=True)
+    if not any(isinstance(d, email_errors.InvalidBase64LengthDefect) for d in getattr(part, "defects", ())):
+        return data
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return data
+    clean = _NOT_BASE64.sub(b"", payload.encode("ascii", "ignore"))
+    if len(clean) % 4 == 1:  # one character too many: it cannot be decoded, the rest can
+        clean = clean[:-1]
+    clean += b"=" * (-len(clean) % 4)
+    try:
+        return base64.b64decode(clean)
+    except (binascii.Error, ValueError):
+        return data
+
+
 def _part_text(part: Message) -> str:
     try:
-        data = part.get_payload(decode=True)
+        data = _decoded(part)
     except Exception:  # broken transfer encoding: take what is there
         data = None
     if data is None:
@@ -834,7 +863,7 @@ class _Walk:
     def attach(self, part: Message, *, inline: bool = False) -> None:
         filename = _filename(part, len(self.attachments) + len(self.dropped) + 1)
         try:
-            data = part.get_payload(decode=True)
+            data = _decoded(part)
         except Exception:
             data = None
         if data is None:
@@ -946,6 +975,11 @@ def _walk(part: Message, w: _Walk, depth: int = 0) -> None:
             _forwarded(inner[0], w, depth + 1)
         else:
             w.attach(part)
+        return
+    if ctype.startswith("multipart/") and not part.is_multipart():
+        # A multipart without a usable boundary: the parser leaves the body as one string. It is what the
+        # sender wrote (most often plain text), so read it as text rather than hide it in an attachment.
+        w.segments.append(_part_text(part))
         return
     if part.is_multipart():
         children = [p for p in (part.get_payload() or []) if isinstance(p, Message)]

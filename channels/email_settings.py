@@ -126,6 +126,9 @@ class EmailSettings(Section):
     imap_port: int = Field(993, ge=1, le=65535, description="IMAP port: 993 with imap_tls, 143 without.")
     imap_tls: bool = Field(True, description="Connect to the IMAP server with implicit TLS (port 993).")
     imap_starttls: bool = Field(False, description="Upgrade a plain IMAP connection with STARTTLS.")
+    imap_validate_certs: bool = Field(
+        True, description="Check the IMAP server's TLS certificate (turn off only for a server on localhost)."
+    )
     imap_username: str = Field("", description="IMAP login name.")
     imap_password: str = Field(
         "", description="IMAP password. Give it as CITIZEN_HUB_EMAIL__IMAP_PASSWORD, not in the file."

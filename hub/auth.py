@@ -587,7 +587,6 @@ def require_login(roles: Iterable[str] = ROLES, *, csrf: bool = True) -> Callabl
             request[PRINCIPAL] = principal
             return await handler(request)
 
-        wrapper.console_roles = allowed  # type: ignore[attr-defined]  (read by the route tests)
         return wrapper
 
     return decorate

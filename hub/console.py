@@ -54,6 +54,7 @@ from channels.csrf import FIELD as LOGIN_CSRF_FIELD
 from channels.csrf import CsrfProtect
 from channels.ratelimit import RateLimiter, client_key
 from hub import dashboard
+from hub.api_cases import QUEUE
 from hub.app import ENGINE, KB, SETTINGS
 from hub.auth import (
     AUTH,
@@ -309,11 +310,7 @@ def _kb(request: web.Request):
 
 
 def _queue_service(request: web.Request):
-    """The queue service of :mod:`hub.api_cases`, when that module is set up (it runs the outbox)."""
-    try:
-        from hub.api_cases import QUEUE
-    except ImportError:  # pragma: no cover - the queue module is part of the hub
-        return None
+    """The queue service of :mod:`hub.api_cases` (it runs the outbox); None while it is starting."""
     state = request.app.get(QUEUE)
     return state.service if state is not None else None
 
@@ -502,7 +499,8 @@ async def page_console(request: web.Request) -> web.Response:
     call = None
     if call_raw.isdigit() and len(call_raw) < 12:
         row = await asyncio.to_thread(get_call, request.app[ENGINE], int(call_raw))
-        if row is not None and row["agent"] == _principal(request).name:
+        # Only the agent's own call, and only while it runs (a finished call's link starts nothing).
+        if row is not None and row["agent"] == _principal(request).name and row["outcome"] is None:
             call = call_json(row)
     result = None
     card = None
@@ -1115,8 +1113,9 @@ async def _root_redirect(request: web.Request) -> web.StreamResponse:
 
 # -- set-up ---------------------------------------------------------------------------------------------------------
 
-#: (method, path, handler). Every handler except log-in and static files is wrapped by ``require_login``;
-#: tests/test_auth.py walks this table and fails on a route that answers without a session.
+#: (method, path, handler). Every handler except log-in, the /console redirect and static files is wrapped by
+#: ``require_login``; tests/test_console_routes.py walks the app's router and fails on a route that answers
+#: without a session unless its allow-list names it.
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/console", _root_redirect),
     ("GET", "/console/", page_console),
@@ -1141,13 +1140,11 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/console/api/dashboard", api_dashboard),
     ("GET", "/console/static/{name}", static_file),
 )
-PUBLIC_PATHS = frozenset({"/console", "/console/login", "/console/static/{name}"})
 
 
 def build_state(settings: Any, engine, kb_getter) -> ConsoleState:
     cs = console_settings(settings)
-    sla = getattr(settings, "sla", None)
-    sla = sla if isinstance(sla, SlaSettings) else SlaSettings()
+    sla = settings.sla
     tz = ZoneInfo(sla.timezone)
     secret = cs.csrf_secret.encode() if cs.csrf_secret else secrets.token_bytes(32)
     if not cs.csrf_secret:

@@ -1,8 +1,7 @@
 """Config section of the agent console (``[console]``): log-in, sessions, lockout, live updates, dashboard.
 
-The lead wires :class:`ConsoleSettings` into :class:`hub.config.Settings` as ``console``. Code reads it
-through :func:`console_settings`, which falls back to the defaults while a ``Settings`` object has no
-such section. The one secret (``csrf_secret``) is given as ``CITIZEN_HUB_CONSOLE__CSRF_SECRET``.
+:class:`hub.config.Settings` holds it as ``console``; code reads it through :func:`console_settings`. The one
+secret (``csrf_secret``) is given as ``CITIZEN_HUB_CONSOLE__CSRF_SECRET``.
 """
 
 from __future__ import annotations
@@ -96,6 +95,5 @@ class ConsoleSettings(Section):
 
 
 def console_settings(settings: Any) -> ConsoleSettings:
-    """The ``[console]`` section of ``settings``, or the defaults when it has none."""
-    value = getattr(settings, "console", None)
-    return value if isinstance(value, ConsoleSettings) else ConsoleSettings()
+    """The ``[console]`` section of a :class:`hub.config.Settings`."""
+    return settings.console

@@ -1,23 +1,26 @@
-"""Helpers of the console tests: a hub app with the queue and the console on a migrated copy of the demo
-database, accounts, log-in, and cases in known states."""
+"""Helpers of the console tests: the real hub app (``hub.app.create_app`` with every module of
+``hub.routes``) on a migrated copy of the demo database, a real SMTP sink (aiosmtpd) behind the e-mail
+channel, accounts, log-in, and cases in known states."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
+import socket
 import sqlite3
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from channels import SendResult
-from channels.email_settings import EmailSettings
-from hub import api_cases, console
+from hub import api_cases
 from hub.app import create_app
 from hub.auth import add_user
 from hub.cases import CaseState, SlaPolicy, case_t, transition
@@ -34,20 +37,62 @@ from hub.workers import QueueService
 PASSWORD = "correct horse battery staple"
 
 
-class ConsoleTestSettings(Settings):
-    """Settings with the sections the lead wires into hub.config.Settings ([console], [queue], [email])."""
-
-    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="Agent console.")
-    queue: QueueSettings = Field(default_factory=QueueSettings, description="Request queue.")
-    email: EmailSettings = Field(default_factory=EmailSettings, description="E-mail.")
-
-
-def settings_for(tmp_path: Path, url: str, **console_values: Any) -> ConsoleTestSettings:
-    s = ConsoleTestSettings()
+def settings_for(tmp_path: Path, url: str, *, smtp_port: int | None = None, **console_values: Any) -> Settings:
+    """The hub's own Settings for a test: this database, http:// cookies, and the SMTP sink if given."""
+    s = Settings()
     s.database.url = url
     s.queue = QueueSettings(attachment_dir=str(tmp_path / "attachments"))
     s.console = ConsoleSettings(**({"cookie_secure": False, "csrf_secret": "c" * 40} | console_values))
+    if smtp_port is not None:
+        # Imported here: importing channels.email_settings before hub.config is a circular import.
+        from channels.email_settings import EmailSettings
+
+        s.email = EmailSettings(smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_starttls=False, smtp_tls=False,
+                                address="anliegen@hub.example", smtp_timeout_seconds=5)
     return s
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpSink:
+    """A real local SMTP server (aiosmtpd) that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.port = _free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+    def received(self, recipient: str) -> list[email.message.EmailMessage]:
+        return [m for (_s, rcpts), m in zip(self.envelopes, self.messages, strict=False) if recipient in rcpts]
+
+    def wait_for(self, recipient: str, timeout: float = 15.0) -> email.message.EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.received(recipient)
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no mail to {recipient} reached the SMTP sink; got {self.envelopes}")
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
 
 
 def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
@@ -63,7 +108,10 @@ def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
 
 
 class RecordingAdapter:
-    """An adapter that keeps what it was asked to send (the browser test uses the real e-mail adapter)."""
+    """Stand-in for the SMS channel only: the hub has no SMS adapter module yet (see channels.CHANNELS).
+
+    E-mail always goes through the real adapter to an :class:`SmtpSink`.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -76,20 +124,18 @@ class RecordingAdapter:
 
 def make_app(settings: Settings, engine: Engine, kb, adapters: dict[str, Any] | None = None,
              run_workers: bool = False) -> tuple[web.Application, QueueService]:
-    """The hub app with the queue (hub.api_cases) and the console, whatever hub.routes lists already."""
-    from hub.routes import ROUTE_MODULES
+    """The real hub app (every module of hub.routes) with a queue service the test controls.
+
+    E-mail goes out through the real SMTP adapter to ``settings.email`` (point it at an SmtpSink).
+    """
+    from channels.email_outbound import build_email_adapter
 
     app = create_app(settings, kb=kb, engine=engine)
-    adapters = adapters if adapters is not None else {"api": PickupAdapter(), "web": PickupAdapter(),
-                                                      "email": RecordingAdapter("email"),
-                                                      "sms": RecordingAdapter("sms")}
+    if adapters is None:
+        adapters = {"api": PickupAdapter(), "web": PickupAdapter(), "email": build_email_adapter(settings),
+                    "sms": RecordingAdapter("sms")}
     service = QueueService(engine, settings, router=kb, adapters=adapters, run_workers=run_workers)
-    if "hub.api_cases" not in ROUTE_MODULES:
-        api_cases.setup(app, service)
-    else:
-        app[api_cases.QUEUE].service = service
-    if "hub.console" not in ROUTE_MODULES:
-        console.setup(app)
+    app[api_cases.QUEUE].service = service
     return app, service
 
 

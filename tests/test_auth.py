@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +28,6 @@ from console_support import (
 )
 from sqlalchemy import select, update
 
-from hub import console
 from hub.auth import (
     SESSION_COOKIE,
     AuthError,
@@ -59,52 +62,7 @@ async def env(env_factory):
     return await env_factory()
 
 
-def _console_routes(app):
-    """Every (method, path) the app serves under /console, with ids filled in."""
-    out = []
-    for route in app.router.routes():
-        info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("path") or info.get("formatter") or ""
-        if not path.startswith("/console") or route.method == "HEAD":
-            continue
-        out.append((route.method, path))
-    return out
-
-
-def _fill(path: str) -> str:
-    return path.replace("{case_id}", "1").replace("{call_id}", "1").replace("{name}", "console.css")
-
-
-# -- no page and no API call without a session ---------------------------------------------------------
-
-
-async def test_every_console_route_needs_a_session(env):
-    routes = _console_routes(env.app)
-    assert len(routes) == len(console.ROUTES), "every console route is in console.ROUTES"
-    checked = 0
-    for method, path in routes:
-        if path in console.PUBLIC_PATHS:
-            continue
-        resp = await env.client.request(method, _fill(path), allow_redirects=False,
-                                        headers={"Accept": "text/html"})
-        if method == "GET" and not path.startswith(("/console/api/", "/console/events")):
-            assert resp.status == 303, (method, path, resp.status)
-            assert resp.headers["Location"].startswith("/console/login?next="), path
-        else:
-            assert resp.status == 401, (method, path, resp.status)
-        checked += 1
-    assert checked >= 18
-
-
-async def test_public_routes_are_only_login_and_static_files(env):
-    for method, path in _console_routes(env.app):
-        if path not in console.PUBLIC_PATHS:
-            continue
-        resp = await env.client.request(method, _fill(path), allow_redirects=False)
-        # Log-in page, static file, the /console → /console/ redirect, or a refused log-in post.
-        assert resp.status in (200, 303, 403), (method, path, resp.status)
-        body = await resp.text()
-        assert "Warteschlange" not in body and "case_id" not in body
+# -- no page and no API call without a session: tests/test_console_routes.py walks every route --------------
 
 
 async def test_api_without_session_gets_json_401(env):
@@ -391,13 +349,48 @@ async def test_the_csrf_token_of_another_session_does_not_work(env):
 
 
 def _cli(monkeypatch, argv, stdin=""):
+    """hub.cli.main in this process (fast; the end-to-end test below runs the installed command)."""
     import hub.cli
 
-    if "hub.cli_users" not in hub.cli.COMMAND_MODULES:  # until the lead registers it in hub.commands
-        monkeypatch.setattr(hub.cli, "COMMAND_MODULES", (*hub.cli.COMMAND_MODULES, "hub.cli_users"))
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    main = hub.cli.main
-    return main(argv)
+    return hub.cli.main(argv)
+
+
+CITIZEN_HUB = Path(sys.executable).with_name("citizen-hub")
+
+
+async def test_user_add_through_the_installed_cli_then_log_in(tmp_path, demo_db_url, kb, aiohttp_client):
+    """``citizen-hub user add`` as an operator runs it (its own process, password on stdin), then the log-in."""
+    assert CITIZEN_HUB.exists(), f"the console script is installed next to the interpreter: {CITIZEN_HUB}"
+    engine, url = hub_engine(tmp_path, demo_db_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITIZEN_HUB_")}
+
+    def run(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([str(CITIZEN_HUB), *argv, "--db", url], input=stdin, capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    added = run("user", "add", "meier", "--role", "agent", "--authority", KREIS[0], "--password-stdin",
+                stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert PASSWORD not in added.stdout + added.stderr
+    refused = run("user", "add", "meier", "--role", "agent", "--authority", KREIS[0], "--password-stdin",
+                  stdin=PASSWORD + "\n")
+    assert refused.returncode == 2 and "exists already" in refused.stderr
+    no_stdin = run("user", "add", "other", "--role", "agent", "--authority", KREIS[0])
+    assert no_stdin.returncode == 2 and "--password-stdin" in no_stdin.stderr
+    listed = run("user", "list")
+    assert listed.returncode == 0 and "meier\tagent\tauthority:kreis-01060" in listed.stdout
+
+    settings = settings_for(tmp_path, url)
+    app, _service = make_app(settings, engine, kb)
+    client = await aiohttp_client(app)
+    assert (await try_login(client, "meier", PASSWORD + "x")).status == 401
+    csrf = await login(client, "meier")
+    assert csrf
+    mine = make_case(engine, text="Pass", authority=KREIS, email="a@example.org")
+    other = make_case(engine, text="Pass", authority=SOEST, email="b@example.org")
+    assert (await client.get(f"/console/api/cases/{mine}")).status == 200
+    assert (await client.get(f"/console/api/cases/{other}")).status == 404, "bound to the authority given"
 
 
 def test_user_add_cli(tmp_path, demo_db_url, monkeypatch, capsys):

@@ -13,6 +13,7 @@ import pytest
 from console_support import (
     KREIS,
     SOEST,
+    SmtpSink,
     hub_engine,
     login,
     make_app,
@@ -35,14 +36,22 @@ JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture
-def env_factory(tmp_path, demo_db_url, kb, aiohttp_client):
+def smtp_sink():
+    """A real SMTP server on 127.0.0.1 behind the e-mail channel: what the outbox sends arrives here."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def env_factory(tmp_path, demo_db_url, kb, aiohttp_client, smtp_sink):
     async def make(**console_values):
         engine, url = hub_engine(tmp_path, demo_db_url)
-        settings = settings_for(tmp_path, url, **console_values)
+        settings = settings_for(tmp_path, url, smtp_port=smtp_sink.port, **console_values)
         app, service = make_app(settings, engine, kb)
         client = await aiohttp_client(app)
         new_user(engine, "meier", authorities=[KREIS[0]])
-        return SimpleNamespace(client=client, engine=engine, app=app, service=service, settings=settings, kb=kb)
+        return SimpleNamespace(client=client, engine=engine, app=app, service=service, settings=settings, kb=kb,
+                               sink=smtp_sink)
 
     return make
 
@@ -202,10 +211,11 @@ async def test_call_forwarded_with_the_agents_note_and_the_24_hour_deadline(env)
     assert f"{expected_due.astimezone(BERLIN):%d.%m.%Y %H:%M}" in outbound[0]["text"]
     row = _call(env.engine, call_id)
     assert row["outcome"] == "forwarded" and row["case_id"] == case_id
-    # The outbox hands the forward to the e-mail adapter.
+    # The outbox hands the forward to the real e-mail adapter, which delivers it to the SMTP sink.
     await env.service.dispatcher.run_until_empty()
-    sent = env.service.dispatcher.adapters["email"].sent
-    assert [m.recipient for m in sent] == ["kreisverwaltung@segeberg.example"]
+    mail = env.sink.received("kreisverwaltung@segeberg.example")
+    assert len(mail) == 1 and case["token"] in mail[0]["Subject"]
+    assert "Sehtestbescheinigung" in mail[0].get_content()
 
 
 async def test_forward_needs_a_note_and_an_authority(env):
@@ -318,7 +328,8 @@ async def test_reply_goes_out_on_the_cases_channel(env):
     assert case["state"] == CaseState.ANSWERED and case["assigned_agent"] == "meier"
     assert out["channel"] == "email" and out["recipient"] == "buerger@example.org"
     await env.service.dispatcher.run_until_empty()
-    assert env.service.dispatcher.adapters["email"].sent[-1].text == "Etwa vier Wochen."
+    mail = env.sink.received("buerger@example.org")
+    assert len(mail) == 1 and mail[0].get_content().strip() == "Etwa vier Wochen."
     page = await (await env.client.get(f"/console/cases/{case_id}")).text()
     assert "Etwa vier Wochen." in page and "Wie lange dauert ein Reisepass?" in page
 

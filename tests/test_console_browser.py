@@ -8,14 +8,10 @@ fails. Screenshots go to ``tests/artifacts/`` (git-ignored).
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import os
 import shutil
-import socket
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,8 @@ from conftest import require_component
 from console_support import (
     KREIS,
     PASSWORD,
-    RecordingAdapter,
+    SmtpSink,
+    make_app,
     make_case,
     new_user,
     settings_for,
@@ -51,39 +48,6 @@ def _playwright_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class SmtpSink:
-    """A local SMTP server (aiosmtpd) that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.messages: list[email.message.EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []
-        self.port = _free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
-        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content,
-                                                      policy=email.policy.default))
-        return "250 OK"
-
-    def wait_for(self, recipient: str, timeout: float = 15.0) -> email.message.EmailMessage:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for (_sender, rcpts), msg in zip(self.envelopes, self.messages, strict=False):
-                if recipient in rcpts:
-                    return msg
-            time.sleep(0.05)
-        raise AssertionError(f"no mail to {recipient} reached the SMTP sink; got {self.envelopes}")
-
-
 class HubServer:
     """The hub (queue, console, outbox with the real e-mail adapter) on 127.0.0.1, in its own thread."""
 
@@ -96,17 +60,12 @@ class HubServer:
 
     def _run(self) -> None:
         from aiohttp import web
-        from console_support import make_app
-
-        from channels.email_outbound import build_email_adapter
-        from hub.outbox import PickupAdapter
 
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         try:
-            adapters = {"api": PickupAdapter(), "web": PickupAdapter(), "email": build_email_adapter(self.settings),
-                        "sms": RecordingAdapter("sms")}
-            app, self.service = make_app(self.settings, self.engine, self.kb, adapters=adapters)
+            # The real app; e-mail goes through the real SMTP adapter to the sink (make_app's default).
+            app, self.service = make_app(self.settings, self.engine, self.kb)
 
             async def outbox(app):  # only the outbox: tests route their cases themselves
                 task = asyncio.create_task(self.service.dispatcher.run_forever())
@@ -148,8 +107,6 @@ class HubServer:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, demo_db_url, kb):
     require_component(_playwright_missing() is None, _playwright_missing() or "")
-    from channels.email_settings import EmailSettings
-
     tmp = tmp_path_factory.mktemp("browser")
     target = tmp / "hub.sqlite3"
     with sqlite3.connect(demo_db_url.split("///", 1)[1]) as src, sqlite3.connect(target) as dst:
@@ -159,9 +116,7 @@ def hub(tmp_path_factory, demo_db_url, kb):
     upgrade(engine)
     sink = SmtpSink()
     sink.controller.start()
-    settings = settings_for(tmp, url, events_poll_seconds=0.2)
-    settings.email = EmailSettings(smtp_host="127.0.0.1", smtp_port=sink.port, smtp_starttls=False, smtp_tls=False,
-                                   address="anliegen@hub.example", smtp_timeout_seconds=5)
+    settings = settings_for(tmp, url, smtp_port=sink.port, events_poll_seconds=0.2)
     new_user(engine, "meier", authorities=[KREIS[0]])
     new_user(engine, "chefin", "supervisor", regions=["01060"])
     server = HubServer(settings, engine, kb).start()
@@ -248,9 +203,38 @@ def test_record_a_call_and_forward_it(page, hub):
     page.click("#btn-start")
     page.wait_for_selector("#call-active:not([hidden])")
     call_id = int(page.text_content("#call-id"))
-    _search(page, "Todesfelde", "Führerschien")
+    _search(page, "Todesfelde", "Reisepass")
     page.keyboard.press("Enter")
     page.wait_for_selector("#card .authority-name")
+    assert "Amt Leezen" in page.text_content("#card .authority-name")
+    # The place stays set for the whole call: a new search, even a reload, keeps it (and the call).
+    page.reload()
+    page.wait_for_selector("#call-active:not([hidden])")
+    assert page.input_value("#place") == "Todesfelde" and int(page.text_content("#call-id")) == call_id
+    assert "Todesfelde" in page.text_content("#place-status")
+    # "Send to caller": the card by e-mail, through the outbox and the real SMTP adapter.
+    page.fill("#q", "")
+    page.click("#q")
+    page.keyboard.type("Reisepas", delay=30)
+    page.wait_for_function("() => document.querySelectorAll('#results li[role=option]').length > 0")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#card .authority-name")
+    page.click("#send-box summary")
+    page.select_option("#call-send select[name=channel]", "email")
+    page.fill("#call-send input[name=to]", "Anrufer@Example.org")
+    page.click("#btn-send")
+    page.wait_for_function("() => document.querySelector('#call-result').textContent.includes('Postausgang')")
+    card_mail = hub.sink.wait_for("anrufer@example.org")
+    assert "Reisepass" in card_mail["Subject"] and "Amt Leezen" in card_mail.get_content()
+    assert page.input_value("#place") == "Todesfelde", "sending the card does not end the call"
+    page.fill("#q", "")
+    page.click("#q")
+    page.keyboard.type("Führerschien", delay=30)
+    page.wait_for_function("() => [...document.querySelectorAll('#results li[role=option]')]"
+                           ".some(li => li.textContent.includes('Fahrerlaubnis'))")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#card .authority-name")
+    assert "Kreis Segeberg" in page.text_content("#card .authority-name")
     page.click("#forward-box summary")
     page.fill("#note", "Anruferin fragt nach der Sehtestbescheinigung für die Fahrerlaubnis.")
     page.fill("#caller-phone", "04551 98765")
@@ -286,6 +270,10 @@ def test_answer_an_email_case_and_find_the_mail_in_the_smtp_sink(page, hub):
     assert f"[#{token}]" in mail["Subject"]
     assert mail["In-Reply-To"] == "<q1@example.org>"
     assert "vier bis sechs Wochen" in mail.get_content()
+    # The mail went through the hub's real SMTP adapter, not a recording stand-in.
+    from channels.email_outbound import EmailAdapter
+
+    assert isinstance(hub.server.service.dispatcher.adapters["email"], EmailAdapter)
     page.reload()
     page.screenshot(path=str(ARTIFACTS / "console-email-case-answered.png"), full_page=True)
     assert "beantwortet" in page.text_content("#case-state")

@@ -1,5 +1,5 @@
 """Inbound e-mail against a real aiosmtpd listener on 127.0.0.1, real smtplib/aiosmtplib clients, a real
-SQLite database, and the IMAP poller against a small real IMAP4rev1 server running in this process."""
+SQLite database. (The IMAP poller runs against a real Dovecot in test_email_imap.py.)"""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import hashlib
 import os
 import random
 import re
-import shlex
 import smtplib
-import socket
-import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,7 +18,7 @@ import pytest
 from queue_support import sqlite_engine
 from sqlalchemy import select, update
 
-from channels.email_inbound import AckWriter, EmailIntake, EmailServer, ImapPoller
+from channels.email_inbound import AckWriter, EmailIntake, EmailServer
 from channels.email_settings import EmailSettings
 from hub.cases import attachment_t, audit_t, case_t, message_t
 from hub.db import make_engine
@@ -482,142 +479,7 @@ def _ehlo(port: int) -> None:
         client.close()
 
 
-# -- IMAP -------------------------------------------------------------------------------------------------
-
-
-class TinyImapServer:
-    """A minimal real IMAP4rev1 server for the poller: LOGIN, SELECT, UID SEARCH UNSEEN,
-    UID FETCH (BODY.PEEK[]), UID STORE +FLAGS, LOGOUT. One mailbox, messages in memory."""
-
-    def __init__(self, messages: list[bytes], user: str = "hub", password: str = 'pa"ss word') -> None:
-        self.mails = [{"uid": 10 + i, "raw": raw, "flags": set()} for i, raw in enumerate(messages)]
-        self.user, self.password = user, password
-        self.fetched: list[int] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _session(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        out = conn.sendall
-        out(b"* OK [CAPABILITY IMAP4rev1] tiny imap ready\r\n")
-        authed = False
-        with conn:
-            for line in reader:
-                parts = line.decode().rstrip("\r\n").split(" ", 2)
-                tag, cmd = parts[0], parts[1].upper() if len(parts) > 1 else ""
-                args = parts[2] if len(parts) > 2 else ""
-                if cmd == "CAPABILITY":
-                    out(b"* CAPABILITY IMAP4rev1\r\n" + f"{tag} OK done\r\n".encode())
-                elif cmd == "LOGIN":
-                    user, password = shlex.split(args)
-                    authed = (user, password) == (self.user, self.password)
-                    out(f"{tag} {'OK' if authed else 'NO'} login\r\n".encode())
-                elif cmd == "LOGOUT":
-                    out(f"* BYE\r\n{tag} OK bye\r\n".encode())
-                    return
-                elif not authed:
-                    out(f"{tag} NO login first\r\n".encode())
-                elif cmd == "SELECT":
-                    out(f"* {len(self.mails)} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK [READ-WRITE] selected\r\n"
-                        .encode())
-                elif cmd == "UID":
-                    self._uid(tag, args, out)
-                else:
-                    out(f"{tag} BAD unknown\r\n".encode())
-
-    def _uid(self, tag: str, args: str, out) -> None:
-        sub, _, rest = args.partition(" ")
-        sub = sub.upper()
-        if sub == "SEARCH" and rest.upper() == "UNSEEN":
-            uids = " ".join(str(m["uid"]) for m in self.mails if "\\Seen" not in m["flags"])
-            out(f"* SEARCH {uids}\r\n{tag} OK search\r\n".encode())
-            return
-        uid_text, _, items = rest.partition(" ")
-        found = [(i + 1, m) for i, m in enumerate(self.mails) if str(m["uid"]) == uid_text]
-        if not found:
-            out(f"{tag} OK nothing\r\n".encode())
-            return
-        seq, mail = found[0]
-        if sub == "FETCH" and "BODY.PEEK[]" in items.upper():
-            self.fetched.append(mail["uid"])  # PEEK: no \Seen
-            out(f"* {seq} FETCH (UID {mail['uid']} BODY[] {{{len(mail['raw'])}}}\r\n".encode() + mail["raw"]
-                + f")\r\n{tag} OK fetched\r\n".encode())
-        elif sub == "STORE" and items.upper().startswith("+FLAGS"):
-            mail["flags"] |= set(re.findall(r"\\\w+", items))
-            flags = " ".join(sorted(mail["flags"]))
-            out(f"* {seq} FETCH (UID {mail['uid']} FLAGS ({flags}))\r\n{tag} OK stored\r\n".encode())
-        else:
-            out(f"{tag} BAD unsupported\r\n".encode())
-
-
-def imap_settings(hub: Hub, server: TinyImapServer, **kw) -> EmailSettings:
-    return hub.settings.model_copy(update=dict(imap_host="127.0.0.1", imap_port=server.port, imap_tls=False,
-                                               imap_username=server.user, imap_password=server.password, **kw))
-
-
-async def test_imap_poller_stores_unseen_mail_and_marks_it_seen_only_after_commit(hub):
-    server = TinyImapServer([fixture("gmail_forward_inline.eml"), fixture("windows1252_8bit.eml"),
-                             fixture("dsn_bounce_postfix.eml")])
-    try:
-        server.mails[1]["flags"].add("\\Seen")  # read by a person already: not the hub's
-        poller = ImapPoller(hub.intake, imap_settings(hub, server))
-
-        # Storage down: fetched, but left unseen for the next round.
-        await asyncio.to_thread(hub.writer.stop)
-        stats = await asyncio.to_thread(poller.poll_once)
-        assert stats.deferred == 1 and stats.stored == 0
-        assert all("\\Seen" not in m["flags"] for m in (server.mails[0], server.mails[2]))
-        assert hub.inbound() == []
-
-        hub.writer.start()
-        stats = await asyncio.to_thread(poller.poll_once)
-        assert (stats.seen, stats.stored) == (2, 2)
-        assert all("\\Seen" in m["flags"] for m in server.mails)
-        (row,) = hub.inbound()
-        assert row["external_id"] == "<CAHv8uYq3+Lm7Qx1RzT5wPq9dK2sN4bF0gE6cJ8hA1vB3nM5kQ@mail.gmail.com>"
-        assert "412,00 EUR" in row["text"]
-        assert len(hub.rows(case_t)) == 1  # the bounce (Return-Path: <>) opened no case
-        assert (await asyncio.to_thread(poller.poll_once)).seen == 0  # nothing left
-        assert hub.acks_sent()[0]["recipient"] == "frank.hansen1962@gmail.com"
-    finally:
-        server.close()
-
-
-async def test_imap_mail_over_the_limit_is_flagged_and_left_in_the_mailbox(hub):
-    server = TinyImapServer([simple_mail("groß", "x" * 50_000)])
-    try:
-        settings = imap_settings(hub, server)
-        hub.intake.settings = settings.model_copy(update={"max_message_bytes": 20_000})
-        stats = await asyncio.to_thread(ImapPoller(hub.intake, settings).poll_once)
-        assert stats.flagged == 1
-        assert server.mails[0]["flags"] == {"\\Seen", "\\Flagged"}
-        assert hub.inbound() == []
-    finally:
-        server.close()
-
-
-async def test_imap_wrong_password_stores_nothing(hub):
-    server = TinyImapServer([simple_mail("x", "y")])
-    try:
-        settings = imap_settings(hub, server).model_copy(update={"imap_password": "wrong"})
-        with pytest.raises(Exception, match="login"):
-            await asyncio.to_thread(ImapPoller(hub.intake, settings).poll_once)
-        assert server.fetched == [] and hub.inbound() == []
-    finally:
-        server.close()
+# The IMAP poller is tested against a real Dovecot server in test_email_imap.py.
 
 
 async def test_unusual_smtp_paths_still_work(hub):

@@ -86,7 +86,7 @@ class Relay:
 
 
 async def start_relay(sink: Sink, *, tls: ssl.SSLContext | None = None, implicit_tls: ssl.SSLContext | None = None,
-                      users: dict[bytes, bytes] | None = None) -> Relay:
+                      users: dict[bytes, bytes] | None = None, auth_require_tls: bool = False) -> Relay:
     loop = asyncio.get_running_loop()
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -95,7 +95,7 @@ async def start_relay(sink: Sink, *, tls: ssl.SSLContext | None = None, implicit
 
     def factory():
         return SMTP(sink, hostname="relay.test", tls_context=tls, loop=loop,
-                    authenticator=authenticator if users is not None else None, auth_require_tls=False)
+                    authenticator=authenticator if users is not None else None, auth_require_tls=auth_require_tls)
 
     return Relay(sink, await loop.create_server(factory, "127.0.0.1", 0, ssl=implicit_tls))
 
@@ -113,8 +113,9 @@ def server_tls(tmp_path_factory) -> ssl.SSLContext:
 
 
 def settings(port: int, **kw) -> EmailSettings:
-    return EmailSettings(address=OURS, display_name="Bürgerservice Bad Segeberg", smtp_host="127.0.0.1",
-                         smtp_port=port, smtp_timeout_seconds=10, **kw)
+    values = dict(address=OURS, display_name="Bürgerservice Bad Segeberg", smtp_host="127.0.0.1", smtp_port=port,
+                  smtp_timeout_seconds=10)
+    return EmailSettings(**{**values, **kw})
 
 
 def outbound(**kw) -> OutboundMessage:
@@ -287,6 +288,42 @@ async def test_starttls_is_used_when_required_and_nothing_goes_out_in_clear_with
     finally:
         await relay.close()
         await plain.close()
+
+
+async def test_starttls_then_auth_as_a_submission_relay_demands_it(server_tls):
+    """Port-587 style: the relay offers AUTH only after STARTTLS; the password never crosses in clear."""
+    relay = await start_relay(Sink(), tls=server_tls, users={b"hub": b"s3cret"}, auth_require_tls=True)
+    try:
+        login = dict(smtp_username="hub", smtp_password="s3cret", smtp_validate_certs=False)
+        result = await EmailAdapter(settings(relay.port, smtp_starttls=True, **login)).send(outbound())
+        assert result.ok, result.detail
+        (got,) = relay.sink.received
+        assert got.tls and got.login == b"hub"
+        assert got.message["Message-ID"] == "<Xk3mP9qR2sT5vW8y.5f2a9c1e7b3d4a60@citizen-hub>"
+        # Without STARTTLS in the config the relay offers no AUTH: retried later, nothing sent.
+        clear = await EmailAdapter(settings(relay.port, **login)).send(outbound())
+        assert not clear.ok and clear.temporary
+        wrong = await EmailAdapter(settings(relay.port, smtp_starttls=True, **{**login, "smtp_password": "x"})
+                                   ).send(outbound())
+        assert not wrong.ok and wrong.temporary and "login" in wrong.detail
+        assert len(relay.sink.received) == 1
+    finally:
+        await relay.close()
+
+
+async def test_implicit_tls_with_auth(server_tls):
+    # Every byte on this port is encrypted (aiosmtpd's auth_require_tls only knows STARTTLS, so it stays off).
+    relay = await start_relay(Sink(), implicit_tls=server_tls, users={b"hub": b"s3cret"})
+    try:
+        result = await EmailAdapter(settings(relay.port, smtp_tls=True, smtp_validate_certs=False, smtp_username="hub",
+                                             smtp_password="s3cret")).send(outbound())
+        assert result.ok and relay.sink.received[0].login == b"hub"
+        # The port speaks only TLS: without smtp_tls nothing gets through (and no password is sent).
+        plain = await EmailAdapter(settings(relay.port, smtp_username="hub", smtp_password="s3cret",
+                                            smtp_timeout_seconds=2)).send(outbound())
+        assert not plain.ok and plain.temporary and len(relay.sink.received) == 1
+    finally:
+        await relay.close()
 
 
 async def test_implicit_tls(server_tls):

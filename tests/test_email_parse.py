@@ -355,3 +355,50 @@ def test_parse_never_raises_on_mangled_mail():
                 raw = raw[:pos]
         p = parse_mail(bytes(raw), own_addresses={OURS})
         p.to_request(received_at=NOW)
+
+
+def _leaves(name: str):
+    msg = message_from_bytes(load(name), policy=email_policy.default)
+    return msg, [p for p in msg.walk() if not p.is_multipart()]
+
+
+def test_the_corpus_has_every_shape_of_mail_the_issue_names():
+    """Checked on the raw structure, so a fixture that loses its shape (re-saved, re-encoded) fails here.
+    The 10 MB attachment is generated in test_email_inbound.py and test_email_robustness.py."""
+    msg, leaves = _leaves("outlook_reply_de.eml")  # Outlook reply: threaded, German Outlook quote header
+    assert msg["Thread-Index"] and msg["In-Reply-To"] and b"Gesendet:" in load("outlook_reply_de.eml").replace(b"=\n", b"")
+
+    msg, leaves = _leaves("gmail_reply_html.eml")  # Gmail HTML: multipart/alternative with an HTML part
+    assert msg.get_content_type() == "multipart/alternative" and "mail.gmail.com" in msg["Message-ID"]
+    assert any(p.get_content_type() == "text/html" for p in leaves)
+
+    msg, leaves = _leaves("apple_mail_inline_image.eml")  # Apple Mail: image in multipart/related by Content-ID
+    assert "Apple Mail" in msg["X-Mailer"]
+    related = [p for p in msg.walk() if p.get_content_type() == "multipart/related"]
+    image = [p for p in leaves if p.get_content_maintype() == "image"]
+    assert related and image and image[0]["Content-ID"] and image[0]["Content-Transfer-Encoding"] == "base64"
+
+    msg, leaves = _leaves("windows1252_8bit.eml")  # windows-1252, raw 8-bit bytes that are not UTF-8
+    assert leaves[0].get_content_charset() == "windows-1252" and leaves[0]["Content-Transfer-Encoding"] == "8bit"
+    body = load("windows1252_8bit.eml").split(b"\n\n", 1)[1]
+    assert any(b in body for b in (b"\x80", b"\x84", b"\x93"))
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+
+    for name in ("thunderbird_qp_flowed_signature.eml", "base64_body_webde.eml"):  # QP and base64 text bodies
+        msg, leaves = _leaves(name)
+        cte = "quoted-printable" if "qp" in name else "base64"
+        assert leaves[0].get_content_type() == "text/plain" and leaves[0]["Content-Transfer-Encoding"] == cte
+
+    msg, _ = _leaves("dsn_bounce_postfix.eml")  # RFC 3464 bounce
+    assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
+    assert any(p.get_content_type() == "message/delivery-status" for p in msg.walk())
+
+    msg, _ = _leaves("exchange_out_of_office.eml")  # out-of-office with Auto-Submitted
+    assert msg["Auto-Submitted"].startswith("auto-")
+
+    assert parse("malformed_headers.eml").defects >= 1  # malformed headers the parser notices
+    msg, _ = _leaves("no_message_id_webform.eml")
+    assert msg["Message-ID"] is None
+    msg, leaves = _leaves("script_in_body_html_only.eml")  # HTML only, with a script
+    assert [p.get_content_type() for p in leaves] == ["text/html"] and "<script" in leaves[0].get_content().lower()

@@ -96,7 +96,11 @@
 
   function renderCard(card, answer) {
     clear(card);
-    if (!answer) { card.dataset.serviceId = ""; card.dataset.authorityId = ""; return; }
+    if (!answer) {
+      card.dataset.serviceId = ""; card.dataset.authorityId = "";
+      card.appendChild(el("p", { class: "hint" }, "Tippen Sie das Anliegen ein; ↑/↓ wählen, Enter öffnet die Karte."));
+      return;
+    }
     var s = answer.service;
     var a = answer.authority;
     card.dataset.serviceId = s.id;
@@ -237,7 +241,7 @@
         placeStatus.textContent = "mehrdeutig – bitte wählen";
         data.location_candidates.forEach(function (c) {
           var b = el("button", { type: "button", class: "choice", "data-ars": c.ars }, c.name);
-          b.addEventListener("click", function () { place.value = c.ars; run().then(function () { q.focus(); }); });
+          b.addEventListener("click", function () { place.value = c.ars; keepPlace(); run().then(function () { q.focus(); }); });
           choices.appendChild(b);
         });
       } else {
@@ -278,8 +282,16 @@
       }
     });
 
+    /* The place stays set for the whole call: it is kept in the address too, so that a reload or a
+       page opened from the results during the call still has it. It is cleared when the call ends. */
+    function keepPlace() {
+      var url = new URL(window.location.href);
+      if (place.value.trim()) url.searchParams.set("place", place.value); else url.searchParams.delete("place");
+      window.history.replaceState(null, "", url.pathname + url.search);
+    }
+
     q.addEventListener("input", schedule);
-    place.addEventListener("input", schedule);
+    place.addEventListener("input", function () { keepPlace(); schedule(); });
     q.addEventListener("keydown", function (e) {
       if (e.key === "ArrowDown") { e.preventDefault(); move(1); }
       else if (e.key === "ArrowUp") { e.preventDefault(); move(-1); }
@@ -302,7 +314,9 @@
     initCalls(place, q, function reset() {
       place.value = ""; q.value = ""; data = null; dataKey = null;
       renderResults(); renderPlace(); renderCard(card, null); placeStatus.textContent = "";
+      timing.textContent = ""; delete timing.dataset.ms; delete timing.dataset.serverMs;
       setCallFields("", "");
+      keepPlace();
     });
     if (q.value || place.value) run();
   }
