@@ -124,6 +124,7 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> int:
     from sqlmodel import Session
 
+    from hub.api_catalog import decode_body
     from hub.db import create_schema, make_engine, session_scope
     from knowledge.base import KnowledgeBase
     from knowledge.models import Region
@@ -166,7 +167,7 @@ def main() -> int:
 
         # -- the full snapshot, as PUT /api/catalog/09/snapshot runs it
         t0 = time.perf_counter()
-        data = json.loads(raw)
+        data = decode_body(raw)  # the HTTP API's own strict decoder
         t1 = time.perf_counter()
         cs = parse_snapshot(data)
         t2 = time.perf_counter()

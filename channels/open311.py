@@ -26,15 +26,18 @@ offset of ``[sla] timezone``. ``jurisdiction_id`` is optional; when given it mus
 known region (used as the place when the request has no better one) or one of
 ``[web] open311_jurisdiction_ids``, else 404. ``lat``/``long`` without an address are turned into the
 municipality with the nearest centre (approximate; the agent sees the coordinates). ``media_url`` is
-recorded, never fetched; a multipart ``media`` file is accepted as an attachment.
+recorded, never fetched; a multipart ``media`` file is accepted as an attachment. ``attribute[code]``
+values (which 311 apps send although this catalogue defines no variable attributes) are kept in the
+request text for the agent; ``device_id`` and ``account_id`` are ignored.
 
 The Open311 fields the queue has no column for (service code, address, coordinates, media URL) travel
 in the external id (``open311:<key name>:<service code>:<random>``) and in a marked block at the end of
 the request text, where agents read them and this module reads them back.
 
 Errors are the spec's error list (``<errors><error><code/><description/></error></errors>``) with the
-HTTP status: 400 bad input, 403 missing or wrong ``api_key``, 404 unknown code, id or jurisdiction,
-413 too large, 503 while the queue is not running. Citizen text is escaped in XML by ElementTree and in
+HTTP status: 400 bad input (also a form that is not UTF-8), 403 missing or wrong ``api_key``, 404 unknown
+code, id or jurisdiction, 405 a method the resource does not take (with ``Allow``), 413 too large, 503
+while the queue is not running. Citizen text is escaped in XML by ElementTree and in
 JSON ``<``, ``>`` and ``&`` are written as ``\\u003c`` etc., so a ``<script>`` is inert in both.
 """
 
@@ -47,6 +50,7 @@ import logging
 import math
 import re
 import secrets
+import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,9 +63,9 @@ from pydantic import ValidationError
 from sqlalchemy import or_, select
 
 from channels.web import BadForm, TooLarge, count_rejected, read_form, sniff_type
-from channels.web_settings import WebSettings, web_settings
+from channels.web_settings import WebSettings
 from hub.app import ENGINE, KB, SETTINGS
-from hub.cases import case_t, message_t
+from hub.cases import CaseState, case_t, message_t
 from hub.intake import IntakeUnavailable, RequestRejected
 from hub.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
 
@@ -74,17 +78,9 @@ EXT = "{ext:(?:\\.xml|\\.json)?}"
 MAX_DESCRIPTION = 4000  # the spec's limit
 DEFAULT_WINDOW = timedelta(days=90)
 MAX_RESULTS = 1000
-CLOSED_STATES = ("answered", "closed")
-ALL_STATES = (
-    "new",
-    "routed",
-    "needs_clarification",
-    "waiting_for_citizen",
-    "answered",
-    "forwarded",
-    "closed",
-    "dead_letter",
-)
+CLOSED_STATES = (CaseState.ANSWERED.value, CaseState.CLOSED.value)
+ALL_STATES = tuple(state.value for state in CaseState)
+MAX_ATTRIBUTES = 20
 TRAILER = "--- Open311 ---\n"
 _KEYS = {"Adresse": "address", "Adress-ID": "address_id", "Koordinaten": "coordinates", "Medien": "media_url"}
 _ZIP = re.compile(r"\b(\d{5})\b")
@@ -97,10 +93,11 @@ NEAREST_MAX_KM = 20.0
 class Open311Error(Exception):
     """One or more errors of the spec's error list, answered with ``status``."""
 
-    def __init__(self, status: int, description: str, *more: str) -> None:
+    def __init__(self, status: int, description: str, *more: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(description)
         self.status = status
         self.descriptions = [description, *more]
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -162,7 +159,9 @@ def render(fmt: str, root: str, body: Any, status: int = 200) -> web.Response:
 
 def error_response(fmt: str, error: Open311Error) -> web.Response:
     errors = Many("error", [{"code": error.status, "description": d} for d in error.descriptions])
-    return render(fmt, "errors", errors, error.status)
+    response = render(fmt, "errors", errors, error.status)
+    response.headers.update(error.headers)
+    return response
 
 
 def _fmt(request: web.Request) -> str:
@@ -192,12 +191,11 @@ def handler(fn):
 
 
 def _settings(request: web.Request) -> WebSettings:
-    return web_settings(request.app.get(SETTINGS))
+    return request.app[SETTINGS].web
 
 
 def _tz(request: web.Request) -> ZoneInfo:
-    sla = getattr(request.app.get(SETTINGS), "sla", None)
-    return ZoneInfo(getattr(sla, "timezone", "Europe/Berlin"))
+    return ZoneInfo(request.app[SETTINGS].sla.timezone)
 
 
 def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
@@ -428,6 +426,7 @@ def compose_text(
     coord_place: Any,
     media_url: str | None,
     jurisdiction: str | None,
+    attrs: list[tuple[str, str]] = (),
 ) -> str:
     """The request text: the citizen's description, then the marked Open311 block for the agent."""
     lines = [f"Leistung: {service.name} ({service.id})"]
@@ -445,6 +444,8 @@ def compose_text(
         lines.append(f"Medien: {media_url}")
     if jurisdiction:
         lines.append(f"jurisdiction_id: {jurisdiction}")
+    for code, value in attrs:
+        lines.append(f"Attribut {code}: {value}")
     block = TRAILER + "\n".join(lines)
     return f"{description}\n\n{block}" if description else block
 
@@ -455,7 +456,7 @@ def parse_text(text: str) -> tuple[str, dict[str, Any]]:
     if not sep:
         return text, {}
     meta: dict[str, Any] = {}
-    for line in tail.splitlines():
+    for line in tail.split("\n"):  # only the separator compose_text writes
         key, _, value = line.partition(": ")
         field = _KEYS.get(key)
         if field == "coordinates":
@@ -469,11 +470,38 @@ def parse_text(text: str) -> tuple[str, dict[str, Any]]:
     return head.rstrip("\n"), meta
 
 
+def _one_line(value: str) -> bool:
+    """No control characters and no line or paragraph separators: the value stays one line of the block."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
+
+
 def _line(params: Any, name: str, most: int) -> str | None:
     value = (params.get(name) or "").strip()
-    if len(value) > most or "\n" in value or "\r" in value:
+    if len(value) > most or not _one_line(value):
         raise Open311Error(400, f"{name} must be one line of at most {most} characters")
     return value or None
+
+
+_ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]{1,100})\](?:\[\])?$")
+
+
+def _attributes(params: Any) -> list[tuple[str, str]]:
+    """The ``attribute[code]`` values a client sent (``attribute[code][]`` for a multi-value list), kept
+    for the agent: this catalogue defines no variable attributes, but 311 apps send them anyway."""
+    out = []
+    for key in params:
+        match = _ATTRIBUTE.match(key)
+        if match is None:
+            continue
+        code = match.group(1).strip()
+        if not _one_line(code):
+            raise Open311Error(400, "an attribute code must be one line")
+        value = _line(params, key, 500)
+        if value and code:
+            out.append((code, value))
+    if len(out) > MAX_ATTRIBUTES:
+        raise Open311Error(400, f"at most {MAX_ATTRIBUTES} attribute values")
+    return out
 
 
 def external_id(client: str, code: str) -> str:
@@ -500,10 +528,11 @@ async def _read_post(
         raise Open311Error(
             413, f"the request is too large (a media file may have at most {settings.max_upload_bytes} bytes)"
         ) from None
-    except BadForm:
+    except BadForm as exc:
         raise Open311Error(
             400,
-            "send the request as application/x-www-form-urlencoded (or multipart/form-data "
+            str(exc)
+            or "send the request as application/x-www-form-urlencoded (or multipart/form-data "
             "with a media file)",
         ) from None
     media = []
@@ -563,6 +592,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
         problems.append("media_url must be an http or https URL")
     first = check(_line, params, "first_name", 200)
     last = check(_line, params, "last_name", 200)
+    attrs = check(_attributes, params)
     if problems:
         raise Open311Error(400, *problems)
     engine = request.app[ENGINE]
@@ -570,7 +600,9 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
         place_for, kb, engine, address, address_id, coords, region
     )
     jid = (params.get("jurisdiction_id") or "").strip() or None
-    text = compose_text(description, service, address, address_id, coords, coord_place, media_url, jid)
+    text = compose_text(
+        description, service, address, address_id, coords, coord_place, media_url, jid, attrs or []
+    )
     try:
         inbound = InboundRequest(
             channel="api",
@@ -828,16 +860,36 @@ async def not_found(request: web.Request, fmt: str) -> web.Response:
     raise Open311Error(404, "no such Open311 resource; see discovery.xml")
 
 
+def _method_not_allowed(allowed: tuple[str, ...]):
+    @handler
+    async def refuse(request: web.Request, fmt: str) -> web.Response:
+        raise Open311Error(
+            405, f"{request.method} is not allowed here; use {' or '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+    return refuse
+
+
 def setup(app: web.Application) -> None:
     """Add the Open311 GeoReport v2 routes under ``/open311/v2``."""
     r = app.router
-    r.add_get(f"{PREFIX}/discovery{EXT}", get_discovery, name="open311-discovery")
-    r.add_get(PREFIX, get_discovery)
-    r.add_get(PREFIX + "/", get_discovery)
-    r.add_get(f"{PREFIX}/services{EXT}", get_services, name="open311-services")
-    r.add_get(f"{PREFIX}/services/{{code:[^/]+?}}{EXT}", get_service_definition, name="open311-service")
-    r.add_get(f"{PREFIX}/requests{EXT}", get_requests, name="open311-requests")
-    r.add_post(f"{PREFIX}/requests{EXT}", post_request)
-    r.add_get(f"{PREFIX}/requests/{{id:[^/]+?}}{EXT}", get_request, name="open311-request")
-    r.add_get(f"{PREFIX}/tokens/{{token:[^/]+?}}{EXT}", get_token, name="open311-token")
+    # (path, {method: handler}, route name). Other methods on a known path get 405 with the error list.
+    table = (
+        (f"{PREFIX}/discovery{EXT}", {"GET": get_discovery}, "open311-discovery"),
+        (PREFIX, {"GET": get_discovery}, None),
+        (PREFIX + "/", {"GET": get_discovery}, None),
+        (f"{PREFIX}/services{EXT}", {"GET": get_services}, "open311-services"),
+        (f"{PREFIX}/services/{{code:[^/]+?}}{EXT}", {"GET": get_service_definition}, "open311-service"),
+        (f"{PREFIX}/requests{EXT}", {"GET": get_requests, "POST": post_request}, "open311-requests"),
+        (f"{PREFIX}/requests/{{id:[^/]+?}}{EXT}", {"GET": get_request}, "open311-request"),
+        (f"{PREFIX}/tokens/{{token:[^/]+?}}{EXT}", {"GET": get_token}, "open311-token"),
+    )
+    for path, methods, name in table:
+        resource = r.add_resource(path, name=name)
+        for method, fn in methods.items():
+            resource.add_route(method, fn)
+            if method == "GET":
+                resource.add_route("HEAD", fn)
+        resource.add_route("*", _method_not_allowed(tuple(methods)))
     r.add_route("*", f"{PREFIX}/{{tail:.*}}", not_found)

@@ -22,8 +22,8 @@ changed after going back creates a new one. The request is committed before the 
 
 Nothing personal is logged: case ids and counts only, never texts, contacts or client addresses.
 
-The intake writer is ``app[hub.api_cases.QUEUE].service.writer``: ``hub.api_cases`` must be
-registered in ``hub.routes`` (it starts the queue); without it submissions get 503.
+The intake writer is ``app[hub.api_cases.QUEUE].service.writer``; ``hub.api_cases`` (listed in
+``hub.routes``) starts it with the app. While the queue is not running, submissions get 503.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -59,7 +60,7 @@ from channels.i18n import (
     translator,
 )
 from channels.ratelimit import RateLimiter, client_key
-from channels.web_settings import WebSettings, web_settings
+from channels.web_settings import WebSettings
 from hub.app import ENGINE, KB, SETTINGS
 from hub.cases import case_t, message_t
 from hub.intake import IntakeUnavailable, RequestRejected
@@ -159,7 +160,10 @@ class TooLarge(Exception):
 
 
 class BadForm(Exception):
-    """The body is not a form this channel reads (HTTP 400)."""
+    """The body is not a form this channel reads (HTTP 400); the message, if any, says why."""
+
+
+NOT_UTF8 = "the form is not valid UTF-8"
 
 
 @dataclass
@@ -195,11 +199,24 @@ async def read_form(
     files: list[tuple[str, bytes]] = []
     if request.content_type == "application/x-www-form-urlencoded":
         try:
-            post = await request.post()
+            body = await request.read()  # bounded by the app's client_max_size (server.max_body_bytes)
         except web.HTTPRequestEntityTooLarge:
             raise TooLarge from None
-        for key, value in post.items():
-            if isinstance(value, str) and key not in fields:
+        try:
+            # Strict: a percent-escape that is not UTF-8 is refused rather than stored as U+FFFD.
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="strict",
+                max_num_fields=_MAX_PARTS * 2,
+            )
+        except UnicodeDecodeError:
+            raise BadForm(NOT_UTF8) from None
+        except ValueError:  # more fields than max_num_fields
+            raise TooLarge from None
+        for key, value in pairs:
+            if key not in fields:
                 if len(value.encode("utf-8")) > max_field_bytes:
                     raise TooLarge
                 fields[key] = value
@@ -232,7 +249,10 @@ async def read_form(
             else:
                 raw = await _read_part(part, max_field_bytes)
                 if name and name not in fields:
-                    fields[name] = raw.decode("utf-8", "replace")
+                    try:
+                        fields[name] = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise BadForm(NOT_UTF8) from None
     except (TooLarge, BadForm):
         raise
     except (ValueError, AssertionError, KeyError) as exc:  # a malformed multipart body
@@ -290,11 +310,14 @@ def render(
     state = _state(request)
     cookie, new_cookie = state.csrf.cookie_value(request)
     other = "en" if lang == "de" else "de"
+    # The language switch is a GET link: after a post it leads to the page that shows the same thing
+    # again (the confirmation's status page), not to the bare path that was posted to.
+    switch_path = context.pop("switch_path", None) or request.path
     context.update(
         t=translator(lang),
         lang=lang,
         other_lang=other,
-        other_lang_url=f"{request.path}?lang={other}",
+        other_lang_url=f"{switch_path}?lang={other}",
         csrf_field=CSRF_FIELD,
         csrf_token=state.csrf.token(cookie),
         static=STATIC_PREFIX,
@@ -785,6 +808,7 @@ async def form_post(request: web.Request) -> web.Response:
         repeat=not result.created,
         status_url=public_url(request, f"/status/{result.token}"),
         status_path=f"/status/{result.token}",
+        switch_path=f"/status/{result.token}",
         reply=values["reply"],
     )
 
@@ -1027,6 +1051,7 @@ async def status_post(request: web.Request) -> web.Response:
             repeat=not result.created,
             status_url=public_url(request, f"/status/{result.token}"),
             status_path=f"/status/{result.token}",
+        switch_path=f"/status/{result.token}",
             reply="web",
         )
     raise web.HTTPSeeOther(f"/status/{token}?sent=1")
@@ -1036,10 +1061,9 @@ async def status_post(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the citizen pages; the settings come from ``app[SETTINGS].web`` (defaults when absent)."""
-    settings = app.get(SETTINGS)
-    sla = getattr(settings, "sla", None)
-    app[WEB] = build_state(web_settings(settings), getattr(sla, "timezone", "Europe/Berlin"))
+    """Add the citizen pages; the settings come from ``app[SETTINGS].web`` and ``.sla.timezone``."""
+    settings = app[SETTINGS]
+    app[WEB] = build_state(settings.web, settings.sla.timezone)
     app.router.add_get("/", form_page, name="web-form")
     app.router.add_post("/", form_post)
     app.router.add_post("/web/suggest", suggest_json, name="web-suggest")

@@ -1,13 +1,12 @@
 """Config section of the web channel (``[web]``): citizen form, status page and the Open311 endpoint.
 
-The lead wires it into :class:`hub.config.Settings` as ``web``. Code reads it through
-:func:`web_settings`, which falls back to the defaults while a ``Settings`` object has no such section.
-Secrets come from the environment: ``CITIZEN_HUB_WEB__CSRF_SECRET``.
+It is the ``web`` section of :class:`hub.config.Settings`; the channels read it as
+``app[hub.app.SETTINGS].web``. Secrets come from the environment: ``CITIZEN_HUB_WEB__CSRF_SECRET``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -126,8 +125,3 @@ class WebSettings(Section):
             raise ValueError("must start with http:// or https://")
         return value
 
-
-def web_settings(settings: Any) -> WebSettings:
-    """The ``[web]`` section of ``settings``, or the defaults when it has none."""
-    value = getattr(settings, "web", None)
-    return value if isinstance(value, WebSettings) else WebSettings()

@@ -125,13 +125,19 @@ async def _principal(request: web.Request) -> Principal:
     return principal
 
 
-def _scopes(engine, token_hash: str) -> list[str]:
+def _scopes(engine, token_hash: str) -> list[str] | None:
+    """The regions of the token, read now; None when it has been revoked (or deleted) meanwhile.
+
+    The verifier caches tokens for a few seconds; a write checks the database itself, so a revoked
+    catalogue token cannot write a moment longer.
+    """
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(scope_t.c.region_ars)
-            .join(token_t, token_t.c.id == scope_t.c.token_id)
-            .where(token_t.c.token_hash == token_hash, token_t.c.revoked_at.is_(None))
-        ).all()
+        token = conn.execute(
+            select(token_t.c.id).where(token_t.c.token_hash == token_hash, token_t.c.revoked_at.is_(None))
+        ).first()
+        if token is None:
+            return None
+        rows = conn.execute(select(scope_t.c.region_ars).where(scope_t.c.token_id == token.id)).all()
     return sorted(r[0] for r in rows)
 
 
@@ -141,6 +147,8 @@ async def _writer(request: web.Request, region: str) -> tuple[Principal, list[st
     if principal.role != ROLE:
         raise CatalogHttpError(403, f"writing a catalogue needs a token with the role {ROLE!r}")
     scopes = await asyncio.to_thread(_scopes, request.app[ENGINE], principal.token_hash)
+    if scopes is None:
+        raise CatalogHttpError(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
     if not scopes:
         raise CatalogHttpError(
             403, "this token has no region; grant one with 'citizen-hub catalog scope grant'"
@@ -215,15 +223,66 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
-def _decode(raw: bytes) -> Any:
+class _Hostile(ValueError):
+    """A construct json.loads would accept but a catalogue body must not contain."""
+
+
+_MAX_INT_DIGITS = 20  # no field is a number; a longer integer is an attack on int() (CVE-2020-10735)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of duplicate keys: {"leistung": [...], "leistung": []} would silently
+    # turn a snapshot into "remove everything". Refuse instead of guessing which one was meant.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            shown = f" {key!r}" if _PLAIN_KEY.fullmatch(key) else ""
+            raise _Hostile(f"the key{shown} occurs twice in one object")
+        out[key] = value
+    return out
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Hostile(f"a number has more than {_MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Hostile("a number is out of range")
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise _Hostile(f"{text} is not JSON")
+
+
+def decode_body(raw: bytes) -> Any:
+    """Parse a body strictly: UTF-8, standard JSON, no duplicate keys, no NaN, no giant numbers.
+
+    Every failure is a :class:`PayloadError` (400) that says why, and nothing has been written yet.
+    """
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_int=_int,
+            parse_float=_float,
+            parse_constant=_constant,
+        )
     except UnicodeDecodeError as exc:
         message = f"the body is not UTF-8 (byte {exc.start})"
     except json.JSONDecodeError as exc:
         message = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except _Hostile as exc:
+        message = f"the body is not acceptable JSON: {exc}"
     except RecursionError:
         message = "the body is nested too deeply"
+    except ValueError as exc:  # anything else json.loads may raise on hostile input
+        message = f"the body is not valid JSON ({type(exc).__name__})"
     raise PayloadError(message + "; nothing was changed", [])
 
 
@@ -231,7 +290,7 @@ def _decode(raw: bytes) -> Any:
 
 
 def _apply(engine, region: str, raw: bytes, mode: str, **kwargs: Any) -> ApplyResult:
-    data = _decode(raw)
+    data = decode_body(raw)
     cs = parse_snapshot(data) if mode == "snapshot" else parse_changes(data)
     return apply_change_set(engine, region, cs, **kwargs)
 

@@ -194,7 +194,9 @@ LeikaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$")]
 Level = Literal["gemeinde", "amt", "kreis", "land"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 HHMM = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
-Url = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$")]
+Url = Annotated[
+    str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$"), AfterValidator(_no_control)
+]
 Name = _text(300, 1)
 Short = _text(300)
 
@@ -234,8 +236,14 @@ class Anschrift(_Model):
 
 class Kontakt(_Model):
     telefon: _text(100) = ""
-    email: Annotated[str, StringConstraints(max_length=254, pattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$")] = ""
-    web: Annotated[str, StringConstraints(max_length=2000, pattern=r"^(https?://[^\s]+)?$")] = ""
+    email: Annotated[
+        str,
+        StringConstraints(max_length=254, pattern=r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$"),
+        AfterValidator(_no_control),
+    ] = ""
+    web: Annotated[
+        str, StringConstraints(max_length=2000, pattern=r"^(https?://[^\s]+)?$"), AfterValidator(_no_control)
+    ] = ""
 
 
 class Organisationseinheit(_Model):
@@ -480,10 +488,15 @@ class ChangeSet:
         return sum(len(v) for v in self.writes.values()) + sum(len(v) for v in self.deletes.values())
 
 
+_IDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+
+
 def _label(prefix: str, kind: str, index: int, ident: Any) -> str:
     label = f"{prefix}{kind}[{index}]"
-    if isinstance(ident, str) and ident:
-        label += f" id={ident[:100]!s}"
+    # Only a well-formed id is repeated: an error never echoes arbitrary text that was sent.
+    if isinstance(ident, str) and _IDENT_RE.fullmatch(ident):
+        label += f" id={ident}"
     return label
 
 
@@ -560,9 +573,10 @@ def _check_top(data: Any, allowed: Iterable[str], what: str) -> None:
         raise PayloadError(f"{what} must be a JSON object", [ObjectError(what, "", "must be a JSON object")])
     unknown = sorted(set(data) - set(allowed))
     if unknown:
+        shown = [k if _PLAIN_KEY.fullmatch(k) else "(unprintable)" for k in unknown[:20]]
         raise PayloadError(
-            f"{what} has unknown keys: {', '.join(map(str, unknown))[:200]}",
-            [ObjectError(what, str(k)[:100], "unknown key") for k in unknown[:20]],
+            f"{what} has unknown keys: {', '.join(shown)}; known are {', '.join(allowed)}",
+            [ObjectError(what, k, "unknown key") for k in shown],
         )
 
 

@@ -25,10 +25,8 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
     region_index_fixture,
     regions_template_fixture,
 )
-from pydantic import Field
 from sqlalchemy import select
 
-from hub import api_catalog
 from hub.app import create_app
 from hub.cases import audit_t
 from hub.catalog_settings import CatalogSettings
@@ -38,13 +36,6 @@ from hub.routes import ROUTE_MODULES
 from knowledge.importers import parse_dldb
 from knowledge.importers.store import batch_change_set, store_batch
 from knowledge.sync_models import version_t
-
-
-class CatalogTestSettings(Settings):
-    """Settings with the [catalog] section, as hub.config.Settings carries it once wired."""
-
-    catalog: CatalogSettings = Field(default_factory=CatalogSettings, description="Catalogue sync.")
-
 
 TOKENS = {  # name: (role, regions)
     "segeberg": ("catalog", (SEGEBERG,)),
@@ -58,12 +49,11 @@ TOKENS = {  # name: (role, regions)
 
 async def make_env(aiohttp_client, engine, region_index, **catalog) -> SimpleNamespace:
     tokens = {name: make_token(engine, name, role, regions) for name, (role, regions) in TOKENS.items()}
-    settings = CatalogTestSettings()
+    settings = Settings()
     settings.catalog = CatalogSettings(**{"poll_seconds": 0.2, **catalog})
     kb = load_kb(engine, region_index)
+    assert "hub.api_catalog" in ROUTE_MODULES, "create_app mounts the catalogue API"
     app = create_app(settings, kb=kb, engine=engine)
-    if "hub.api_catalog" not in ROUTE_MODULES:
-        api_catalog.setup(app)
     client = await aiohttp_client(app)
     return SimpleNamespace(client=client, kb=kb, engine=engine, tokens=tokens, app=app)
 
@@ -435,3 +425,115 @@ async def test_an_import_by_another_process_reaches_the_running_lookups_within_a
             break
         await asyncio.sleep(0.05)
     assert found is not None and found < 1.0, found
+
+
+# -- incremental index, full dry-run diff ------------------------------------------------------------------
+
+
+async def test_changes_reach_lookups_without_any_rebuild_of_the_index(env, monkeypatch):
+    """Each write updates the live index in place: building an index or a knowledge base is forbidden."""
+    from knowledge.base import KnowledgeBase
+    from knowledge.lookup import ServiceIndex
+    from knowledge.responsibility import ResponsibilityIndex
+
+    index, responsibility = env.kb.index, env.kb.responsibility
+    size = len(index)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a catalogue write rebuilt the lookup index")
+
+    monkeypatch.setattr(ServiceIndex, "from_services", classmethod(forbidden))
+    monkeypatch.setattr(ServiceIndex, "__init__", forbidden)
+    monkeypatch.setattr(ResponsibilityIndex, "__init__", forbidden)
+    monkeypatch.setattr(KnowledgeBase, "load", classmethod(forbidden))
+    monkeypatch.setattr(KnowledgeBase, "__init__", forbidden)
+
+    url = f"/api/catalog/{SEGEBERG}"
+    assert (
+        await env.client.put(f"{url}/snapshot", json=kreis_body(), headers=auth(env, "segeberg"))
+    ).status == 200
+
+    async def top(q: str, location: str = "Todesfelde"):
+        resp = await env.client.get("/api/lookup", params={"q": q, "location": location})
+        results = (await resp.json())["results"]
+        return (results[0]["service"]["id"], (results[0]["authority"] or {}).get("id")) if results else None
+
+    assert await top("Kennzeichen reservieren") == ("se-wkz", "se-kv")
+    # Changed: a new synonym is found, the old one is not.
+    body = {"write": {"leistung": [leistung("se-wkz", "Wunschkennzeichen reservieren", ebene="kreis",
+                                            synonyme=["Nummernschild"])]}}  # fmt: skip
+    assert (await env.client.post(f"{url}/changes", json=body, headers=auth(env, "segeberg"))).status == 200
+    assert await top("Nummernschild") == ("se-wkz", "se-kv")
+    # A Gemeinde override moves the service to its own office for its area only.
+    body = {
+        "write": {
+            "organisationseinheit": [office("tf-amt", "Amt vor Ort", TODESFELDE)],
+            "zustaendigkeit": [override("se-wkz", TODESFELDE, "tf-amt")],
+        }
+    }
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes", json=body, headers=auth(env, "todesfelde")
+    )
+    assert resp.status == 200
+    assert await top("Nummernschild") == ("se-wkz", "tf-amt")
+    assert await top("Nummernschild", "Bark") == ("se-wkz", "se-kv")
+    # Removed: the override, then the service.
+    resp = await env.client.post(
+        f"/api/catalog/{TODESFELDE}/changes",
+        json={"delete": {"zustaendigkeit": body["write"]["zustaendigkeit"]}},
+        headers=auth(env, "todesfelde"),
+    )
+    assert resp.status == 200 and await top("Nummernschild") == ("se-wkz", "se-kv")
+    resp = await env.client.post(
+        f"{url}/changes", json={"delete": {"leistung": ["se-wkz"]}}, headers=auth(env, "segeberg")
+    )
+    assert resp.status == 200 and await top("Nummernschild") is None
+    assert env.kb.index is index and env.kb.responsibility is responsibility, (
+        "the same index, updated in place"
+    )
+    assert len(index) == size
+
+
+async def test_a_dry_run_answers_added_changed_and_removed_and_writes_nothing(env):
+    url = f"/api/catalog/{SEGEBERG}"
+    first = kreis_body()
+    first["leistung"].append(leistung("se-jagd", "Jagdschein beantragen", ebene="kreis"))
+    assert (await env.client.put(f"{url}/snapshot", json=first, headers=auth(env, "segeberg"))).status == 200
+    before = counts(env.engine)
+
+    second = kreis_body()
+    second["leistung"][0]["synonyme"] = ["Kennzeichen reservieren", "Nummernschild"]  # changed
+    second["leistung"].append(leistung("se-fisch", "Fischereischein beantragen", ebene="kreis"))  # added
+    second["organisationseinheit"][0]["kontakt"] = {"telefon": "04551 951-9"}  # changed
+    # se-jagd is missing: removed
+    resp = await env.client.put(
+        f"{url}/snapshot?dry_run=true", json=second, headers=auth(env, "segeberg", **{"If-Match": '"1"'})
+    )
+    result = await resp.json()
+    assert resp.status == 200 and result["dry_run"] is True and result["applied"] is False
+    assert result["version"] == result["previous_version"] == 1 and resp.headers["ETag"] == '"1"'
+    assert result["diff"]["added"]["leistung"] == ["se-fisch"]
+    assert result["diff"]["changed"]["leistung"] == [{"id": "se-wkz", "fields": ["synonyme"]}]
+    assert result["diff"]["removed"]["leistung"] == ["se-jagd"]
+    assert result["diff"]["changed"]["organisationseinheit"] == [
+        {"id": "se-kv", "fields": ["kontakt.telefon"]}
+    ]
+    assert result["summary"]["leistung"] == {"added": 1, "changed": 1, "removed": 1}
+    assert counts(env.engine) == before
+    assert "se-fisch" not in env.kb.services and "se-jagd" in env.kb.services
+    assert env.kb.services["se-wkz"].synonyms == ["Kennzeichen reservieren"]
+
+    # The same body for real gives the same diff.
+    resp = await env.client.put(
+        f"{url}/snapshot", json=second, headers=auth(env, "segeberg", **{"If-Match": '"1"'})
+    )
+    applied = await resp.json()
+    assert applied["applied"] and applied["version"] == 2 and applied["diff"] == result["diff"]
+    # A dry run of changes: a delete of something absent is no change at all.
+    resp = await env.client.post(
+        f"{url}/changes?dry_run=true",
+        json={"delete": {"leistung": ["se-nie"]}},
+        headers=auth(env, "segeberg"),
+    )
+    none = await resp.json()
+    assert resp.status == 200 and none["summary"]["leistung"] == {"added": 0, "changed": 0, "removed": 0}

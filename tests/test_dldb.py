@@ -221,6 +221,7 @@ def write(tmp_path: Path, content: str | bytes, name: str = "services.json") -> 
         ('{"data": [{"id": "1", "name": "a"}, {"id": 1, "name": "b"}]}', "occurs twice"),
         (b'{"data": [{"id": "1", "name": "Gr\xfcn"}]}', "not UTF-8"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"data": [{"id": ' + "9" * 10_000 + ', "name": "x"}]}', "not acceptable JSON"),
     ],
 )
 def test_malformed_files_raise_a_clear_error(tmp_path, content, reason):

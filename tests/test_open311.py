@@ -14,10 +14,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 from sqlalchemy import select, update
-from web_support import add_token, hub_engine, make_app, settings_for
+from web_support import client_factory, hub_engine
 
 from channels.open311 import parse_text, window
 from hub.cases import attachment_t, case_t, message_t
+from hub.tokens import add_token
 
 SPEC = Path(__file__).parent / "data" / "open311"
 W3C = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
@@ -97,11 +98,11 @@ def hub(tmp_path, demo_db_url):
 
 
 @pytest.fixture()
-def keys(hub, monkeypatch):
+def keys(hub):
     engine, _ = hub
     return SimpleNamespace(
-        city=add_token(engine, "city-app", "open311", monkeypatch),
-        other=add_token(engine, "other-app", "open311", monkeypatch),
+        city=add_token(engine, "city-app", "open311"),
+        other=add_token(engine, "other-app", "open311"),
         service=add_token(engine, "svc", "service"),
         agent=add_token(engine, "agent1", "agent"),
     )
@@ -109,17 +110,7 @@ def keys(hub, monkeypatch):
 
 @pytest.fixture()
 def make_client(aiohttp_client, hub, kb, tmp_path):
-    engine, url = hub
-
-    async def build(**web):
-        web.setdefault("max_upload_bytes", 64 * 1024)
-        settings = settings_for(tmp_path, url, **web)
-        app, service = make_app(settings, engine, kb)
-        client = await aiohttp_client(app)
-        client.engine, client.service = engine, service
-        return client
-
-    return build
+    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 @pytest.fixture()

@@ -5,28 +5,24 @@ labels, focus order, contrast and no CSP violations. Screenshots go to tests/art
 from __future__ import annotations
 
 import re
-import struct
-import zlib
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import require_component
 from sqlalchemy import select
-from web_support import MARKUP, hub_engine, make_app, service_with_markup, settings_for
+from web_support import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MARKUP,
+    async_playwright,
+    hub_engine,
+    make_app,
+    png,
+    service_with_markup,
+    settings_for,
+)
 
 from hub.cases import attachment_t, case_t
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 # Contrast of a text element against the first opaque background behind it (WCAG 2.1 relative luminance).
 CONTRAST_JS = """
@@ -61,29 +57,6 @@ UNLABELLED_JS = """
 """
 
 
-def png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(b"\x00\x00"))
-        + chunk(b"IEND", b"")
-    )
-
-
-def _playwright():
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        require_component(False, "Python Playwright is not installed (pip install playwright)")
-    require_component(
-        Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
-    )
-    return async_playwright
-
-
 @pytest.fixture()
 async def server(tmp_path, demo_db_url, kb):
     """The hub with the web channel on a real TCP port of 127.0.0.1."""
@@ -103,10 +76,8 @@ async def server(tmp_path, demo_db_url, kb):
 
 @pytest.fixture()
 async def browser():
-    async_playwright = _playwright()
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    async with async_playwright()() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield b
         finally:
@@ -212,11 +183,18 @@ async def test_type_see_suggestions_submit_and_open_the_status_page(browser, ser
     with engine.connect() as conn:
         assert conn.execute(select(attachment_t.c.filename)).scalar_one() == "foto.png"
     await page.screenshot(path=str(ARTIFACTS / "web-03-done.png"), full_page=True)
+    for selector in (".panel-confirm h1", ".panel-confirm p", "#case-token", "#status-link", ".status-url code"):
+        ratio = await page.evaluate(CONTRAST_JS, selector)
+        assert ratio is not None and ratio >= 4.5, (selector, ratio)
 
     await page.click("#status-link")
     assert page.url == f"{base}/status/{token}"
     assert await page.locator("#case-state").inner_text() == "Eingegangen"
     await page.screenshot(path=str(ARTIFACTS / "web-04-status.png"), full_page=True)
+    assert await page.evaluate(UNLABELLED_JS) == []
+    for selector in (".summary dt", "#case-state", "#no-answer", "#reply-text-hint", "label[for=reply-text]"):
+        ratio = await page.evaluate(CONTRAST_JS, selector)
+        assert ratio is not None and ratio >= 4.5, (selector, ratio)
     await page.click(".lang-switch a")
     assert await page.get_attribute("html", "lang") == "en"
     assert await page.locator("#case-state").inner_text() == "Received"
@@ -254,6 +232,9 @@ async def test_the_form_works_without_javascript(browser, server):
     assert await page.evaluate("document.activeElement.id") == "error-summary"  # read out first
     assert await summary.locator("a[href='#text']").count() == 1
     assert await page.get_attribute("#text", "aria-invalid") == "true"
+    for selector in ("#error-summary a", ".field-error", "#error-summary-title"):
+        ratio = await page.evaluate(CONTRAST_JS, selector)
+        assert ratio is not None and ratio >= 4.5, (selector, ratio)
     assert await page.input_value("#location") == "Kiel"
     await page.screenshot(path=str(ARTIFACTS / "web-07-nojs-errors.png"), full_page=True)
     await context.close()

@@ -4,39 +4,34 @@ limits and types, escaping, suggestions, and that a submission is stored before 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
-import struct
-import zlib
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sqlalchemy import select
-from web_support import MARKUP, add_token, hub_engine, make_app, service_with_markup, settings_for
+from web_support import (
+    MARKUP,
+    cases,
+    client_factory,
+    hidden,
+    hub_engine,
+    open_form,
+    png,
+    post_form,
+    service_with_markup,
+)
 
 from channels.csrf import COOKIE, CsrfProtect
 from channels.i18n import STRINGS
 from channels.ratelimit import RateLimiter
 from channels.web import HONEYPOT
 from channels.web_settings import WebSettings
-from hub.cases import attachment_t, case_t, message_t
+from hub.cases import attachment_t, message_t
+from hub.tokens import add_token
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "channels" / "templates" / "web"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-def png(size: int = 0) -> bytes:
-    """A valid 1x1 PNG, padded with an ancillary chunk to about ``size`` bytes."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-    body = chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
-    pad = max(0, size - len(head) - len(body) - 12)
-    return head + (chunk(b"teXt", b"c\x00" + b"x" * (pad - 2)) if pad > 2 else b"") + body
 
 
 @pytest.fixture()
@@ -48,60 +43,12 @@ def hub(tmp_path, demo_db_url):
 
 @pytest.fixture()
 def make_client(aiohttp_client, hub, kb, tmp_path):
-    engine, url = hub
-
-    async def build(**web):
-        web.setdefault("max_upload_bytes", 64 * 1024)
-        web.setdefault("write_burst", 100)
-        web.setdefault("read_burst", 100)
-        settings = settings_for(tmp_path, url, **web)
-        app, service = make_app(settings, engine, kb)
-        client = await aiohttp_client(app)
-        client.engine, client.service = engine, service
-        return client
-
-    return build
+    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 @pytest.fixture()
 async def client(make_client):
     return await make_client()
-
-
-def hidden(html: str, name: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert match, f"no hidden field {name}"
-    return match.group(1)
-
-
-async def open_form(client, path: str = "/") -> dict[str, str]:
-    resp = await client.get(path)
-    assert resp.status == 200
-    html = await resp.text()
-    return {
-        "csrf_token": hidden(html, "csrf_token"),
-        "submission": hidden(html, "submission"),
-        "lang": hidden(html, "lang"),
-    }
-
-
-def form_data(fields: dict[str, str], files: list[tuple[str, bytes, str]] | None = None) -> aiohttp.FormData:
-    """What a browser sends: multipart, with an empty file part when no file was chosen."""
-    data = aiohttp.FormData(quote_fields=False)  # browsers send names as typed, not percent-encoded
-    for key, value in fields.items():
-        data.add_field(key, value)
-    for name, content, ctype in files or [("", b"", "application/octet-stream")]:
-        data.add_field("attachments", io.BytesIO(content), filename=name, content_type=ctype)
-    return data
-
-
-async def post_form(client, fields: dict[str, str], files=None, headers=None):
-    return await client.post("/", data=form_data(fields, files), headers=headers)
-
-
-def cases(engine) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(case_t)).mappings()]
 
 
 # -- the page ------------------------------------------------------------------------------------------------
@@ -185,6 +132,8 @@ async def test_submit_stores_the_request_and_shows_token_and_status_link(client)
     assert resp.status == 200, html
     token = re.search(r'id="case-token">([A-Za-z0-9_-]{16})<', html).group(1)
     assert f'href="/status/{token}"' in html
+    # The language switch of the confirmation leads to the status page, so the token is not lost.
+    assert f'class="lang-switch"><a href="/status/{token}?lang=en"' in html
     assert f"http://127.0.0.1:{client.port}/status/{token}" in html
     assert "per E-Mail" in html  # the wish for the answer channel is acknowledged
     # Committed before the answer: the case is there as soon as the page is.

@@ -1,43 +1,39 @@
-"""Helpers of the web channel tests: a hub app with the queue on a migrated copy of the demo database."""
+"""Helpers of the web channel tests: the real hub app (``hub.app.create_app`` with every module of
+``hub.routes``) and the hub's own ``Settings``, on a migrated copy of the demo database."""
 
 from __future__ import annotations
 
-import importlib
+import io
+import re
 import sqlite3
+import struct
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
-from pydantic import Field
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-import hub.tokens
-from channels.web_settings import WebSettings
 from hub.api_cases import QUEUE
 from hub.app import create_app
+from hub.cases import case_t
 from hub.config import Settings
 from hub.db import make_engine
 from hub.migrate import upgrade
-from hub.queue_settings import QueueSettings
-from hub.routes import ROUTE_MODULES
 from hub.workers import QueueService
 from knowledge.models import Service
 
-MODULES = ("hub.api_cases", "channels.web", "channels.open311")
 
-
-class WebTestSettings(Settings):
-    """Settings with the [web] and [queue] sections, as the lead wires them into hub.config.Settings."""
-
-    web: WebSettings = Field(default_factory=WebSettings, description="Web channel.")
-    queue: QueueSettings = Field(default_factory=QueueSettings, description="Request queue.")
-
-
-def settings_for(tmp_path: Path, url: str, **web: object) -> WebTestSettings:
-    s = WebTestSettings()
+def settings_for(tmp_path: Path, url: str, **web: object) -> Settings:
+    """The hub's Settings for a test: this database, attachments under ``tmp_path``, ``[web]`` values."""
+    s = Settings()
     s.database.url = url
-    s.queue = QueueSettings(attachment_dir=str(tmp_path / "attachments"))
-    s.web = WebSettings(csrf_secret="t" * 40, **web)
+    s.queue.attachment_dir = str(tmp_path / "attachments")
+    # Sections validate every assignment, so a bad test value fails here as it would in config.toml.
+    for key, value in {"csrf_secret": "t" * 40, **web}.items():
+        setattr(s.web, key, value)
     return s
 
 
@@ -54,24 +50,12 @@ def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
 
 
 def make_app(settings: Settings, engine: Engine, kb) -> tuple[web.Application, QueueService]:
-    """The hub app with the queue, the web channel and Open311, whatever hub.routes lists already.
-
-    The queue's workers do not run by themselves: tests route and dispatch explicitly (run_until_empty).
-    """
+    """The real hub app with a queue service whose workers do not run by themselves: tests route and
+    dispatch explicitly (``service.routing.run_until_empty``)."""
     app = create_app(settings, kb=kb, engine=engine)
-    for name in MODULES:
-        if name not in ROUTE_MODULES:
-            importlib.import_module(name).setup(app)
     service = QueueService(engine, settings, router=kb, run_workers=False)
     app[QUEUE].service = service
     return app, service
-
-
-def add_token(engine: Engine, name: str, role: str, monkeypatch=None) -> str:
-    """A bearer token; the open311 role is added to hub.tokens.ROLES for the test if it is not there yet."""
-    if role not in hub.tokens.ROLES and monkeypatch is not None:
-        monkeypatch.setattr(hub.tokens, "ROLES", (*hub.tokens.ROLES, role))
-    return hub.tokens.add_token(engine, name, role)
 
 
 MARKUP = "<img src=x onerror=window.__xss=1>"
@@ -95,3 +79,111 @@ def service_with_markup(kb):
         yield service
     finally:
         kb.remove_service(service.id)
+
+
+# -- headless Chromium ---------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"  # screenshots; git-ignored
+
+
+def async_playwright():
+    """Playwright's async entry point, or the test is skipped (failed under CI=true) without it or Chromium."""
+    from conftest import require_component
+
+    try:
+        from playwright.async_api import async_playwright as entry
+    except ImportError:
+        require_component(False, "Python Playwright is not installed (pip install playwright)")
+    require_component(
+        Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    return entry
+
+
+# -- test clients --------------------------------------------------------------------------------------------
+
+
+def client_factory(aiohttp_client, engine: Engine, url: str, kb, tmp_path: Path):
+    """``await build(**web)``: a test client of the real app, with ``client.engine``, ``client.service``
+    and ``client.url``. Uploads are limited to 64 KiB and the rate limits are generous unless set."""
+
+    async def build(**web_values):
+        web_values.setdefault("max_upload_bytes", 64 * 1024)
+        web_values.setdefault("write_burst", 100)
+        web_values.setdefault("read_burst", 100)
+        settings = settings_for(tmp_path, url, **web_values)
+        app, service = make_app(settings, engine, kb)
+        client = await aiohttp_client(app)
+        client.engine, client.service, client.url = engine, service, url
+        return client
+
+    return build
+
+
+# -- the form as a browser sends it --------------------------------------------------------------------------
+
+
+def png(size: int = 0) -> bytes:
+    """A valid 1x1 PNG, padded with an ancillary chunk to about ``size`` bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+    body = chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
+    pad = max(0, size - len(head) - len(body) - 12)
+    return head + (chunk(b"teXt", b"c\x00" + b"x" * (pad - 2)) if pad > 2 else b"") + body
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden field {name}"
+    return match.group(1)
+
+
+async def open_form(client, path: str = "/") -> dict[str, str]:
+    """GET the form; its hidden fields (CSRF token, submission id, language)."""
+    resp = await client.get(path)
+    assert resp.status == 200
+    html = await resp.text()
+    return {
+        "csrf_token": hidden(html, "csrf_token"),
+        "submission": hidden(html, "submission"),
+        "lang": hidden(html, "lang"),
+    }
+
+
+def form_data(fields: dict[str, str], files: list[tuple[str, bytes, str]] | None = None) -> aiohttp.FormData:
+    """What a browser sends: multipart, with an empty file part when no file was chosen."""
+    data = aiohttp.FormData(quote_fields=False)  # browsers send names as typed, not percent-encoded
+    for key, value in fields.items():
+        data.add_field(key, value)
+    for name, content, ctype in files or [("", b"", "application/octet-stream")]:
+        data.add_field("attachments", io.BytesIO(content), filename=name, content_type=ctype)
+    return data
+
+
+async def post_form(client, fields: dict[str, str], files=None, headers=None):
+    return await client.post("/", data=form_data(fields, files), headers=headers)
+
+
+def case_token_of(html: str) -> str:
+    """The case token a confirmation page shows."""
+    match = re.search(r'id="case-token">([A-Za-z0-9_-]{16})<', html)
+    assert match, "no case token on the page"
+    return match.group(1)
+
+
+def cases(engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(case_t)).mappings()]

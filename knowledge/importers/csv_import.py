@@ -133,15 +133,40 @@ def parse_csv(path: str | Path, *, id_prefix: str, region_ars: str) -> DldbBatch
         raw = p.read_bytes()
     except OSError as exc:
         raise CatalogFormatError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-    warnings = []
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-        warnings.append(f"{p}: not UTF-8, read as Windows-1252")
+    text, warnings = decode_csv(raw, str(p))
     batch = parse_csv_text(text, id_prefix=id_prefix, region_ars=region_ars, source=str(p))
     batch.warnings[:0] = warnings
     return batch
+
+
+# A valid UTF-8 multi-byte sequence (ä is C3 A4): a file with some of these is meant as UTF-8.
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def decode_csv(raw: bytes, source: str) -> tuple[str, list[str]]:
+    """The text of a CSV file and warnings: UTF-8 (BOM or not), UTF-16 with BOM, or Windows-1252.
+
+    A file that is UTF-8 in most places but has a broken byte is an error naming the line (read as
+    Windows-1252 every umlaut of it would turn into two wrong characters); a file without any UTF-8
+    sequence is taken as Windows-1252, which German spreadsheets write, with a warning.
+    """
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16"), []
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].decode("utf-16", errors="replace").count("\n") + 1
+            raise CatalogFormatError(f"{source}:{line}: not valid UTF-16 (byte {exc.start})") from None
+    try:
+        return raw.decode("utf-8-sig"), []
+    except UnicodeDecodeError as exc:
+        if _UTF8_SEQUENCE.search(raw):
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise CatalogFormatError(
+                f"{source}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column}); "
+                "save the file as UTF-8 (or wholly as Windows-1252)"
+            ) from None
+    return raw.decode("cp1252", errors="replace"), [f"{source}: not UTF-8, read as Windows-1252"]
 
 
 def parse_csv_text(text: str, *, id_prefix: str, region_ars: str, source: str = "csv") -> DldbBatch:
@@ -155,32 +180,47 @@ def parse_csv_text(text: str, *, id_prefix: str, region_ars: str, source: str = 
     if not re.fullmatch(r"\d{2}|\d{5}|\d{9}|\d{12}", region_ars or ""):
         raise ValueError(f"region_ars must be an ARS of 2, 5, 9 or 12 digits, not {region_ars!r}")
     if "\x00" in text:
-        raise CatalogFormatError(f"{source}: binary data, not a CSV file")
-    sample = text[:8192]
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise CatalogFormatError(f"{source}:{line}: a NUL byte: binary data, not a CSV file")
+    # Only the delimiter is sniffed (from the header row); quoting is always Excel's ("" inside a
+    # quoted cell is one "), which the sniffer cannot tell from a single line and often gets wrong.
+    first = text[:8192].splitlines()[0] if text.strip() else ""
     try:
-        dialect: Any = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
-    except (csv.Error, IndexError):
-        dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+        delimiter = csv.Sniffer().sniff(first, delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","
+    # strict: an unterminated quote is an error, not the rest of the file swallowed into one cell.
+    reader = csv.DictReader(io.StringIO(text, newline=""), dialect=csv.excel, delimiter=delimiter, strict=True)
+    try:
+        header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise CatalogFormatError(f"{source}:1: cannot read the header row: {exc}") from None
     if not header:
-        raise CatalogFormatError(f"{source}: empty file; the first line must name the columns")
+        raise CatalogFormatError(f"{source}:1: empty file; the first line must name the columns")
+    if len(header) == 1 and header[0] not in COLUMNS and re.search(r"[|:,;\t ]", header[0]):
+        raise CatalogFormatError(
+            f"{source}:1: the header row is one column {header[0][:80]!r}: separate the columns with "
+            "a comma, a semicolon or a tab"
+        )
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
         raise CatalogFormatError(
-            f"{source}: unknown column(s) {', '.join(unknown)}; known are {', '.join(COLUMNS)}"
+            f"{source}:1: unknown column(s) {', '.join(u[:40] for u in unknown[:10])}; "
+            f"known are {', '.join(COLUMNS)}"
         )
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise CatalogFormatError(f"{source}:1: the column(s) {', '.join(twice)} occur twice")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise CatalogFormatError(f"{source}: the column(s) {', '.join(missing)} are required")
+        raise CatalogFormatError(f"{source}:1: the column(s) {', '.join(missing)} are required")
     reader.fieldnames = header
 
     batch = DldbBatch()
     services: dict[str, Service] = {}
     authorities: dict[str, Authority] = {}
     links: set[tuple[str, str]] = set()
-    for row in reader:
-        line = reader.line_num
+    for line, row in _rows(reader, source):
         if None in row:
             raise CatalogFormatError(f"{source}:{line}: more cells than columns")
         cells = {k: " ".join((v or "").split()) for k, v in row.items()}
@@ -271,10 +311,34 @@ def parse_csv_text(text: str, *, id_prefix: str, region_ars: str, source: str = 
                 "authority_name", f"office {aid} is described twice, differently; repeat only its name"
             )
         links.add((sid, aid))
+    if not services:
+        raise CatalogFormatError(f"{source}: no services: the file has a header row and nothing else")
     batch.services = list(services.values())
     batch.authorities = list(authorities.values())
     batch.links = sorted(links)
     return batch
+
+
+def _rows(reader: csv.DictReader, source: str) -> Any:
+    """(line, row) of each data row; a row the csv module cannot read is an error naming its line.
+
+    The line is where the row starts (a quoted cell may span lines; DictReader.line_num is only updated
+    after a row was read whole).
+    """
+    start = reader.reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # an unterminated quote, text after a closing quote, a cell over the limit
+            hint = "; is a quote not closed?" if "end of data" in str(exc) else ""
+            raise CatalogFormatError(f"{source}:{start}: {exc}{hint}") from None
+        end = reader.reader.line_num
+        # Blank lines before a row are skipped by DictReader: count back from its last line.
+        inside = sum(v.count("\n") for v in row.values() if isinstance(v, str))
+        yield end - inside, row
+        start = end + 1
 
 
 def _service_fields(s: Service) -> tuple:
@@ -328,7 +392,7 @@ def _hours(cell: str) -> dict[str, list[list[str]]]:
         spans = []
         for sm in _SPAN.finditer(m.group(2)):
             h1, m1, h2, m2 = (int(x) for x in sm.groups())
-            if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59:
+            if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
                 raise ValueError(f"not a time in {segment[:40]!r}")
             start, end = f"{h1:02d}:{m1:02d}", f"{h2:02d}:{m2:02d}"
             if start >= end:

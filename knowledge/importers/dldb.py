@@ -147,6 +147,8 @@ def _load(path: str | Path, what: str) -> Any:
         raise CatalogFormatError(f"{what} {p}: not valid JSON: {exc.msg} at line {exc.lineno}") from exc
     except RecursionError as exc:
         raise CatalogFormatError(f"{what} {p}: JSON nested too deeply") from exc
+    except ValueError as exc:  # an integer of thousands of digits (int() refuses it), and the like
+        raise CatalogFormatError(f"{what} {p}: not acceptable JSON: {str(exc)[:120]}") from exc
     except OSError as exc:
         raise CatalogFormatError(f"{what} {p}: cannot read: {exc.strerror or exc}") from exc
 
