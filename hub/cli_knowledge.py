@@ -77,13 +77,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     from sqlalchemy import func
     from sqlmodel import select
 
-    from hub.db import create_schema, session_scope
+    from hub.db import session_scope
+    from hub.migrate import upgrade
     from knowledge.models import Region
     from knowledge.regions import load_regions
 
     settings = settings_from_args(args)
     engine = _engine(settings)
-    create_schema(engine)
+    upgrade(engine)  # creates a new database or migrates an old one to the newest revision
     progress = not args.quiet
     with session_scope(engine) as session:
         have = session.exec(select(func.count()).select_from(Region)).one()

@@ -124,9 +124,14 @@ def test_init_is_idempotent_and_loads_demo(tmp_path, capsys):
     from hub.db import make_engine
     from knowledge.models import Region, Service
 
-    with Session(make_engine(url)) as s:
+    engine = make_engine(url)
+    with Session(engine) as s:
         assert s.exec(select(func.count()).select_from(Region)).one() > 12_000
         assert s.exec(select(func.count()).select_from(Service)).one() >= 80
+    from hub.migrate import current_revision, head_revision
+
+    # init migrates (not just create_all): the database is at the newest revision, with every table.
+    assert current_revision(engine) == head_revision()
 
 
 def test_config_command_prints_the_reference(capsys):
