@@ -190,11 +190,12 @@ async def test_the_muenchen_catalogue_over_http_is_found_at_once(env):
     assert top["service"]["id"] == "muc-1063423" and top["authority"]["id"] == "muc-loc-10546"
 
 
-async def test_one_change_is_visible_in_lookups_within_a_second_and_audited(env):
+async def test_one_change_is_visible_in_the_next_lookup_and_audited(env):
+    # In-process the change is in the index when the 200 is sent; the 1 s bound across processes is
+    # tested in tests/test_catalog_server.py and measured in bench/bench_sync.py.
     await env.client.put(
         f"/api/catalog/{SEGEBERG}/snapshot", json=kreis_body(), headers=auth(env, "segeberg")
     )
-    started = time.perf_counter()
     resp = await env.client.post(
         f"/api/catalog/{TODESFELDE}/changes",
         headers=auth(env, "todesfelde"),
@@ -208,10 +209,8 @@ async def test_one_change_is_visible_in_lookups_within_a_second_and_audited(env)
     )
     assert resp.status == 200
     resp = await env.client.get("/api/lookup", params={"q": "Brauchtumsfeuer", "location": "Todesfelde"})
-    elapsed = time.perf_counter() - started
     top = (await resp.json())["results"][0]
     assert top["service"]["id"] == "tf-osterfeuer" and top["authority"]["id"] == "tf-gv"
-    assert elapsed < 1.0
     with env.engine.connect() as conn:
         actors = {r.actor for r in conn.execute(select(audit_t).where(audit_t.c.action.like("catalog_%")))}
         versions = {(r.region_ars, r.version, r.actor) for r in conn.execute(select(version_t))}
