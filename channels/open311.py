@@ -857,12 +857,14 @@ async def get_token(request: web.Request, fmt: str) -> web.Response:
 
 @handler
 async def not_found(request: web.Request, fmt: str) -> web.Response:
+    """Any other path under /open311/v2: the spec's error list with 404."""
     raise Open311Error(404, "no such Open311 resource; see discovery.xml")
 
 
 def _method_not_allowed(allowed: tuple[str, ...]):
     @handler
     async def refuse(request: web.Request, fmt: str) -> web.Response:
+        """A method this Open311 resource does not take: 405 with Allow and the spec's error list."""
         raise Open311Error(
             405, f"{request.method} is not allowed here; use {' or '.join(allowed)}",
             headers={"Allow": ", ".join(allowed)},

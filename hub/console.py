@@ -689,6 +689,7 @@ async def api_queue(request: web.Request) -> web.Response:
 
 @require_login(AGENT_ROLES)
 async def page_queue(request: web.Request) -> web.Response:
+    """The agent's queue page: cases of their authorities, filtered by state, channel and overdue."""
     principal = _principal(request)
     filters = _queue_filters(request.query)
     clause = principal.scope.case_clause(request.app.get(KB))
@@ -766,12 +767,14 @@ def case_json(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 
 @require_login(AGENT_ROLES)
 async def api_case(request: web.Request) -> web.Response:
+    """One case with its whole thread as JSON (only for an agent of its authority)."""
     data = await _visible_case(request)
     return _json(case_json(data, datetime.now(UTC)), headers={"Cache-Control": "no-store"})
 
 
 @require_login(AGENT_ROLES)
 async def page_case(request: web.Request) -> web.Response:
+    """The case page: the thread in both directions, escaped, with answer, forward, re-route and close."""
     data = await _visible_case(request)
     from hub.api_cases import case_summary
 
@@ -940,16 +943,19 @@ async def post_case_reply(request: web.Request) -> web.StreamResponse:
 
 @require_login(AGENT_ROLES)
 async def post_case_forward(request: web.Request) -> web.StreamResponse:
+    """Forward the case to the responsible authority with the agent's note (24 working hours)."""
     return await _case_action(request, "forward")
 
 
 @require_login(AGENT_ROLES)
 async def post_case_reroute(request: web.Request) -> web.StreamResponse:
+    """Correct the case's service and authority; the correction is kept as a labelled example."""
     return await _case_action(request, "reroute")
 
 
 @require_login(AGENT_ROLES)
 async def post_case_close(request: web.Request) -> web.StreamResponse:
+    """Close the case with a reason."""
     return await _case_action(request, "close")
 
 
@@ -992,6 +998,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 @require_login(SUPERVISOR_ROLES)
 async def page_dashboard(request: web.Request) -> web.Response:
+    """The supervisor dashboard: the D115 promises against reality for a chosen period, with charts."""
     state = _state(request)
     principal = _principal(request)
     try:
@@ -1008,6 +1015,7 @@ async def page_dashboard(request: web.Request) -> web.Response:
 
 @require_login(SUPERVISOR_ROLES)
 async def api_dashboard(request: web.Request) -> web.Response:
+    """The dashboard's figures as JSON for a chosen period (supervisors and admins)."""
     state = _state(request)
     try:
         period = dashboard.Period.from_query(request.query.get("from"), request.query.get("to"), state.tz,
@@ -1041,12 +1049,14 @@ def _login_page(request: web.Request, status: int = 200, error: str = "") -> web
 
 
 async def get_login(request: web.Request) -> web.StreamResponse:
+    """The log-in form."""
     if await request.app[AUTH].principal(request) is not None:
         raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
     return _login_page(request)
 
 
 async def post_login(request: web.Request) -> web.StreamResponse:
+    """Log in: checks the CSRF token, the rate limit and the lockout, then the argon2 hash."""
     state = _state(request)
     allowed, retry_after = state.login_limit.take(client_key(request))
     if not allowed:
@@ -1078,6 +1088,7 @@ async def post_login(request: web.Request) -> web.StreamResponse:
 
 @require_login(AGENT_ROLES)
 async def post_logout(request: web.Request) -> web.StreamResponse:
+    """Log out: ends the session on the server and clears the cookie."""
     token = request.cookies.get("chub_console", "")
     auth = request.app[AUTH]
     await asyncio.to_thread(end_session, request.app[ENGINE], token)
@@ -1091,6 +1102,7 @@ async def post_logout(request: web.Request) -> web.StreamResponse:
 
 
 async def static_file(request: web.Request) -> web.StreamResponse:
+    """The console's own CSS and JavaScript."""
     name = request.match_info["name"]
     if name not in STATIC_FILES:
         raise web.HTTPNotFound(text="no such file")
