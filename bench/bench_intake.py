@@ -12,7 +12,12 @@ from this process with an aiohttp client:
 Targets (issue 3): SQLite >= 1,000 requests/s, ratio >= 0.3, p99 <= 50 ms. PostgreSQL is measured the
 same way and reported when the local server (127.0.0.1:5432, database ``test``) answers.
 
-``python -m bench.bench_intake [--seconds 10] [--clients 50] [--rate 200] [--no-postgres]``
+``--processes N`` runs the hub *and* the bare server as N processes each on one port (SO_REUSEPORT,
+:func:`hub.intake_server.serve_prefork`, the same code for both), so the ratio always compares like
+with like. Besides requests/s the table shows the server's CPU time per request (all its processes
+and threads, from ``/proc``), which other load on the machine disturbs much less than a rate.
+
+``python -m bench.bench_intake [--seconds 10] [--clients 50] [--rate 200] [--processes 1] [--no-postgres]``
 """
 
 from __future__ import annotations
@@ -43,16 +48,40 @@ def free_port() -> int:
 # -- the bare server ------------------------------------------------------------------------------------
 
 
-def bare_main(port: int) -> None:
+def bare_main(port: int, processes: int = 1) -> None:
     from aiohttp import web
+
+    from hub.intake_server import serve_prefork
 
     async def accept(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({"accepted": True}, status=202)
 
-    app = web.Application()
-    app.router.add_post("/api/requests", accept)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    def make_app() -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/requests", accept)
+        return app
+
+    serve_prefork(make_app, "127.0.0.1", port, processes)
+
+
+def server_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children (Linux ``/proc``)."""
+    try:
+        pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        total = 0
+        for p in pids:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_ms_per_request(before: float | None, after: float | None, requests: int) -> float | None:
+    if before is None or after is None or not requests:
+        return None
+    return round((after - before) * 1000 / requests, 3)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -317,37 +346,46 @@ def run_db(label: str, url: str, args: argparse.Namespace) -> dict:
     token = prepare(url, args.router)
     port = free_port()
     server = start([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
-                    "--router", args.router], port)
+                    "--router", args.router, "--processes", str(args.processes)], port)
     prefix = "b" + secrets.token_hex(4)
     drive = HAMMERS[args.client]
     try:
         asyncio.run(drive(port, token, args.clients, 1.0, prefix + "w"))  # warm-up
+        cpu0 = server_cpu(server.pid)
         ok, bad, elapsed = asyncio.run(drive(port, token, args.clients, args.seconds, prefix + "t"))
+        cpu1 = server_cpu(server.pid)
         in_db = stored(url, prefix + "t")
         drained = wait_routed(url)  # the latency run starts on an empty queue
+        cpu2 = server_cpu(server.pid)
         paced_ok = asyncio.run(paced(port, token, args.rate, args.latency_seconds, prefix + "l"))
         lat = route_latencies(url, prefix + "l")
+        cpu3 = server_cpu(server.pid)  # the paced requests are all routed now: intake + routing
     finally:
         stop(server)
     return {
         "db": label, "ok": ok, "errors": bad, "seconds": round(elapsed, 2), "rps": round(ok / elapsed, 1),
         "stored": in_db, "durable": in_db == ok, "backlog_routed_s": drained,
+        "cpu_ms_per_request": cpu_ms_per_request(cpu0, cpu1, ok),
         "latency_requests": paced_ok, "routed": len(lat),
+        "paced_cpu_ms_per_request": cpu_ms_per_request(cpu2, cpu3, paced_ok),
         "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
     }
 
 
 def run_bare(args: argparse.Namespace) -> dict:
     port = free_port()
-    server = start([sys.executable, "-m", "bench.bench_intake", "--bare-server", str(port)], port)
+    server = start([sys.executable, "-m", "bench.bench_intake", "--bare-server", str(port),
+                    "--processes", str(args.processes)], port)
     try:
         drive = HAMMERS[args.client]
         asyncio.run(drive(port, "x", args.clients, 1.0, "w"))
+        cpu0 = server_cpu(server.pid)
         ok, bad, elapsed = asyncio.run(drive(port, "x", args.clients, args.seconds, "t"))
+        cpu1 = server_cpu(server.pid)
     finally:
         stop(server)
     return {"db": "bare aiohttp 202", "ok": ok, "errors": bad, "seconds": round(elapsed, 2),
-            "rps": round(ok / elapsed, 1)}
+            "rps": round(ok / elapsed, 1), "cpu_ms_per_request": cpu_ms_per_request(cpu0, cpu1, ok)}
 
 
 def pg_reachable() -> bool:
@@ -358,6 +396,10 @@ def pg_reachable() -> bool:
             return True
     except Exception:
         return False
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,10 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=sorted(HAMMERS), default="raw",
                         help="load generator: raw = minimal keep-alive HTTP client (default; measures the server), "
                         "aiohttp = aiohttp's client (about as costly per request as the server it drives)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes on the one port, for the hub and the bare server alike (SO_REUSEPORT)")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else [])
     if args.bare_server:
-        bare_main(args.bare_server)
+        bare_main(args.bare_server, max(1, args.processes))
         return 0
     results = []
     bare = run_bare(args)
@@ -404,15 +448,20 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_postgres:
         print("PostgreSQL at 127.0.0.1:5432 not reachable: PostgreSQL run skipped", file=sys.stderr)
 
+    procs = f"{args.processes} server process{'es' if args.processes != 1 else ''} each (SO_REUSEPORT)"
     print(f"\nintake benchmark ({args.router} router): {args.clients} concurrent {args.client} clients, "
-          f"{args.seconds:.0f} s; latency at "
-          f"{args.rate:.0f}/s for {args.latency_seconds:.0f} s")
+          f"{args.seconds:.0f} s; latency at {args.rate:.0f}/s for {args.latency_seconds:.0f} s; "
+          f"hub and bare server: {procs}")
     print(f"{'server':<18} {'req/s':>9} {'ratio':>6} {'2xx':>7} {'errors':>6} {'durable':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7}")
+          f"{'p99 ms':>7} {'cpu ms/req':>10} {'paced cpu ms/req':>16}")
     for r in results:
         print(f"{r['db']:<18} {r['rps']:>9.1f} {r.get('ratio_to_bare', ''):>6} {r['ok']:>7} {r['errors']:>6} "
-              f"{str(r.get('durable', '')):>8} {r.get('p50_ms', ''):>7} {r.get('p99_ms', ''):>7}")
-    print(json.dumps({"bench": "intake", "client": args.client, "router": args.router, "results": results}))
+              f"{str(r.get('durable', '')):>8} {r.get('p50_ms', ''):>7} {r.get('p99_ms', ''):>7} "
+              f"{_cell(r.get('cpu_ms_per_request')):>10} {_cell(r.get('paced_cpu_ms_per_request')):>16}")
+    print("cpu ms/req: server CPU (all processes and threads) per 2xx in the throughput run; paced: per "
+          "request of the latency run, intake and routing included")
+    print(json.dumps({"bench": "intake", "client": args.client, "router": args.router, "processes": args.processes,
+                      "results": results}))
     ok = (sqlite["durable"] and sqlite["rps"] >= 1000 and sqlite["ratio_to_bare"] >= 0.3
           and sqlite["p99_ms"] <= 50 and sqlite["errors"] == 0)
     print("targets (SQLite >= 1000 req/s, ratio >= 0.3, p99 <= 50 ms, durable):", "met" if ok else "NOT met")

@@ -2,12 +2,15 @@
 
 Endpoints of the queue API are described in full (bodies from the pydantic models of
 :mod:`hub.api_cases`, statuses, security); any other route of the app is listed with the first line
-of its handler's docstring, so the document never misses an endpoint that exists.
+of its handler's docstring, so the document never misses an endpoint that exists. Routes that answer
+every method (catch-alls such as Open311's 404 for unknown resources) cannot be OpenAPI operations;
+they are listed under ``x-catch-all``. Static file directories are not part of the API.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 from aiohttp import web
@@ -122,18 +125,25 @@ def _first_line(handler: Any) -> str:
 def build_spec(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of ``app``'s routes."""
     paths: dict[str, dict[str, Any]] = {}
+    catch_all: list[dict[str, str]] = []
     for route in app.router.routes():
         method = route.method.upper()
-        if method in ("HEAD", "OPTIONS", "*"):
-            continue
+        if method in ("HEAD", "OPTIONS") or isinstance(route.resource, web.StaticResource):
+            continue  # HEAD comes with every GET; static files are not an API
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
         if not path:
             continue
+        if method == "*":
+            # A route for every method (e.g. Open311's 404 for unknown resources) has no OpenAPI
+            # operation; it is listed here so that the document still names everything the app serves.
+            catch_all.append({"path": path, "summary": _first_line(route.handler)})
+            continue
         op = KNOWN.get((method, path))
         if op is None:
             op = {"summary": _first_line(route.handler), "responses": {"200": {"description": "OK"}}}
-            params = [p.strip("{}").split(":")[0] for p in path.split("/") if p.startswith("{")]
+            # Every "{name}" of the template, also inside a segment ("discovery{ext}").
+            params = re.findall(r"\{(\w+)", path)
             if params:
                 op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                                     for p in params]
@@ -143,6 +153,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         "info": {"title": "citizen-hub", "version": __version__,
                  "description": "One queue for every channel of a D115-style citizen service hub."},
         "paths": dict(sorted(paths.items())),
+        "x-catch-all": sorted(catch_all, key=lambda r: r["path"]),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

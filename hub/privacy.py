@@ -4,7 +4,8 @@
 what statistics need (channel, state, service, authority, timestamps, SLA figures, the routing
 decision, which names regions but no person) and loses everything personal: contact, free-text
 place, message texts and subjects, recipients, attachments (rows and files), the labelled examples
-made from its text. External ids are replaced by a one-way hash, so they stay unique.
+made from its text, the router's reasons (they can quote the citizen). External ids are replaced by
+a one-way hash, so they stay unique.
 
 ``forget`` deletes every case whose contact is the given e-mail address or phone number, with all
 messages, attachments and labelled examples, whatever the state.
@@ -20,7 +21,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from hub.cases import CaseState, attachment_t, audit, case_t, example_t, message_t
@@ -47,6 +48,19 @@ def _drop_attachments(conn, case_ids: list[int]) -> tuple[int, list[str]]:
     if rows:
         conn.execute(delete(attachment_t).where(attachment_t.c.id.in_([r[0] for r in rows])))
     return len(rows), sorted({r[1] for r in rows})
+
+
+#: Parts of the router's answer (``route_json``) that purge keeps: the decision, no words of the citizen.
+#: The router's ``reason`` and its place candidates can quote what the citizen wrote ("no place called
+#: 'Musterweg 12' found"), so they go.
+ROUTE_STATISTICS = ("service", "authority", "location", "candidates", "needs_clarification")
+
+
+def statistics_of_route(route: dict | None) -> dict | None:
+    """The router's answer reduced to what statistics need (see :data:`ROUTE_STATISTICS`)."""
+    if not isinstance(route, dict):
+        return None
+    return {key: route[key] for key in ROUTE_STATISTICS if key in route}
 
 
 def due_for_purge(settings: PrivacySettings, now: datetime):
@@ -113,8 +127,14 @@ def purge(
             conn.execute(
                 update(case_t).where(case_t.c.id.in_(ids))
                 .values(contact_name=None, contact_email=None, contact_phone=None, contact_address=None,
-                        location=None, last_error=None, anonymised_at=now)
+                        location=None, last_error=None, route_reason=None, anonymised_at=now)
             )
+            routes = [{"_id": case_id, "route": statistics_of_route(route)}
+                      for case_id, route in conn.execute(select(case_t.c.id, case_t.c.route_json)
+                                                         .where(case_t.c.id.in_(ids), case_t.c.route_json.isnot(None)))]
+            if routes:
+                conn.execute(update(case_t).where(case_t.c.id == bindparam("_id"))
+                             .values(route_json=bindparam("route", type_=case_t.c.route_json.type)), routes)
             for case_id in ids:
                 audit(conn, case_id, actor, "purge", reason="personal data removed after the retention period",
                       now=now)

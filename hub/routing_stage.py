@@ -202,9 +202,10 @@ class RoutingStage:
             "route_json": data,
             "routed_at": utcnow(),
         }
-        reason = data.get("reason")
+        # The audit log is append-only and survives `forget`: it gets fixed wording only. The router's
+        # own reason can quote the citizen ("no place called '…' found") and stays in route_reason.
         if data.get("needs_clarification") or not service or not authority:
-            return CaseState.NEEDS_CLARIFICATION, values, reason or "the router asks for clarification"
+            return CaseState.NEEDS_CLARIFICATION, values, "the router asks for clarification"
         if confidence < self.min_confidence:
             return (CaseState.NEEDS_CLARIFICATION, values,
                     f"low confidence ({confidence:.0f} < {self.min_confidence:.0f})")

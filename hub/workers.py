@@ -105,7 +105,14 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A zombie answers signal 0 but runs no more: a killed server process whose parent died too
+    # (``--processes N``) stays one until something reaps it. Linux tells by its state in /proc.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def dead_local_workers(worker_ids: list[str]) -> list[str]:
@@ -286,7 +293,9 @@ class RoutingRunner(Runner):
     def _dead_letter(self, row: Mapping[str, Any]) -> None:
         why = f"routing failed {row['attempts'] - 1} times"
         if row.get("last_error"):
-            why += f"; last error: {row['last_error']}"
+            # Only the exception's type goes into the append-only audit log: its message may quote the
+            # citizen's text. The whole message stays in last_error, which purge and forget clear.
+            why += f"; last error: {str(row['last_error']).split(':', 1)[0]}"
         with self.engine.begin() as conn:
             transition(conn, row, CaseState.DEAD_LETTER, actor=f"router:{self.worker}", reason=why,
                        policy=self.stage.policy)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
+from conftest import require_component
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
@@ -40,12 +40,7 @@ def pg_available() -> str | None:
 def require_pg() -> None:
     """Skip (or fail in CI, where PostgreSQL must run) when the local PostgreSQL is not reachable."""
     reason = pg_available()
-    if reason is None:
-        return
-    message = f"PostgreSQL at 127.0.0.1:5432/test is not reachable ({reason})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    require_component(reason is None, f"PostgreSQL at 127.0.0.1:5432/test is not reachable ({reason})")
 
 
 @contextmanager

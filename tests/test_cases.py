@@ -181,3 +181,44 @@ def test_sla_uses_the_configured_calendar():
     policy = SlaPolicy(SlaSettings(open_days=[0, 1, 2, 3, 4, 5], first_response_hours=2))
     # Saturday is a working day in this configuration.
     assert policy.first_response_due(_berlin(2026, 3, 7, 9, 0)) == _berlin(2026, 3, 7, 11, 0)
+
+
+@pytest.mark.parametrize("land, due", [("SH", _berlin(2026, 6, 8, 11, 0)), ("NW", _berlin(2026, 6, 9, 11, 0))])
+def test_the_configured_land_decides_which_holidays_stop_the_clock(engine, land, due):
+    """Fronleichnam (Thursday 4 June 2026, 60 days after Easter) is a holiday in NW, not in SH."""
+    from hub.config import Settings
+    from hub.workers import QueueService
+
+    settings = Settings()
+    settings.sla.land = land
+    service = QueueService(engine, settings)
+    service.writer.start()
+    try:
+        # Wednesday 17:00: 1 h Wednesday, then 10 h a working day.
+        result = service.writer.submit_sync(req(f"land-{land}", received_at=_berlin(2026, 6, 3, 17, 0)))
+    finally:
+        service.writer.stop()
+    assert case_row(engine, result.case_id)["first_response_due"] == due
+
+
+def test_a_case_waiting_for_the_citizen_is_not_flagged_and_is_once_the_clock_runs_again(engine):
+    from hub.workers import SlaRunner
+
+    received = _berlin(2026, 1, 5, 9, 0)  # Monday; 24 working hours → Wednesday 7 January 13:00
+    case_id = write_requests(engine, [req("wait-sla", received_at=received)])[0].case_id
+    assert case_row(engine, case_id)["first_response_due"] == _berlin(2026, 1, 7, 13, 0)
+    _force_state(engine, case_id, "routed")
+    with engine.begin() as conn:  # Tuesday 15:00 the agent asks the citizen something
+        transition(conn, case_row(engine, case_id), "waiting_for_citizen", actor="agent", policy=POLICY,
+                   now=_berlin(2026, 1, 6, 15, 0))
+    runner = SlaRunner(engine)
+    runner.run_once()  # long past the deadline, but the clock is stopped
+    assert case_row(engine, case_id)["sla_breached_at"] is None
+    with engine.begin() as conn:  # Wednesday 10:00 the citizen answers: the pause took 3 + 2 working hours
+        transition(conn, case_row(engine, case_id), "routed", actor="intake", policy=POLICY,
+                   now=_berlin(2026, 1, 7, 10, 0))
+    assert case_row(engine, case_id)["first_response_due"] == _berlin(2026, 1, 7, 18, 0)
+    runner.run_once()
+    runner.run_once()
+    assert case_row(engine, case_id)["sla_breached_at"] is not None
+    assert [e["action"] for e in _audit(engine, case_id)].count("sla_breach") == 1

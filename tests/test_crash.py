@@ -37,10 +37,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(url: str) -> tuple[subprocess.Popen, int]:
+def _start(url: str, processes: int = 1) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
+                             "--processes", str(processes)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -80,11 +81,23 @@ async def _load(port: int, token: str, acknowledged: set[str], stop: asyncio.Eve
     return sent
 
 
-def _crash_and_check(url: str) -> None:
+def _children(pid: int, expected: int) -> list[int]:
+    """The child processes of ``pid`` once there are ``expected`` of them (the port opens before the fork)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
+def _crash_and_check(url: str, processes: int = 1) -> None:
     engine = make_engine(url)
     upgrade(engine)
     token = add_token(engine, "crash-test", "service")
-    proc, port = _start(url)
+    proc, port = _start(url, processes)
+    children = _children(proc.pid, processes - 1) if processes > 1 else []
+    assert len(children) == processes - 1
     acknowledged: set[str] = set()
 
     async def run() -> int:
@@ -93,7 +106,8 @@ def _crash_and_check(url: str) -> None:
         while len(acknowledged) < 300:  # well into the load
             await asyncio.sleep(0.01)
             assert not load.done(), "the load stopped before the kill"
-        os.kill(proc.pid, signal.SIGKILL)
+        for pid in [*children, proc.pid]:  # every server process dies at once, none shuts down cleanly
+            os.kill(pid, signal.SIGKILL)
         proc.wait()
         stop.set()
         return await load
@@ -156,6 +170,25 @@ def count_all(conn) -> int:
 
 def test_sigkill_during_load_on_sqlite_loses_no_acknowledged_request(tmp_path):
     _crash_and_check(f"sqlite:///{tmp_path / 'crash.sqlite3'}")
+
+
+def test_sigkill_of_two_server_processes_on_one_sqlite_loses_no_acknowledged_request(tmp_path):
+    """``--processes 2``: two writers on one SQLite file, both killed in the middle of the load."""
+    _crash_and_check(f"sqlite:///{tmp_path / 'crash2.sqlite3'}", processes=2)
+
+
+def test_stopping_the_parent_stops_every_server_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'stop.sqlite3'}"
+    upgrade(make_engine(url))
+    proc, _port = _start(url, processes=3)
+    children = _children(proc.pid, 2)
+    assert len(children) == 2
+    proc.terminate()
+    proc.wait(30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.05)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a server process outlived its parent"
 
 
 @pytest.mark.postgres

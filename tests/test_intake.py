@@ -313,3 +313,108 @@ def test_every_table_module_is_known_to_the_migrations():
         if "table=True" in p.read_text(encoding="utf-8")
     }
     assert with_tables <= set(MODEL_MODULES), f"add to hub.migrate.MODEL_MODULES: {with_tables - set(MODEL_MODULES)}"
+
+
+# -- the fast paths of intake ------------------------------------------------------------------------
+
+
+_BODIES = [
+    b'{"channel": "api", "external_id": "a-1", "text": "Reisepass", "location": "Soest",'
+    b' "contact": {"name": "Erika", "email": "erika@example.de"}}',
+    b'{"external_id": "a-2", "text": "x", "external_id": "a-3"}',  # duplicate key: the last wins
+    '{"external_id": "ä-4", "text": "Grüße \\ud83d\\ude00"}'.encode(),  # escaped surrogate pair
+    b'{"external_id": "a-5", "text": "x\\ud800y"}',  # lone surrogate: json.loads takes it, pydantic not
+    b'{"external_id": "a-6", "text": "x", "location": NaN}',
+    b'{"external_id": "a-7", "text": ""}',
+    b'{"external_id": "a-8", "text": "x", "extra": 1}',
+    b'{"external_id": 8, "text": "x"}',
+    b'{"external_id": "a-9", "text": "x", "contact": {"fax": "1"}}',
+    b'{"external_id": "a-10", "text": "x"} trailing',
+    b'\xef\xbb\xbf{"external_id": "a-11", "text": "x"}',
+    b'\xff\xfe',
+    b"[1, 2]",
+    b"",
+    b'{"channel": "email", "external_id": "a-12", "text": "x"}',
+]
+
+
+@pytest.mark.parametrize("body", _BODIES)
+def test_the_one_pass_body_parser_answers_exactly_as_the_general_path(body):
+    from hub.api_cases import ApiError, RequestIn, _parse_json, _request_in, _validate
+
+    def outcome(parse):
+        try:
+            return ("ok", parse(body).model_dump())
+        except ApiError as exc:
+            return ("error", exc.status, str(exc), exc.extra)
+
+    general = outcome(lambda b: _validate(RequestIn, _parse_json(b)))
+    assert outcome(_request_in) == general
+
+
+def test_batch_values_are_converted_by_the_column_types_themselves(engine):
+    from hub.intake import _Binds, _processors
+
+    t = datetime(2026, 3, 27, 17, 59, 0, 123456, tzinfo=UTC)
+    rows = [{"case_id": 1, "at": t, "actor": "x", "action": "create", "from_state": None, "to_state": "new",
+             "reason": None}, {"case_id": 2, "at": t, "actor": "x", "action": "create", "from_state": None,
+                               "to_state": "new", "reason": None}]
+    from hub.cases import audit_t
+
+    out = _Binds(engine.dialect).rows(audit_t, rows)
+    expected = audit_t.c.at.type._cached_bind_processor(engine.dialect)(t)
+    assert out[0]["p_at"] == out[1]["p_at"] == expected == "2026-03-27 17:59:00.123456"
+    assert "at" not in out[0] and out[0]["case_id"] == 1
+    assert set(_processors(case_t, engine.dialect)) >= {"created_at", "first_response_due", "sla_pauses"}
+
+
+def test_stored_times_read_back_as_written(engine):
+    t = datetime(2026, 3, 27, 16, 59, 0, 123456, tzinfo=UTC)
+    result = write_requests(engine, [req("times-1", received_at=t)])[0]
+    row = case_row(engine, result.case_id)
+    assert row["created_at"] == t == row["last_inbound_at"]
+    assert row["first_response_due"] > t and row["sla_pauses"] == []
+    with engine.connect() as conn:
+        received, created = conn.exec_driver_sql("SELECT received_at, created_at FROM hub_message").one()
+    assert received == "2026-03-27 16:59:00.123456"  # SQLAlchemy's own SQLite text form
+    assert len(created) == 26 and created[10] == " "
+
+
+async def test_requests_of_one_loop_turn_reach_the_writer_as_one_hand_over(engine):
+    writer = IntakeWriter(engine)
+    handed: list[int] = []
+    real_put = writer._queue.put
+
+    class CountingQueue:
+        """The writer's queue, counting what is put into it."""
+
+        def put(self, item):
+            handed.append(len(item) if isinstance(item, list) else 0)
+            real_put(item)
+
+        def __getattr__(self, name):
+            return getattr(real_queue, name)
+
+    real_queue = writer._queue
+    writer._queue = CountingQueue()
+    writer.start()
+    try:
+        results = await asyncio.gather(*[writer.submit(req(f"turn-{i}")) for i in range(300)])
+    finally:
+        writer.stop()
+    assert [r.created for r in results] == [True] * 300
+    assert handed[0] == 300 and sum(handed) == 300  # one item for all of them (then the stop marker)
+    assert writer.batches == 2  # and written in batches of at most batch_max (256)
+    assert count_messages(engine) == 300
+
+
+async def test_a_request_handed_over_after_the_writer_stopped_fails_instead_of_waiting(engine):
+    from hub.intake import IntakeUnavailable
+
+    writer = IntakeWriter(engine).start()
+    pending = asyncio.ensure_future(writer.submit(req("late-1")))
+    await asyncio.sleep(0)  # submitted, the hand-over is scheduled for the next turn
+    writer.stop()
+    with pytest.raises(IntakeUnavailable):
+        await asyncio.wait_for(pending, 5)
+    assert count_messages(engine) == 0
