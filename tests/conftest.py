@@ -80,3 +80,26 @@ def kb(demo_engine):
     from knowledge.base import KnowledgeBase
 
     return KnowledgeBase.load(demo_engine)
+
+
+# -- the web channel and Open311 (tests/web_support.py) ------------------------------------------------------
+# Shared by the web and Open311 test modules; a module that needs another hub defines its own ``hub``,
+# which overrides this one.
+
+
+@pytest.fixture()
+def hub(tmp_path, demo_db_url):
+    """A migrated copy of the demo database: (engine, url)."""
+    from web_support import hub_engine
+
+    engine, url = hub_engine(tmp_path, demo_db_url)
+    yield engine, url
+    engine.dispose()
+
+
+@pytest.fixture()
+def make_client(aiohttp_client, hub, kb, tmp_path):
+    """Builds in-process clients of the real app (web channel, Open311, queue) over ``hub``."""
+    from web_support import client_factory
+
+    return client_factory(aiohttp_client, *hub, kb, tmp_path)

@@ -14,7 +14,6 @@ from urllib.parse import parse_qsl
 
 import pytest
 from sqlalchemy import select, update
-from web_support import client_factory, hub_engine
 
 from channels.open311 import parse_text, window
 from hub.cases import attachment_t, case_t, message_t
@@ -91,13 +90,6 @@ def same_data(parsed_xml, parsed_json) -> None:
 
 
 @pytest.fixture()
-def hub(tmp_path, demo_db_url):
-    engine, url = hub_engine(tmp_path, demo_db_url)
-    yield engine, url
-    engine.dispose()
-
-
-@pytest.fixture()
 def keys(hub):
     engine, _ = hub
     return SimpleNamespace(
@@ -106,11 +98,6 @@ def keys(hub):
         service=add_token(engine, "svc", "service"),
         agent=add_token(engine, "agent1", "agent"),
     )
-
-
-@pytest.fixture()
-def make_client(aiohttp_client, hub, kb, tmp_path):
-    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 @pytest.fixture()

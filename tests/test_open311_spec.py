@@ -12,7 +12,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 from sqlalchemy import update
-from web_support import client_factory, hub_engine
 
 from hub.cases import CaseState, case_t
 from hub.tokens import add_token
@@ -89,18 +88,6 @@ def check(name: str, fmt: str, raw: bytes, root: str | None = None) -> object:
     errors = sorted(validator(name, fmt).iter_errors(data), key=lambda e: list(e.absolute_path))
     assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
     return data
-
-
-@pytest.fixture()
-def hub(tmp_path, demo_db_url):
-    engine, url = hub_engine(tmp_path, demo_db_url)
-    yield engine, url
-    engine.dispose()
-
-
-@pytest.fixture()
-def make_client(aiohttp_client, hub, kb, tmp_path):
-    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 @pytest.fixture()

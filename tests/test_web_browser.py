@@ -7,17 +7,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 from web_support import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     MARKUP,
-    async_playwright,
     hub_engine,
+    launch_chromium,
     make_app,
     png,
+    serve_on_loopback,
     service_with_markup,
     settings_for,
 )
@@ -62,26 +60,17 @@ async def server(tmp_path, demo_db_url, kb):
     """The hub with the web channel on a real TCP port of 127.0.0.1."""
     engine, url = hub_engine(tmp_path, demo_db_url)
     app, _service = make_app(settings_for(tmp_path, url), engine, kb)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}", engine
+        async with serve_on_loopback(app) as base:
+            yield base, engine
     finally:
-        await runner.cleanup()
         engine.dispose()
 
 
 @pytest.fixture()
 async def browser():
-    async with async_playwright()() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launch_chromium() as b:
+        yield b
 
 
 def watch_console(page) -> list[str]:

@@ -13,9 +13,7 @@ from sqlalchemy import select
 from web_support import (
     MARKUP,
     cases,
-    client_factory,
     hidden,
-    hub_engine,
     open_form,
     png,
     post_form,
@@ -32,18 +30,6 @@ from hub.tokens import add_token
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "channels" / "templates" / "web"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-
-
-@pytest.fixture()
-def hub(tmp_path, demo_db_url):
-    engine, url = hub_engine(tmp_path, demo_db_url)
-    yield engine, url
-    engine.dispose()
-
-
-@pytest.fixture()
-def make_client(aiohttp_client, hub, kb, tmp_path):
-    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 @pytest.fixture()

@@ -8,25 +8,12 @@ import asyncio
 import json
 import re
 
-import pytest
 from sqlalchemy import select, text
-from web_support import case_token_of, cases, client_factory, hub_engine, open_form, post_form
+from web_support import case_token_of, cases, open_form, post_form
 
 from hub.cases import case_t
 from hub.db import make_engine
 from hub.tokens import add_token
-
-
-@pytest.fixture()
-def hub(tmp_path, demo_db_url):
-    engine, url = hub_engine(tmp_path, demo_db_url)
-    yield engine, url
-    engine.dispose()
-
-
-@pytest.fixture()
-def make_client(aiohttp_client, hub, kb, tmp_path):
-    return client_factory(aiohttp_client, *hub, kb, tmp_path)
 
 
 async def submit(client, **fields) -> str:

@@ -10,15 +10,13 @@ import re
 import xml.etree.ElementTree as ET
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 from web_support import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    async_playwright,
     hub_engine,
+    launch_chromium,
     make_app,
+    serve_on_loopback,
     settings_for,
 )
 
@@ -43,26 +41,17 @@ async def server(tmp_path, demo_db_url, kb):
     settings.console.csrf_secret = "c" * 40
     app, service = make_app(settings, engine, kb)
     add_user(engine, "admin1", "admin", PASSWORD)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}", engine, service
+        async with serve_on_loopback(app) as base:
+            yield base, engine, service
     finally:
-        await runner.cleanup()
         engine.dispose()
 
 
 @pytest.fixture()
 async def browser():
-    async with async_playwright()() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with launch_chromium() as b:
+        yield b
 
 
 async def inert(page, where: str) -> None:

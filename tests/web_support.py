@@ -8,7 +8,8 @@ import re
 import sqlite3
 import struct
 import zlib
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -108,6 +109,31 @@ def async_playwright():
     )
     ARTIFACTS.mkdir(exist_ok=True)
     return entry
+
+
+@asynccontextmanager
+async def launch_chromium() -> AsyncIterator:
+    """Debian's Chromium, headless, driven by Playwright; closed afterwards."""
+    async with async_playwright()() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@asynccontextmanager
+async def serve_on_loopback(app: web.Application) -> AsyncIterator[str]:
+    """Run ``app`` on a free TCP port of 127.0.0.1 (a real server for the browser); yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
 
 
 # -- test clients --------------------------------------------------------------------------------------------
