@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from sqlalchemy import func, select
-from web_support import client_factory, hub_engine
 
 from channels.open311 import parse_text
 from hub.cases import case_t, message_t
@@ -22,15 +21,8 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture()
-def hub(tmp_path, demo_db_url):
-    engine, url = hub_engine(tmp_path, demo_db_url)
-    yield engine, url
-    engine.dispose()
-
-
-@pytest.fixture()
-async def client(aiohttp_client, hub, kb, tmp_path):
-    return await client_factory(aiohttp_client, *hub, kb, tmp_path)()
+async def client(make_client):
+    return await make_client()
 
 
 @pytest.fixture()
