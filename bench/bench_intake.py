@@ -78,6 +78,30 @@ def server_cpu(pid: int) -> float | None:
         return None
 
 
+def intake_counts(port: int) -> tuple[int, int] | None:
+    """(requests, group commits) so far, from the hub's ``/metrics``; None if it does not answer."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    requests = batches = 0
+    for line in text.splitlines():
+        if line.startswith("citizen_hub_intake_requests_total{"):
+            requests += int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("citizen_hub_intake_batches_total "):
+            batches = int(float(line.rsplit(" ", 1)[1]))
+    return requests, batches
+
+
+def average_batch(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
 def cpu_ms_per_request(before: float | None, after: float | None, requests: int) -> float | None:
     if before is None or after is None or not requests:
         return None
@@ -351,9 +375,11 @@ def run_db(label: str, url: str, args: argparse.Namespace) -> dict:
     drive = HAMMERS[args.client]
     try:
         asyncio.run(drive(port, token, args.clients, 1.0, prefix + "w"))  # warm-up
+        counts0 = intake_counts(port)
         cpu0 = server_cpu(server.pid)
         ok, bad, elapsed = asyncio.run(drive(port, token, args.clients, args.seconds, prefix + "t"))
         cpu1 = server_cpu(server.pid)
+        counts1 = intake_counts(port)
         in_db = stored(url, prefix + "t")
         drained = wait_routed(url)  # the latency run starts on an empty queue
         cpu2 = server_cpu(server.pid)
@@ -366,6 +392,7 @@ def run_db(label: str, url: str, args: argparse.Namespace) -> dict:
         "db": label, "ok": ok, "errors": bad, "seconds": round(elapsed, 2), "rps": round(ok / elapsed, 1),
         "stored": in_db, "durable": in_db == ok, "backlog_routed_s": drained,
         "cpu_ms_per_request": cpu_ms_per_request(cpu0, cpu1, ok),
+        "requests_per_commit": average_batch(counts0, counts1),
         "latency_requests": paced_ok, "routed": len(lat),
         "paced_cpu_ms_per_request": cpu_ms_per_request(cpu2, cpu3, paced_ok),
         "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),

@@ -185,8 +185,9 @@ def _state(request: web.Request) -> tuple[QueueService, TokenVerifier]:
     return state.service, state.tokens
 
 
-async def _authorise(request: web.Request, role: str) -> Principal:
-    _service, tokens = _state(request)
+async def _authorise(request: web.Request, role: str, tokens: TokenVerifier | None = None) -> Principal:
+    if tokens is None:
+        _service, tokens = _state(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -283,8 +284,8 @@ def _request_in(body: bytes) -> RequestIn:
 @api
 async def post_request(request: web.Request) -> web.Response:
     """Accept one request; 201 when new, 200 when its external id was seen before. Committed before the answer."""
-    await _authorise(request, "service")
-    service, _ = _state(request)
+    service, tokens = _state(request)
+    await _authorise(request, "service", tokens)
     body = _request_in(await _read_body(request))
     try:
         contact = body.contact
@@ -300,7 +301,8 @@ async def post_request(request: web.Request) -> web.Response:
         raise ApiError(exc.status, str(exc)) from None
     except IntakeUnavailable:
         raise ApiError(503, "the request could not be stored; send it again") from None
-    return _json(result.to_json(), 201 if result.created else 200)
+    return web.Response(body=result.json_bytes(), status=201 if result.created else 200,
+                        content_type="application/json", charset="utf-8")
 
 
 # -- cases --------------------------------------------------------------------------------------------

@@ -35,19 +35,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.types import UserDefinedType
 
 from hub.cases import (
     OPEN_STATES,
     CaseState,
     SlaPolicy,
     StaleState,
+    UtcDateTime,
     attachment_t,
     audit_t,
     case_t,
@@ -62,6 +64,7 @@ from hub.requests import PHONE_CHANNELS, Contact, InboundRequest
 log = logging.getLogger(__name__)
 
 _OPEN = [s.value for s in OPEN_STATES]
+_NEW = CaseState.NEW.value
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,14 @@ class IntakeResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"case_id": self.case_id, "token": self.token, "state": self.state}
+
+    def json_bytes(self) -> bytes:
+        """``json.dumps(self.to_json(), ensure_ascii=False)`` as UTF-8, in a fraction of its time.
+
+        Every intake answer is this; json.dumps spends most of its time setting up the encoder.
+        """
+        return b'{"case_id": %d, "token": %s, "state": %s}' % (
+            self.case_id, encode_basestring(self.token).encode(), encode_basestring(str(self.state)).encode())
 
 
 class RequestRejected(ValueError):
@@ -196,91 +207,148 @@ def _contact_cols(contact: Contact) -> dict[str, Any]:
     }
 
 
-class _Binds:
-    """Column values of one batch converted for the database once per distinct value, not once per row.
+class _Inserter:
+    """Multi-row ``INSERT … VALUES (…), (…) [RETURNING …]`` straight on the driver's cursor.
 
-    In a batch the same few values recur in every row (the batch's ``now`` in four columns per
-    request, each request's arrival time in three): converting each occurrence with the column
-    type's own bind processor (``UtcDateTime``: to UTC, then SQLite's text form) was a fifth of the
-    writer's time. Here every distinct value goes through that same processor once, and the
-    statement binds the result as it is (:func:`_insert_stmt`), so what is stored does not change.
+    Intake writes three rows per request (case, audit entry, message). Through SQLAlchemy Core each
+    row's parameters went through the execution context one by one, and that was most of the
+    writer thread's time (the thread that every client's 2xx waits for). Here one batch is one
+    statement per table, with the parameters as one flat tuple, on the connection (and so in the
+    transaction) SQLAlchemy opened.
+
+    Values still go through each column type's own bind processor (``UtcDateTime``: to UTC, then
+    SQLite's text form; JSON: serialised), once per *distinct* value of the batch: the batch's
+    ``now`` recurs in four columns of every request. So what is stored is exactly what SQLAlchemy
+    would store, and reads through the tables see no difference.
     """
 
-    def __init__(self, dialect: Any) -> None:
-        self.dialect = dialect
-        self._memo: dict[tuple[int, Any], Any] = {}
+    def __init__(self, conn: Connection) -> None:
+        self.dialect = conn.dialect
+        self.cursor = conn.connection.driver_connection.cursor()
+        self.mark = "?" if self.dialect.paramstyle == "qmark" else "%s"
+        # SQLite (3.32+) allows 32,766 parameters per statement, PostgreSQL 65,535.
+        self.max_params = 32_000
+        self._memo: dict[tuple[Any, Any], Any] = {}
 
-    def rows(self, table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        procs = _processors(table, self.dialect)
+    def insert(self, table: Table, rows: Sequence[Mapping[str, Any]],
+               returning: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
+        """Insert ``rows`` (all with the same keys) into ``table``; the ``returning`` columns of each row."""
+        if not rows:
+            return []
+        cols = tuple(rows[0])
+        procs = _converters(table, self.dialect)
+        # Each row's values in one C call; only the columns whose type converts go through Python.
+        getter = itemgetter(*cols) if len(cols) > 1 else (lambda row: (row[cols[0]],))
+        converted = [(i, procs[col]) for i, col in enumerate(cols) if col in procs]
         memo = self._memo
-        out = []
+        flat: list[Any] = []
         for row in rows:
-            new = {}
-            for key, value in row.items():
-                proc = procs.get(key)
-                if proc is None:
-                    new[key] = value
-                    continue
-                name = "p_" + key
-                if value is None:
-                    new[name] = None
-                    continue
-                try:
-                    memo_key = (id(proc), value)
-                    done = memo.get(memo_key, _MISSING)
-                except TypeError:  # unhashable (a JSON list): convert every time
-                    new[name] = proc(value)
-                    continue
-                if done is _MISSING:
-                    done = memo[memo_key] = proc(value)
-                new[name] = done
-            out.append(new)
-        return out
+            values = getter(row)
+            if converted:
+                values = list(values)
+                for i, proc in converted:
+                    value = values[i]
+                    if value is None:
+                        continue
+                    # The type is part of the key: 1, 1.0 and True are equal, but not as JSON.
+                    key = (proc, _EMPTY_LIST) if value == [] else (proc, value.__class__, value)
+                    try:
+                        done = memo.get(key, _MISSING)
+                    except TypeError:  # unhashable (a JSON list or object): convert every time
+                        done = proc(value)
+                    else:
+                        if done is _MISSING:
+                            done = memo[key] = proc(value)
+                    values[i] = done
+            flat.extend(values)
+        found: list[tuple[Any, ...]] = []
+        per = max(1, self.max_params // len(cols))
+        width = len(cols)
+        for start in range(0, len(rows), per):
+            n = min(per, len(rows) - start)
+            self.cursor.execute(_insert_sql(table, self.dialect, self.mark, cols, n, returning),
+                                flat[start * width : (start + n) * width])
+            if returning:
+                found.extend(self.cursor.fetchall())
+        return found
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Rows of a SELECT written for this driver (``mark`` placeholders)."""
+        self.cursor.execute(sql, params)
+        return self.cursor.fetchall()
+
+    def close(self) -> None:
+        self.cursor.close()
 
 
 _MISSING = object()
+_EMPTY_LIST = object()
+_CONVERTERS: dict[tuple[str, str], dict[str, Any]] = {}
+_SQL: dict[tuple[str, str, tuple[str, ...], int, tuple[str, ...]], str] = {}
 
 
-class _Converted(UserDefinedType):
-    """The type of a value :class:`_Binds` already converted: bound as it is, no cast rendered."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:  # never used in DDL
-        return "CONVERTED"
-
-
-_CONVERTED = _Converted()
-_PROCESSORS: dict[tuple[str, str], dict[str, Any]] = {}
-_STATEMENTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Any] = {}
+def _sqlite_utc(value: datetime) -> str:
+    """``UtcDateTime`` on SQLite in one step: what its bind processor stores, naive UTC text."""
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime given for a UTC column")
+        value = value.astimezone(UTC)
+    # "YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's SQLite storage format, without the "+00:00".
+    return value.isoformat(" ", "microseconds")[:26]
 
 
-def _processors(table: Table, dialect: Any) -> dict[str, Any]:
-    """Column name -> the bind processor of its type on ``dialect`` (only columns that have one)."""
+def _converters(table: Table, dialect: Any) -> dict[str, Any]:
+    """Column name -> the function that turns a value into what the driver gets (only where needed).
+
+    That is the bind processor of the column's type on ``dialect``, one object per type (so that
+    :class:`_Inserter` converts a value shared by several columns once), with ``UtcDateTime`` on SQLite
+    done in one step by :func:`_sqlite_utc` (``tests/test_intake_fast.py`` checks they agree).
+    """
     key = (table.name, dialect.name)
-    found = _PROCESSORS.get(key)
+    found = _CONVERTERS.get(key)
     if found is None:
         found = {}
+        by_type: dict[tuple[type, str], Any] = {}
         for col in table.columns:
+            if isinstance(col.type, UtcDateTime) and dialect.name == "sqlite":
+                found[col.key] = _sqlite_utc
+                continue
             proc = col.type._cached_bind_processor(dialect)
             if proc is not None:
-                found[col.key] = proc
-        _PROCESSORS[key] = found
+                found[col.key] = by_type.setdefault((type(col.type), repr(col.type)), proc)
+        _CONVERTERS[key] = found
     return found
 
 
-def _insert_stmt(table: Table, dialect: Any, row: dict[str, Any], returning: tuple[str, ...] = ()) -> Any:
-    """``INSERT`` for rows made by :meth:`_Binds.rows`: converted columns bound as they are."""
-    keys = tuple(sorted(row))
-    key = (table.name, dialect.name, keys, returning)
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        raw = {k[2:]: bindparam(k, type_=_CONVERTED) for k in keys if k.startswith("p_") and k[2:] in table.c}
-        stmt = insert(table).values(raw)
+def _existing_sql(dialect: Any, mark: str, n: int) -> str:
+    """Messages (and their cases) with ``channel = ?`` and one of ``n`` external ids."""
+    key = ("existing", dialect.name, (), n, ())
+    sql = _SQL.get(key)
+    if sql is None:
+        fmt = dialect.identifier_preparer.format_table
+        sql = _SQL[key] = (
+            f"SELECT m.external_id, m.id, c.id, c.token, c.state FROM {fmt(message_t)} AS m "
+            f"JOIN {fmt(case_t)} AS c ON c.id = m.case_id "
+            f"WHERE m.channel = {mark} AND m.external_id IN ({', '.join([mark] * n)})"
+        )
+    return sql
+
+
+def _insert_sql(table: Table, dialect: Any, mark: str, cols: tuple[str, ...], rows: int,
+                returning: tuple[str, ...]) -> str:
+    key = (table.name, dialect.name, cols, rows, returning)
+    sql = _SQL.get(key)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        group = "(" + ", ".join([mark] * len(cols)) + ")"
+        sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+               f"({', '.join(quote(c) for c in cols)}) VALUES {', '.join([group] * rows)}")
         if returning:
-            stmt = stmt.returning(*(table.c[name] for name in returning))
-        _STATEMENTS[key] = stmt
-    return stmt
+            sql += " RETURNING " + ", ".join(quote(c) for c in returning)
+        if len(_SQL) > 4096:  # batch sizes vary; keep the cache bounded
+            _SQL.clear()
+        _SQL[key] = sql
+    return sql
 
 
 class _Batch:
@@ -357,7 +425,7 @@ class _Batch:
         p = _Pending(
             {
                 "token": new_case_token(),
-                "state": CaseState.NEW.value,
+                "state": _NEW,
                 "channel": req.channel,
                 "created_at": received,
                 "updated_at": self.now,
@@ -381,18 +449,15 @@ class _Batch:
         for r in reqs:
             by_channel.setdefault(r.channel, set()).add(r.external_id)
         existing: dict[tuple[str, str], IntakeResult] = {}
+        ins = _Inserter(conn)
         for channel, ids in by_channel.items():
             # "channel = ? AND external_id IN (...)" uses the unique index on SQLite; a row-value
             # "(channel, external_id) IN (...)" would scan the whole table.
             ids_list = sorted(ids)
             for chunk in range(0, len(ids_list), 500):
-                rows = conn.execute(
-                    select(message_t.c.external_id, message_t.c.id, case_t.c.id, case_t.c.token, case_t.c.state)
-                    .select_from(message_t.join(case_t, message_t.c.case_id == case_t.c.id))
-                    .where(message_t.c.channel == channel,
-                           message_t.c.external_id.in_(ids_list[chunk : chunk + 500]))
-                ).all()
-                for ext, mid, cid, token, state in rows:
+                part = ids_list[chunk : chunk + 500]
+                for ext, mid, cid, token, state in ins.query(_existing_sql(conn.dialect, ins.mark, len(part)),
+                                                             [channel, *part]):
                     existing[(channel, ext)] = IntakeResult(cid, token, state, created=False, message_id=mid)
 
         # Decide, per request, where its message goes.
@@ -421,18 +486,15 @@ class _Batch:
 
         # RETURNING is matched up by a unique column rather than by position: with
         # sort_by_parameter_order SQLAlchemy would insert into SQLite one row per statement.
-        binds = _Binds(conn.dialect)
         if self.pending:
-            rows = binds.rows(case_t, [p.values for p in self.pending])
-            ids = dict(conn.execute(_insert_stmt(case_t, conn.dialect, rows[0], ("token", "id")), rows).all())
+            ids = dict(ins.insert(case_t, [p.values for p in self.pending], ("token", "id")))
             for p in self.pending:
                 p.id = ids[p.values["token"]]
-            rows = binds.rows(audit_t, [
+            ins.insert(audit_t, [
                 {"case_id": p.id, "at": self.now, "actor": f"intake:{p.values['channel']}",
-                 "action": "create", "from_state": None, "to_state": CaseState.NEW.value, "reason": None}
+                 "action": "create", "from_state": None, "to_state": _NEW, "reason": None}
                 for p in self.pending
             ])
-            conn.execute(_insert_stmt(audit_t, conn.dialect, rows[0]), rows)
 
         msg_rows: list[dict[str, Any]] = []
         msg_req: list[InboundRequest] = []
@@ -452,13 +514,8 @@ class _Batch:
             msg_req.append(req)
         msg_ids: list[int] = []
         if msg_rows:
-            rows = binds.rows(message_t, msg_rows)
-            by_key = {
-                (channel, ext): mid
-                for mid, channel, ext in conn.execute(
-                    _insert_stmt(message_t, conn.dialect, rows[0], ("id", "channel", "external_id")), rows
-                )
-            }
+            by_key = {(channel, ext): mid
+                      for mid, channel, ext in ins.insert(message_t, msg_rows, ("id", "channel", "external_id"))}
             msg_ids = [by_key[(m["channel"], m["external_id"])] for m in msg_rows]
         att_rows = []
         for mid, req in zip(msg_ids, msg_req, strict=True):
@@ -486,7 +543,7 @@ class _Batch:
             else:
                 target, joined = value
                 if isinstance(target, _Pending):
-                    results.append(IntakeResult(target.id, target.values["token"], CaseState.NEW.value, True,
+                    results.append(IntakeResult(target.id, target.values["token"], _NEW, True,
                                                 next(msg_iter), joined=joined))
                 else:
                     results.append(IntakeResult(target["id"], target["token"], states[target["id"]], True,
@@ -508,7 +565,7 @@ class _Batch:
         state = row["state"]
         target: str | None = None
         if state == CaseState.WAITING_FOR_CITIZEN:
-            target = row.get("resume_state") or CaseState.NEW.value
+            target = row.get("resume_state") or _NEW
         elif state == CaseState.ANSWERED:
             target = CaseState.ROUTED.value if row.get("authority_id") else CaseState.NEEDS_CLARIFICATION.value
         if target is None:
@@ -529,19 +586,27 @@ def write_requests(
     settings: QueueSettings | None = None,
     policy: SlaPolicy | None = None,
     store: AttachmentStore | None = None,
+    connection: Connection | None = None,
 ) -> list[IntakeResult]:
     """Store ``reqs`` in one transaction and return one result per request, in order.
 
     Retries when a concurrent writer (another process) committed one of the same keys first or
-    changed a case this batch joins.
+    changed a case this batch joins. ``connection`` (not in a transaction) is used instead of one
+    from the pool: the intake writer keeps its own.
     """
     settings = settings or QueueSettings()
     policy = policy or SlaPolicy()
+    # The inserts run on the driver's cursor (:class:`_Inserter`), so a unique key that another
+    # process committed first raises the driver's own IntegrityError, not SQLAlchemy's.
+    conflicts = (IntegrityError, StaleState, engine.dialect.dbapi.IntegrityError)
     for attempt in range(_RETRIES):
         try:
+            if connection is not None:
+                with connection.begin():
+                    return _Batch(connection, datetime.now(UTC), settings, policy, store).write(reqs)
             with engine.begin() as conn:
                 return _Batch(conn, datetime.now(UTC), settings, policy, store).write(reqs)
-        except (IntegrityError, StaleState):
+        except conflicts:
             if attempt == _RETRIES - 1:
                 raise
             log.info("intake batch of %d raced another writer; writing it again", len(reqs))
@@ -571,6 +636,7 @@ class IntakeWriter:
         self._outgoing: dict[asyncio.AbstractEventLoop, list[tuple[InboundRequest, Any, Any]]] = {}
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[list[InboundRequest], list[Any]], None]] = []
+        self._conn: Connection | None = None  # the writer thread's own (see _connection)
         self.batches = 0
         self.written = 0
         self.last_batch = 0
@@ -665,6 +731,7 @@ class IntakeWriter:
                 carry.extend(nxt)
             batch, carry = carry[:limit], carry[limit:]
             self._write(batch)
+        self._drop_connection()
         # Nobody will write what is still queued: fail it so no handler waits for ever.
         while True:
             try:
@@ -673,6 +740,25 @@ class IntakeWriter:
                 break
             if item is not _STOP:
                 _resolve([(entry, IntakeUnavailable("the intake writer stopped")) for entry in item])
+
+    def _connection(self) -> Connection:
+        """The writer thread's connection, kept from batch to batch.
+
+        A connection from the pool per batch cost as much as writing a small batch: the checkout,
+        the reset when it goes back, and on PostgreSQL the pre-ping round trip.
+        """
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._drop_connection()
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                log.debug("closing the intake connection failed", exc_info=True)
 
     def _write(self, batch: list[tuple[InboundRequest, Any, Any]]) -> None:
         reqs = [req for req, _, _ in batch]
@@ -686,8 +772,10 @@ class IntakeWriter:
         outcome: list[Any]
         try:
             outcome = list(write_requests(self.engine, reqs, settings=self.settings, policy=self.policy,
-                                          store=self.store))
+                                          store=self.store, connection=self._connection()))
         except Exception:
+            # The connection may be what failed (the server restarted): the next write takes a new one.
+            self._drop_connection()
             if len(batch) == 1:
                 log.exception("intake of one %s request failed", reqs[0].channel)
                 outcome = [_as_failure(batch[0][0])]

@@ -64,9 +64,11 @@ class Metrics:
         self.routed: Counter[str] = Counter()
         self.sends: Counter[tuple[str, str]] = Counter()
         self.http_rejected: Counter[int] = Counter()
+        self.intake_batches = 0  # group commits; requests / batches is the average batch size
 
     def count_intake(self, reqs: list[Any], outcomes: list[Any]) -> None:
         with self._lock:
+            self.intake_batches += 1
             for req, outcome in zip(reqs, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     kind = "failed"
@@ -103,6 +105,9 @@ class Metrics:
                  "Inbound requests handed to intake by this process, by channel and outcome.")
             for (channel, kind), n in sorted(self.intake.items()):
                 out.append(f'citizen_hub_intake_requests_total{{channel="{_label(channel)}",outcome="{kind}"}} {n}')
+            head("citizen_hub_intake_batches_total", "counter",
+                 "Transactions (group commits) intake wrote; requests per batch show how well commits are shared.")
+            out.append(f"citizen_hub_intake_batches_total {self.intake_batches}")
             head("citizen_hub_http_rejected_total", "counter", "HTTP intake requests refused, by status code.")
             for status, n in sorted(self.http_rejected.items()):
                 out.append(f'citizen_hub_http_rejected_total{{status="{status}"}} {n}')

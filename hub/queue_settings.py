@@ -41,6 +41,14 @@ class QueueSettings(Section):
         description="Claims of one case by the routing stage before it goes to the dead-letter state.",
     )
     worker_batch: int = Field(64, ge=1, le=1000, description="Most items a worker claims at once.")
+    routing_share_under_load: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="While intake is saturated (requests arrive faster than one commit at a time), the share "
+        "of a hub process's CPU the routing stage takes, so that clients waiting for their commit come first; "
+        "the backlog is routed when the load passes. 1 = no yielding.",
+    )
     poll_seconds: float = Field(
         1.0,
         gt=0,

@@ -29,6 +29,10 @@ _SINGLE_LINE = re.compile(r"[\r\n\t]")
 
 def clean_text(value: str, *, single_line: bool = False) -> str:
     """NFC-normalise ``value``; raise ``ValueError`` on control characters (and line breaks if single-line)."""
+    if value.isascii() and value.isprintable():
+        # The common case, answered by two C scans: printable ASCII has no control character, no
+        # line break, no surrogate, and is its own NFC form.
+        return value
     if _CONTROL_RE.search(value):
         raise ValueError("contains control characters")
     if single_line and _SINGLE_LINE.search(value):

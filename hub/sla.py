@@ -413,6 +413,8 @@ class SlaClock:
 
     def __init__(self, calendar: BusinessCalendar | None = None) -> None:
         self.calendar = calendar if calendar is not None else BusinessCalendar()
+        # (UTC minute, working time) -> how deadlines from inside that minute follow (see _add_memo).
+        self._minutes: dict[tuple[datetime, timedelta], tuple[datetime, bool] | None] = {}
 
     @classmethod
     def from_settings(cls, settings: SlaSettings) -> SlaClock:
@@ -472,7 +474,44 @@ class SlaClock:
             if end is None:
                 return None
             position = max(position, end)
-        return cal._add(position, remaining).astimezone(start.tzinfo)
+        return self._add_memo(position, remaining).astimezone(start.tzinfo)
+
+    def _add_memo(self, position: datetime, remaining: timedelta) -> datetime:
+        """``calendar._add(position, remaining)``, computed once per minute of ``position``.
+
+        Intake computes a deadline for every request, each from its own arrival instant; under load
+        they share their minute. For a minute ``[m, m+1)`` the deadline is either the same for every
+        instant in it (no working time in the minute: all count from the next opening) or the
+        deadline of ``m`` shifted by the offset (the minute is working time and so is the minute after
+        the deadline of ``m``: a working minute more at the start is a working minute more at the end).
+        Both are checked with the calendar itself; any other minute (one containing an opening or a
+        closing time, or whose deadlines cross one) is computed in full.
+        """
+        minute = position.replace(second=0, microsecond=0)
+        key = (minute, remaining)
+        try:
+            rule = self._minutes[key]
+        except KeyError:
+            rule = self._minute_rule(minute, remaining)
+            if len(self._minutes) > 4096:
+                self._minutes.clear()
+            self._minutes[key] = rule
+        if rule is None:
+            return self.calendar._add(position, remaining)
+        base, shifted = rule
+        return base + (position - minute) if shifted else base
+
+    def _minute_rule(self, minute: datetime, remaining: timedelta) -> tuple[datetime, bool] | None:
+        cal = self.calendar
+        one = timedelta(minutes=1)
+        base = cal._add(minute, remaining)
+        after = cal._add(minute + one, remaining)
+        worked = cal._between(minute, minute + one)
+        if worked == timedelta(0) and after == base:
+            return base, False
+        if worked == one and after == base + one:
+            return base, True
+        return None
 
     def elapsed_working_seconds(self, start: datetime, now: datetime, pauses: Sequence[Pause] = ()) -> float:
         """Working seconds from ``start`` to ``now`` that count, i.e. minus those in ``pauses``.

@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -167,9 +168,8 @@ class Runner:
 
     name = "runner"
 
-    #: Pause between two busy rounds while ``yield_to()`` says so (intake is saturated): background
-    #: work then takes a smaller share of the process, and clients waiting for their commit come first.
-    yield_seconds = 0.1
+    #: Longest pause between two busy rounds while ``yield_to()`` says so (see :meth:`_loop`).
+    yield_max_seconds = 1.0
 
     def __init__(self, engine: Engine, settings: QueueSettings | None = None, worker: str | None = None,
                  yield_to: Callable[[], bool] | None = None) -> None:
@@ -214,8 +214,10 @@ class Runner:
             self._thread = None
 
     def _loop(self) -> None:
+        share = self.settings.routing_share_under_load
         while not self._stop.is_set():
             self._wake.clear()
+            started = time.thread_time()
             try:
                 n = self.run_once()
             except Exception:
@@ -224,7 +226,12 @@ class Runner:
             if n == 0:
                 self._wake.wait(self.settings.poll_seconds)
             elif self.yield_to is not None and self.yield_to():
-                self._stop.wait(self.yield_seconds)
+                # Intake is saturated: clients are waiting for their commit, and they share one
+                # interpreter with this thread. Pause so that this work takes about ``share`` of
+                # the process (measured in this thread's own CPU time); what is left waits in the
+                # queue, durable, until the load passes.
+                used = time.thread_time() - started
+                self._stop.wait(min(self.yield_max_seconds, used * (1 - share) / share))
 
 
 class RoutingRunner(Runner):
@@ -240,7 +247,7 @@ class RoutingRunner(Runner):
     def _claim_rows(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
         limit = self.settings.worker_batch
         if self.yield_to is not None and self.yield_to():
-            limit = max(1, limit // 4)  # intake is saturated: small steps, so intake keeps the process
+            limit = max(1, limit // 8)  # intake is saturated: short rounds, each holds the interpreter
         return claim_rows(conn, case_t, case_t.c.state == CaseState.NEW.value, worker=self.worker,
                           limit=limit, timeout=self.settings.claim_timeout_seconds, now=now)
 

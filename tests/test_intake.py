@@ -352,22 +352,6 @@ def test_the_one_pass_body_parser_answers_exactly_as_the_general_path(body):
     assert outcome(_request_in) == general
 
 
-def test_batch_values_are_converted_by_the_column_types_themselves(engine):
-    from hub.intake import _Binds, _processors
-
-    t = datetime(2026, 3, 27, 17, 59, 0, 123456, tzinfo=UTC)
-    rows = [{"case_id": 1, "at": t, "actor": "x", "action": "create", "from_state": None, "to_state": "new",
-             "reason": None}, {"case_id": 2, "at": t, "actor": "x", "action": "create", "from_state": None,
-                               "to_state": "new", "reason": None}]
-    from hub.cases import audit_t
-
-    out = _Binds(engine.dialect).rows(audit_t, rows)
-    expected = audit_t.c.at.type._cached_bind_processor(engine.dialect)(t)
-    assert out[0]["p_at"] == out[1]["p_at"] == expected == "2026-03-27 17:59:00.123456"
-    assert "at" not in out[0] and out[0]["case_id"] == 1
-    assert set(_processors(case_t, engine.dialect)) >= {"created_at", "first_response_due", "sla_pauses"}
-
-
 def test_stored_times_read_back_as_written(engine):
     t = datetime(2026, 3, 27, 16, 59, 0, 123456, tzinfo=UTC)
     result = write_requests(engine, [req("times-1", received_at=t)])[0]
