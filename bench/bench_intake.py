@@ -480,13 +480,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seconds:.0f} s; latency at {args.rate:.0f}/s for {args.latency_seconds:.0f} s; "
           f"hub and bare server: {procs}")
     print(f"{'server':<18} {'req/s':>9} {'ratio':>6} {'2xx':>7} {'errors':>6} {'durable':>8} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'cpu ms/req':>10} {'paced cpu ms/req':>16}")
+          f"{'p99 ms':>7} {'cpu ms/req':>10} {'req/commit':>10} {'paced cpu ms/req':>16}")
     for r in results:
+        per_commit = r.get("requests_per_commit")
         print(f"{r['db']:<18} {r['rps']:>9.1f} {r.get('ratio_to_bare', ''):>6} {r['ok']:>7} {r['errors']:>6} "
               f"{str(r.get('durable', '')):>8} {r.get('p50_ms', ''):>7} {r.get('p99_ms', ''):>7} "
-              f"{_cell(r.get('cpu_ms_per_request')):>10} {_cell(r.get('paced_cpu_ms_per_request')):>16}")
-    print("cpu ms/req: server CPU (all processes and threads) per 2xx in the throughput run; paced: per "
-          "request of the latency run, intake and routing included")
+              f"{_cell(r.get('cpu_ms_per_request')):>10} {'' if per_commit is None else per_commit:>10} "
+              f"{_cell(r.get('paced_cpu_ms_per_request')):>16}")
+    print("cpu ms/req: server CPU (all processes and threads) per 2xx in the throughput run; req/commit: "
+          "requests per group commit in it (from /metrics); paced: per request of the latency run, intake "
+          "and routing included")
     print(json.dumps({"bench": "intake", "client": args.client, "router": args.router, "processes": args.processes,
                       "results": results}))
     ok = (sqlite["durable"] and sqlite["rps"] >= 1000 and sqlite["ratio_to_bare"] >= 0.3

@@ -213,8 +213,17 @@ class Runner:
             self._thread.join(timeout)
             self._thread = None
 
-    def _loop(self) -> None:
+    def pause_under_load(self, used_cpu: float) -> float:
+        """Seconds to pause after a round that used ``used_cpu`` seconds of this thread's CPU.
+
+        Intake is saturated: clients are waiting for their commit, and they share one interpreter
+        with this thread. The pause makes this work take about ``[queue] routing_share_under_load``
+        of the process; what is left waits in the queue, durable, until the load passes.
+        """
         share = self.settings.routing_share_under_load
+        return min(self.yield_max_seconds, used_cpu * (1 - share) / share)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             started = time.thread_time()
@@ -226,12 +235,7 @@ class Runner:
             if n == 0:
                 self._wake.wait(self.settings.poll_seconds)
             elif self.yield_to is not None and self.yield_to():
-                # Intake is saturated: clients are waiting for their commit, and they share one
-                # interpreter with this thread. Pause so that this work takes about ``share`` of
-                # the process (measured in this thread's own CPU time); what is left waits in the
-                # queue, durable, until the load passes.
-                used = time.thread_time() - started
-                self._stop.wait(min(self.yield_max_seconds, used * (1 - share) / share))
+                self._stop.wait(self.pause_under_load(time.thread_time() - started))
 
 
 class RoutingRunner(Runner):

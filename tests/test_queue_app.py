@@ -237,6 +237,9 @@ async def test_metrics_are_valid_prometheus_text_with_the_figures_the_issue_asks
     assert _value(samples, "citizen_hub_requests_stored", channel="api") == 2
     assert _value(samples, "citizen_hub_requests_stored", channel="web") == 1
     assert _value(samples, "citizen_hub_http_rejected_total", status="422") == 1
+    # Group commits: three requests sent one after another, so three transactions.
+    assert _value(samples, "citizen_hub_intake_batches_total") == 3
+    assert types["citizen_hub_intake_batches_total"] == "counter"
     # Queue depth by state: every state is reported, also when it is empty.
     depth = {dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "citizen_hub_queue_depth"}
     assert depth == {"new": 0, "routed": 2, "needs_clarification": 1, "waiting_for_citizen": 0, "answered": 0,

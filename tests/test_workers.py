@@ -163,3 +163,18 @@ def test_queue_and_privacy_settings_document_every_key():
             assert not field.is_required(), f"{model.__name__}.{key} has no default"
     assert isinstance(queue_settings(object()), QueueSettings)  # a Settings without the section yet
     assert isinstance(privacy_settings(None), PrivacySettings)
+
+
+def test_while_intake_is_saturated_routing_keeps_to_its_share_in_short_rounds(engine):
+    """Clients waiting for their commit come first; routing still goes on, at its configured share."""
+    saturated = {"now": True}
+    stage = RoutingStage(engine, KeywordRouter(DEMO_SERVICES))
+    runner = RoutingRunner(engine, stage, QueueSettings(worker_batch=64, routing_share_under_load=0.05),
+                           yield_to=lambda: saturated["now"])
+    assert runner.pause_under_load(0.010) == pytest.approx(0.19)  # 10 ms of routing, 190 ms for intake
+    assert runner.pause_under_load(5.0) == runner.yield_max_seconds  # never stalls for long
+    assert RoutingRunner(engine, stage, QueueSettings(routing_share_under_load=1)).pause_under_load(0.5) == 0
+    write_requests(engine, [req(f"sat-{i}", text="Ich brauche einen neuen Reisepass") for i in range(20)])
+    assert runner.run_once() == 8  # a short round: an eighth of worker_batch
+    saturated["now"] = False
+    assert runner.run_once() == 12  # the rest at once when the load has passed
