@@ -264,7 +264,7 @@ async def _http_changes(engine, kb, body: dict) -> list[float]:
     if "hub.api_catalog" not in ROUTE_MODULES:
         api_catalog.setup(app)
     out = []
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app, access_log=None)) as client:
         headers = {"Authorization": f"Bearer {token}"}
         for i in range(N_CHANGES):
             word = f"Wertstoffhofkarte{i:03d}"
