@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hub.cases import (
@@ -142,14 +142,18 @@ class NoRouter:
         return SimpleRouteResult(reason="no knowledge base is loaded; an agent routes this case")
 
 
+# Built once: the routing stage reads the texts of every batch it claims.
+_CASE_TEXTS = (
+    select(message_t.c.case_id, message_t.c.text, message_t.c.location)
+    .where(message_t.c.case_id.in_(bindparam("case_ids", expanding=True)), message_t.c.direction == "in")
+    .order_by(message_t.c.id)
+)
+
+
 def case_texts(conn: Connection, case_ids: list[int]) -> dict[int, tuple[str, str | None]]:
     """Per case: all inbound texts in order, joined, and the last place the citizen named."""
     parts: dict[int, list[tuple[str, str | None]]] = {}
-    for case_id, text, location in conn.execute(
-        select(message_t.c.case_id, message_t.c.text, message_t.c.location)
-        .where(message_t.c.case_id.in_(case_ids), message_t.c.direction == "in")
-        .order_by(message_t.c.id)
-    ):
+    for case_id, text, location in conn.execute(_CASE_TEXTS, {"case_ids": list(case_ids)}):
         parts.setdefault(case_id, []).append((text, location))
     return {
         case_id: ("\n\n".join(t for t, _ in rows if t), next((loc for _, loc in reversed(rows) if loc), None))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, event, or_, select, update
+from sqlalchemy import Table, and_, bindparam, event, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hub.cases import CaseState, SlaPolicy, audit, case_t, message_t, overdue_clause, transition
@@ -78,9 +78,30 @@ def claim_rows(
     counter: str = "attempts",
     order_by: Any = None,
     columns: Any = None,
+    cache_key: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Like :func:`claim`, returning the claimed rows (``columns``, default all) as they are after the claim."""
+    """Like :func:`claim`, returning the claimed rows (``columns``, default all) as they are after the claim.
+
+    ``cache_key`` names a ``condition`` that is always the same expression: its statement is then
+    built once (the times and the worker are parameters), which saves building it in every round.
+    """
+    params = {"claim_now": now, "claim_until": now + timedelta(seconds=timeout), "claim_worker": worker}
+    key = (cache_key, table.name, limit, counter) if cache_key is not None and order_by is None and columns is None \
+        else None
+    stmt = _CLAIM_STATEMENTS.get(key) if key is not None else None
+    if stmt is None:
+        stmt = _claim_statement(table, condition, limit=limit, counter=counter, order_by=order_by, columns=columns)
+        if key is not None:
+            _CLAIM_STATEMENTS[key] = stmt
+    return sorted((dict(r) for r in conn.execute(stmt, params).mappings()), key=lambda r: r["id"])
+
+
+_CLAIM_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _claim_statement(table: Table, condition: Any, *, limit: int, counter: str, order_by: Any, columns: Any) -> Any:
     c = table.c
+    now = bindparam("claim_now", type_=c.claimed_until.type)
     free = or_(c.claimed_until.is_(None), c.claimed_until < now)
     pick = (
         select(c.id)
@@ -89,14 +110,14 @@ def claim_rows(
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders nothing and needs nothing
     )
-    stmt = (
+    return (
         update(table)
         .where(c.id.in_(pick.scalar_subquery()), free)
-        .values({"claimed_by": worker, "claimed_until": now + timedelta(seconds=timeout),
+        .values({"claimed_by": bindparam("claim_worker", type_=c.claimed_by.type),
+                 "claimed_until": bindparam("claim_until", type_=c.claimed_until.type),
                  counter: getattr(c, counter) + 1})
         .returning(*(columns if columns is not None else table.columns))
     )
-    return sorted((dict(r) for r in conn.execute(stmt).mappings()), key=lambda r: r["id"])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -253,7 +274,7 @@ class RoutingRunner(Runner):
         if self.yield_to is not None and self.yield_to():
             limit = max(1, limit // 8)  # intake is saturated: short rounds, each holds the interpreter
         return claim_rows(conn, case_t, case_t.c.state == CaseState.NEW.value, worker=self.worker,
-                          limit=limit, timeout=self.settings.claim_timeout_seconds, now=now)
+                          limit=limit, timeout=self.settings.claim_timeout_seconds, now=now, cache_key="new cases")
 
     def run_once(self) -> int:
         """Claim a batch of new cases, route them, write all decisions in one transaction.
