@@ -277,9 +277,6 @@ class _Inserter:
         self.cursor.execute(sql, params)
         return self.cursor.fetchall()
 
-    def close(self) -> None:
-        self.cursor.close()
-
 
 _MISSING = object()
 _EMPTY_LIST = object()
