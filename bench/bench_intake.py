@@ -445,7 +445,8 @@ def run_db(label: str, url: str, args: argparse.Namespace, bare: Bare) -> tuple[
     base = {"db": f"bare (with {label})", "ok": b_ok, "errors": b_bad, "seconds": round(b_elapsed, 2),
             "rps": round(b_ok / b_elapsed, 1), "rounds_rps": [round(x[0] / x[2], 1) for x in bare_runs],
             "cpu_ms_per_request": cpu_ms_per_request(0.0, _sum([x[3] for x in bare_runs]), b_ok)}
-    hub["ratio_to_bare"] = round(hub["rps"] / base["rps"], 2)
+    # Three decimals, and the target is checked on the unrounded figures (main): 0.297 is not 0.3.
+    hub["ratio_to_bare"] = round(hub["rps"] / base["rps"], 3)
     return hub, base
 
 
@@ -489,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             sqlite, base = run_db("sqlite", f"sqlite:///{tmp}/bench.sqlite3", args, bare)
+        sqlite_bare = base
         results += [base, sqlite]
         if not args.no_postgres and pg_reachable():
             from sqlalchemy import text
@@ -519,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'p99 ms':>7} {'cpu ms/req':>10} {'req/commit':>10} {'paced cpu ms/req':>16}")
     for r in results:
         per_commit = r.get("requests_per_commit")
-        print(f"{r['db']:<22} {r['rps']:>9.1f} {r.get('ratio_to_bare', ''):>6} {r['ok']:>7} {r['errors']:>6} "
+        print(f"{r['db']:<22} {r['rps']:>9.1f} {_cell(r.get('ratio_to_bare')):>6} {r['ok']:>7} {r['errors']:>6} "
               f"{str(r.get('durable', '')):>8} {r.get('p50_ms', ''):>7} {r.get('p99_ms', ''):>7} "
               f"{_cell(r.get('cpu_ms_per_request')):>10} {'' if per_commit is None else per_commit:>10} "
               f"{_cell(r.get('paced_cpu_ms_per_request')):>16}")
@@ -528,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
           "and routing included")
     print(json.dumps({"bench": "intake", "client": args.client, "router": args.router, "processes": args.processes,
                       "results": results}))
-    ok = (sqlite["durable"] and sqlite["rps"] >= 1000 and sqlite["ratio_to_bare"] >= 0.3
+    ok = (sqlite["durable"] and sqlite["rps"] >= 1000 and sqlite["rps"] >= 0.3 * sqlite_bare["rps"]
           and sqlite["p99_ms"] <= 50 and sqlite["errors"] == 0)
     print("targets (SQLite >= 1000 req/s, ratio >= 0.3, p99 <= 50 ms, durable):", "met" if ok else "NOT met")
     return 0 if ok else 1

@@ -109,15 +109,25 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _freeze_after_loading(_app) -> None:
+    from hub.runtime import freeze_heap
+
+    freeze_heap()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from hub.app import create_app
+    from hub.runtime import tune_gc
 
     settings = settings_from_args(args)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     app = create_app(settings)
+    tune_gc(settings.server.gc_threshold)
+    # After the knowledge base is loaded (the start-up hook create_app added first).
+    app.on_startup.append(_freeze_after_loading)
     print(f"citizen-hub serving on http://{host}:{port}/ (database {settings.database.url})", file=sys.stderr)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0

@@ -235,7 +235,11 @@ class _Inserter:
         """Insert ``rows`` (all with the same keys) into ``table``; the ``returning`` columns of each row."""
         if not rows:
             return []
-        cols = tuple(rows[0])
+        # A column that is NULL in every row of the batch is left out of the statement: with no
+        # server-side default (none of the queue's tables has one) the database stores NULL all
+        # the same, and sqlite3 binds a None slowly (it looks for an adapter for it, every time).
+        nullable = _null_free(table)
+        cols = tuple(c for c in rows[0] if c not in nullable or any(row[c] is not None for row in rows))
         procs = _converters(table, self.dialect)
         # Each row's values in one C call; only the columns whose type converts go through Python.
         getter = itemgetter(*cols) if len(cols) > 1 else (lambda row: (row[cols[0]],))
@@ -281,6 +285,7 @@ class _Inserter:
 _MISSING = object()
 _EMPTY_LIST = object()
 _CONVERTERS: dict[tuple[str, str], dict[str, Any]] = {}
+_OMITTABLE: dict[str, frozenset[str]] = {}
 _SQL: dict[tuple[str, str, tuple[str, ...], int, tuple[str, ...]], str] = {}
 
 
@@ -292,6 +297,15 @@ def _sqlite_utc(value: datetime) -> str:
         value = value.astimezone(UTC)
     # "YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's SQLite storage format, without the "+00:00".
     return value.isoformat(" ", "microseconds")[:26]
+
+
+def _null_free(table: Table) -> frozenset[str]:
+    """Columns of ``table`` that may be left out of an INSERT for NULL: nullable, with no server default."""
+    found = _OMITTABLE.get(table.name)
+    if found is None:
+        found = _OMITTABLE[table.name] = frozenset(
+            c.key for c in table.columns if c.nullable and c.server_default is None and not c.primary_key)
+    return found
 
 
 def _converters(table: Table, dialect: Any) -> dict[str, Any]:

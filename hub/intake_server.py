@@ -15,7 +15,6 @@ the fork, and shared copy-on-write.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from hub.app import ENGINE, SETTINGS, error_middleware
 from hub.config import Settings
 from hub.db import make_engine
 from hub.routing_stage import KeywordRouter
+from hub.runtime import freeze_heap, tune_gc
 
 #: The catalogue of the keyword router used here (and by the benchmark).
 DEMO_SERVICES = {
@@ -65,11 +65,7 @@ def load_router(settings: Settings, router: str = "keyword") -> Any:
         kb = KnowledgeBase.load(engine, settings)
     finally:
         engine.dispose()  # no connection may cross a fork (serve_prefork)
-    # The knowledge base is a few hundred thousand long-lived objects; without this every full
-    # garbage collection walks them all, a pause of tens of milliseconds in the middle of requests
-    # (and, after a fork, would touch every page the processes share).
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     return kb
 
 
@@ -190,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = Settings()
     settings.database.url = args.db
+    tune_gc(settings.server.gc_threshold)
     loaded = load_router(settings, args.router)
     serve_prefork(lambda: build_app(settings, workers=not args.no_workers, router=args.router, loaded=loaded),
                   args.host, args.port, max(1, args.processes))

@@ -464,8 +464,10 @@ class SlaClock:
         """
         _require_aware(start, "start")
         remaining = _hours_to_timedelta(hours)
-        cal = self.calendar
         position = start.astimezone(UTC)
+        if not pauses:  # every new case: nothing to merge
+            return self._add_memo(position, remaining).astimezone(start.tzinfo)
+        cal = self.calendar
         for begin, end in self._merge_pauses(pauses, position):
             worked = cal._between(position, begin)
             if remaining <= worked:

@@ -116,6 +116,47 @@ def test_the_driver_level_insert_stores_exactly_what_core_stores_on_postgres():
         _compare_inserters(engine)
 
 
+def test_columns_null_in_every_row_are_left_out_and_stored_as_null(tmp_path):
+    """A column NULL in the whole batch is not bound (sqlite3 binds None slowly); one NULL only in
+    some rows is bound in all of them. Both read back as Core's insert stores them."""
+    engine = sqlite_engine(tmp_path)
+    t = datetime(2026, 4, 7, 9, 0, tzinfo=UTC)
+    base = {"state": "new", "channel": "api", "created_at": t, "updated_at": t, "state_changed_at": t,
+            "last_inbound_at": t, "contact_name": None, "contact_email": None, "contact_phone": None,
+            "contact_address": None, "location": None, "first_response_due": None, "sla_pauses": [], "attempts": 0}
+    mixed = [dict(base, token="m-0"), dict(base, token="m-1", contact_email="a@example.de", location="Soest")]
+    statements = []
+    with engine.begin() as conn:
+        ins = _Inserter(conn)
+        real = ins.cursor
+
+        class Recording:
+            """The driver's cursor, recording the statements it runs."""
+
+            def execute(self, sql, params):
+                statements.append(sql)
+                return real.execute(sql, params)
+
+            def fetchall(self):
+                return real.fetchall()
+
+        ins.cursor = Recording()
+        ins.insert(case_t, [dict(base, token="n-0"), dict(base, token="n-1")], ("token", "id"))
+        ins.insert(case_t, mixed, ("token", "id"))
+        _general_insert(conn, case_t, [dict(base, token="c-0"), dict(mixed[1], token="c-1")])
+        stored = _rows_by(conn, case_t, "token")
+    all_null, some_null = statements
+    for column in ("contact_name", "contact_email", "location", "first_response_due"):
+        assert f'"{column}"' not in all_null and column not in all_null.split("VALUES")[0]
+    assert "contact_email" in some_null and "location" in some_null and "contact_name" not in some_null
+    for ours, core in (("n-0", "c-0"), ("m-0", "c-0"), ("m-1", "c-1")):
+        a, b = dict(stored[ours]), dict(stored[core])
+        for row in (a, b):
+            del row["id"], row["token"]
+        assert a == b, ours
+    assert stored["n-1"]["contact_email"] is None and stored["m-0"]["location"] is None
+
+
 def test_json_values_that_are_equal_in_python_stay_apart(tmp_path):
     """1, 1.0 and True are one dict key in Python; the converter's memo must keep them apart."""
     engine = sqlite_engine(tmp_path)
