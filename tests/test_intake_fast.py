@@ -54,6 +54,23 @@ def test_the_sqlite_time_formatter_stores_what_the_column_type_stores(tmp_path, 
     assert _converters(case_t, engine.dialect)["created_at"] is _sqlite_utc
 
 
+def test_the_sqlite_time_formatter_agrees_on_random_instants_and_minutes_it_has_seen(tmp_path):
+    """The text up to the minute is remembered: instants of one minute, and of minutes in other
+    offsets that are the same UTC minute, all come out as the column type writes them."""
+    general = case_t.c.created_at.type._cached_bind_processor(sqlite_engine(tmp_path).dialect)
+    rng = random.Random(7)
+    base = datetime(2026, 3, 29, 0, 59, 58, tzinfo=UTC)
+    instants = [base + timedelta(microseconds=rng.randrange(0, 3 * 3600 * 10**6)) for _ in range(3000)]
+    instants += [datetime(rng.randrange(2, 9999), rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(24),
+                          rng.randrange(60), rng.randrange(60), rng.choice([0, rng.randrange(10**6)]), tzinfo=UTC)
+                 for _ in range(2000)]
+    zones = [UTC, BERLIN, timezone(timedelta(hours=5, minutes=45)), timezone(timedelta(hours=-9, minutes=-30))]
+    for value in instants:
+        for zone in zones:
+            local = value.astimezone(zone)
+            assert _sqlite_utc(local) == general(local), local
+
+
 def test_the_sqlite_time_formatter_refuses_naive_times():
     with pytest.raises(ValueError, match="naive"):
         _sqlite_utc(datetime(2026, 1, 1, 12, 0))
