@@ -330,28 +330,13 @@ def _inbound(body: bytes) -> InboundRequest:
     return _inbound_general(body)
 
 
-import os as _os
-_XTRIV = int(_os.environ.get("XTRIV", "0"))
-
-
 @routes.post("/api/requests")
 @api
 async def post_request(request: web.Request) -> web.Response:
     """Accept one request; 201 when new, 200 when its external id was seen before. Committed before the answer."""
-    if _XTRIV == 1:
-        await request.read()
-        return web.Response(body=b'{"case_id": 1, "token": "x", "state": "new"}', status=201, content_type="application/json")
     service, tokens = _state(request)
     await _authorise(request, "service", tokens)
-    if _XTRIV == 3:
-        await request.read()
-        return web.Response(body=b'{"case_id": 1, "token": "x", "state": "new"}', status=201, content_type="application/json")
-    raw = await _read_body(request)
-    if _XTRIV == 4:
-        return web.Response(body=b'{"case_id": 1, "token": "x", "state": "new"}', status=201, content_type="application/json")
-    inbound = _inbound(raw)
-    if _XTRIV == 2:
-        return web.Response(body=b'{"case_id": 1, "token": "x", "state": "new"}', status=201, content_type="application/json")
+    inbound = _inbound(await _read_body(request))
     try:
         result = await service.writer.submit(inbound)
     except RequestRejected as exc:

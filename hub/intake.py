@@ -303,7 +303,7 @@ def _sqlite_utc(value: datetime) -> str:
         if len(_MINUTE_TEXT) > 4096:
             _MINUTE_TEXT.clear()
         head = _MINUTE_TEXT[key] = value.replace(second=0, microsecond=0, tzinfo=None).isoformat(" ")[:17]
-    return "%s%02d.%06d" % (head, value.second, value.microsecond)
+    return "%s%02d.%06d" % (head, value.second, value.microsecond)  # noqa: UP031 - a third faster than an f-string
 
 
 _MINUTE_TEXT: dict[int, str] = {}
