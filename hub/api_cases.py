@@ -343,8 +343,11 @@ async def post_request(request: web.Request) -> web.Response:
         raise ApiError(exc.status, str(exc)) from None
     except IntakeUnavailable:
         raise ApiError(503, "the request could not be stored; send it again") from None
-    return web.Response(body=result.json_bytes(), status=201 if result.created else 200,
-                        content_type="application/json", charset="utf-8")
+    # The header as aiohttp would build it from content_type and charset, which took it a microsecond.
+    return web.Response(body=result.json_bytes(), status=201 if result.created else 200, headers=_JSON_HEADERS)
+
+
+_JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 # -- cases --------------------------------------------------------------------------------------------

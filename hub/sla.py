@@ -20,6 +20,7 @@ hour shorter or longer, as the clock on the wall says.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -203,6 +204,7 @@ def _require_aware(value: datetime, name: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64, typed=True)  # every deadline of intake asks for the same few lengths
 def _hours_to_timedelta(hours: float) -> timedelta:
     if isinstance(hours, bool) or not isinstance(hours, (int, float)):
         raise TypeError(f"hours must be a number, not {type(hours).__name__}")

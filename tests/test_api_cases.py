@@ -100,6 +100,7 @@ async def _wait_state(client, agent, case_id, states, timeout=5.0):
 async def test_post_request_is_committed_before_201_and_a_repeat_gets_200(client, engine, service_token):
     resp = await client.post("/api/requests", json=_request(), headers=service_token)
     assert resp.status == 201
+    assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
     body = await resp.json()
     assert set(body) == {"case_id", "token", "state"} and body["state"] == "new"
     assert count_messages(engine, "api", "sub-1") == 1  # already committed when the answer came
