@@ -133,6 +133,25 @@ def test_the_driver_level_insert_stores_exactly_what_core_stores_on_postgres():
         _compare_inserters(engine)
 
 
+def _record(ins: _Inserter) -> list[tuple[str, list]]:
+    """Wrap the inserter's cursor so that every statement it runs is kept, with its parameters."""
+    seen: list[tuple[str, list]] = []
+    real = ins.cursor
+
+    class Recording:
+        """The driver's cursor, recording what it runs."""
+
+        def execute(self, sql, params):
+            seen.append((sql, list(params)))
+            return real.execute(sql, params)
+
+        def fetchall(self):
+            return real.fetchall()
+
+    ins.cursor = Recording()
+    return seen
+
+
 def test_columns_null_in_every_row_are_left_out_and_stored_as_null(tmp_path):
     """A column NULL in the whole batch is not bound (sqlite3 binds None slowly); one NULL only in
     some rows is bound in all of them. Both read back as Core's insert stores them."""
@@ -142,27 +161,14 @@ def test_columns_null_in_every_row_are_left_out_and_stored_as_null(tmp_path):
             "last_inbound_at": t, "contact_name": None, "contact_email": None, "contact_phone": None,
             "contact_address": None, "location": None, "first_response_due": None, "sla_pauses": [], "attempts": 0}
     mixed = [dict(base, token="m-0"), dict(base, token="m-1", contact_email="a@example.de", location="Soest")]
-    statements = []
     with engine.begin() as conn:
         ins = _Inserter(conn)
-        real = ins.cursor
-
-        class Recording:
-            """The driver's cursor, recording the statements it runs."""
-
-            def execute(self, sql, params):
-                statements.append(sql)
-                return real.execute(sql, params)
-
-            def fetchall(self):
-                return real.fetchall()
-
-        ins.cursor = Recording()
+        seen = _record(ins)
         ins.insert(case_t, [dict(base, token="n-0"), dict(base, token="n-1")], ("token", "id"))
         ins.insert(case_t, mixed, ("token", "id"))
         _general_insert(conn, case_t, [dict(base, token="c-0"), dict(mixed[1], token="c-1")])
         stored = _rows_by(conn, case_t, "token")
-    all_null, some_null = statements
+    all_null, some_null = (sql for sql, _params in seen)
     for column in ("contact_name", "contact_email", "location", "first_response_due"):
         assert f'"{column}"' not in all_null and column not in all_null.split("VALUES")[0]
     assert "contact_email" in some_null and "location" in some_null and "contact_name" not in some_null
@@ -178,28 +184,16 @@ def test_json_values_that_are_equal_in_python_stay_apart(tmp_path):
     """1, 1.0 and True are one dict key in Python; the converter's memo must keep them apart."""
     engine = sqlite_engine(tmp_path)
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    sent = []
     with engine.begin() as conn:
         ins = _Inserter(conn)
-        real = ins.cursor
-
-        class Recording:
-            """The driver's cursor, recording the parameters it gets."""
-
-            def execute(self, sql, params):
-                sent.append(list(params))
-                return real.execute(sql, params)
-
-            def fetchall(self):
-                return real.fetchall()
-
-        ins.cursor = Recording()
+        seen = _record(ins)
         row = {"token": "", "state": "new", "channel": "api", "created_at": t, "updated_at": t,
                "state_changed_at": t, "last_inbound_at": t, "sla_pauses": None, "attempts": 0}
         ins.insert(case_t, [dict(row, token=f"j{i}", sla_pauses=v) for i, v in enumerate([1, 1.0, True, [], []])])
     position = list(row).index("sla_pauses")
     width = len(row)
-    assert [sent[0][i * width + position] for i in range(5)] == ["1", "1.0", "true", "[]", "[]"]
+    sent = seen[0][1]
+    assert [sent[i * width + position] for i in range(5)] == ["1", "1.0", "true", "[]", "[]"]
 
 
 def test_a_large_batch_is_split_below_the_parameter_limit(tmp_path):
