@@ -238,8 +238,8 @@ class _Inserter:
         # A column that is NULL in every row of the batch is left out of the statement: with no
         # server-side default (none of the queue's tables has one) the database stores NULL all
         # the same, and sqlite3 binds a None slowly (it looks for an adapter for it, every time).
-        nullable = _null_free(table)
-        cols = tuple(c for c in rows[0] if c not in nullable or any(row[c] is not None for row in rows))
+        omittable = _omittable(table)
+        cols = tuple(c for c in rows[0] if c not in omittable or any(row[c] is not None for row in rows))
         procs = _converters(table, self.dialect)
         # Each row's values in one C call; only the columns whose type converts go through Python.
         getter = itemgetter(*cols) if len(cols) > 1 else (lambda row: (row[cols[0]],))
@@ -309,7 +309,7 @@ def _sqlite_utc(value: datetime) -> str:
 _MINUTE_TEXT: dict[int, str] = {}
 
 
-def _null_free(table: Table) -> frozenset[str]:
+def _omittable(table: Table) -> frozenset[str]:
     """Columns of ``table`` that may be left out of an INSERT for NULL: nullable, with no server default."""
     found = _OMITTABLE.get(table.name)
     if found is None:

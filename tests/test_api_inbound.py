@@ -191,3 +191,10 @@ def test_random_bodies_built_from_hostile_pieces_agree():
             fields[name] = value.format(n=n) if isinstance(value, str) and "{n}" in value else value
         outcomes[same(json.dumps(fields, ensure_ascii=rng.random() < 0.5).encode())[0]] += 1
     assert outcomes["ok"] > 100 and outcomes["error"] > 100  # both ways of the comparison were exercised
+
+
+def test_json_nested_thousands_deep_is_a_400_that_says_so():
+    for body in (b"[" * 10_000 + b"]" * 10_000, b'{"a": ' * 5_000 + b"1" + b"}" * 5_000):
+        with pytest.raises(ApiError) as caught:
+            _inbound(body)
+        assert caught.value.status == 400 and "nested too deeply" in str(caught.value)
