@@ -207,6 +207,10 @@ class Runner:
         """Do one round of work; returns how many items it took (0 = idle, the loop sleeps)."""
         raise NotImplementedError
 
+    def drained(self, taken: int) -> bool:
+        """Whether a round that took ``taken`` items left nothing to do (the loop then sleeps until woken)."""
+        return taken == 0
+
     def run_until_empty(self, max_rounds: int = 10_000) -> int:
         """Process until nothing is claimable (tests and the ``worker --once`` command)."""
         total = 0
@@ -257,6 +261,11 @@ class Runner:
                 self._wake.wait(self.settings.poll_seconds)
             elif self.yield_to is not None and self.yield_to():
                 self._stop.wait(self.pause_under_load(time.thread_time() - started))
+            elif self.drained(n):
+                # The round took all there was. Work that came since has woken us (the event was
+                # cleared before the round), so an empty round to find that out is not needed:
+                # at a steady trickle it was a second round per case.
+                self._wake.wait(self.settings.poll_seconds)
 
 
 class RoutingRunner(Runner):
@@ -268,11 +277,17 @@ class RoutingRunner(Runner):
                  worker: str | None = None, yield_to: Callable[[], bool] | None = None) -> None:
         super().__init__(engine, settings, worker, yield_to)
         self.stage = stage
+        self._limit = self.settings.worker_batch  # of the last claim
+
+    def drained(self, taken: int) -> bool:
+        """A claim that got fewer new cases than it asked for took every one there was."""
+        return taken < self._limit
 
     def _claim_rows(self, conn: Connection, now: datetime) -> list[dict[str, Any]]:
         limit = self.settings.worker_batch
         if self.yield_to is not None and self.yield_to():
             limit = max(1, limit // 8)  # intake is saturated: short rounds, each holds the interpreter
+        self._limit = limit
         return claim_rows(conn, case_t, case_t.c.state == CaseState.NEW.value, worker=self.worker,
                           limit=limit, timeout=self.settings.claim_timeout_seconds, now=now, cache_key="new cases")
 

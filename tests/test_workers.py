@@ -178,3 +178,33 @@ def test_while_intake_is_saturated_routing_keeps_to_its_share_in_short_rounds(en
     assert runner.run_once() == 8  # a short round: an eighth of worker_batch
     saturated["now"] = False
     assert runner.run_once() == 12  # the rest at once when the load has passed
+
+
+def test_a_round_that_took_every_new_case_does_not_run_an_empty_one_after_it(engine):
+    """At a trickle each intake wakes routing for one case; the round that routed it took all there
+    was, so the next round waits for the next wake instead of claiming nothing first."""
+    runner = _runner(engine, poll_seconds=30, worker_batch=64)
+    rounds = []
+    real = runner.run_once
+    runner.run_once = lambda: rounds.append(real()) or rounds[-1]
+    runner.start()
+    try:
+        for i in range(3):
+            case_id = write_requests(engine, [req(f"trickle-{i}", text="Reisepass beantragen")])[0].case_id
+            runner.wake()
+            deadline = time.monotonic() + 10
+            while case_row(engine, case_id)["state"] == "new" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert case_row(engine, case_id)["state"] == "routed"
+            time.sleep(0.2)
+        assert rounds == [0, 1, 1, 1]  # the first, empty, round at start; then one round per case
+        # A full round (as many as it asked for) may have left more: the next round runs at once.
+        write_requests(engine, [req(f"full-{i}", text="Reisepass beantragen") for i in range(70)])
+        runner.wake()
+        deadline = time.monotonic() + 10
+        while sum(rounds) < 73 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rounds[4:6] == [64, 6]
+    finally:
+        runner.stop()
+    assert runner.drained(0) and runner.drained(63) and not runner.drained(64)
