@@ -38,3 +38,28 @@ def test_the_default_threshold_is_the_measured_one():
     from hub.config import Settings
 
     assert Settings().server.gc_threshold == 20000
+
+
+def test_citizen_hub_serve_sets_the_threshold_and_freezes_after_the_knowledge_base_is_loaded(tmp_path):
+    """``citizen-hub serve`` up to the point where it would listen: the app it hands to run_app has the
+    freeze as its last start-up hook (after the knowledge base is loaded), and the collector's young
+    threshold is the configured one. In a fresh interpreter, so the tests' own collector is untouched."""
+    db = tmp_path / "serve.sqlite3"
+    code = f"""
+import gc, json
+from aiohttp import web
+from hub import cli_knowledge
+from hub.cli import main
+seen = {{}}
+def run_app(app, **kwargs):
+    hooks = [getattr(h, "__name__", "") for h in app.on_startup]
+    seen.update(threshold=gc.get_threshold()[0], hooks=hooks)
+web.run_app = run_app
+main(["init", "--db", "sqlite:///{db}", "--quiet"])
+main(["serve", "--db", "sqlite:///{db}"])
+print(json.dumps(seen))
+"""
+    got = run(code)
+    assert got["threshold"] == 20000
+    assert got["hooks"][-1] == "_freeze_after_loading" and "load_kb" in got["hooks"]
+    assert got["hooks"].index("load_kb") < got["hooks"].index("_freeze_after_loading")
