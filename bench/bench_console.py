@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 
 def build_database(url: str) -> None:
-    from hub.auth import add_user
+    from hub.console.auth import add_user
     from hub.db import create_schema, make_engine, session_scope
     from hub.migrate import upgrade
     from knowledge.catalogue import load_demo
@@ -60,20 +60,20 @@ def build_database(url: str) -> None:
 
 
 def serve(port: int, url: str) -> None:
-    """The hub process: the app of hub.app with the console (and the queue it reads), on 127.0.0.1."""
+    """The hub process: the app of hub.http.app with the console (and the queue it reads), on 127.0.0.1."""
     import logging
 
     from aiohttp import web
 
-    from hub.app import create_app
     from hub.config import Settings
-    from hub.console_settings import ConsoleSettings
+    from hub.console.settings import ConsoleSettings
+    from hub.http.app import create_app
 
     logging.basicConfig(level=logging.WARNING)
     settings = Settings()
     settings.database.url = url
     settings.console = ConsoleSettings(cookie_secure=False, login_rate_per_minute=1000, login_burst=1000)
-    app = create_app(settings)  # every module of hub.routes: the queue and the console among them
+    app = create_app(settings)  # every module of hub.http.routes: the queue and the console among them
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

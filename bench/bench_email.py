@@ -114,13 +114,13 @@ def run_clients(port: int, run: str, start: int, count: int, reuse: bool) -> tup
 async def _bench(tmp: Path) -> list[tuple[str, float]]:
     from sqlalchemy import func, select
 
-    from channels.email_inbound import AckWriter, EmailIntake, EmailServer
-    from channels.email_settings import EmailSettings
-    from hub.cases import message_t
+    from channels.email.listener import AckWriter, EmailIntake, EmailServer
+    from channels.email.settings import EmailSettings
     from hub.db import make_engine
-    from hub.intake import IntakeWriter
     from hub.migrate import upgrade
-    from hub.queue_settings import QueueSettings
+    from hub.queue.cases import message_t
+    from hub.queue.intake import IntakeWriter
+    from hub.queue.settings import QueueSettings
 
     engine = make_engine(f"sqlite:///{tmp / 'bench.sqlite3'}")
     upgrade(engine)

@@ -1,6 +1,6 @@
 """Benchmark: durable intake over HTTP, and latency from arrival to routed.
 
-Runs the queue's HTTP server (``python -m hub.intake_server``) as a separate process and drives it
+Runs the queue's HTTP server (``python -m hub.http.intake_server``) as a separate process and drives it
 from this process with an aiohttp client:
 
 1. **Throughput** – 50 concurrent clients POST ``/api/requests`` as fast as they get answers; every
@@ -16,7 +16,7 @@ Targets (issue 3): SQLite >= 1,000 requests/s, ratio >= 0.3, p99 <= 50 ms. Postg
 same way and reported when the local server (127.0.0.1:5432, database ``test``) answers.
 
 ``--processes N`` runs the hub *and* the bare server as N processes each on one port (SO_REUSEPORT,
-:func:`hub.intake_server.serve_prefork`, the same code for both), so the ratio always compares like
+:func:`hub.http.intake_server.serve_prefork`, the same code for both), so the ratio always compares like
 with like. Besides requests/s the table shows the server's CPU time per request (all its processes
 and threads, from ``/proc``), which other load on the machine disturbs much less than a rate.
 
@@ -55,7 +55,7 @@ def free_port() -> int:
 def bare_main(port: int, processes: int = 1) -> None:
     from aiohttp import web
 
-    from hub.intake_server import serve_prefork
+    from hub.http.intake_server import serve_prefork
 
     async def accept(request: web.Request) -> web.Response:
         await request.read()
@@ -281,8 +281,8 @@ HAMMERS = {"raw": hammer, "aiohttp": hammer_aiohttp}
 def prepare(url: str, router: str = "keyword") -> str:
     """Schema (and for ``router == "kb"`` regions and the demo catalogue); returns a service token."""
     from hub.db import make_engine
+    from hub.http.tokens import add_token
     from hub.migrate import upgrade
-    from hub.tokens import add_token
 
     if router == "kb":
         from hub.cli import main as cli
@@ -299,8 +299,8 @@ def prepare(url: str, router: str = "keyword") -> str:
 def stored(url: str, prefix: str) -> int:
     from sqlalchemy import func, select
 
-    from hub.cases import message_t
     from hub.db import make_engine
+    from hub.queue.cases import message_t
 
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -314,8 +314,8 @@ def wait_routed(url: str, timeout: float = 120.0) -> float:
     """Wait until no case is new any more; returns the seconds waited."""
     from sqlalchemy import func, select
 
-    from hub.cases import case_t
     from hub.db import make_engine
+    from hub.queue.cases import case_t
 
     engine = make_engine(url)
     started = time.monotonic()
@@ -334,8 +334,8 @@ def route_latencies(url: str, prefix: str, timeout: float = 30.0) -> list[float]
     """routed_at - created_at (arrival) of the cases of ``prefix``, waiting until all are decided."""
     from sqlalchemy import select
 
-    from hub.cases import case_t, message_t
     from hub.db import make_engine
+    from hub.queue.cases import case_t, message_t
 
     engine = make_engine(url)
     deadline = time.monotonic() + timeout
@@ -405,7 +405,7 @@ def run_db(label: str, url: str, args: argparse.Namespace, bare: Bare) -> tuple[
     gc.collect()
     gc.freeze()
     port = free_port()
-    server = start([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
+    server = start([sys.executable, "-m", "hub.http.intake_server", "--db", url, "--port", str(port),
                     "--router", args.router, "--processes", str(args.processes)], port)
     prefix = "b" + secrets.token_hex(4)
     drive = HAMMERS[args.client]

@@ -125,8 +125,8 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> int:
     from sqlmodel import Session
 
-    from hub.api_catalog import decode_body
     from hub.db import create_schema, make_engine, session_scope
+    from hub.http.api_catalog import decode_body
     from knowledge.base import KnowledgeBase
     from knowledge.models import Region
     from knowledge.regions import RegionIndex, load_regions
@@ -245,13 +245,12 @@ async def _http_changes(engine, kb, body: dict) -> list[float]:
     from aiohttp.test_utils import TestClient, TestServer
     from sqlalchemy import insert
 
-    from hub import api_catalog
-    from hub.app import create_app
-    from hub.cases import token_t, utcnow
     from hub.config import Settings
-    from hub.routes import ROUTE_MODULES
-    from hub.tokens import hash_token, new_token
-    from knowledge.sync_models import grant_region
+    from hub.http import api_catalog
+    from hub.http.app import create_app
+    from hub.http.routes import route_setups
+    from hub.http.tokens import grant_region, hash_token, new_token, token_t
+    from hub.queue.cases import utcnow
 
     token = new_token()
     with engine.begin() as conn:
@@ -262,7 +261,7 @@ async def _http_changes(engine, kb, body: dict) -> list[float]:
         ).inserted_primary_key[0]
         grant_region(conn, tid, REGION)
     app = create_app(Settings(), kb=kb, engine=engine)
-    if "hub.api_catalog" not in ROUTE_MODULES:
+    if "hub.http.api_catalog:setup" not in route_setups():
         api_catalog.setup(app)
     out = []
     # TestServer does not pass access_log on to its runner: quiet the access logger itself, or an

@@ -1,106 +1,21 @@
-"""Channels: the explicit registry of outbound channel adapters and the contract they keep.
+"""The channels: the one explicit registry of every way a request comes in and an answer goes out.
 
-An adapter sends one outbound message of a case on one channel (e-mail, SMS, letter, ...). It is built
-once at start-up from the settings, so a bad configuration (missing credentials) fails then and not
-at the first send. ``send`` never raises for a remote failure: it returns a :class:`SendResult`
-saying whether the message went out, and if not whether trying again later can help.
-
-``CHANNELS`` maps a channel name to ``"module:factory"``; the factory takes the hub settings and
-returns a :class:`ChannelAdapter`. Adding a channel means writing its module and adding one line here.
+Each channel is a sub-package with its inbound handlers, its outbound adapter, its settings section and
+its commands, and describes itself with one :class:`hub.plugins.Channel` (``CHANNEL`` in its
+``__init__``). ``REGISTRY`` lists them; the hub finds it through the ``citizen_hub.channels`` entry
+point (``pyproject.toml``). Adding a channel means writing its package and adding one line here (see
+``docs/architecture.md``, "Adding a channel").
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from channels.email import CHANNEL as EMAIL
+from channels.open311 import CHANNEL as OPEN311
+from channels.web import CHANNEL as WEB
 
-# The config model must exist before a channel's settings section subclasses its Section: importing
-# ``hub`` loads hub.config first, which then imports the channels' sections (see hub/__init__.py).
-import hub  # noqa: F401,E402  (import order matters, see above)
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """Outcome of one send. ``temporary`` only matters when ``ok`` is False: True = retry later."""
-
-    ok: bool
-    temporary: bool = False
-    detail: str = ""  # for operators: a provider id or an error; never the message body
-
-    @classmethod
-    def sent(cls, detail: str = "") -> SendResult:
-        return cls(True, False, detail)
-
-    @classmethod
-    def retry(cls, detail: str) -> SendResult:
-        return cls(False, True, detail)
-
-    @classmethod
-    def failed(cls, detail: str) -> SendResult:
-        return cls(False, False, detail)
-
-
-@dataclass(frozen=True)
-class OutboundMessage:
-    """What an adapter needs to send one message; built by the outbox dispatcher."""
-
-    message_id: int
-    case_id: int
-    case_token: str
-    channel: str
-    kind: str  # reply | forward
-    recipient: str | None  # e-mail address, E.164 number, postal address; None for pick-up channels
-    subject: str | None
-    text: str
-    #: Stable id of this message (e-mail: its Message-ID; paper: the form id printed on the letter).
-    #: Providers that de-duplicate can be given it so that a retry can never deliver twice.
-    external_id: str | None
-    #: External ids of the citizen's messages, newest last (e-mail: In-Reply-To/References).
-    in_reply_to: tuple[str, ...] = ()
-    contact: Mapping[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class ChannelAdapter(Protocol):
-    """Sends outbound messages on one channel. ``send`` must not raise on a remote failure."""
-
-    name: str
-
-    async def send(self, message: OutboundMessage) -> SendResult: ...
-
-
-#: channel name -> "module:factory(settings) -> ChannelAdapter"
-CHANNELS: dict[str, str] = {
-    # Answers to requests that came in over the HTTP API or the web form are picked up by the client
-    # (GET /api/cases/{id}, the citizen's status page): storing them is delivering them.
-    "api": "hub.outbox:build_pickup_adapter",
-    "web": "hub.outbox:build_pickup_adapter",
-    "email": "channels.email_outbound:build_email_adapter",
-}
-
-
-def load_adapters(settings: Any, names: Mapping[str, str] | None = None, *, strict: bool = False
-                  ) -> dict[str, ChannelAdapter]:
-    """Build the adapter of every registered channel (``names`` defaults to :data:`CHANNELS`).
-
-    A factory that raises :class:`hub.config.ConfigError` marks its channel as not configured: the
-    channel is left out with a warning (its outbound messages then fail with "no adapter"), unless
-    ``strict``, where the error goes up and stops the start.
-    """
-    from hub.config import ConfigError
-
-    adapters: dict[str, ChannelAdapter] = {}
-    for channel, target in (names if names is not None else CHANNELS).items():
-        module_name, _, factory = target.partition(":")
-        try:
-            adapters[channel] = getattr(importlib.import_module(module_name), factory)(settings)
-        except ConfigError as exc:
-            if strict:
-                raise
-            log.warning("channel %s is not configured, its answers cannot be sent: %s", channel, exc)
-    return adapters
+#: Every channel, in the order its routes and commands are registered.
+REGISTRY = (
+    OPEN311,  # /open311/v2/… (GeoReport v2)
+    WEB,  # / (citizen form), /status/{token}; answers picked up on the status page
+    EMAIL,  # SMTP/LMTP listener, IMAP poller, outbound SMTP; `citizen-hub email …`
+)

@@ -19,25 +19,21 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, create_model
+
+from hub.console.settings import ConsoleSettings
+from hub.http.catalog_settings import CatalogSettings
+from hub.plugins import settings_sections
+from hub.queue.settings import PrivacySettings, QueueSettings
+from hub.queue.sla import SlaSettings
+from knowledge.settings import ConfigError, LookupSettings, RegionSettings, Section
 
 ENV_PREFIX = "CITIZEN_HUB_"
 
+__all__ = ["ConfigError", "LookupSettings", "RegionSettings", "Section", "Settings", "load_settings"]
 
-class Section(BaseModel):
-    """Base of every config section: unknown keys are an error, so typos fail at start-up."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# Feature modules define their own sections next to the code that reads them; they subclass
-# Section, so they are imported after it (hub/__init__ imports this module first).
-from channels.email_settings import EmailSettings  # noqa: E402
-from channels.web_settings import WebSettings  # noqa: E402
-from hub.catalog_settings import CatalogSettings  # noqa: E402
-from hub.console_settings import ConsoleSettings  # noqa: E402
-from hub.queue_settings import PrivacySettings, QueueSettings  # noqa: E402
-from hub.sla import SlaSettings  # noqa: E402
+# Sections live next to the code that reads them and subclass knowledge.settings.Section, which no
+# section import can cycle through; this module only assembles them (the channels' through hub.plugins).
 
 
 class DatabaseSettings(Section):
@@ -65,64 +61,38 @@ class ServerSettings(Section):
     )
 
 
-class RegionSettings(Section):
-    home_region: str = Field(
-        "01060",
-        description="ARS prefix of the deployment's home region (Land '01', Kreis '01060', ...). A place name "
-        "that exists in several regions resolves inside the home region first.",
-    )
-    regions_file: str = Field(
-        "",
-        description="Destatis Gemeindeverzeichnis CSV to load; empty = the copy shipped in knowledge/data.",
-    )
-    postcodes_file: str = Field(
-        "",
-        description="Postcode-to-AGS CSV (OSM) to load; empty = the copy shipped in knowledge/data.",
-    )
+#: The hub's own sections, in the order of config.toml; the channels' sections come between them.
+_HUB_SECTIONS_BEFORE_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
+    ("database", DatabaseSettings, "Storage."),
+    ("server", ServerSettings, "HTTP server."),
+    ("regions", RegionSettings, "Regions and places."),
+    ("lookup", LookupSettings, "Service lookup."),
+    ("sla", SlaSettings, "Service-level clock: business hours and public holidays."),
+    ("queue", QueueSettings, "Request queue: intake, threading, workers, attachments."),
+    ("privacy", PrivacySettings, "Data protection: retention of finished cases."),
+)
+_HUB_SECTIONS_AFTER_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
+    ("catalog", CatalogSettings, "Catalogue sync API and importers."),
+    ("console", ConsoleSettings, "Agent console: log-in, sessions, live updates."),
+)
 
 
-class LookupSettings(Section):
-    max_results: int = Field(10, ge=1, le=100, description="Most services a lookup returns.")
-    min_score: float = Field(
-        55.0, ge=0, le=100, description="Lowest match score (0-100) a service needs to be returned at all."
-    )
-    confident_score: float = Field(
-        80.0,
-        ge=0,
-        le=100,
-        description="Score from which the best service is taken without asking; below it routing asks an agent.",
-    )
-    max_query_chars: int = Field(
-        2000, ge=10, description="Longer queries are cut to this many characters before matching."
-    )
+def _settings_model() -> type[Section]:
+    """The one settings model: the hub's sections and every registered channel's."""
+    sections = [*_HUB_SECTIONS_BEFORE_CHANNELS,
+                *((s.key, s.model, s.description) for s in settings_sections()),
+                *_HUB_SECTIONS_AFTER_CHANNELS]
+    fields: dict[str, Any] = {}
+    for key, model, description in sections:
+        if key in fields:
+            raise ValueError(f"config section [{key}] is declared twice")
+        fields[key] = (model, Field(default_factory=model, description=description))
+    model = create_model("Settings", __base__=Section, __module__=__name__, **fields)
+    model.__doc__ = "All settings of one hub deployment."
+    return model
 
 
-class Settings(Section):
-    """All settings of one hub deployment."""
-
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Storage.")
-    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
-    regions: RegionSettings = Field(default_factory=RegionSettings, description="Regions and places.")
-    lookup: LookupSettings = Field(default_factory=LookupSettings, description="Service lookup.")
-    sla: SlaSettings = Field(
-        default_factory=SlaSettings, description="Service-level clock: business hours and public holidays."
-    )
-    queue: QueueSettings = Field(
-        default_factory=QueueSettings, description="Request queue: intake, threading, workers, attachments."
-    )
-    privacy: PrivacySettings = Field(
-        default_factory=PrivacySettings, description="Data protection: retention of finished cases."
-    )
-    web: WebSettings = Field(default_factory=WebSettings, description="Web channel: citizen form and status page.")
-    email: EmailSettings = Field(
-        default_factory=EmailSettings, description="E-mail channel: inbound listener, IMAP, outbound SMTP."
-    )
-    catalog: CatalogSettings = Field(
-        default_factory=CatalogSettings, description="Catalogue sync API and importers."
-    )
-    console: ConsoleSettings = Field(
-        default_factory=ConsoleSettings, description="Agent console: log-in, sessions, live updates."
-    )
+Settings = _settings_model()
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -175,10 +145,6 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
         return Settings.model_validate(data)
     except Exception as exc:  # pydantic.ValidationError: keep the message, drop the traceback
         raise ConfigError(f"invalid configuration: {exc}") from exc
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says why."""
 
 
 def iter_keys(model: type[BaseModel] = Settings, prefix: str = ""):

@@ -28,10 +28,11 @@ _LOCK_ID = 8_115_001  # pg_advisory_xact_lock key of migrations
 #: hub/migrations/versions (tests/test_intake.py fails while models and migrations differ).
 MODEL_MODULES: tuple[str, ...] = (
     "knowledge.models",
-    "hub.cases",
+    "hub.queue.cases",
     "knowledge.sync_models",
-    "hub.auth",
-    "hub.calls",
+    "hub.http.tokens",
+    "hub.console.auth",
+    "hub.console.calls",
 )
 
 

@@ -24,11 +24,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from hub.config import LookupSettings, Settings
 from knowledge.lookup import ServiceIndex
 from knowledge.models import Authority, Responsibility, Service
 from knowledge.regions import PlaceResolution, RegionIndex, RegionInfo
 from knowledge.responsibility import ResponsibilityIndex, Responsible
+from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
 
 # How many candidate places are checked when a place is ambiguous (23795 has 14).
 MAX_PLACE_CANDIDATES = 25
@@ -193,9 +193,12 @@ class KnowledgeBase:
         self.index = ServiceIndex.from_services(self.services.values())
 
     @classmethod
-    def load(cls, engine: Engine, settings: Settings | None = None) -> KnowledgeBase:
-        """Read regions, services, authorities and responsibilities from the database."""
-        settings = settings or Settings()
+    def load(cls, engine: Engine, settings: KnowledgeSettings | None = None) -> KnowledgeBase:
+        """Read regions, services, authorities and responsibilities from the database.
+
+        ``settings`` is anything with ``regions`` and ``lookup`` sections (the hub's settings).
+        """
+        settings = settings or DefaultKnowledgeSettings()
         with Session(engine) as session:
             regions = RegionIndex.from_session(session, home_region=settings.regions.home_region)
             services = list(session.exec(select(Service)))

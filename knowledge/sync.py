@@ -41,7 +41,8 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -59,7 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hub.cases import audit, utcnow
+from knowledge.columns import utcnow
 from knowledge.models import Authority, Region, Responsibility, Service
 from knowledge.sync_models import change_t, online_t, version_t
 
@@ -100,6 +101,19 @@ service_t = Service.__table__
 authority_t = Authority.__table__
 resp_t = Responsibility.__table__
 region_t = Region.__table__
+
+
+# ============================================================================ the audit interface
+
+
+class AuditLog(Protocol):
+    """Where a catalogue change is recorded, in the writer's transaction.
+
+    The knowledge layer defines the interface and the hub supplies the log (its append-only audit
+    table), so this layer never imports the hub.
+    """
+
+    def __call__(self, conn: Connection, *, actor: str, action: str, reason: str, now: datetime) -> None: ...
 
 
 # ============================================================================ errors
@@ -1096,8 +1110,12 @@ def execute(
     actor: str,
     partial: bool = False,
     progress: Callable[[int], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> int:
     """Write ``p`` in one transaction and return the region's new version.
+
+    ``audit``, if given, is told about the change in the same transaction (the hub passes its
+    append-only audit log, :func:`hub.queue.cases.catalog_audit`).
 
     The first statement inserts the version row: if another writer committed a version since ``p`` was
     planned, it fails and :class:`VersionConflict` is raised with nothing written. A foreign key that
@@ -1153,14 +1171,9 @@ def execute(
             for k, s in p.summary().items()
             if any(s.values())
         )
-        audit(
-            conn,
-            None,
-            actor[:200],
-            f"catalog_{p.mode}",
-            reason=f"region {region} version {version}: {counts}",
-            now=now,
-        )
+        if audit is not None:
+            audit(conn, actor=actor[:200], action=f"catalog_{p.mode}",
+                  reason=f"region {region} version {version}: {counts}", now=now)
     return version
 
 
@@ -1426,6 +1439,7 @@ def apply_change_set(
     dry_run: bool = False,
     expected_version: int | Collection[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> ApplyResult:
     """Plan and (unless ``dry_run``) write ``cs`` for ``region``; see :func:`plan` and :func:`execute`.
 
@@ -1444,7 +1458,7 @@ def apply_change_set(
         if dry_run or p.empty:
             return ApplyResult(region, p.base_version, p.base_version, False, dry_run, p)
         try:
-            version = execute(engine, p, actor=actor, partial=partial, progress=progress)
+            version = execute(engine, p, actor=actor, partial=partial, progress=progress, audit=audit)
         except VersionConflict:
             if expected_version is not None or attempt == attempts - 1:
                 raise

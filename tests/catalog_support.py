@@ -19,13 +19,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 import knowledge.sync_models  # noqa: F401  (registers the sync tables before create_schema)
-from hub.cases import token_t, utcnow
 from hub.db import create_schema, make_engine, session_scope
-from hub.tokens import hash_token, new_token
+from hub.http.tokens import grant_region, hash_token, new_token, token_t
+from hub.queue.cases import utcnow
 from knowledge.base import KnowledgeBase
 from knowledge.models import Authority, Region, Responsibility, Service
 from knowledge.regions import RegionIndex, load_regions
-from knowledge.sync_models import grant_region, online_t, version_t
+from knowledge.sync_models import online_t, version_t
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CITIZEN_HUB_SHARED", ROOT.parent / "shared"))
@@ -85,7 +85,7 @@ def load_kb(engine: Engine, regions: RegionIndex) -> KnowledgeBase:
 
 
 def make_token(engine: Engine, name: str, role: str = "catalog", regions: tuple[str, ...] = ()) -> str:
-    """A bearer token (stored as SHA-256, as hub.tokens does) with catalogue scopes; returns it in clear."""
+    """A bearer token (stored as SHA-256, as hub.http.tokens does) with catalogue scopes; returns it in clear."""
     token = new_token()
     with engine.begin() as conn:
         token_id = conn.execute(

@@ -1,5 +1,5 @@
-"""Helpers of the console tests: the real hub app (``hub.app.create_app`` with every module of
-``hub.routes``) on a migrated copy of the demo database, a real SMTP sink (aiosmtpd) behind the e-mail
+"""Helpers of the console tests: the real hub app (``hub.http.app.create_app`` with every module of
+``hub.http.routes``) on a migrated copy of the demo database, a real SMTP sink (aiosmtpd) behind the e-mail
 channel, accounts, log-in, and cases in known states."""
 
 from __future__ import annotations
@@ -19,20 +19,20 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from channels import SendResult
-from hub import api_cases
-from hub.app import create_app
-from hub.auth import add_user
-from hub.cases import CaseState, SlaPolicy, case_t, transition
 from hub.config import Settings
-from hub.console_settings import ConsoleSettings
+from hub.console.auth import add_user
+from hub.console.settings import ConsoleSettings
 from hub.db import make_engine
-from hub.intake import write_requests
+from hub.http import api_cases
+from hub.http.app import create_app
 from hub.migrate import upgrade
-from hub.outbox import PickupAdapter
-from hub.queue_settings import QueueSettings
-from hub.requests import Contact, InboundRequest
-from hub.workers import QueueService
+from hub.queue.adapters import SendResult
+from hub.queue.cases import CaseState, SlaPolicy, case_t, transition
+from hub.queue.intake import write_requests
+from hub.queue.outbox import PickupAdapter
+from hub.queue.requests import Contact, InboundRequest
+from hub.queue.settings import QueueSettings
+from hub.queue.workers import QueueService
 
 PASSWORD = "correct horse battery staple"
 
@@ -44,8 +44,8 @@ def settings_for(tmp_path: Path, url: str, *, smtp_port: int | None = None, **co
     s.queue = QueueSettings(attachment_dir=str(tmp_path / "attachments"))
     s.console = ConsoleSettings(**({"cookie_secure": False, "csrf_secret": "c" * 40} | console_values))
     if smtp_port is not None:
-        # Imported here: importing channels.email_settings before hub.config is a circular import.
-        from channels.email_settings import EmailSettings
+        # Imported here: importing channels.email.settings before hub.config is a circular import.
+        from channels.email.settings import EmailSettings
 
         s.email = EmailSettings(smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_starttls=False, smtp_tls=False,
                                 address="anliegen@hub.example", smtp_timeout_seconds=5)
@@ -124,11 +124,11 @@ class RecordingAdapter:
 
 def make_app(settings: Settings, engine: Engine, kb, adapters: dict[str, Any] | None = None,
              run_workers: bool = False) -> tuple[web.Application, QueueService]:
-    """The real hub app (every module of hub.routes) with a queue service the test controls.
+    """The real hub app (every module of hub.http.routes) with a queue service the test controls.
 
     E-mail goes out through the real SMTP adapter to ``settings.email`` (point it at an SmtpSink).
     """
-    from channels.email_outbound import build_email_adapter
+    from channels.email.outbound import build_email_adapter
 
     app = create_app(settings, kb=kb, engine=engine)
     if adapters is None:

@@ -12,10 +12,10 @@ from conftest import require_component
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 
-from hub.cases import case_t, message_t
 from hub.db import make_engine
 from hub.migrate import upgrade
-from hub.requests import InboundRequest
+from hub.queue.cases import case_t, message_t
+from hub.queue.requests import InboundRequest
 
 PG_URL = os.environ.get("CITIZEN_HUB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -12,16 +12,16 @@ from aiohttp import web
 from queue_support import count_messages, sqlite_engine
 from sqlalchemy import func, insert, select, update
 
-from channels import SendResult
-from hub import api_cases, openapi
-from hub.app import ENGINE, SETTINGS, error_middleware
-from hub.cases import TRANSITIONS, CaseState, audit_t, case_t, example_t, message_t
 from hub.config import Settings
-from hub.intake_server import DEMO_SERVICES
-from hub.outbox import PickupAdapter
-from hub.routing_stage import KeywordRouter
-from hub.tokens import add_token, revoke_token
-from hub.workers import QueueService
+from hub.http import api_cases, openapi
+from hub.http.app import ENGINE, SETTINGS, error_middleware
+from hub.http.intake_server import DEMO_SERVICES
+from hub.http.tokens import add_token, revoke_token
+from hub.queue.adapters import SendResult
+from hub.queue.cases import TRANSITIONS, CaseState, audit_t, case_t, example_t, message_t
+from hub.queue.outbox import PickupAdapter
+from hub.queue.routing import KeywordRouter
+from hub.queue.workers import QueueService
 from knowledge.models import Authority, Service
 
 

@@ -27,12 +27,12 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
 )
 from sqlalchemy import select
 
-from hub.app import create_app
-from hub.cases import audit_t
-from hub.catalog_settings import CatalogSettings
 from hub.config import Settings
 from hub.db import make_engine
-from hub.routes import ROUTE_MODULES
+from hub.http.app import create_app
+from hub.http.catalog_settings import CatalogSettings
+from hub.http.routes import route_setups
+from hub.queue.cases import audit_t
 from knowledge.importers import parse_dldb
 from knowledge.importers.store import batch_change_set, store_batch
 from knowledge.sync_models import version_t
@@ -52,7 +52,7 @@ async def make_env(aiohttp_client, engine, region_index, **catalog) -> SimpleNam
     settings = Settings()
     settings.catalog = CatalogSettings(**{"poll_seconds": 0.2, **catalog})
     kb = load_kb(engine, region_index)
-    assert "hub.api_catalog" in ROUTE_MODULES, "create_app mounts the catalogue API"
+    assert "hub.http.api_catalog:setup" in route_setups(), "create_app mounts the catalogue API"
     app = create_app(settings, kb=kb, engine=engine)
     client = await aiohttp_client(app)
     return SimpleNamespace(client=client, kb=kb, engine=engine, tokens=tokens, app=app)

@@ -1,4 +1,4 @@
-"""``POST /api/requests`` builds its request in one pydantic pass (``hub.api_cases._inbound``).
+"""``POST /api/requests`` builds its request in one pydantic pass (``hub.http.api_cases._inbound``).
 
 That pass must decide exactly as the general path (the body as ``RequestIn``, then an
 ``InboundRequest``): the same request for every body the general path accepts, and for every other
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from hub.api_cases import (
+from hub.http.api_cases import (
     _API_CONTACT_FIELDS,
     _API_FIELDS,
     ApiError,
@@ -22,7 +22,7 @@ from hub.api_cases import (
     _inbound,
     _inbound_general,
 )
-from hub.requests import Contact, InboundRequest
+from hub.queue.requests import Contact, InboundRequest
 
 
 def outcome(build, body: bytes):
@@ -133,7 +133,7 @@ def test_refused_bodies_give_the_same_error_both_ways(body):
 
 
 def test_the_one_pass_takes_ordinary_bodies_and_leaves_the_others_to_the_general_path(monkeypatch):
-    import hub.api_cases as api
+    import hub.http.api_cases as api
 
     general = []
     real = api._inbound_general

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.app import create_app
 from hub.config import Settings
+from hub.http.app import create_app
 
 
 @pytest.fixture()

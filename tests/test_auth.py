@@ -28,7 +28,7 @@ from console_support import (
 )
 from sqlalchemy import select, update
 
-from hub.auth import (
+from hub.console.auth import (
     SESSION_COOKIE,
     AuthError,
     Scope,
@@ -41,8 +41,8 @@ from hub.auth import (
     session_t,
     user_t,
 )
-from hub.cases import CaseState
-from hub.console_settings import ConsoleSettings
+from hub.console.settings import ConsoleSettings
+from hub.queue.cases import CaseState
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DatabaseError
 
-from hub.cases import (
+from hub.queue.cases import (
     TRANSITIONS,
     CaseState,
     InvalidTransition,
@@ -24,8 +24,8 @@ from hub.cases import (
     token_in_subject,
     transition,
 )
-from hub.intake import write_requests
-from hub.sla import SlaSettings
+from hub.queue.intake import write_requests
+from hub.queue.sla import SlaSettings
 
 BERLIN = ZoneInfo("Europe/Berlin")
 POLICY = SlaPolicy()
@@ -187,7 +187,7 @@ def test_sla_uses_the_configured_calendar():
 def test_the_configured_land_decides_which_holidays_stop_the_clock(engine, land, due):
     """Fronleichnam (Thursday 4 June 2026, 60 days after Easter) is a holiday in NW, not in SH."""
     from hub.config import Settings
-    from hub.workers import QueueService
+    from hub.queue.workers import QueueService
 
     settings = Settings()
     settings.sla.land = land
@@ -202,7 +202,7 @@ def test_the_configured_land_decides_which_holidays_stop_the_clock(engine, land,
 
 
 def test_a_case_waiting_for_the_citizen_is_not_flagged_and_is_once_the_clock_runs_again(engine):
-    from hub.workers import SlaRunner
+    from hub.queue.workers import SlaRunner
 
     received = _berlin(2026, 1, 5, 9, 0)  # Monday; 24 working hours → Wednesday 7 January 13:00
     case_id = write_requests(engine, [req("wait-sla", received_at=received)])[0].case_id

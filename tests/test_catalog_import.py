@@ -24,14 +24,15 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
 )
 from sqlalchemy import select
 
-from hub import cli_catalog
 from hub.cli import UsageError
+from hub.cli import catalog as cli_catalog
+from hub.http.tokens import scope_t
 from knowledge.importers import CatalogFormatError, parse_dldb
 from knowledge.importers.csv_import import COLUMNS, parse_csv, parse_csv_text
 from knowledge.importers.store import store_batch
 from knowledge.models import Authority, Responsibility, Service
 from knowledge.sync import PayloadError
-from knowledge.sync_models import online_t, scope_t, version_t
+from knowledge.sync_models import online_t, version_t
 
 
 def run_cli(*argv: str) -> int:

@@ -31,8 +31,9 @@ import pytest
 from catalog_support import MUENCHEN
 from sqlalchemy import select
 
-from hub.cases import audit_t, token_t
 from hub.db import make_engine
+from hub.http.tokens import token_t
+from hub.queue.cases import audit_t
 from knowledge.models import Service
 from knowledge.sync_models import version_t
 

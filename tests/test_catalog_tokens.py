@@ -22,9 +22,8 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
 from sqlalchemy import select
 from test_api_catalog import make_env
 
-from hub.cases import token_t
 from hub.cli import main
-from knowledge.sync_models import scope_t
+from hub.http.tokens import scope_t, token_t
 
 
 def token_add(engine, capsys, *argv: str) -> tuple[int, str, str]:

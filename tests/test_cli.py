@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.cli_knowledge import route_lines
+from hub.cli.knowledge import route_lines
 
 ROUTE_KEYS = {
     "service",

@@ -24,12 +24,12 @@ from console_support import (
 )
 from sqlalchemy import insert, select
 
-from hub import dashboard
-from hub.auth import Scope
-from hub.calls import call_t, card_text
-from hub.cases import CaseState, SlaPolicy, case_t, message_t
-from hub.console import authority_card, display_text, lookup_json
-from hub.console_settings import ConsoleSettings
+from hub.console import dashboard
+from hub.console.auth import Scope
+from hub.console.calls import call_t, card_text
+from hub.console.pages import authority_card, display_text, lookup_json
+from hub.console.settings import ConsoleSettings
+from hub.queue.cases import CaseState, SlaPolicy, case_t, message_t
 
 BERLIN = ZoneInfo("Europe/Berlin")
 JSON = {"Accept": "application/json"}
@@ -557,8 +557,8 @@ async def test_dashboard_page_and_json(env_factory):
 def test_console_tables_scopes_lockout_and_dashboard_on_postgres(kb):
     from queue_support import pg_engine
 
-    from hub.auth import add_user, authenticate, create_session, load_session
-    from hub.console import list_queue
+    from hub.console.auth import add_user, authenticate, create_session, load_session
+    from hub.console.pages import list_queue
 
     with pg_engine() as engine:
         settings = ConsoleSettings(lockout_threshold=2)

@@ -27,10 +27,10 @@ from console_support import (
 )
 from sqlalchemy import select
 
-from hub.calls import call_t
-from hub.cases import CaseState, case_t, message_t
+from hub.console.calls import call_t
 from hub.db import make_engine
 from hub.migrate import upgrade
+from hub.queue.cases import CaseState, case_t, message_t
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -271,7 +271,7 @@ def test_answer_an_email_case_and_find_the_mail_in_the_smtp_sink(page, hub):
     assert mail["In-Reply-To"] == "<q1@example.org>"
     assert "vier bis sechs Wochen" in mail.get_content()
     # The mail went through the hub's real SMTP adapter, not a recording stand-in.
-    from channels.email_outbound import EmailAdapter
+    from channels.email.outbound import EmailAdapter
 
     assert isinstance(hub.server.service.dispatcher.adapters["email"], EmailAdapter)
     page.reload()
@@ -332,7 +332,7 @@ def test_stored_script_and_img_onerror_stay_inert(page, hub):
     before = page.get_attribute("#thread", "data-refreshed")
     with hub.engine.begin() as conn:
         row = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
-        from hub.cases import SlaPolicy, transition
+        from hub.queue.cases import SlaPolicy, transition
 
         transition(conn, row, CaseState.NEEDS_CLARIFICATION, actor="test", policy=SlaPolicy())
     page.wait_for_function(f"() => document.querySelector('#thread').dataset.refreshed !== {before!r}"

@@ -19,7 +19,7 @@ from console_support import (
 )
 from sqlalchemy import select
 
-from hub.cases import message_t
+from hub.queue.cases import message_t
 
 JSON = {"Accept": "application/json"}
 _FORM = re.compile(r"<form\b([^>]*)>(.*?)</form>", re.S | re.I)

@@ -1,4 +1,4 @@
-"""Auth tests for every route of the real app (``hub.app.create_app`` with every module of ``hub.routes``).
+"""Auth tests for every route of the real app (``hub.http.app.create_app`` with every module of ``hub.http.routes``).
 
 The routes are read from the app's router, not from a list kept by hand: a route added to any module
 later is checked here too, and fails unless it refuses an anonymous request or is put on the commented
@@ -21,8 +21,8 @@ from console_support import (
     settings_for,
 )
 
-from hub.calls import start_call
-from hub.routes import ROUTE_MODULES
+from hub.console.calls import start_call
+from hub.http.routes import route_setups
 
 #: Routes anyone may call without logging in, each with the reason. Everything else must refuse.
 PUBLIC: dict[tuple[str, str], str] = {
@@ -99,7 +99,7 @@ def _fill(path: str, case_id: int, call_id: int) -> str:
 
 
 async def test_every_route_refuses_anonymous_requests_except_the_public_ones(env):
-    assert "hub.console" in ROUTE_MODULES and "hub.api_cases" in ROUTE_MODULES
+    assert "hub.console.pages:setup" in route_setups() and "hub.http.api_cases:setup" in route_setups()
     routes = _routes(env.app)
     served = {_public_key(m, p) for m, p in routes}
     stale = sorted(set(PUBLIC) - served)
@@ -162,8 +162,8 @@ async def test_every_state_changing_console_route_needs_the_csrf_token(env):
     # Nothing happened: the call is still open and no case changed state.
     from sqlalchemy import select
 
-    from hub.calls import call_t
-    from hub.cases import case_t
+    from hub.console.calls import call_t
+    from hub.queue.cases import case_t
     with env.engine.connect() as conn:
         assert conn.execute(select(call_t.c.outcome).where(call_t.c.id == env.call)).scalar() is None
         assert set(conn.execute(select(case_t.c.state)).scalars()) == {"routed"}
@@ -189,7 +189,7 @@ async def test_no_case_route_opens_a_case_of_another_authority(env):
             assert mine.status == 200, (path, mine.status)
     from sqlalchemy import select
 
-    from hub.cases import case_t, message_t
+    from hub.queue.cases import case_t, message_t
     with env.engine.connect() as conn:
         assert conn.execute(select(case_t.c.state).where(case_t.c.id == env.other)).scalar() == "routed"
         assert conn.execute(select(message_t.c.id).where(message_t.c.case_id == env.other,

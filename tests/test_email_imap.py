@@ -25,10 +25,10 @@ from conftest import require_component
 from sqlalchemy import select
 from test_email_inbound import CLI, Hub, fixture, simple_mail, start_hub
 
-from channels.email_inbound import ImapPoller
-from channels.email_settings import EmailSettings
-from hub.cases import case_t, message_t
+from channels.email.listener import ImapPoller
+from channels.email.settings import EmailSettings
 from hub.db import make_engine
+from hub.queue.cases import case_t, message_t
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
 USER, PASSWORD = "hub", 'pa"ss w\\ord'  # a quote, a space and a backslash: imaplib must quote them right

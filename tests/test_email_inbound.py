@@ -18,13 +18,13 @@ import pytest
 from queue_support import sqlite_engine
 from sqlalchemy import select, update
 
-from channels.email_inbound import AckWriter, EmailIntake, EmailServer
-from channels.email_settings import EmailSettings
-from hub.cases import attachment_t, audit_t, case_t, message_t
+from channels.email.listener import AckWriter, EmailIntake, EmailServer
+from channels.email.settings import EmailSettings
 from hub.db import make_engine
-from hub.intake import IntakeWriter
-from hub.outbox import enqueue
-from hub.queue_settings import QueueSettings
+from hub.queue.cases import attachment_t, audit_t, case_t, message_t
+from hub.queue.intake import IntakeWriter
+from hub.queue.outbox import enqueue
+from hub.queue.settings import QueueSettings
 
 MAIL = Path(__file__).resolve().parent / "fixtures" / "mail"
 OURS = "anliegen@buergerservice.example.de"
@@ -496,7 +496,7 @@ async def test_unusual_smtp_paths_still_work(hub):
 
 CLI = """
 import argparse, sys
-from hub import cli_email
+from channels.email import cli as cli_email
 parser = argparse.ArgumentParser()
 cli_email.register(parser.add_subparsers(dest="cmd"))
 args = parser.parse_args(sys.argv[1:])
@@ -537,7 +537,7 @@ def test_email_serve_runs_the_listener_until_terminated(tmp_path):
 def test_poll_imap_without_a_mailbox_is_a_usage_error(tmp_path):
     import argparse
 
-    from hub import cli_email
+    from channels.email import cli as cli_email
     from hub.cli import UsageError
 
     parser = argparse.ArgumentParser()

@@ -21,8 +21,7 @@ from queue_support import sqlite_engine
 from sqlalchemy import select, update
 from test_email_inbound import OURS, send, simple_mail, start_hub
 
-from channels import ChannelAdapter, OutboundMessage, load_adapters
-from channels.email_outbound import (
+from channels.email.outbound import (
     AckRateLimiter,
     EmailAdapter,
     ack_language,
@@ -30,13 +29,14 @@ from channels.email_outbound import (
     build_message,
     render_ack,
 )
-from channels.email_settings import EmailSettings, email_settings
-from hub.cases import case_t, message_t
+from channels.email.settings import EmailSettings, email_settings
 from hub.config import ConfigError
-from hub.intake import write_requests
-from hub.outbox import Dispatcher, enqueue
-from hub.queue_settings import QueueSettings
-from hub.requests import InboundRequest
+from hub.queue.adapters import ChannelAdapter, OutboundMessage, load_adapters
+from hub.queue.cases import case_t, message_t
+from hub.queue.intake import write_requests
+from hub.queue.outbox import Dispatcher, enqueue
+from hub.queue.requests import InboundRequest
+from hub.queue.settings import QueueSettings
 
 
 @dataclass
@@ -209,7 +209,7 @@ def test_a_bad_relay_config_fails_when_the_adapter_is_built():
         EmailAdapter(EmailSettings(smtp_username="hub"))
     with pytest.raises(ConfigError, match="smtp_host is empty"):
         EmailAdapter(EmailSettings(smtp_host=" "))
-    adapters = load_adapters(None, {"email": "channels.email_outbound:build_email_adapter"})
+    adapters = load_adapters(None, {"email": "channels.email.outbound:build_email_adapter"})
     assert isinstance(adapters["email"], ChannelAdapter) and adapters["email"].name == "email"
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from channels.email_parse import (
+from channels.email.parse import (
     AttachmentLimits,
     html_to_text,
     parse_mail,
     strip_quotes_and_signature,
     synthetic_message_id,
 )
-from hub.requests import InboundRequest
+from hub.queue.requests import InboundRequest
 
 MAIL = Path(__file__).resolve().parent / "fixtures" / "mail"
 OURS = "anliegen@buergerservice.example.de"

@@ -26,9 +26,9 @@ from queue_support import sqlite_engine
 from sqlalchemy import select
 from test_email_inbound import CLI, OURS, crlf, send, simple_mail, start_hub
 
-from channels.email_parse import parse_mail
-from hub.cases import attachment_t, case_t, message_t
+from channels.email.parse import parse_mail
 from hub.db import make_engine
+from hub.queue.cases import attachment_t, case_t, message_t
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from queue_support import case_row, count_messages, req, sqlite_engine
 from sqlalchemy import func, inspect, select, update
 from sqlmodel import SQLModel
 
-from hub.cases import CaseState, SlaPolicy, attachment_t, case_t, message_t, subject_tag, transition
 from hub.db import make_engine
-from hub.intake import AttachmentStore, IntakeWriter, RequestRejected, check_limits, write_requests
 from hub.migrate import MODEL_MODULES, current_revision, head_revision, import_models, upgrade
-from hub.queue_settings import QueueSettings
-from hub.requests import InboundRequest
+from hub.queue.cases import CaseState, SlaPolicy, attachment_t, case_t, message_t, subject_tag, transition
+from hub.queue.intake import AttachmentStore, IntakeWriter, RequestRejected, check_limits, write_requests
+from hub.queue.requests import InboundRequest
+from hub.queue.settings import QueueSettings
 
 
 @pytest.fixture
@@ -340,7 +340,7 @@ _BODIES = [
 
 @pytest.mark.parametrize("body", _BODIES)
 def test_the_one_pass_body_parser_answers_exactly_as_the_general_path(body):
-    from hub.api_cases import ApiError, RequestIn, _parse_json, _request_in, _validate
+    from hub.http.api_cases import ApiError, RequestIn, _parse_json, _request_in, _validate
 
     def outcome(parse):
         try:
@@ -393,7 +393,7 @@ async def test_requests_of_one_loop_turn_reach_the_writer_as_one_hand_over(engin
 
 
 async def test_a_request_handed_over_after_the_writer_stopped_fails_instead_of_waiting(engine):
-    from hub.intake import IntakeUnavailable
+    from hub.queue.intake import IntakeUnavailable
 
     writer = IntakeWriter(engine).start()
     pending = asyncio.ensure_future(writer.submit(req("late-1")))

@@ -1,6 +1,6 @@
 """The fast paths of intake store and answer exactly what the general code would.
 
-Intake writes on the driver's cursor (``hub.intake._Inserter``), converts values with its own SQLite
+Intake writes on the driver's cursor (``hub.queue.intake._Inserter``), converts values with its own SQLite
 time formatter, computes SLA deadlines once per minute, answers with pre-encoded JSON and remembers
 verified tokens. Each shortcut is checked here against the general code it replaces, on SQLite and on
 the real local PostgreSQL.
@@ -19,8 +19,9 @@ import pytest
 from queue_support import pg_engine, req, sqlite_engine
 from sqlalchemy import insert, select, text
 
-from hub.cases import CaseState, SlaPolicy, case_t, message_t
-from hub.intake import (
+from hub.http.tokens import TokenVerifier, add_token, revoke_token
+from hub.queue.cases import CaseState, SlaPolicy, case_t, message_t
+from hub.queue.intake import (
     IntakeResult,
     IntakeWriter,
     _converters,
@@ -28,9 +29,8 @@ from hub.intake import (
     _sqlite_utc,
     write_requests,
 )
-from hub.requests import Contact, InboundRequest, clean_text
-from hub.sla import BusinessCalendar, SlaClock
-from hub.tokens import TokenVerifier, add_token, revoke_token
+from hub.queue.requests import Contact, InboundRequest, clean_text
+from hub.queue.sla import BusinessCalendar, SlaClock
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

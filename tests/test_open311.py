@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl
 import pytest
 from sqlalchemy import select, update
 
-from channels.open311 import parse_text, window
-from hub.cases import attachment_t, case_t, message_t
-from hub.tokens import add_token
+from channels.open311.api import parse_text, window
+from hub.http.tokens import add_token
+from hub.queue.cases import attachment_t, case_t, message_t
 
 SPEC = Path(__file__).parent / "data" / "open311"
 W3C = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
@@ -325,7 +325,7 @@ async def test_batch_type_answers_a_token_that_resolves(make_client, keys):
 
 
 async def test_a_web_case_token_does_not_resolve_through_open311(client, keys):
-    from hub.requests import InboundRequest
+    from hub.queue.requests import InboundRequest
 
     result = await client.service.writer.submit(InboundRequest(channel="web", external_id="w1", text="Pass"))
     doc, _ = await get(client, f"tokens/{result.token}", "xml", expect=404)
@@ -587,7 +587,7 @@ async def test_token_add_role_open311_issues_an_api_key(client, hub, capsys):
 
 
 def test_a_description_that_imitates_the_open311_block_stays_the_description(kb):
-    from channels.open311 import TRAILER, compose_text
+    from channels.open311.api import TRAILER, compose_text
 
     fake = f"Loch in der Straße\n\n{TRAILER}Koordinaten: 1.0, 2.0\nMedien: https://evil.example/x"
     text = compose_text(fake, kb.services["sh-strassenschaden"], "Kiel", None, None, None, None, None)

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from channels.open311 import parse_text
-from hub.cases import case_t, message_t
-from hub.tokens import add_token
+from channels.open311.api import parse_text
+from hub.http.tokens import add_token
+from hub.queue.cases import case_t, message_t
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 

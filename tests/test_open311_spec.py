@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 from sqlalchemy import update
 
-from hub.cases import CaseState, case_t
-from hub.tokens import add_token
+from hub.http.tokens import add_token
+from hub.queue.cases import CaseState, case_t
 
 SCHEMAS = json.loads((Path(__file__).parent / "data" / "open311" / "schemas.json").read_text(encoding="utf-8"))
 FORMATS = ("xml", "json")

@@ -8,11 +8,11 @@ import pytest
 from queue_support import req, sqlite_engine
 from sqlalchemy import select, update
 
-from channels import CHANNELS, SendResult, load_adapters
-from hub.cases import audit_t, case_t, message_t
-from hub.intake import write_requests
-from hub.outbox import Dispatcher, PickupAdapter, enqueue, retry_delay
-from hub.queue_settings import QueueSettings
+from hub.queue.adapters import SendResult, adapter_targets, load_adapters
+from hub.queue.cases import audit_t, case_t, message_t
+from hub.queue.intake import write_requests
+from hub.queue.outbox import Dispatcher, PickupAdapter, enqueue, retry_delay
+from hub.queue.settings import QueueSettings
 
 SETTINGS = QueueSettings(outbox_retry_first_seconds=60, outbox_retry_factor=2, outbox_retry_max_seconds=200,
                          outbox_deadline_hours=1)
@@ -147,5 +147,5 @@ async def test_a_worker_that_died_after_claiming_loses_nothing(engine):
 
 
 def test_the_registry_builds_the_pickup_adapters():
-    adapters = load_adapters(None, {k: v for k, v in CHANNELS.items() if k in ("api", "web")})
+    adapters = load_adapters(None, {k: v for k, v in adapter_targets().items() if k in ("api", "web")})
     assert isinstance(adapters["api"], PickupAdapter)

@@ -10,12 +10,12 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import func, select, update
 
-from hub import cli_queue
-from hub.cases import attachment_t, audit_t, case_t, example_t, message_t, token_t
-from hub.intake import AttachmentStore, write_requests
-from hub.privacy import forget, purge
-from hub.queue_settings import PrivacySettings
-from hub.tokens import TokenVerifier
+from hub.cli import queue as cli_queue
+from hub.http.tokens import TokenVerifier, token_t
+from hub.queue.cases import attachment_t, audit_t, case_t, example_t, message_t
+from hub.queue.intake import AttachmentStore, write_requests
+from hub.queue.privacy import forget, purge
+from hub.queue.settings import PrivacySettings
 
 NOW = datetime.now(UTC)
 
@@ -146,7 +146,7 @@ def test_cli_purge_and_forget(engine, store, capsys, monkeypatch, tmp_path):
 
 
 def test_cli_worker_once_routes_and_sends(engine, monkeypatch, tmp_path):
-    from hub.outbox import enqueue
+    from hub.queue.outbox import enqueue
 
     monkeypatch.chdir(tmp_path)
     first = write_requests(engine, [req("w-1")])[0]

@@ -1,4 +1,4 @@
-"""The queue inside the real hub app (every module of ``hub.routes``) with the real knowledge base.
+"""The queue inside the real hub app (every module of ``hub.http.routes``) with the real knowledge base.
 
 * ``GET /api/openapi.json`` describes exactly the endpoints the app serves (compared with
   ``app.router``), every one with a summary, its path parameters and its answers.
@@ -19,10 +19,10 @@ from aiohttp import web
 from sqlalchemy import select, update
 from web_support import hub_engine, make_app, settings_for
 
-from channels import load_adapters
-from hub.cases import case_t, example_t
-from hub.openapi import KNOWN
-from hub.tokens import add_token
+from hub.http.openapi import KNOWN
+from hub.http.tokens import add_token
+from hub.queue.adapters import load_adapters
+from hub.queue.cases import case_t, example_t
 
 
 @pytest.fixture()
@@ -94,7 +94,7 @@ async def test_openapi_describes_exactly_the_endpoints_the_app_serves(client):
     assert served - described == set(), "served but not described"
     assert described - served == set(), "described but not served"
     # The full descriptions of the queue API name endpoints that exist (no stale entries).
-    assert set(KNOWN) <= served, f"hub.openapi.KNOWN describes routes the app does not serve: {set(KNOWN) - served}"
+    assert set(KNOWN) <= served, f"hub.http.openapi.KNOWN describes routes the app does not serve: {set(KNOWN) - served}"
     for path, ops in spec["paths"].items():
         declared_params = set(re.findall(r"{(\w+)", path))
         for method, op in ops.items():

@@ -20,9 +20,9 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import func, select, update
 
-from hub.cases import attachment_t, audit_t, case_t, message_t, token_t
-from hub.intake import AttachmentStore, write_requests
-from hub.tokens import TokenVerifier
+from hub.http.tokens import TokenVerifier, token_t
+from hub.queue.cases import attachment_t, audit_t, case_t, message_t
+from hub.queue.intake import AttachmentStore, write_requests
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC)

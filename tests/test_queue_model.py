@@ -15,10 +15,10 @@ from pydantic import ValidationError
 from queue_support import case_row, count_messages, req, sqlite_engine
 from sqlalchemy import func, select, text
 
-from hub.cases import CaseState, attachment_t, case_t, message_t
-from hub.intake import AttachmentStore, IntakeWriter, RequestRejected, write_requests
-from hub.queue_settings import QueueSettings
-from hub.requests import InboundRequest
+from hub.queue.cases import CaseState, attachment_t, case_t, message_t
+from hub.queue.intake import AttachmentStore, IntakeWriter, RequestRejected, write_requests
+from hub.queue.requests import InboundRequest
+from hub.queue.settings import QueueSettings
 
 
 @pytest.fixture

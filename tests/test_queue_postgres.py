@@ -19,8 +19,11 @@ from queue_support import case_row, count_messages, req
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DatabaseError
 
-from channels import SendResult
-from hub.cases import (
+from hub.db import make_engine
+from hub.http.intake_server import demo_router
+from hub.migrate import current_revision, head_revision, upgrade
+from hub.queue.adapters import SendResult
+from hub.queue.cases import (
     TRANSITIONS,
     CaseState,
     InvalidTransition,
@@ -30,15 +33,12 @@ from hub.cases import (
     message_t,
     transition,
 )
-from hub.db import make_engine
-from hub.intake import write_requests
-from hub.intake_server import demo_router
-from hub.migrate import current_revision, head_revision, upgrade
-from hub.outbox import Dispatcher, enqueue
-from hub.privacy import forget, purge
-from hub.queue_settings import PrivacySettings, QueueSettings
-from hub.routing_stage import RoutingStage
-from hub.workers import RoutingRunner, claim, release_dead_claims
+from hub.queue.intake import write_requests
+from hub.queue.outbox import Dispatcher, enqueue
+from hub.queue.privacy import forget, purge
+from hub.queue.routing import RoutingStage
+from hub.queue.settings import PrivacySettings, QueueSettings
+from hub.queue.workers import RoutingRunner, claim, release_dead_claims
 
 pytestmark = pytest.mark.postgres
 

@@ -9,11 +9,11 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import select, update
 
-from hub.cases import audit_t, case_t, example_t, message_t
-from hub.intake import write_requests
-from hub.privacy import forget, purge, statistics_of_route
-from hub.queue_settings import PrivacySettings
-from hub.routing_stage import RoutingStage
+from hub.queue.cases import audit_t, case_t, example_t, message_t
+from hub.queue.intake import write_requests
+from hub.queue.privacy import forget, purge, statistics_of_route
+from hub.queue.routing import RoutingStage
+from hub.queue.settings import PrivacySettings
 
 PLACE = "Musterweg 12, bei Familie Schulz"
 

@@ -9,9 +9,9 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import func, select
 
-from hub.cases import case_t, message_t, subject_tag
-from hub.intake import write_requests
-from hub.outbox import enqueue
+from hub.queue.cases import case_t, message_t, subject_tag
+from hub.queue.intake import write_requests
+from hub.queue.outbox import enqueue
 
 
 @pytest.fixture

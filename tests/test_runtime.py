@@ -48,7 +48,7 @@ def test_citizen_hub_serve_sets_the_threshold_and_freezes_after_the_knowledge_ba
     code = f"""
 import gc, json
 from aiohttp import web
-from hub import cli_knowledge
+from hub.cli import knowledge as cli_knowledge
 from hub.cli import main
 seen = {{}}
 def run_app(app, **kwargs):

@@ -1,4 +1,4 @@
-"""Tests of hub.sla: holidays of the 16 Länder, business-hour arithmetic, SLA clock, settings."""
+"""Tests of hub.queue.sla: holidays of the 16 Länder, business-hour arithmetic, SLA clock, settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from hub.config import Section, _toml_value
-from hub.sla import (
+from hub.queue.sla import (
     LAENDER,
     BusinessCalendar,
     SlaClock,

@@ -26,8 +26,9 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
 )
 from sqlalchemy import insert, select, text
 
-from hub.cases import audit_t, token_t, utcnow
 from hub.db import create_schema, make_engine
+from hub.http.tokens import grant_region, token_regions, token_t
+from hub.queue.cases import audit_t, catalog_audit, utcnow
 from knowledge.models import Region, Service
 from knowledge.sync import (
     ConcurrentChange,
@@ -45,7 +46,7 @@ from knowledge.sync import (
     parse_snapshot,
     plan,
 )
-from knowledge.sync_models import SYNC_TABLES, grant_region, token_regions, version_t
+from knowledge.sync_models import SYNC_TABLES, version_t
 
 
 def kreis_catalog() -> dict:
@@ -97,11 +98,12 @@ def kreis_catalog() -> dict:
 
 
 def snapshot(engine, region, body, **kw):
-    return apply_change_set(engine, region, parse_snapshot(body), actor="test", **kw)
+    """A snapshot as the hub applies it: recorded in the hub's audit log."""
+    return apply_change_set(engine, region, parse_snapshot(body), actor="test", audit=catalog_audit, **kw)
 
 
 def changes(engine, region, body, **kw):
-    return apply_change_set(engine, region, parse_changes(body), actor="test", **kw)
+    return apply_change_set(engine, region, parse_changes(body), actor="test", audit=catalog_audit, **kw)
 
 
 # -- snapshots, diffs, versions ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from web_support import (
     settings_for,
 )
 
-from hub.cases import attachment_t, case_t
+from hub.queue.cases import attachment_t, case_t
 
 # Contrast of a text element against the first opaque background behind it (WCAG 2.1 relative luminance).
 CONTRAST_JS = """

@@ -20,15 +20,15 @@ from web_support import (
     service_with_markup,
 )
 
-from channels.csrf import COOKIE, CsrfProtect
-from channels.i18n import STRINGS
-from channels.ratelimit import RateLimiter
-from channels.web import HONEYPOT
-from channels.web_settings import WebSettings
-from hub.cases import attachment_t, message_t
-from hub.tokens import add_token
+from channels.web.form import HONEYPOT
+from channels.web.i18n import STRINGS
+from channels.web.settings import WebSettings
+from hub.http.csrf import COOKIE, CsrfProtect
+from hub.http.ratelimit import RateLimiter
+from hub.http.tokens import add_token
+from hub.queue.cases import attachment_t, message_t
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "channels" / "templates" / "web"
+TEMPLATES = Path(__file__).resolve().parents[1] / "channels" / "web" / "templates" / "web"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
@@ -70,7 +70,7 @@ def test_every_text_exists_in_german_and_english():
     used |= set(
         re.findall(
             r'"((?:form|error|page|done|status|suggest|places)\.[a-z_.]+)"',
-            (TEMPLATES.parents[1] / "web.py").read_text(encoding="utf-8"),
+            (TEMPLATES.parents[1] / "form.py").read_text(encoding="utf-8"),
         )
     )
     missing = {k for k in used if k not in STRINGS["de"] and not k.endswith(".")}

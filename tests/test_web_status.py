@@ -11,9 +11,9 @@ import re
 from sqlalchemy import select, text
 from web_support import case_token_of, cases, open_form, post_form
 
-from hub.cases import case_t
 from hub.db import make_engine
-from hub.tokens import add_token
+from hub.http.tokens import add_token
+from hub.queue.cases import case_t
 
 
 async def submit(client, **fields) -> str:

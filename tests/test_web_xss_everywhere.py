@@ -20,9 +20,9 @@ from web_support import (
     settings_for,
 )
 
-from hub.auth import add_user
-from hub.cases import case_t, message_t
-from hub.tokens import add_token
+from hub.console.auth import add_user
+from hub.http.tokens import add_token
+from hub.queue.cases import case_t, message_t
 
 PASSWORD = "correct horse battery staple"
 # Each part sets a different marker if it ever runs; the page must end with window.__xss undefined.

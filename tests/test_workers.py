@@ -9,12 +9,12 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import select, update
 
-from hub.cases import audit_t, case_t
-from hub.intake import write_requests
-from hub.intake_server import DEMO_SERVICES
-from hub.queue_settings import QueueSettings
-from hub.routing_stage import KeywordRouter, NoRouter, RoutingStage
-from hub.workers import RoutingRunner, SlaRunner, claim, release_dead_claims
+from hub.http.intake_server import DEMO_SERVICES
+from hub.queue.cases import audit_t, case_t
+from hub.queue.intake import write_requests
+from hub.queue.routing import KeywordRouter, NoRouter, RoutingStage
+from hub.queue.settings import QueueSettings
+from hub.queue.workers import RoutingRunner, SlaRunner, claim, release_dead_claims
 
 
 class FragileRouter(KeywordRouter):
@@ -119,7 +119,7 @@ def test_claims_of_a_killed_process_that_is_still_a_zombie_are_released(engine):
     import signal
     import socket
 
-    from hub.workers import _pid_alive
+    from hub.queue.workers import _pid_alive
 
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only waits to be killed
@@ -155,7 +155,7 @@ def test_the_sla_runner_flags_overdue_cases_once(engine):
 
 
 def test_queue_and_privacy_settings_document_every_key():
-    from hub.queue_settings import PrivacySettings, QueueSettings, privacy_settings, queue_settings
+    from hub.queue.settings import PrivacySettings, QueueSettings, privacy_settings, queue_settings
 
     for model in (QueueSettings, PrivacySettings):
         for key, field in model.model_fields.items():

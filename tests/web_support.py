@@ -1,5 +1,5 @@
-"""Helpers of the web channel tests: the real hub app (``hub.app.create_app`` with every module of
-``hub.routes``) and the hub's own ``Settings``, on a migrated copy of the demo database."""
+"""Helpers of the web channel tests: the real hub app (``hub.http.app.create_app`` with every module of
+``hub.http.routes``) and the hub's own ``Settings``, on a migrated copy of the demo database."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from hub.api_cases import QUEUE
-from hub.app import create_app
-from hub.cases import case_t
 from hub.config import Settings
 from hub.db import make_engine
+from hub.http.api_cases import QUEUE
+from hub.http.app import create_app
 from hub.migrate import upgrade
-from hub.workers import QueueService
+from hub.queue.cases import case_t
+from hub.queue.workers import QueueService
 from knowledge.models import Service
 
 

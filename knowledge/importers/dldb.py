@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from knowledge.models import Authority, Service
+from knowledge.text import html_to_text
 
 __all__ = ["CatalogFormatError", "DldbBatch", "MAX_FILE_BYTES", "html_to_text", "parse_dldb", "parse_dldb_data"]
 
@@ -52,63 +52,6 @@ class DldbBatch:
 
 
 # --------------------------------------------------------------------------- HTML → text
-
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt fieldset figcaption figure footer form h1 h2 h3 h4 h5 h6 "
-    "header hr li main nav ol p pre section table tbody td tfoot th thead tr ul".split()
-)
-_SKIP_TAGS = frozenset({"script", "style", "template", "head", "title", "noscript"})
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n- " if tag == "li" else "\n")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip = max(0, self.skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str | None) -> str:
-    """Plain text of an HTML fragment: tags dropped, entities decoded, one line per block element.
-
-    Only text is kept (no attributes, no scripts), so the result is safe to show as text anywhere.
-    """
-    if not html or not isinstance(html, str):
-        return ""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # html.parser is lenient; should it still fail, keep the text without tags
-        parser.parts = [re.sub(r"<[^>]*>", " ", html)]
-    text = "".join(parser.parts).translate(_INVISIBLE).replace("\xa0", " ")
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    out: list[str] = []
-    for line in lines:
-        if line and line != "-":
-            out.append(line)
-    return "\n".join(out)
-
 
 def _short_text(text: str, limit: int = SHORT_TEXT_CHARS) -> str:
     """The first sentence(s) of ``text`` that fit in ``limit`` characters (a cut sentence ends in …)."""

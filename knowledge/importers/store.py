@@ -26,6 +26,7 @@ from tqdm import tqdm
 from knowledge.importers.dldb import DldbBatch
 from knowledge.sync import (
     ApplyResult,
+    AuditLog,
     ChangeSet,
     kb_update,
     parse_changes,
@@ -65,12 +66,14 @@ def store_batch(
     dry_run: bool = False,
     progress: bool = False,
     kb: Any = None,
+    audit: AuditLog | None = None,
 ) -> ApplyResult:
     """Validate, plan and write ``batch`` as the catalogue of ``region_ars``; returns what was done.
 
     Raises :class:`knowledge.sync.PayloadError` (with per-object errors) when an object is invalid and
     ``partial`` is false; with ``partial`` invalid objects are skipped and listed in the result. With
-    ``progress`` a tqdm bar on stderr counts the rows written. ``kb``, if given, is updated in place.
+    ``progress`` a tqdm bar on stderr counts the rows written. ``kb``, if given, is updated in place;
+    ``audit``, if given, records the change (the hub passes its audit log).
     """
     cs = batch_change_set(batch, region_ars, replace=replace)
     with engine.connect() as conn:
@@ -81,7 +84,7 @@ def store_batch(
     with tqdm(
         total=total, desc=f"catalog {region_ars}", unit="rows", file=sys.stderr, disable=not progress
     ) as bar:
-        version = execute_plan(engine, p, actor=actor, partial=partial, progress=bar.update)
+        version = execute_plan(engine, p, actor=actor, partial=partial, progress=bar.update, audit=audit)
     result = ApplyResult(region_ars, version, p.base_version, True, False, p, kb_update(engine, p))
     if kb is not None:
         result.kb.apply(kb)

@@ -1,0 +1,248 @@
+"""CLI: ``init``, ``serve``, ``lookup``, ``route`` and ``config`` (the stable contracts of the foundation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.config import reference_toml
+from knowledge.hours import format_hours, open_now
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create or migrate the schema, load regions, optionally the demo catalogue")
+    add_common_options(p)
+    p.add_argument("--demo", action="store_true", help="load the demo catalogue (Kreis Segeberg, Kreis Soest)")
+    p.add_argument("--reload-regions", action="store_true", help="load the regions again even if present")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("serve", help="start the HTTP server")
+    add_common_options(p)
+    p.add_argument("--host", help="bind address (default from [server] host)")
+    p.add_argument("--port", type=int, help="TCP port (default from [server] port)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("lookup", help="find services and the responsible authority for a query")
+    add_common_options(p)
+    p.add_argument("query", help="what the citizen asks, in their words")
+    p.add_argument("--location", "-l", help="place: municipality name, postcode, AGS or ARS")
+    p.add_argument("--limit", type=int, default=None, help="most results (default from [lookup])")
+    p.add_argument("--json", action="store_true", help="print the same JSON as GET /api/lookup")
+    p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser(
+        "route",
+        help="route JSON lines from stdin ({text, location}) to JSON lines on stdout, in order",
+    )
+    add_common_options(p)
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("config", help="print the documented configuration reference (TOML)")
+    p.set_defaults(func=lambda args: print(reference_toml()) or 0)
+
+
+def _engine(settings):
+    from hub.db import make_engine
+
+    return make_engine(settings.database.url, echo=settings.database.echo)
+
+
+def _load_kb(args: argparse.Namespace):
+    from sqlalchemy import func
+    from sqlmodel import Session, select
+
+    from knowledge.base import KnowledgeBase
+    from knowledge.models import Region
+
+    settings = settings_from_args(args)
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            n = session.exec(select(func.count()).select_from(Region)).one()
+    except Exception as exc:
+        raise UsageError(
+            f"cannot read the knowledge base at {settings.database.url}: run 'citizen-hub init' first ({exc.__class__.__name__})"
+        ) from None
+    if not n:
+        raise UsageError("no regions loaded: run 'citizen-hub init --demo' first")
+    return KnowledgeBase.load(engine, settings)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from hub.db import session_scope
+    from hub.migrate import upgrade
+    from knowledge.models import Region
+    from knowledge.regions import load_regions
+
+    settings = settings_from_args(args)
+    engine = _engine(settings)
+    upgrade(engine)  # creates a new database or migrates an old one to the newest revision
+    progress = not args.quiet
+    with session_scope(engine) as session:
+        have = session.exec(select(func.count()).select_from(Region)).one()
+    if have and not args.reload_regions:
+        print(f"regions: {have} already loaded (use --reload-regions to load again)", file=sys.stderr)
+    else:
+        with session_scope(engine) as session:
+            n_regions, n_postcodes = load_regions(
+                session,
+                settings.regions.regions_file or None,
+                settings.regions.postcodes_file or None,
+                progress=progress,
+            )
+        print(f"regions: loaded {n_regions} regions and {n_postcodes} postcode pairs", file=sys.stderr)
+    if args.demo:
+        from knowledge.catalogue import load_demo
+
+        with session_scope(engine) as session:
+            counts = load_demo(session)
+        print("demo catalogue: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=sys.stderr)
+    print(f"database ready: {settings.database.url}", file=sys.stderr)
+    return 0
+
+
+async def _freeze_after_loading(_app) -> None:
+    from hub.runtime import freeze_heap
+
+    freeze_heap()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from hub.http.app import create_app
+    from hub.runtime import tune_gc
+
+    settings = settings_from_args(args)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    app = create_app(settings)
+    tune_gc(settings.server.gc_threshold)
+    # After the knowledge base is loaded (the start-up hook create_app added first).
+    app.on_startup.append(_freeze_after_loading)
+    print(f"citizen-hub serving on http://{host}:{port}/ (database {settings.database.url})", file=sys.stderr)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        raise UsageError("the query is empty: say what the citizen asks, e.g. citizen-hub lookup 'Reisepass'")
+    if args.limit is not None and not 1 <= args.limit <= 100:
+        raise UsageError("--limit must be between 1 and 100")
+    kb = _load_kb(args)
+    result = kb.lookup(args.query, args.location, limit=args.limit)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(format_lookup(result.to_json()))
+    return 0
+
+
+def format_authority(a: dict[str, Any], indent: str = "   ") -> str:
+    lines = [f"{indent}Zuständig: {a['name']}" + (" (Demo-Daten)" if a.get("is_demo") else "")]
+    address = ", ".join(x for x in (a.get("street"), f"{a.get('postcode', '')} {a.get('city', '')}".strip()) if x)
+    if address:
+        lines.append(f"{indent}  {address}")
+    contact = " · ".join(x for x in (a.get("phone") and f"Tel. {a['phone']}", a.get("email")) if x)
+    if contact:
+        lines.append(f"{indent}  {contact}")
+    if a.get("opening_hours"):
+        state = open_now(a["opening_hours"])
+        now = {True: "jetzt geöffnet", False: "jetzt geschlossen"}.get(state, "")
+        lines.append(f"{indent}  {format_hours(a['opening_hours'])}" + (f" ({now})" if now else ""))
+    return "\n".join(lines)
+
+
+def format_lookup(result: dict[str, Any]) -> str:
+    """The lookup result as a person reads it on a terminal."""
+    out = []
+    loc = result["location"]
+    if loc:
+        out.append(f"Ort: {loc['name']} ({loc['ars']})")
+    elif result["location_candidates"]:
+        names = ", ".join(c["name"] for c in result["location_candidates"][:8])
+        more = len(result["location_candidates"]) - 8
+        out.append(f"Ort mehrdeutig: {names}" + (f" und {more} weitere" if more > 0 else ""))
+    elif result.get("location_reason"):
+        out.append(f"Ort nicht gefunden: {result['location_reason']}")
+    if not result["results"]:
+        out.append("Keine passende Leistung gefunden.")
+    for i, r in enumerate(result["results"], 1):
+        s = r["service"]
+        leika = f"  [LeiKa {s['leika']}]" if s.get("leika") else ""
+        out.append(f"\n{i}. {s['name']}{leika}  (Treffer {r['score']:.0f})")
+        if s.get("short_text"):
+            out.append(f"   {s['short_text']}")
+        if s.get("documents"):
+            out.append("   Mitbringen: " + "; ".join(s["documents"]))
+        if s.get("fees"):
+            out.append(f"   Gebühren: {s['fees']}")
+        if s.get("processing_time"):
+            out.append(f"   Bearbeitungszeit: {s['processing_time']}")
+        if s.get("online_url"):
+            out.append(f"   Online: {s['online_url']}")
+        if r["authority"]:
+            out.append(format_authority(r["authority"]))
+        elif r["authority_candidates"]:
+            out.append("   Zuständig je nach Ort:")
+            for c in r["authority_candidates"]:
+                places = ", ".join(c["places"][:6]) + (" …" if len(c["places"]) > 6 else "")
+                out.append(f"   - {c['authority']['name']}: {places}")
+        elif r["responsibility"] and r["responsibility"]["reason"]:
+            out.append(f"   Zuständigkeit unbekannt: {r['responsibility']['reason']}")
+    return "\n".join(out) + "\n"
+
+
+EMPTY_ROUTE = {
+    "service": None,
+    "authority": None,
+    "location": None,
+    "candidates": [],
+    "location_candidates": [],
+    "needs_clarification": True,
+}
+
+
+def route_lines(kb, stdin: Any, stdout: TextIO, stderr: TextIO) -> int:
+    """Route each JSON line of ``stdin`` (bytes) to one JSON line on ``stdout``; returns the error count.
+
+    A line that is not UTF-8, not JSON or not of the shape ``{"text": str, "location": str|null}``
+    still gets its output line (all fields empty, ``reason`` says why), so outputs stay aligned with
+    inputs; the problem is also reported on stderr.
+    """
+    errors = 0
+    for number, raw in enumerate(stdin, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            item = json.loads(line)
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise ValueError('expected an object {"text": str, "location": str|null}')
+            location = item.get("location")
+            if location is not None and not isinstance(location, str):
+                raise ValueError("'location' must be a string or null")
+            out = kb.route(item["text"], location).to_json()
+        except (UnicodeDecodeError, ValueError) as exc:
+            errors += 1
+            kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            print(f"citizen-hub route: line {number}: invalid input: {kind}", file=stderr)
+            out = dict(EMPTY_ROUTE, reason=f"invalid input: {kind}")
+        stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        stdout.flush()
+    return errors
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    kb = _load_kb(args)
+    errors = route_lines(kb, sys.stdin.buffer, sys.stdout, sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,1194 @@
+"""The agent console: search as you type, the answer card, calls, the queue, live updates, the dashboard.
+
+Pages (HTML, jinja2 with autoescape on; every page also works without JavaScript):
+
+* ``GET/POST /console/login``, ``POST /console/logout``
+* ``GET /console/`` – one search box and a place field; ``?q=&place=&service=`` renders the results and
+  the answer card on the server, ``static/console.js`` does the same as you type.
+* ``GET /console/queue`` – cases of the agent's authorities, filtered by state, channel and overdue.
+* ``GET /console/cases/{id}`` – one case with its whole thread; reply, forward, re-route, close.
+* ``GET /console/dashboard`` – supervisors: the D115 service levels for a period (:mod:`hub.console.dashboard`).
+
+JSON and actions (``require_login``; writes need the session's CSRF token):
+
+* ``GET /console/api/lookup?q=&location=`` – ranked services with the responsible authority, whether it
+  is open now, and ``took_ms``; the Server-Timing header carries the same figure.
+* ``POST /console/calls`` (start), ``POST /console/calls/{id}/first-contact|forward|send``
+* ``GET /console/api/queue``, ``GET /console/api/cases/{id}``
+* ``POST /console/cases/{id}/reply|forward|reroute|close``
+* ``GET /console/events`` – server-sent events: ``case`` events (id, state, authority; never content)
+  for the cases the account may see, from a poll of the audit log and the messages (so changes made by
+  other hub processes arrive too).
+
+Actions answer JSON when the request asks for it (``Accept: application/json``), otherwise they redirect
+back to the page (303). Nothing personal is logged: ids, counts and states only.
+
+Cases of other authorities answer 404, as if they did not exist. Every page carries a strict
+Content-Security-Policy (no inline script or style), ``Cache-Control: no-store`` and frame denial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+from markupsafe import Markup
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+
+from hub.console import dashboard
+from hub.console.auth import (
+    AUTH,
+    CSRF_FIELD,
+    PRINCIPAL,
+    AuthState,
+    Principal,
+    authenticate,
+    create_session,
+    end_session,
+    error_response,
+    require_login,
+)
+from hub.console.calls import (
+    CARD_CHANNELS,
+    CallError,
+    call_json,
+    finish_first_contact,
+    forward_call,
+    get_call,
+    send_card,
+    start_call,
+)
+from hub.console.settings import ConsoleSettings, console_settings
+from hub.http.api_cases import QUEUE
+from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.csrf import FIELD as LOGIN_CSRF_FIELD
+from hub.http.csrf import CsrfProtect
+from hub.http.ratelimit import RateLimiter, client_key
+from hub.queue.cases import (
+    FINAL_STATES,
+    CaseState,
+    SlaPolicy,
+    StaleState,
+    TransitionError,
+    attachment_t,
+    audit,
+    audit_t,
+    case_t,
+    message_t,
+    overdue_clause,
+    transition,
+)
+from hub.queue.outbox import enqueue, recipient_for
+from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
+from hub.queue.settings import queue_settings
+from hub.queue.sla import SlaSettings
+from knowledge.hours import format_hours, open_now
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+STATIC_FILES = {"console.css": "text/css", "console.js": "text/javascript"}
+AGENT_ROLES = ("agent", "supervisor", "admin")
+#: States of cases that still wait for someone (the queue's "offen", the dashboard's queue depth).
+WORK_STATES = dashboard.WORK_STATES
+SUPERVISOR_ROLES = ("supervisor", "admin")
+PAGE_SIZE = 50
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+STATE_LABELS = {
+    "new": "neu", "routed": "zugeordnet", "needs_clarification": "zu klären", "waiting_for_citizen": "wartet auf Bürger",
+    "answered": "beantwortet", "forwarded": "weitergeleitet", "closed": "geschlossen", "dead_letter": "unzustellbar",
+}
+CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier"}
+# Fixed confirmation texts chosen by a key in the redirect: nothing the user typed goes into a URL.
+NOTICES = {
+    "reply": "Die Antwort ist im Postausgang.",
+    "forward": "Der Fall ist weitergeleitet.",
+    "reroute": "Der Fall ist neu zugeordnet.",
+    "close": "Der Fall ist geschlossen.",
+    "call-first-contact": "Anruf beendet: beim Erstkontakt beantwortet.",
+    "call-forward": "Anruf beendet: an die zuständige Stelle weitergeleitet.",
+    "call-send": "Die Auskunft ist im Postausgang.",
+    "call-start": "Anruf läuft.",
+}
+_HTML_HINT = re.compile(r"<\s*(html|body|div|p|br|table|span|a)\b", re.I)
+
+
+# -- state -----------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)  # identity, so that subscribers can live in a set
+class Subscriber:
+    """One open event stream."""
+
+    principal: Principal
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=200))
+
+
+class EventHub:
+    """Polls the audit log and the messages for changes and hands them to the open event streams.
+
+    Reading by primary key ranges (``id > last``) costs two index range scans per poll. While nobody
+    listens only the newest ids are read, so a first listener does not get old news.
+    """
+
+    def __init__(self, engine, poll_seconds: float, kb_getter) -> None:
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self.kb_getter = kb_getter
+        self.subscribers: set[Subscriber] = set()
+        self.last_audit = 0
+        self.last_message = 0
+        self._task: asyncio.Task | None = None
+        self.polls = 0
+
+    def _max_ids(self) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            return (conn.execute(select(func.max(audit_t.c.id))).scalar() or 0,
+                    conn.execute(select(func.max(message_t.c.id))).scalar() or 0)
+
+    def _changes(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            audits = conn.execute(select(audit_t.c.id, audit_t.c.case_id, audit_t.c.action)
+                                  .where(audit_t.c.id > self.last_audit).order_by(audit_t.c.id).limit(2000)).all()
+            messages = conn.execute(select(message_t.c.id, message_t.c.case_id, message_t.c.direction)
+                                    .where(message_t.c.id > self.last_message).order_by(message_t.c.id)
+                                    .limit(2000)).all()
+            if audits:
+                self.last_audit = audits[-1][0]
+            if messages:
+                self.last_message = messages[-1][0]
+            kinds: dict[int, str] = {}
+            for _id, case_id, action in audits:
+                if case_id is not None:
+                    kinds[case_id] = "created" if action == "create" else "changed"
+            for _id, case_id, direction in messages:
+                kinds.setdefault(case_id, "message" if direction == "in" else "outbound")
+            if not kinds:
+                return []
+            rows = conn.execute(select(case_t.c.id, case_t.c.state, case_t.c.channel, case_t.c.authority_id,
+                                       case_t.c.route_json).where(case_t.c.id.in_(sorted(kinds)))).mappings().all()
+        return [dict(r) | {"kind": kinds[r["id"]]} for r in rows]
+
+    def poll_once(self) -> list[dict[str, Any]]:
+        """One poll (blocking): the changed cases since the last poll, or nothing while nobody listens."""
+        self.polls += 1
+        if not self.subscribers:
+            self.last_audit, self.last_message = self._max_ids()
+            return []
+        return self._changes()
+
+    def publish(self, rows: list[dict[str, Any]]) -> None:
+        kb = self.kb_getter()
+        for row in rows:
+            event = {"case_id": row["id"], "state": row["state"], "channel": row["channel"],
+                     "authority_id": row["authority_id"], "kind": row["kind"]}
+            for sub in list(self.subscribers):
+                if sub.principal.scope.covers_case(row, kb):
+                    try:
+                        sub.queue.put_nowait(event)
+                    except asyncio.QueueFull:  # a stalled client: tell it to reload instead
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            while True:
+                                sub.queue.get_nowait()
+                        sub.queue.put_nowait({"kind": "resync"})
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                rows = await asyncio.to_thread(self.poll_once)
+                if rows:
+                    self.publish(rows)
+            except Exception:
+                log.exception("console events: a poll failed; trying again")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def start(self) -> None:
+        self.last_audit, self.last_message = await asyncio.to_thread(self._max_ids)
+        self._task = asyncio.create_task(self._run(), name="console-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for sub in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+
+    def subscribe(self, principal: Principal) -> Subscriber:
+        sub = Subscriber(principal)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+
+@dataclass
+class ConsoleState:
+    settings: ConsoleSettings
+    sla: SlaSettings
+    policy: SlaPolicy
+    env: jinja2.Environment
+    login_csrf: CsrfProtect
+    login_limit: RateLimiter
+    events: EventHub
+    tz: ZoneInfo
+    #: argon2 takes 64 MiB and tens of milliseconds per check: a burst of log-ins waits here instead of
+    #: filling the thread pool (and the memory) with verifications.
+    login_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+
+
+CONSOLE = web.AppKey("console_state", ConsoleState)
+
+
+def _local(value: datetime | None, tz: ZoneInfo, fmt: str = "%d.%m.%Y %H:%M") -> str:
+    return value.astimezone(tz).strftime(fmt) if value else ""
+
+
+def safe_url(value: str | None) -> str:
+    """Only http(s) links from the catalogue become links; anything else (``javascript:``) becomes ``#``."""
+    return value if isinstance(value, str) and value.lower().startswith(("https://", "http://")) else "#"
+
+
+def make_environment(tz: ZoneInfo) -> jinja2.Environment:
+    """Templates with autoescape on for every file; an undefined name is an error, not an empty string."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["local"] = lambda v, fmt="%d.%m.%Y %H:%M": _local(v, tz, fmt)
+    env.filters["hours"] = lambda h: format_hours(h or {})
+    env.filters["state_label"] = lambda s: STATE_LABELS.get(s, s)
+    env.filters["channel_label"] = lambda c: CHANNEL_LABELS.get(c, c)
+    env.filters["safe_url"] = safe_url
+    env.filters["pct"] = lambda v: "–" if v is None else f"{v * 100:.0f} %"
+    return env
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _state(request: web.Request) -> ConsoleState:
+    return request.app[CONSOLE]
+
+
+def _kb(request: web.Request):
+    kb = request.app.get(KB)
+    if kb is None:
+        raise web.HTTPServiceUnavailable(text="the knowledge base is loading; try again in a moment")
+    return kb
+
+
+def _queue_service(request: web.Request):
+    """The queue service of :mod:`hub.http.api_cases` (it runs the outbox); None while it is starting."""
+    state = request.app.get(QUEUE)
+    return state.service if state is not None else None
+
+
+def _policy(request: web.Request) -> SlaPolicy:
+    service = _queue_service(request)
+    return service.policy if service is not None else _state(request).policy
+
+
+def _wake_outbox(request: web.Request) -> None:
+    service = _queue_service(request)
+    if service is not None:
+        service.dispatcher.wake()
+
+
+def _adapters(request: web.Request) -> set[str] | None:
+    """Channels the outbox of this process can send on (None when the queue does not run here)."""
+    service = _queue_service(request)
+    if service is None:
+        return None
+    return set(service.dispatcher.adapters)
+
+
+def _principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers,
+                             dumps=lambda o: json.dumps(o, ensure_ascii=False, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "") or request.content_type == "application/json"
+
+
+class BadInput(Exception):
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_body(request: web.Request) -> dict[str, str]:
+    """A JSON object or a form as ``{name: str}``; booleans and numbers of JSON come back as text."""
+    if request.content_type == "application/json":
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise BadInput("the body is not valid JSON", 400) from None
+        if not isinstance(data, dict):
+            raise BadInput("the body must be a JSON object", 400)
+        out = {}
+        for key, value in data.items():
+            if isinstance(value, bool):
+                out[key] = "1" if value else ""
+            elif isinstance(value, (int, float)):
+                out[key] = str(value)
+            elif isinstance(value, str):
+                out[key] = value
+            elif value is not None:
+                raise BadInput(f"'{key}' must be text", 400)
+        return out
+    form = await request.post()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _field(body: Mapping[str, str], name: str, *, max_len: int = 500, required: bool = False) -> str | None:
+    value = (body.get(name) or "").strip()
+    if not value:
+        if required:
+            raise BadInput(f"'{name}' is required")
+        return None
+    if len(value) > max_len:
+        raise BadInput(f"'{name}' is longer than {max_len} characters")
+    return value
+
+
+def _done(request: web.Request, location: str, payload: dict[str, Any], status: int = 200) -> web.StreamResponse:
+    if wants_json(request):
+        return _json(payload, status)
+    raise web.HTTPSeeOther(location)
+
+
+def _fail(request: web.Request, status: int, message: str) -> web.Response:
+    return error_response(request, status, message)
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    state = _state(request)
+    principal = request.get(PRINCIPAL)
+    base = {"principal": principal, "csrf_token": principal.csrf_token if principal else "",
+            "csrf_field": CSRF_FIELD, "is_supervisor": bool(principal and principal.role in SUPERVISOR_ROLES),
+            "notice": NOTICES.get(request.query.get("done", ""), ""), "active": context.pop("active", "")}
+    html = state.env.get_template(f"console/{template}").render(**base, **context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+def _int_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 12:
+        raise web.HTTPNotFound(text="no such item")
+    return int(raw)
+
+
+# -- lookup and the answer card ----------------------------------------------------------------------------
+
+
+def authority_card(a: Mapping[str, Any] | None, now: datetime) -> dict[str, Any] | None:
+    """An authority as the card shows it: contact, opening hours and whether it is open right now."""
+    if not a:
+        return None
+    hours = a.get("opening_hours") or {}
+    return dict(a) | {"open_now": open_now(hours, now) if hours else None, "hours_text": format_hours(hours)}
+
+
+def lookup_json(kb, query: str, location: str | None, limit: int, now: datetime) -> dict[str, Any]:
+    result = kb.lookup(query, location or None, limit=limit).to_json() if query.strip() else None
+    if result is None:  # no words yet: resolve the place only, so the place field can show what it found
+        place = kb.resolve_place(location) if location else None
+        result = {"query": "", "results": [],
+                  "location": ({"ars": place.match.ars, "name": place.match.display_name, "level": place.match.level}
+                               if place and place.match else None),
+                  "location_candidates": ([{"ars": r.ars, "name": r.display_name, "level": r.level}
+                                           for r, _ in place.candidates] if place and place.ambiguous else []),
+                  "location_reason": place.reason if place else None}
+    for r in result["results"]:
+        r["authority"] = authority_card(r["authority"], now)
+        for c in r["authority_candidates"]:
+            c["authority"] = authority_card(c["authority"], now)
+    result["location_candidates"] = result["location_candidates"][:12]
+    return result
+
+
+@require_login(AGENT_ROLES)
+async def api_lookup(request: web.Request) -> web.Response:
+    """Search as you type: the agent's words and the caller's place → ranked services with the card data."""
+    started = time.perf_counter()
+    kb = _kb(request)
+    q = request.query.get("q", "")[:500]
+    location = request.query.get("location", "")[:200].strip() or None
+    state = _state(request)
+    now = datetime.now(state.tz)
+    result = lookup_json(kb, q, location, state.settings.lookup_max_results, now)
+    took = (time.perf_counter() - started) * 1000
+    result["took_ms"] = round(took, 2)
+    return _json(result, headers={"Server-Timing": f"lookup;dur={took:.2f}", "Cache-Control": "no-store"})
+
+
+def resolve_answer(kb, service_id: str | None, place: str | None, authority_id: str | None
+                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The service and the authority for a call action; the authority from the place unless one is chosen."""
+    from knowledge.base import authority_json, service_json
+
+    service = kb.services.get(service_id or "")
+    if service is None:
+        raise BadInput("choose a service from the search results")
+    if authority_id:
+        authority = kb.authorities.get(authority_id)
+        if authority is None:
+            raise BadInput(f"unknown authority {authority_id!r}")
+        return service_json(service), authority_json(authority)
+    resolution = kb.resolve_place(place) if place else None
+    if resolution is None or resolution.match is None:
+        if resolution is not None and resolution.ambiguous:
+            raise BadInput("the place is ambiguous: choose the authority or the exact place")
+        return service_json(service), None
+    responsible = kb.responsible_for(service, resolution.match)
+    authority = kb.authorities.get(responsible.authority_id or "")
+    return service_json(service), authority_json(authority) if authority else None
+
+
+@require_login(AGENT_ROLES)
+async def page_console(request: web.Request) -> web.Response:
+    """The lookup console; with ``q`` the results and the card are rendered on the server too."""
+    kb = request.app.get(KB)
+    state = _state(request)
+    q = request.query.get("q", "")[:500]
+    place = request.query.get("place", "")[:200]
+    selected = request.query.get("service", "")
+    call_raw = request.query.get("call", "")
+    call = None
+    if call_raw.isdigit() and len(call_raw) < 12:
+        row = await asyncio.to_thread(get_call, request.app[ENGINE], int(call_raw))
+        # Only the agent's own call, and only while it runs (a finished call's link starts nothing).
+        if row is not None and row["agent"] == _principal(request).name and row["outcome"] is None:
+            call = call_json(row)
+    result = None
+    card = None
+    if kb is not None and (q.strip() or place.strip()):
+        result = lookup_json(kb, q, place, state.settings.lookup_max_results, datetime.now(state.tz))
+        if result["results"]:
+            card = next((r for r in result["results"] if r["service"]["id"] == selected), result["results"][0])
+    return render(request, "lookup.html", active="lookup", q=q, place=place, result=result, card=card, call=call,
+                  kb_ready=kb is not None, card_channels=CARD_CHANNELS)
+
+
+# -- calls --------------------------------------------------------------------------------------------------
+
+
+def _call_location(body: Mapping[str, str], call_id: int) -> str:
+    return "/console/?" + urlencode({"call": call_id, "place": body.get("place", "")[:200]})
+
+
+@require_login(AGENT_ROLES)
+async def post_call_start(request: web.Request) -> web.StreamResponse:
+    """Start a call record when the agent picks up; ``answered_within_s`` is the caller's wait (optional)."""
+    try:
+        body = await read_body(request)
+        wait_raw = _field(body, "answered_within_s", max_len=10)
+        wait = float(wait_raw.replace(",", ".")) if wait_raw else None
+        call_id = await asyncio.to_thread(start_call, request.app[ENGINE], _principal(request).name, wait)
+    except ValueError:
+        return _fail(request, 422, "the waiting time must be a number of seconds")
+    except (BadInput, CallError) as exc:
+        return _fail(request, exc.status, str(exc))
+    return _done(request, _call_location(body, call_id) + "&done=call-start", {"call_id": call_id}, 201)
+
+
+def _contact(body: Mapping[str, str]) -> Contact:
+    phone = _field(body, "caller_phone", max_len=40)
+    email = _field(body, "caller_email", max_len=254)
+    try:
+        return Contact(name=_field(body, "caller_name", max_len=200), phone=phone, email=email)
+    except ValidationError as exc:
+        field_name = str(exc.errors()[0]["loc"][0]) if exc.errors() else "contact"
+        raise BadInput(f"the caller's {field_name} is not valid") from None
+
+
+async def _call_action(request: web.Request, action: str) -> web.StreamResponse:
+    call_id = _int_id(request.match_info["call_id"])
+    principal = _principal(request)
+    engine = request.app[ENGINE]
+    policy = _policy(request)
+    queue = queue_settings(request.app[SETTINGS])
+    try:
+        body = await read_body(request)
+        kb = _kb(request)
+        place = _field(body, "place", max_len=200)
+        authority_id = _field(body, "authority_id", max_len=100)
+        if action == "first-contact":
+            service_id = _field(body, "service_id", max_len=100)
+            service = authority = None
+            if service_id:
+                try:
+                    service, authority = resolve_answer(kb, service_id, place, authority_id)
+                except BadInput:
+                    if service_id not in kb.services:
+                        raise
+                    # An ambiguous place does not stop the call from ending: the service is recorded,
+                    # the authority stays open (such a call counts only for admins' figures).
+                    service, authority = resolve_answer(kb, service_id, None, None)
+            call = await asyncio.to_thread(finish_first_contact, engine, call_id, principal.name, service=service,
+                                           authority=authority, policy=policy)
+            payload: dict[str, Any] = {"call": call_json(call)}
+        elif action == "forward":
+            service, authority = resolve_answer(kb, _field(body, "service_id", max_len=100, required=True), place,
+                                                authority_id)
+            if authority is None:
+                raise BadInput("no authority: give the caller's place or choose the authority")
+            if not authority.get("email"):
+                raise BadInput(f"{authority['name']} has no e-mail address; forward by hand", 409)
+            note = _field(body, "note", max_len=5000, required=True) or ""
+            out = await asyncio.to_thread(forward_call, engine, call_id, principal.name, service=service,
+                                          authority=authority, note=note, contact=_contact(body), location=place,
+                                          policy=policy, queue=queue)
+            _wake_outbox(request)
+            payload = {"call": call_json(out["call"]), "case_id": out["case_id"],
+                       "forward_due": out["forward_due"], "authority": {"id": authority["id"],
+                                                                         "name": authority["name"]}}
+        else:  # send
+            service, authority = resolve_answer(kb, _field(body, "service_id", max_len=100, required=True), place,
+                                                authority_id)
+            channel = _field(body, "channel", max_len=10, required=True)
+            if channel not in CARD_CHANNELS:
+                raise BadInput("send the card by sms or email")
+            adapters = _adapters(request)
+            if adapters is not None and channel not in adapters:
+                raise BadInput(f"no {channel} channel is configured on this hub", 409)
+            raw = _field(body, "to", max_len=254, required=True) or ""
+            try:
+                recipient = normalise_phone(raw) if channel == "sms" else normalise_email(raw)
+            except ValueError:
+                raise BadInput("the number or address is not valid") from None
+            out = await asyncio.to_thread(send_card, engine, call_id, principal.name, service=service,
+                                          authority=authority, channel=channel, recipient=recipient, location=place,
+                                          policy=policy, queue=queue)
+            _wake_outbox(request)
+            payload = out
+    except (BadInput, CallError) as exc:
+        return _fail(request, exc.status, str(exc))
+    except TransitionError as exc:
+        return _fail(request, 409, str(exc))
+    log.info("console: call %s %s", call_id, action)
+    location = _call_location(body, call_id) if action == "send" else "/console/"
+    return _done(request, location + ("&" if "?" in location else "?") + f"done=call-{action}", payload)
+
+
+@require_login(AGENT_ROLES)
+async def post_call_first_contact(request: web.Request) -> web.StreamResponse:
+    """The question was answered during the call (counts towards the first-contact rate)."""
+    return await _call_action(request, "first-contact")
+
+
+@require_login(AGENT_ROLES)
+async def post_call_forward(request: web.Request) -> web.StreamResponse:
+    """Forward the caller's question with the agent's note; the answer is due in 24 working hours."""
+    return await _call_action(request, "forward")
+
+
+@require_login(AGENT_ROLES)
+async def post_call_send(request: web.Request) -> web.StreamResponse:
+    """Send the answer card to the caller by SMS or e-mail (through the outbox)."""
+    return await _call_action(request, "send")
+
+
+# -- the queue -----------------------------------------------------------------------------------------------
+
+
+def _queue_filters(query: Mapping[str, str]) -> dict[str, Any]:
+    state = query.get("state", "open")
+    if state not in ("open", "all", *(s.value for s in CaseState)):
+        state = "open"
+    channel = query.get("channel", "")
+    if channel not in CHANNELS:
+        channel = ""
+    overdue = query.get("overdue", "") in ("1", "true", "on")
+    page = int(query["page"]) if query.get("page", "").isdigit() and 0 < len(query["page"]) < 6 else 1
+    return {"state": state, "channel": channel, "overdue": overdue, "page": max(page, 1)}
+
+
+def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
+               tz: ZoneInfo | None = None) -> dict[str, Any]:
+    from hub.http.api_cases import case_summary
+
+    tz = tz or ZoneInfo("Europe/Berlin")
+    where = [] if scope_clause is None else [scope_clause]
+    if filters["state"] == "open":
+        where.append(case_t.c.state.in_(WORK_STATES))
+    elif filters["state"] != "all":
+        where.append(case_t.c.state == filters["state"])
+    if filters["channel"]:
+        where.append(case_t.c.channel == filters["channel"])
+    if filters["overdue"]:
+        where.append(overdue_clause(now))
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(case_t).where(*where)).scalar_one()
+        rows = conn.execute(select(case_t).where(*where).order_by(case_t.c.id)
+                            .offset((filters["page"] - 1) * PAGE_SIZE).limit(PAGE_SIZE)).mappings().all()
+    cases = []
+    for r in rows:
+        summary = case_summary(r, now)
+        # The queue shows no contact data; the case page does.
+        due = r["forward_due"] if r["forward_due"] is not None and r["forward_met_at"] is None \
+            else r["first_response_due"] if r["first_responded_at"] is None else None
+        summary |= {"location": r["location"], "created_local": _local(r["created_at"], tz),
+                    "due_local": _local(due, tz)}
+        cases.append(summary)
+    return {"cases": cases, "total": total, "page": filters["page"], "per_page": PAGE_SIZE}
+
+
+@require_login(AGENT_ROLES)
+async def api_queue(request: web.Request) -> web.Response:
+    """The queue as JSON (what the queue page reloads on a live event)."""
+    principal = _principal(request)
+    filters = _queue_filters(request.query)
+    clause = principal.scope.case_clause(request.app.get(KB))
+    data = await asyncio.to_thread(list_queue, request.app[ENGINE], clause, filters, datetime.now(UTC),
+                                   _state(request).tz)
+    return _json(data, headers={"Cache-Control": "no-store"})
+
+
+@require_login(AGENT_ROLES)
+async def page_queue(request: web.Request) -> web.Response:
+    """The agent's queue page: cases of their authorities, filtered by state, channel and overdue."""
+    principal = _principal(request)
+    filters = _queue_filters(request.query)
+    clause = principal.scope.case_clause(request.app.get(KB))
+    data = await asyncio.to_thread(list_queue, request.app[ENGINE], clause, filters, datetime.now(UTC),
+                                   _state(request).tz)
+    pages = max(1, -(-data["total"] // PAGE_SIZE))
+    return render(request, "queue.html", active="queue", filters=filters, data=data, pages=pages,
+                  states=[s.value for s in CaseState], channels=CHANNELS)
+
+
+# -- one case ------------------------------------------------------------------------------------------------
+
+
+def display_text(message: Mapping[str, Any]) -> str:
+    """What the console shows of a message: plain text; HTML that slipped through becomes sanitised text.
+
+    The template escapes it in any case; this only makes HTML mail readable instead of showing markup.
+    """
+    text = message.get("text") or ""
+    if message.get("channel") == "email" and _HTML_HINT.search(text):
+        from knowledge.text import html_to_text
+
+        return html_to_text(text)
+    return text
+
+
+def load_case(engine, case_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().first()
+        if row is None:
+            return None
+        messages = conn.execute(select(message_t).where(message_t.c.case_id == case_id)
+                                .order_by(message_t.c.id)).mappings().all()
+        attachments = conn.execute(
+            select(attachment_t.c.message_id, attachment_t.c.filename, attachment_t.c.content_type,
+                   attachment_t.c.size_bytes)
+            .join(message_t, attachment_t.c.message_id == message_t.c.id)
+            .where(message_t.c.case_id == case_id)).mappings().all()
+        trail = conn.execute(select(audit_t).where(audit_t.c.case_id == case_id).order_by(audit_t.c.id)
+                             ).mappings().all()
+    by_message: dict[int, list[dict[str, Any]]] = {}
+    for a in attachments:
+        by_message.setdefault(a["message_id"], []).append(dict(a))
+    return {"row": dict(row),
+            "messages": [dict(m) | {"display": display_text(m), "attachments": by_message.get(m["id"], [])}
+                         for m in messages],
+            "audit": [dict(a) for a in trail]}
+
+
+async def _visible_case(request: web.Request) -> dict[str, Any]:
+    """The case of the URL if the account may see it; 404 otherwise (also for other authorities' cases)."""
+    case_id = _int_id(request.match_info["case_id"])
+    data = await asyncio.to_thread(load_case, request.app[ENGINE], case_id)
+    if data is None or not _principal(request).scope.covers_case(data["row"], request.app.get(KB)):
+        raise web.HTTPNotFound(text="no such case")
+    return data
+
+
+def case_json(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    from hub.http.api_cases import case_summary
+
+    row = data["row"]
+    out = case_summary(row, now)
+    out |= {
+        "location": row["location"],
+        "contact": {"name": row["contact_name"], "email": row["contact_email"], "phone": row["contact_phone"]},
+        "messages": [{"id": m["id"], "direction": m["direction"], "kind": m["kind"], "channel": m["channel"],
+                      "created_at": m["created_at"], "subject": m["subject"], "text": m["display"],
+                      "author": m["author"], "recipient": m["recipient"] if m["direction"] == "out" else None,
+                      "send_state": m["send_state"],
+                      "attachments": [a["filename"] for a in m["attachments"]]} for m in data["messages"]],
+    }
+    return out
+
+
+@require_login(AGENT_ROLES)
+async def api_case(request: web.Request) -> web.Response:
+    """One case with its whole thread as JSON (only for an agent of its authority)."""
+    data = await _visible_case(request)
+    return _json(case_json(data, datetime.now(UTC)), headers={"Cache-Control": "no-store"})
+
+
+@require_login(AGENT_ROLES)
+async def page_case(request: web.Request) -> web.Response:
+    """The case page: the thread in both directions, escaped, with answer, forward, re-route and close."""
+    data = await _visible_case(request)
+    from hub.http.api_cases import case_summary
+
+    row = data["row"]
+    kb = request.app.get(KB)
+    authority = kb.authorities.get(row["authority_id"]) if kb is not None and row["authority_id"] else None
+    adapters = _adapters(request)
+    can_answer = row["channel"] in ("api", "web") or recipient_for(row["channel"], row) is not None
+    channel_missing = adapters is not None and row["channel"] not in adapters
+    return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
+                  audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
+                  can_answer=can_answer, channel_missing=channel_missing)
+
+
+def _actor(principal: Principal) -> str:
+    return f"agent:{principal.name}"
+
+
+def _assign(row: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
+    return {} if row.get("assigned_agent") else {"assigned_agent": principal.name}
+
+
+def _retry_stale(fn, *args):
+    for attempt in range(3):
+        try:
+            return fn(*args)
+        except StaleState:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _reload(conn, case_id: int) -> dict[str, Any]:
+    return dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
+
+
+def _leave_new(conn, row: dict[str, Any], principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
+    """A case still ``new`` (the router has not seen it yet) goes to routed/needs_clarification first."""
+    if row["state"] != CaseState.NEW:
+        return row
+    target = CaseState.ROUTED if row["authority_id"] else CaseState.NEEDS_CLARIFICATION
+    transition(conn, row, target, actor=_actor(principal), reason="taken by an agent", policy=policy,
+               values=_assign(row, principal))
+    return _reload(conn, row["id"])
+
+
+def do_reply(engine, case_id: int, text: str, await_citizen: bool, principal: Principal, policy: SlaPolicy,
+             queue) -> dict[str, Any]:
+    target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
+    with engine.begin() as conn:
+        row = _leave_new(conn, _reload(conn, case_id), principal, policy)
+        if row["channel"] not in ("api", "web") and recipient_for(row["channel"], row) is None:
+            raise BadInput(f"the case has no address to answer on its channel ({row['channel']})", 409)
+        if row["state"] == target:
+            audit(conn, case_id, _actor(principal), "reply", from_state=row["state"], to_state=row["state"],
+                  reason="replied again")
+        else:
+            transition(conn, row, target, actor=_actor(principal), reason="replied in the console", policy=policy,
+                       values=_assign(row, principal))
+        message_id = enqueue(conn, row, text=text, author=_actor(principal), kind="reply", settings=queue)
+    return {"message_id": message_id, "state": target.value}
+
+
+def do_forward(engine, case_id: int, authority: Mapping[str, Any], note: str | None, principal: Principal,
+               policy: SlaPolicy, queue) -> dict[str, Any]:
+    from hub.queue.routing import case_text
+
+    with engine.begin() as conn:
+        row = _leave_new(conn, _reload(conn, case_id), principal, policy)
+        text, _ = case_text(conn, case_id)
+        changes = transition(conn, row, CaseState.FORWARDED, actor=_actor(principal),
+                             reason=f"forwarded to {authority['id']}", policy=policy,
+                             values={"authority_id": authority["id"], "authority_name": authority["name"],
+                                     **_assign(row, principal)})
+        contact = "\n".join(f"{label}: {row[col]}" for label, col in (
+            ("Name", "contact_name"), ("E-Mail", "contact_email"), ("Telefon", "contact_phone"),
+            ("Anschrift", "contact_address")) if row[col])
+        due = changes.get("forward_due")
+        due_line = (f"Bitte antworten Sie bis {due.astimezone(policy.clock.calendar.tz):%d.%m.%Y %H:%M} Uhr "
+                    f"({policy.settings.forwarded_answer_hours:g} Arbeitsstunden).") if due else None
+        body = "\n\n".join(p for p in (note, "Anliegen:\n" + text, "Kontakt:\n" + contact if contact else None,
+                                       due_line) if p)
+        message_id = enqueue(conn, row, text=body, author=_actor(principal), kind="forward", channel="email",
+                             recipient=authority["email"], subject=f"Weitergeleitetes Anliegen [#{row['token']}]",
+                             settings=queue)
+    return {"message_id": message_id, "state": CaseState.FORWARDED.value, "forward_due": due}
+
+
+def do_reroute(engine, case_id: int, service: Mapping[str, Any], authority: Mapping[str, Any], reason: str | None,
+               principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
+    from hub.queue.routing import reroute
+
+    with engine.begin() as conn:
+        row = _reload(conn, case_id)
+        state = reroute(conn, row, service=service, authority=authority, agent=_actor(principal), reason=reason,
+                        policy=policy)
+        if not row["assigned_agent"]:
+            conn.execute(update(case_t).where(case_t.c.id == case_id).values(assigned_agent=principal.name))
+    return {"state": str(state)}
+
+
+def do_close(engine, case_id: int, reason: str | None, principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
+    with engine.begin() as conn:
+        row = _reload(conn, case_id)
+        transition(conn, row, CaseState.CLOSED, actor=_actor(principal), reason=reason or "closed in the console",
+                   policy=policy, values=_assign(row, principal))
+    return {"state": CaseState.CLOSED.value}
+
+
+async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
+    data = await _visible_case(request)
+    case_id = data["row"]["id"]
+    principal = _principal(request)
+    engine = request.app[ENGINE]
+    policy = _policy(request)
+    queue = queue_settings(request.app[SETTINGS])
+    try:
+        body = await read_body(request)
+        if action == "reply":
+            text = _field(body, "text", max_len=20_000, required=True) or ""
+            adapters = _adapters(request)
+            channel = data["row"]["channel"]
+            if adapters is not None and channel not in adapters:
+                raise BadInput(f"no {channel} channel is configured on this hub; answer by another way", 409)
+            result = await asyncio.to_thread(_retry_stale, do_reply, engine, case_id, text,
+                                             bool(body.get("await_citizen")), principal, policy, queue)
+            _wake_outbox(request)
+        elif action == "forward":
+            kb = _kb(request)
+            authority_id = _field(body, "authority_id", max_len=100) or data["row"]["authority_id"]
+            authority = kb.authorities.get(authority_id or "")
+            if authority is None:
+                raise BadInput("choose the authority to forward to")
+            if not authority.email:
+                raise BadInput(f"{authority.name} has no e-mail address; forward by hand", 409)
+            result = await asyncio.to_thread(
+                _retry_stale, do_forward, engine, case_id,
+                {"id": authority.id, "name": authority.name, "email": authority.email},
+                _field(body, "note", max_len=5000), principal, policy, queue)
+            _wake_outbox(request)
+        elif action == "reroute":
+            kb = _kb(request)
+            service = kb.services.get(_field(body, "service_id", max_len=100, required=True) or "")
+            authority = kb.authorities.get(_field(body, "authority_id", max_len=100, required=True) or "")
+            if service is None or authority is None:
+                raise BadInput("unknown service or authority")
+            result = await asyncio.to_thread(
+                do_reroute, engine, case_id, {"id": service.id, "name": service.name},
+                {"id": authority.id, "name": authority.name}, _field(body, "reason", max_len=1000), principal, policy)
+        else:
+            result = await asyncio.to_thread(do_close, engine, case_id, _field(body, "reason", max_len=1000),
+                                             principal, policy)
+    except BadInput as exc:
+        return _fail(request, exc.status, str(exc))
+    except TransitionError as exc:
+        return _fail(request, 409, str(exc))
+    log.info("console: case %s %s by %s", case_id, action, principal.user_id)
+    return _done(request, f"/console/cases/{case_id}?done={action}", result, 201 if action != "close" else 200)
+
+
+@require_login(AGENT_ROLES)
+async def post_case_reply(request: web.Request) -> web.StreamResponse:
+    """Answer on the case's channel (outbox); the case is answered, or waits when the reply asks something."""
+    return await _case_action(request, "reply")
+
+
+@require_login(AGENT_ROLES)
+async def post_case_forward(request: web.Request) -> web.StreamResponse:
+    """Forward the case to the responsible authority with the agent's note (24 working hours)."""
+    return await _case_action(request, "forward")
+
+
+@require_login(AGENT_ROLES)
+async def post_case_reroute(request: web.Request) -> web.StreamResponse:
+    """Correct the case's service and authority; the correction is kept as a labelled example."""
+    return await _case_action(request, "reroute")
+
+
+@require_login(AGENT_ROLES)
+async def post_case_close(request: web.Request) -> web.StreamResponse:
+    """Close the case with a reason."""
+    return await _case_action(request, "close")
+
+
+# -- live updates ----------------------------------------------------------------------------------------------
+
+
+@require_login(AGENT_ROLES)
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``case`` (a visible case changed or got a message) and ``resync`` (reload all)."""
+    state = _state(request)
+    auth = request.app[AUTH]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    sub = state.events.subscribe(_principal(request))
+    try:
+        await response.write(b"retry: 3000\nevent: hello\ndata: {}\n\n")
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), state.settings.events_heartbeat_seconds)
+            except TimeoutError:
+                if await auth.principal(request) is None:  # logged out or expired meanwhile
+                    await response.write(b"event: logout\ndata: {}\n\n")
+                    break
+                await response.write(b": ping\n\n")
+                continue
+            if event is None:
+                break
+            name = "resync" if event.get("kind") == "resync" else "case"
+            await response.write(f"event: {name}\ndata: {json.dumps(event)}\n\n".encode())
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        state.events.unsubscribe(sub)
+    return response
+
+
+# -- dashboard --------------------------------------------------------------------------------------------------
+
+
+@require_login(SUPERVISOR_ROLES)
+async def page_dashboard(request: web.Request) -> web.Response:
+    """The supervisor dashboard: the D115 promises against reality for a chosen period, with charts."""
+    state = _state(request)
+    principal = _principal(request)
+    try:
+        period = dashboard.Period.from_query(request.query.get("from"), request.query.get("to"), state.tz,
+                                             state.settings.dashboard_default_days, state.settings.dashboard_max_days)
+    except ValueError as exc:
+        return _fail(request, 400, str(exc))
+    figures = await asyncio.to_thread(dashboard.compute, request.app[ENGINE], period, principal.scope,
+                                      request.app.get(KB), state.settings, datetime.now(UTC))
+    charts = {name: Markup(svg) for name, svg in dashboard.charts(figures, state.settings).items()}
+    return render(request, "dashboard.html", active="dashboard", period=period, f=figures, charts=charts,
+                  settings=state.settings)
+
+
+@require_login(SUPERVISOR_ROLES)
+async def api_dashboard(request: web.Request) -> web.Response:
+    """The dashboard's figures as JSON for a chosen period (supervisors and admins)."""
+    state = _state(request)
+    try:
+        period = dashboard.Period.from_query(request.query.get("from"), request.query.get("to"), state.tz,
+                                             state.settings.dashboard_default_days, state.settings.dashboard_max_days)
+    except ValueError as exc:
+        return _json({"error": str(exc)}, 400)
+    figures = await asyncio.to_thread(dashboard.compute, request.app[ENGINE], period, _principal(request).scope,
+                                      request.app.get(KB), state.settings, datetime.now(UTC))
+    return _json(figures.to_json(), headers={"Cache-Control": "no-store"})
+
+
+# -- log-in ------------------------------------------------------------------------------------------------------
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path of the console itself: never another host (``//evil``) or scheme."""
+    if value and value.startswith("/console/") and not value.startswith("//") and "\\" not in value \
+            and len(value) < 2000 and not value.startswith("/console/logout"):
+        return value
+    return "/console/"
+
+
+def _login_page(request: web.Request, status: int = 200, error: str = "") -> web.Response:
+    state = _state(request)
+    cookie, fresh = state.login_csrf.cookie_value(request)
+    response = render(request, "login.html", status=status, error=error, login_token=state.login_csrf.token(cookie),
+                      login_field=LOGIN_CSRF_FIELD, next=_safe_next(request.query.get("next")))
+    if fresh:
+        state.login_csrf.set_cookie(response, cookie, secure=state.settings.cookie_secure)
+    return response
+
+
+async def get_login(request: web.Request) -> web.StreamResponse:
+    """The log-in form."""
+    if await request.app[AUTH].principal(request) is not None:
+        raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
+    return _login_page(request)
+
+
+async def post_login(request: web.Request) -> web.StreamResponse:
+    """Log in: checks the CSRF token, the rate limit and the lockout, then the argon2 hash."""
+    state = _state(request)
+    allowed, retry_after = state.login_limit.take(client_key(request))
+    if not allowed:
+        response = _login_page(request, 429, "Zu viele Anmeldeversuche von diesem Gerät. Bitte warten Sie kurz.")
+        response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        return response
+    form = await request.post()
+    token = form.get(LOGIN_CSRF_FIELD)
+    if not state.login_csrf.check(request, token if isinstance(token, str) else None):
+        return _login_page(request, 403, "Das Anmeldeformular ist abgelaufen. Bitte versuchen Sie es noch einmal.")
+    name = form.get("name")
+    password = form.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        return _login_page(request, 400, "Bitte Name und Passwort eingeben.")
+    engine = request.app[ENGINE]
+    async with state.login_slots:
+        result = await asyncio.to_thread(authenticate, engine, name.strip(), password, state.settings)
+    if not result.ok or result.user_id is None:
+        log.info("console: failed log-in (%s)", result.reason)
+        return _login_page(request, 401, "Anmeldung fehlgeschlagen: Name oder Passwort falsch – oder das Konto ist "
+                                         "nach zu vielen Fehlversuchen vorübergehend gesperrt.")
+    session = await asyncio.to_thread(create_session, engine, result.user_id, state.settings)
+    target = form.get("next")
+    response = web.HTTPSeeOther(_safe_next(target if isinstance(target, str) else None))
+    request.app[AUTH].set_cookie(response, session)
+    log.info("console: account %s logged in", result.user_id)
+    raise response
+
+
+@require_login(AGENT_ROLES)
+async def post_logout(request: web.Request) -> web.StreamResponse:
+    """Log out: ends the session on the server and clears the cookie."""
+    token = request.cookies.get("chub_console", "")
+    auth = request.app[AUTH]
+    await asyncio.to_thread(end_session, request.app[ENGINE], token)
+    auth.forget(token)
+    response = web.HTTPSeeOther("/console/login")
+    auth.clear_cookie(response)
+    raise response
+
+
+# -- static files and headers ---------------------------------------------------------------------------------
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """The console's own CSS and JavaScript."""
+    name = request.match_info["name"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound(text="no such file")
+    return web.FileResponse(STATIC / name, headers={"Content-Type": STATIC_FILES[name],
+                                                    "Cache-Control": "public, max-age=300"})
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    if not request.path.startswith("/console"):
+        return
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    if not request.path.startswith("/console/static/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
+async def _root_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/console/")
+
+
+# -- set-up ---------------------------------------------------------------------------------------------------------
+
+#: (method, path, handler). Every handler except log-in, the /console redirect and static files is wrapped by
+#: ``require_login``; tests/test_console_routes.py walks the app's router and fails on a route that answers
+#: without a session unless its allow-list names it.
+ROUTES: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "/console", _root_redirect),
+    ("GET", "/console/", page_console),
+    ("GET", "/console/login", get_login),
+    ("POST", "/console/login", post_login),
+    ("POST", "/console/logout", post_logout),
+    ("GET", "/console/api/lookup", api_lookup),
+    ("POST", "/console/calls", post_call_start),
+    ("POST", "/console/calls/{call_id}/first-contact", post_call_first_contact),
+    ("POST", "/console/calls/{call_id}/forward", post_call_forward),
+    ("POST", "/console/calls/{call_id}/send", post_call_send),
+    ("GET", "/console/queue", page_queue),
+    ("GET", "/console/api/queue", api_queue),
+    ("GET", "/console/cases/{case_id}", page_case),
+    ("GET", "/console/api/cases/{case_id}", api_case),
+    ("POST", "/console/cases/{case_id}/reply", post_case_reply),
+    ("POST", "/console/cases/{case_id}/forward", post_case_forward),
+    ("POST", "/console/cases/{case_id}/reroute", post_case_reroute),
+    ("POST", "/console/cases/{case_id}/close", post_case_close),
+    ("GET", "/console/events", events),
+    ("GET", "/console/dashboard", page_dashboard),
+    ("GET", "/console/api/dashboard", api_dashboard),
+    ("GET", "/console/static/{name}", static_file),
+)
+
+
+def build_state(settings: Any, engine, kb_getter) -> ConsoleState:
+    cs = console_settings(settings)
+    sla = settings.sla
+    tz = ZoneInfo(sla.timezone)
+    secret = cs.csrf_secret.encode() if cs.csrf_secret else secrets.token_bytes(32)
+    if not cs.csrf_secret:
+        log.warning("console: no [console] csrf_secret configured; using a random key for this process")
+    return ConsoleState(
+        settings=cs, sla=sla, policy=SlaPolicy(sla), env=make_environment(tz),
+        login_csrf=CsrfProtect(secret, max_age=12 * 3600),
+        login_limit=RateLimiter(cs.login_rate_per_minute, cs.login_burst),
+        events=EventHub(engine, cs.events_poll_seconds, kb_getter), tz=tz,
+    )
+
+
+def setup(app: web.Application) -> None:
+    """Add the console's routes; expects ``hub.http.app.SETTINGS`` and ``hub.http.app.ENGINE`` in the app."""
+    settings = app[SETTINGS]
+    engine = app[ENGINE]
+    state = build_state(settings, engine, lambda: app.get(KB))
+    app[CONSOLE] = state
+    app[AUTH] = AuthState(engine, state.settings)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.on_response_prepare.append(_headers)
+
+    async def start(app: web.Application) -> None:
+        from hub.migrate import upgrade
+
+        # The console's tables (and the queue's it reads) must exist; upgrading is a no-op when they do.
+        await asyncio.to_thread(upgrade, engine)
+        await state.events.start()
+
+    async def stop(app: web.Application) -> None:
+        await state.events.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)

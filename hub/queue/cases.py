@@ -1,0 +1,514 @@
+"""Cases, their messages and the rules that move them.
+
+A **case** is one citizen concern with all its messages in both directions. It moves through the
+states of :data:`TRANSITIONS`; :func:`transition` is the only way to change a case's state: it rejects
+moves the table does not allow, refuses to act on a state that changed under it (compare-and-set),
+keeps the SLA clock (pausing it while the hub waits for the citizen) and writes one row into the
+append-only audit log.
+
+Tables (prefixed ``hub_`` so that no name is an SQL keyword such as ``case``):
+
+* :class:`Case` – state, citizen contact, route (service, authority), agent, SLA deadlines, claim.
+* :class:`Message` – inbound and outbound messages; outbound ones carry the outbox state.
+  ``UNIQUE(channel, external_id)`` is the idempotency key of intake.
+* :class:`Attachment` – metadata only; the bytes live in files named by their SHA-256.
+* :class:`AuditEntry` – who, when, from, to, why. Holds no personal data, survives ``forget``.
+* :class:`LabelledExample` – an agent's correction of a route, for improving the router.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    bindparam,
+    insert,
+    or_,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlmodel import Field, SQLModel
+
+from hub.queue.sla import SlaClock, SlaSettings
+from knowledge.columns import UtcDateTime, utcnow
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UtcDateTime, nullable=nullable, index=index))
+
+
+class CaseState(StrEnum):
+    NEW = "new"
+    ROUTED = "routed"
+    NEEDS_CLARIFICATION = "needs_clarification"
+    WAITING_FOR_CITIZEN = "waiting_for_citizen"
+    ANSWERED = "answered"
+    FORWARDED = "forwarded"
+    CLOSED = "closed"
+    DEAD_LETTER = "dead_letter"
+
+
+S = CaseState
+
+#: Allowed moves. Anything else is rejected by :func:`transition`.
+TRANSITIONS: dict[CaseState, frozenset[CaseState]] = {
+    S.NEW: frozenset({S.ROUTED, S.NEEDS_CLARIFICATION, S.DEAD_LETTER}),
+    S.ROUTED: frozenset({S.ANSWERED, S.FORWARDED, S.NEEDS_CLARIFICATION, S.WAITING_FOR_CITIZEN, S.CLOSED}),
+    S.NEEDS_CLARIFICATION: frozenset(
+        {S.ROUTED, S.ANSWERED, S.FORWARDED, S.WAITING_FOR_CITIZEN, S.CLOSED, S.DEAD_LETTER}
+    ),
+    # The citizen answered: back to where the case was (or to routing when that is unknown).
+    S.WAITING_FOR_CITIZEN: frozenset({S.NEW, S.ROUTED, S.NEEDS_CLARIFICATION, S.FORWARDED, S.CLOSED}),
+    # A follow-up to an answer reopens the case.
+    S.ANSWERED: frozenset({S.CLOSED, S.ROUTED, S.NEEDS_CLARIFICATION}),
+    S.FORWARDED: frozenset({S.ANSWERED, S.WAITING_FOR_CITIZEN, S.ROUTED, S.NEEDS_CLARIFICATION, S.CLOSED}),
+    S.CLOSED: frozenset(),
+    # An operator may send a dead letter through the queue again once the cause is fixed.
+    S.DEAD_LETTER: frozenset({S.NEW, S.CLOSED}),
+}
+
+#: States in which a case is finished: a follow-up starts a new case, nothing is overdue.
+FINAL_STATES = frozenset({S.CLOSED, S.DEAD_LETTER})
+OPEN_STATES = frozenset(CaseState) - FINAL_STATES
+
+
+class TransitionError(Exception):
+    """A state change that cannot be made; the message says why (HTTP 409)."""
+
+
+class InvalidTransition(TransitionError):
+    pass
+
+
+class StaleState(TransitionError):
+    """The case changed state between reading and writing it (another agent or worker was faster)."""
+
+
+class Case(SQLModel, table=True):
+    """One citizen concern."""
+
+    __tablename__ = "hub_case"
+    # Few indexes on purpose: every one costs on each intake. The queue index also serves "by state";
+    # contact columns serve threading and forget, authority the agents' lists.
+    __table_args__ = (Index("ix_hub_case_queue", "state", "claimed_until"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    state: str = Field(sa_column=Column(String(32), nullable=False))
+    channel: str = Field(sa_column=Column(String(16), nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+    state_changed_at: datetime = _ts(nullable=False)
+    last_inbound_at: datetime = _ts(nullable=False)
+    # The citizen (personal data: anonymised by purge, deleted by forget).
+    contact_name: str | None = Field(default=None, sa_column=Column(String(500)))
+    contact_email: str | None = Field(default=None, sa_column=Column(String(254), index=True))
+    contact_phone: str | None = Field(default=None, sa_column=Column(String(20), index=True))
+    contact_address: str | None = Field(default=None, sa_column=Column(Text))
+    location: str | None = Field(default=None, sa_column=Column(String(500)))
+    # The route.
+    service_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    service_name: str | None = Field(default=None, sa_column=Column(String(500)))
+    authority_id: str | None = Field(default=None, sa_column=Column(String(100), index=True))
+    authority_name: str | None = Field(default=None, sa_column=Column(String(500)))
+    route_confidence: float | None = Field(default=None, sa_column=Column(Float))
+    route_reason: str | None = Field(default=None, sa_column=Column(Text))
+    route_json: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    routed_at: datetime | None = _ts()
+    assigned_agent: str | None = Field(default=None, sa_column=Column(String(200)))
+    resume_state: str | None = Field(default=None, sa_column=Column(String(32)))
+    # SLA clock.
+    first_response_due: datetime | None = _ts()
+    first_responded_at: datetime | None = _ts()
+    forwarded_at: datetime | None = _ts()
+    forward_due: datetime | None = _ts()
+    forward_met_at: datetime | None = _ts()
+    answered_at: datetime | None = _ts()
+    closed_at: datetime | None = _ts()
+    sla_paused_since: datetime | None = _ts()
+    sla_pauses: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    sla_breached_at: datetime | None = _ts()
+    # Work claims (routing stage).
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
+    claimed_until: datetime | None = _ts()
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    anonymised_at: datetime | None = _ts()
+
+
+class Message(SQLModel, table=True):
+    """One message of a case, inbound (``direction='in'``) or outbound (``'out'``).
+
+    Outbound messages are the outbox: ``send_state`` is ``pending`` → ``sending`` → ``sent``, or
+    ``failed`` (permanent failure or deadline passed), or ``uncertain`` (a worker died while sending;
+    it is never sent again automatically, so nothing goes out twice).
+    """
+
+    __tablename__ = "hub_message"
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id", name="uq_hub_message_channel_external_id"),
+        Index("ix_hub_message_outbox", "send_state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("hub_case.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    direction: str = Field(sa_column=Column(String(3), nullable=False))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))  # request | reply | forward
+    channel: str = Field(sa_column=Column(String(16), nullable=False))
+    external_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    created_at: datetime = _ts(nullable=False)
+    received_at: datetime | None = _ts()
+    subject: str | None = Field(default=None, sa_column=Column(String(500)))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    location: str | None = Field(default=None, sa_column=Column(String(500)))
+    raw_ref: str | None = Field(default=None, sa_column=Column(String(1000)))
+    author: str | None = Field(default=None, sa_column=Column(String(200)))
+    recipient: str | None = Field(default=None, sa_column=Column(String(500)))
+    # Outbox (outbound only).
+    send_state: str | None = Field(default=None, sa_column=Column(String(16)))
+    send_attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    next_attempt_at: datetime | None = _ts()
+    send_deadline: datetime | None = _ts()
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(200)))
+    claimed_until: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Attachment(SQLModel, table=True):
+    """A file of a message. The bytes are in ``<attachment_dir>/<sha256[:2]>/<sha256>``."""
+
+    __tablename__ = "hub_attachment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("hub_message.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    filename: str = Field(sa_column=Column(String(255), nullable=False))
+    content_type: str = Field(sa_column=Column(String(127), nullable=False))
+    size_bytes: int = Field(sa_column=Column(Integer, nullable=False))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    created_at: datetime = _ts(nullable=False)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One line of the append-only audit log. No foreign key: the log outlives deleted cases.
+
+    ``reason`` is written by agents and the system; it must not repeat personal data (the API says so).
+    The migration adds database triggers that refuse UPDATE and DELETE on this table.
+    """
+
+    __tablename__ = "hub_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, sa_column=Column(Integer, index=True))
+    at: datetime = _ts(nullable=False)
+    actor: str = Field(sa_column=Column(String(200), nullable=False))
+    action: str = Field(sa_column=Column(String(32), nullable=False))
+    from_state: str | None = Field(default=None, sa_column=Column(String(32)))
+    to_state: str | None = Field(default=None, sa_column=Column(String(32)))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class LabelledExample(SQLModel, table=True):
+    """An agent's correction of a route: what the router said and what was right."""
+
+    __tablename__ = "hub_labelled_example"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("hub_case.id", ondelete="SET NULL"), index=True)
+    )
+    created_at: datetime = _ts(nullable=False)
+    agent: str = Field(sa_column=Column(String(200), nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    location: str | None = Field(default=None, sa_column=Column(String(500)))
+    predicted_service_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    predicted_authority_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    service_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    authority_id: str | None = Field(default=None, sa_column=Column(String(100)))
+
+
+case_t = Case.__table__
+message_t = Message.__table__
+attachment_t = Attachment.__table__
+audit_t = AuditEntry.__table__
+example_t = LabelledExample.__table__
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"\[#([A-Za-z0-9_-]{16})\]")
+
+
+def new_case_token() -> str:
+    """An unguessable case reference (96 random bits) that the citizen quotes in follow-ups."""
+    return secrets.token_urlsafe(12)
+
+
+def subject_tag(token: str) -> str:
+    """How a case token is written into a subject line: ``[#token]``."""
+    return f"[#{token}]"
+
+
+def token_in_subject(subject: str | None) -> str | None:
+    """The case token tagged in a subject line, if any."""
+    if not subject:
+        return None
+    match = _TOKEN_RE.search(subject)
+    return match.group(1) if match else None
+
+
+# -- SLA ---------------------------------------------------------------------------------------------
+
+
+class SlaPolicy:
+    """The SLA rules of cases on top of :class:`hub.queue.sla.SlaClock`.
+
+    * First response: ``first_response_hours`` working hours from arrival until the case is answered
+      or forwarded. A question back to the citizen is not a response; it pauses the clock.
+    * Forwarded: ``forwarded_answer_hours`` working hours from forwarding until the answer.
+    * Every pause (state ``waiting_for_citizen``) stops both clocks.
+    """
+
+    def __init__(self, settings: SlaSettings | None = None) -> None:
+        self.settings = settings or SlaSettings()
+        self.clock = SlaClock.from_settings(self.settings)
+
+    @staticmethod
+    def pauses(row: Mapping[str, Any]) -> list[tuple[datetime, datetime | None]]:
+        out: list[tuple[datetime, datetime | None]] = [
+            (datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in (row.get("sla_pauses") or [])
+        ]
+        if row.get("sla_paused_since") is not None:
+            out.append((row["sla_paused_since"], None))
+        return out
+
+    def first_response_due(self, created_at: datetime, pauses: Sequence = ()) -> datetime | None:
+        return self.clock.deadline(created_at, self.settings.first_response_hours, pauses)
+
+    def forward_due(self, forwarded_at: datetime, pauses: Sequence = ()) -> datetime | None:
+        return self.clock.deadline(forwarded_at, self.settings.forwarded_answer_hours, pauses)
+
+
+def overdue_clause(now: datetime):
+    """SQL condition: the case is past an SLA deadline that is still running (not met, not paused)."""
+    c = case_t.c
+    return and_(
+        c.state.notin_([s.value for s in FINAL_STATES]),
+        c.sla_paused_since.is_(None),
+        or_(
+            and_(c.first_responded_at.is_(None), c.first_response_due < now),
+            and_(c.forward_due.isnot(None), c.forward_met_at.is_(None), c.forward_due < now),
+        ),
+    )
+
+
+# -- state changes -------------------------------------------------------------------------------------
+
+
+def check_transition(current: str, target: str) -> None:
+    """Raise :class:`InvalidTransition` unless ``current → target`` is in :data:`TRANSITIONS`."""
+    try:
+        frm, to = CaseState(current), CaseState(target)
+    except ValueError:
+        raise InvalidTransition(f"unknown state {target!r}") from None
+    if to not in TRANSITIONS[frm]:
+        allowed = ", ".join(sorted(TRANSITIONS[frm])) or "none (final state)"
+        raise InvalidTransition(f"a case cannot go from {frm} to {to}; allowed from {frm}: {allowed}")
+
+
+_AUDIT_INSERT = insert(audit_t)
+_UPDATES: dict[frozenset[str], Any] = {}
+
+
+def _case_update(columns: frozenset[str]):
+    """``UPDATE hub_case SET <columns> WHERE id = :_id AND state = :_from``, built once per column set.
+
+    Building a statement costs more than running it; a cached statement also reuses its cache key.
+    """
+    stmt = _UPDATES.get(columns)
+    if stmt is None:
+        stmt = (
+            update(case_t)
+            .where(case_t.c.id == bindparam("_id"), case_t.c.state == bindparam("_from"))
+            .values({c: bindparam(f"v_{c}", type_=case_t.c[c].type) for c in sorted(columns)})
+        )
+        _UPDATES[columns] = stmt
+    return stmt
+
+
+def audit(
+    conn: Connection,
+    case_id: int | None,
+    actor: str,
+    action: str,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Append one audit entry."""
+    conn.execute(
+        _AUDIT_INSERT,
+        {"case_id": case_id, "at": now or utcnow(), "actor": actor, "action": action,
+         "from_state": from_state, "to_state": to_state, "reason": reason},
+    )
+
+
+def catalog_audit(conn: Connection, *, actor: str, action: str, reason: str, now: datetime) -> None:
+    """The audit log as the knowledge layer's :class:`knowledge.sync.AuditLog`: a catalogue change."""
+    audit(conn, None, actor, action, reason=reason, now=now)
+
+
+def sla_changes(row: Mapping[str, Any], target: str, now: datetime, policy: SlaPolicy) -> dict[str, Any]:
+    """Column updates that keep the SLA clock right when ``row`` moves to ``target``."""
+    current = row["state"]
+    values: dict[str, Any] = {}
+    pauses = [list(p) for p in (row.get("sla_pauses") or [])]
+    if current == S.WAITING_FOR_CITIZEN and target != S.WAITING_FOR_CITIZEN and row.get("sla_paused_since"):
+        pauses.append([row["sla_paused_since"].isoformat(), now.isoformat()])
+        values["sla_pauses"] = pauses
+        values["sla_paused_since"] = None
+        values["resume_state"] = None
+        closed = [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in pauses]
+        if row.get("first_responded_at") is None:
+            values["first_response_due"] = policy.first_response_due(row["created_at"], closed)
+        if row.get("forwarded_at") is not None and row.get("forward_met_at") is None:
+            values["forward_due"] = policy.forward_due(row["forwarded_at"], closed)
+    if target == S.WAITING_FOR_CITIZEN:
+        values["sla_paused_since"] = now
+        values["resume_state"] = current if current in (S.ROUTED, S.FORWARDED, S.NEEDS_CLARIFICATION) else None
+    elif target == S.ANSWERED:
+        values["answered_at"] = now
+        if row.get("first_responded_at") is None:
+            values["first_responded_at"] = now
+        if row.get("forwarded_at") is not None and row.get("forward_met_at") is None:
+            values["forward_met_at"] = now
+    elif target == S.FORWARDED:
+        if row.get("first_responded_at") is None:
+            values["first_responded_at"] = now
+        if current != S.WAITING_FOR_CITIZEN or row.get("forwarded_at") is None:
+            values["forwarded_at"] = now
+            values["forward_due"] = policy.forward_due(now)
+            values["forward_met_at"] = None
+    elif target == S.CLOSED:
+        values["closed_at"] = now
+    return values
+
+
+def transition(
+    conn: Connection,
+    row: Mapping[str, Any],
+    target: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    policy: SlaPolicy,
+    now: datetime | None = None,
+    values: Mapping[str, Any] | None = None,
+    action: str = "transition",
+) -> dict[str, Any]:
+    """Move the case ``row`` (a mapping of its columns as read) to ``target``.
+
+    Raises :class:`InvalidTransition` for a move the table forbids and :class:`StaleState` when the
+    case is no longer in ``row['state']``. ``values`` are further columns to set in the same UPDATE.
+    Releases any work claim. Returns the columns written.
+    """
+    changes = try_transition(conn, row, target, actor=actor, reason=reason, policy=policy, now=now,
+                             values=values, action=action)
+    if changes is None:
+        raise StaleState(f"case {row['id']} is no longer {row['state']}; reload it and try again")
+    return changes
+
+
+def try_transition(
+    conn: Connection,
+    row: Mapping[str, Any],
+    target: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    policy: SlaPolicy,
+    now: datetime | None = None,
+    values: Mapping[str, Any] | None = None,
+    action: str = "transition",
+) -> dict[str, Any] | None:
+    """Like :func:`transition`, but returns None instead of raising when the state changed meanwhile."""
+    now = now or utcnow()
+    current = row["state"]
+    check_transition(current, target)
+    changes = {
+        "state": str(target),
+        "state_changed_at": now,
+        "updated_at": now,
+        "claimed_by": None,
+        "claimed_until": None,
+        "attempts": 0,
+        **sla_changes(row, target, now, policy),
+        **(values or {}),
+    }
+    params = {f"v_{c}": v for c, v in changes.items()}
+    params.update(_id=row["id"], _from=current)
+    result = conn.execute(_case_update(frozenset(changes)), params)
+    if result.rowcount != 1:
+        return None
+    audit(conn, row["id"], actor, action, from_state=current, to_state=str(target), reason=reason, now=now)
+    return changes
+
+
+def transition_many(
+    conn: Connection,
+    moves: Sequence[tuple[Mapping[str, Any], str, Mapping[str, Any] | None, str | None]],
+    *,
+    actor: str,
+    policy: SlaPolicy,
+    now: datetime | None = None,
+    action: str = "transition",
+) -> None:
+    """Apply many ``(row, target, values, reason)`` moves with one statement per column set.
+
+    All or nothing: raises :class:`StaleState` when any case is no longer in its ``row['state']``
+    (the caller rolls back and falls back to :func:`try_transition` one by one).
+    """
+    now = now or utcnow()
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    entries = []
+    for row, target, values, reason in moves:
+        check_transition(row["state"], target)
+        changes = {
+            "state": str(target), "state_changed_at": now, "updated_at": now,
+            "claimed_by": None, "claimed_until": None, "attempts": 0,
+            **sla_changes(row, target, now, policy), **(values or {}),
+        }
+        params = {f"v_{c}": v for c, v in changes.items()}
+        params.update(_id=row["id"], _from=row["state"])
+        groups.setdefault(frozenset(changes), []).append(params)
+        entries.append({"case_id": row["id"], "at": now, "actor": actor, "action": action,
+                        "from_state": row["state"], "to_state": str(target), "reason": reason})
+    changed = 0
+    for columns, params in groups.items():
+        changed += conn.execute(_case_update(columns), params).rowcount
+    if changed != len(entries):
+        raise StaleState(f"{len(entries) - changed} of {len(entries)} cases changed state meanwhile")
+    if entries:
+        conn.execute(_AUDIT_INSERT, entries)
+

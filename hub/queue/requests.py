@@ -1,0 +1,232 @@
+"""The normalized inbound request every channel hands to the queue.
+
+A channel (web form, email, SMS, phone note, scanned paper form, the HTTP API) validates its raw
+payload at the edge and builds one :class:`InboundRequest`; :mod:`hub.queue.intake` turns it into a message
+of a case. Validation happens here, so a request that passes is safe to store and to show.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+#: Channels a request can arrive on. A case answers on the channel it arrived on.
+CHANNELS = ("api", "web", "email", "sms", "phone", "paper")
+
+#: Channels whose sender is identified by a phone number (threading by phone).
+PHONE_CHANNELS = frozenset({"sms", "phone"})
+
+# Control characters other than tab, line feed and carriage return are rejected rather than silently
+# dropped: they never occur in honest input, and a payload that carries them is malformed.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_EMAIL_RE = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+\.[^@\s<>\"(),;:]+$")
+_SINGLE_LINE = re.compile(r"[\r\n\t]")
+
+
+def clean_text(value: str, *, single_line: bool = False) -> str:
+    """NFC-normalise ``value``; raise ``ValueError`` on control characters (and line breaks if single-line)."""
+    if value.isascii() and value.isprintable():
+        # The common case, answered by two C scans: printable ASCII has no control character, no
+        # line break, no surrogate, and is its own NFC form.
+        return value
+    if _CONTROL_RE.search(value):
+        raise ValueError("contains control characters")
+    if single_line and _SINGLE_LINE.search(value):
+        raise ValueError("must be a single line")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains invalid unicode (lone surrogates)") from None
+    return unicodedata.normalize("NFC", value)
+
+
+def normalise_email(value: str) -> str:
+    """Lower-case and check the shape of an e-mail address (``ValueError`` if it has none)."""
+    value = value.strip().lower()
+    if not _EMAIL_RE.match(value) or len(value) > 254:
+        raise ValueError("is not an e-mail address")
+    return value
+
+
+def normalise_phone(value: str, default_country: str = "49") -> str:
+    """A phone number in E.164 form (``+4945511234``); German national numbers get ``+49``.
+
+    Spaces, dashes, dots, slashes and parentheses are ignored; ``00`` is read as ``+``.
+    Raises ``ValueError`` for anything that is not a plausible number.
+    """
+    raw = re.sub(r"[\s\-./()]", "", value.strip())
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    elif raw.startswith("0"):
+        raw = "+" + default_country + raw[1:]
+    elif not raw.startswith("+"):
+        raise ValueError("is not a phone number (give it with area code)")
+    digits = raw[1:]
+    if not digits.isdigit() or not 6 <= len(digits) <= 15:
+        raise ValueError("is not a phone number")
+    return "+" + digits
+
+
+Line = Annotated[str, StringConstraints(max_length=500)]
+
+
+class Contact(BaseModel):
+    """How to reach the citizen; every part is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Line | None = Field(None, description="Name as the citizen gave it.")
+    email: Line | None = Field(None, description="E-mail address (stored lower-case).")
+    phone: Line | None = Field(None, description="Phone number (stored in E.164 form).")
+    postal_address: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+        None, description="Postal address, lines separated by line breaks."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return (clean_text(v, single_line=True).strip() or None) if v is not None else None
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return normalise_email(clean_text(v, single_line=True))
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return normalise_phone(clean_text(v, single_line=True))
+
+    @field_validator("postal_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return (clean_text(v).strip() or None) if v is not None else None
+
+    def is_empty(self) -> bool:
+        return not (self.name or self.email or self.phone or self.postal_address)
+
+
+class AttachmentIn(BaseModel):
+    """One file that came with a request; stored outside the database row by :mod:`hub.queue.intake`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    content_type: Annotated[str, StringConstraints(min_length=3, max_length=127)] = "application/octet-stream"
+    data: bytes = Field(repr=False)
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, v: str) -> str:
+        v = clean_text(v, single_line=True).strip()
+        # Only the last path component: a file name must never address a directory.
+        v = v.replace("\\", "/").rsplit("/", 1)[-1]
+        if v in ("", ".", ".."):
+            raise ValueError("is not a file name")
+        return v
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", v):
+            raise ValueError("is not a media type")
+        return v
+
+
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class InboundRequest(BaseModel):
+    """One request from a citizen, the same for every channel.
+
+    ``(channel, external_id)`` is the idempotency key: the e-mail Message-ID, the Twilio MessageSid,
+    the web submission id, the paper form id. Handing the same key over twice creates nothing new.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: str = Field(description="One of " + ", ".join(CHANNELS) + ".")
+    external_id: ExternalId = Field(description="The channel's own id of this request (idempotency key).")
+    received_at: datetime = Field(
+        default_factory=lambda: datetime.now(UTC), description="When the channel received it (timezone-aware)."
+    )
+    contact: Contact = Field(default_factory=Contact, description="The sender.")
+    text: str = Field("", description="What the citizen wrote or said, as plain text.")
+    subject: Line | None = Field(None, description="E-mail subject or form title, if any.")
+    location: Line | None = Field(None, description="Place the request is about (name, postcode, AGS), if given.")
+    in_reply_to: list[ExternalId] = Field(
+        default_factory=list,
+        max_length=100,
+        description="External ids of earlier messages this one follows up on, on the same channel: the "
+        "e-mail In-Reply-To and References ids, the form id printed on a paper reply form.",
+    )
+    case_token: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        None, description="A case token the channel found in the request (it is also looked for in the subject)."
+    )
+    attachments: list[AttachmentIn] = Field(default_factory=list, description="Files that came with it.")
+    raw_ref: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+        None, description="Where the raw payload is kept (path or URL), for audits; not the payload itself."
+    )
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        if v not in CHANNELS:
+            raise ValueError(f"unknown channel; expected one of {', '.join(CHANNELS)}")
+        return v
+
+    @field_validator("external_id", "case_token", "raw_ref")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = clean_text(v, single_line=True).strip()
+        if not v:
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("in_reply_to")
+    @classmethod
+    def _refs(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for ref in v:
+            ref = clean_text(ref, single_line=True).strip()
+            if ref and ref not in out:
+                out.append(ref)
+        return out
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        return clean_text(v)
+
+    @field_validator("subject", "location")
+    @classmethod
+    def _line(cls, v: str | None) -> str | None:
+        return (clean_text(v, single_line=True).strip() or None) if v is not None else None
+
+    @field_validator("received_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None or v.utcoffset() is None:
+            raise ValueError("must be timezone-aware")
+        return v.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> InboundRequest:
+        if not self.text.strip() and not self.attachments:
+            raise ValueError("a request needs a text or an attachment")
+        return self
+
+    def key(self) -> tuple[str, str]:
+        """The idempotency key."""
+        return (self.channel, self.external_id)

@@ -1,0 +1,317 @@
+"""The routing stage: the knowledge base decides service and authority of each new case.
+
+A new case goes to ``routed`` when the router is sure (a service, a responsible authority, no
+clarification asked for, confidence at least ``min_confidence``) and to ``needs_clarification`` for an
+agent otherwise; the router's whole answer is kept in ``route_json`` so the agent sees the candidates.
+An agent's correction (:func:`reroute`) is recorded as a labelled example.
+
+The stage depends only on the :class:`Router` protocol: ``knowledge.base.KnowledgeBase`` is the real
+one; :class:`KeywordRouter` is a small deterministic router over a dict (for tests, benchmarks and a
+hub without a catalogue).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from hub.queue.cases import (
+    CaseState,
+    SlaPolicy,
+    StaleState,
+    TransitionError,
+    audit,
+    case_t,
+    example_t,
+    message_t,
+    transition,
+    transition_many,
+    try_transition,
+    utcnow,
+)
+
+
+@runtime_checkable
+class RouteResultLike(Protocol):
+    confidence: float
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Anything that routes a citizen's text and place (``knowledge.base.KnowledgeBase`` does)."""
+
+    def route(self, text: str, location: str | None) -> RouteResultLike: ...
+
+
+@dataclass
+class SimpleRouteResult:
+    """A route in the JSON shape of the route contract (see ``knowledge.base.RouteResult``)."""
+
+    service: dict[str, Any] | None = None
+    authority: dict[str, Any] | None = None
+    location: dict[str, Any] | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    location_candidates: list[dict[str, Any]] = field(default_factory=list)
+    needs_clarification: bool = True
+    reason: str | None = None
+    confidence: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "authority": self.authority,
+            "location": self.location,
+            "candidates": self.candidates,
+            "location_candidates": self.location_candidates,
+            "needs_clarification": self.needs_clarification,
+            "reason": self.reason,
+        }
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(unicodedata.normalize("NFC", text).casefold())
+
+
+class KeywordRouter:
+    """Routes by counting keyword hits: deterministic, dependency-free, good enough for small catalogues.
+
+    ``services`` maps a service id to ``{"name", "leika", "keywords": [...], "authority": {"id", "name",
+    "level"}}``; ``places`` maps a lower-case place name or postcode to ``{"ars", "name"}`` (optional).
+    Confidence is the best service's share of all keyword hits of the two best services, as a
+    percentage: one clear winner scores 100, a tie 50, no hit 0.
+    """
+
+    def __init__(self, services: Mapping[str, Mapping[str, Any]],
+                 places: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.services = {sid: dict(s) for sid, s in services.items()}
+        self.keywords = {sid: {w for k in s.get("keywords", ()) for w in _words(k)} | set(_words(s["name"]))
+                         for sid, s in self.services.items()}
+        self.places = {k.casefold(): dict(v) for k, v in (places or {}).items()}
+
+    def route(self, text: str, location: str | None = None) -> SimpleRouteResult:
+        words = _words(text)
+        counted = sorted(
+            ((sum(1 for w in words if w in kws), sid) for sid, kws in self.keywords.items()),
+            key=lambda item: (-item[0], item[1]),
+        )
+        hits = [(n, sid) for n, sid in counted if n > 0]
+        result = SimpleRouteResult()
+        result.candidates = [
+            {"id": sid, "name": self.services[sid]["name"], "leika": self.services[sid].get("leika"),
+             "score": float(n)} for n, sid in hits[:5]
+        ]
+        place = self.places.get((location or "").strip().casefold())
+        if place is None:
+            place = next((self.places[w] for w in words if w in self.places), None)
+        result.location = dict(place) if place else None
+        if not hits:
+            result.reason = "no matching service" if text.strip() else "empty request"
+            return result
+        best, sid = hits[0]
+        second = hits[1][0] if len(hits) > 1 else 0
+        result.confidence = 100.0 * best / (best + second)
+        service = self.services[sid]
+        result.service = {"id": sid, "name": service["name"], "leika": service.get("leika")}
+        result.authority = dict(service["authority"]) if service.get("authority") else None
+        if second == best:
+            result.reason = "two services match equally well"
+        elif result.authority is None:
+            result.reason = "no responsible authority known"
+        else:
+            result.needs_clarification = False
+        return result
+
+
+class NoRouter:
+    """The router of a hub without a knowledge base: every case goes to an agent."""
+
+    def route(self, text: str, location: str | None = None) -> SimpleRouteResult:
+        return SimpleRouteResult(reason="no knowledge base is loaded; an agent routes this case")
+
+
+# Built once: the routing stage reads the texts of every batch it claims.
+_CASE_TEXTS = (
+    select(message_t.c.case_id, message_t.c.text, message_t.c.location)
+    .where(message_t.c.case_id.in_(bindparam("case_ids", expanding=True)), message_t.c.direction == "in")
+    .order_by(message_t.c.id)
+)
+
+
+def case_texts(conn: Connection, case_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """Per case: all inbound texts in order, joined, and the last place the citizen named."""
+    parts: dict[int, list[tuple[str, str | None]]] = {}
+    for case_id, text, location in conn.execute(_CASE_TEXTS, {"case_ids": list(case_ids)}):
+        parts.setdefault(case_id, []).append((text, location))
+    return {
+        case_id: ("\n\n".join(t for t, _ in rows if t), next((loc for _, loc in reversed(rows) if loc), None))
+        for case_id, rows in parts.items()
+    }
+
+
+def case_text(conn: Connection, case_id: int) -> tuple[str, str | None]:
+    """All inbound texts of one case in order, joined, and the last place the citizen named."""
+    return case_texts(conn, [case_id]).get(case_id, ("", None))
+
+
+class RoutingStage:
+    """Routes one claimed case: read, ask the router (outside any transaction), write the decision."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        router: Router | Callable[[], Router | None] | None,
+        *,
+        min_confidence: float = 80.0,
+        policy: SlaPolicy | None = None,
+        observe: Callable[[float, datetime, str], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self._router = router
+        self.min_confidence = min_confidence
+        self.policy = policy or SlaPolicy()
+        self.observe = observe  # called with (router seconds, case created_at, new state)
+
+    @property
+    def router(self) -> Router:
+        router = self._router
+        if router is not None and not hasattr(router, "route") and callable(router):
+            router = router()  # a late-bound router (the knowledge base loads after start-up)
+        return router or NoRouter()
+
+    def decide(self, result: RouteResultLike) -> tuple[str, dict[str, Any], str | None]:
+        """The new state, the columns to write, and why (for the audit log)."""
+        data = result.to_json()
+        service, authority = data.get("service"), data.get("authority")
+        confidence = float(getattr(result, "confidence", 0.0) or 0.0)
+        values = {
+            "service_id": service["id"] if service else None,
+            "service_name": service["name"] if service else None,
+            "authority_id": authority["id"] if authority else None,
+            "authority_name": authority["name"] if authority else None,
+            "route_confidence": confidence,
+            "route_reason": data.get("reason"),
+            "route_json": data,
+            "routed_at": utcnow(),
+        }
+        # The audit log is append-only and survives `forget`: it gets fixed wording only. The router's
+        # own reason can quote the citizen ("no place called '…' found") and stays in route_reason.
+        if data.get("needs_clarification") or not service or not authority:
+            return CaseState.NEEDS_CLARIFICATION, values, "the router asks for clarification"
+        if confidence < self.min_confidence:
+            return (CaseState.NEEDS_CLARIFICATION, values,
+                    f"low confidence ({confidence:.0f} < {self.min_confidence:.0f})")
+        return CaseState.ROUTED, values, f"routed with confidence {confidence:.0f}"
+
+    def process_rows(
+        self,
+        rows: list[Mapping[str, Any]],
+        actor: str = "router",
+        *,
+        conn: Connection | None = None,
+        texts: Mapping[int, tuple[str, str | None]] | None = None,
+    ) -> dict[int, str | None | Exception]:
+        """Route the cases ``rows`` (as read) and write every decision in one transaction.
+
+        Returns ``{case_id: new state}``; None for a case that was no longer new (nothing written), the
+        exception for a case the router failed on (nothing written for it, the others are).
+        ``conn`` (not in a transaction) and ``texts`` (from :func:`case_texts`) save round trips.
+        """
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.process_rows(rows, actor, conn=own, texts=texts)
+        outcome: dict[int, str | None | Exception] = {}
+        todo = [r for r in rows if r["state"] == CaseState.NEW]
+        for r in rows:
+            if r["state"] != CaseState.NEW:
+                outcome[r["id"]] = None
+        if not todo:
+            return outcome
+        if texts is None:
+            texts = case_texts(conn, [r["id"] for r in todo])
+            conn.commit()
+        decisions = []
+        for row in todo:
+            text, location = texts.get(row["id"], ("", None))
+            started = time.perf_counter()
+            try:
+                result = self.router.route(text, row["location"] or location)
+                decision = self.decide(result)
+            except Exception as exc:  # one case the router cannot handle must not stop the others
+                outcome[row["id"]] = exc
+                continue
+            decisions.append((row, decision, time.perf_counter() - started))
+        moves = [(row, state, values, reason) for row, (state, values, reason), _ in decisions]
+        try:
+            with conn.begin():
+                transition_many(conn, moves, actor=actor, policy=self.policy)
+            for row, state, _values, _reason in moves:
+                outcome[row["id"]] = str(state)
+        except StaleState:  # an agent was faster with some case: write them one by one
+            with conn.begin():
+                for row, state, values, reason in moves:
+                    done = try_transition(conn, row, state, actor=actor, reason=reason, policy=self.policy,
+                                          values=values)
+                    outcome[row["id"]] = str(state) if done is not None else None
+        if self.observe is not None:
+            for row, (state, _values, _reason), elapsed in decisions:
+                if outcome[row["id"]] is not None:
+                    self.observe(elapsed, row["created_at"], str(state))
+        return outcome
+
+
+def reroute(
+    conn: Connection,
+    row: Mapping[str, Any],
+    *,
+    service: Mapping[str, Any],
+    authority: Mapping[str, Any],
+    agent: str,
+    reason: str | None,
+    policy: SlaPolicy,
+) -> str:
+    """An agent sets service and authority of a case; the correction becomes a labelled example.
+
+    ``service`` and ``authority`` are ``{"id", "name"}``. The case goes to ``routed`` (or stays there).
+    Raises :class:`~hub.queue.cases.TransitionError` when the case's state does not allow it.
+    """
+    now = utcnow()
+    values = {
+        "service_id": service["id"], "service_name": service.get("name"),
+        "authority_id": authority["id"], "authority_name": authority.get("name"),
+        "route_reason": f"set by {agent}", "routed_at": now,
+    }
+    text, location = case_text(conn, row["id"])
+    conn.execute(
+        insert(example_t).values(
+            case_id=row["id"], created_at=now, agent=agent, text=text, location=row.get("location") or location,
+            predicted_service_id=row.get("service_id"), predicted_authority_id=row.get("authority_id"),
+            service_id=service["id"], authority_id=authority["id"],
+        )
+    )
+    why = reason or "re-routed by an agent"
+    if row["state"] == CaseState.ROUTED:
+        result = conn.execute(
+            update(case_t).where(case_t.c.id == row["id"], case_t.c.state == CaseState.ROUTED)
+            .values(updated_at=now, **values)
+        )
+        if result.rowcount != 1:
+            raise TransitionError(f"case {row['id']} changed while being re-routed; reload it")
+        audit(conn, row["id"], agent, "reroute", from_state=row["state"], to_state=row["state"], reason=why,
+              now=now)
+        return CaseState.ROUTED
+    transition(conn, row, CaseState.ROUTED, actor=agent, reason=why, policy=policy, values=values,
+               action="reroute", now=now)
+    return CaseState.ROUTED
