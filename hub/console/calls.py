@@ -26,9 +26,9 @@ from sqlalchemy import Column, Float, ForeignKey, Integer, String, insert, selec
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
-from hub.queue.cases import CaseState, SlaPolicy, StaleState, TransitionError, UtcDateTime, case_t, transition
+from hub import casework
+from hub.queue.cases import CaseState, SlaPolicy, StaleState, TransitionError, UtcDateTime, case_t
 from hub.queue.intake import write_requests
-from hub.queue.outbox import enqueue
 from hub.queue.requests import Contact, InboundRequest
 from hub.queue.settings import QueueSettings
 from knowledge.hours import format_hours
@@ -112,36 +112,9 @@ def _open_call(conn: Connection, call_id: int, agent: str, *, may_be_any_agent: 
 
 
 def _route_values(service: Mapping[str, Any], authority: Mapping[str, Any]) -> dict[str, Any]:
+    """The route columns of the call record itself."""
     return {"service_id": service["id"], "service_name": service.get("name"),
             "authority_id": authority["id"], "authority_name": authority.get("name")}
-
-
-def move_case(conn: Connection, case_id: int, target: CaseState | None, *, service: Mapping[str, Any] | None,
-              authority: Mapping[str, Any] | None, actor: str, policy: SlaPolicy, reason: str,
-              now: datetime | None = None) -> dict[str, Any]:
-    """Give a call's case the agent's route and move it to ``target`` (through ``routed`` if it is new).
-
-    Without a service and authority the case keeps its route; a new one then passes through
-    ``needs_clarification``. Returns the columns written by the last transition (``forward_due`` among
-    them after a forward).
-    """
-    now = _now(now)
-    values = {"assigned_agent": actor.removeprefix("agent:")}
-    if service is not None and authority is not None:
-        values |= _route_values(service, authority)
-    row = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
-    changes: dict[str, Any] = {}
-    if row["state"] == CaseState.NEW:
-        routed = "service_id" in values
-        changes = transition(conn, row, CaseState.ROUTED if routed else CaseState.NEEDS_CLARIFICATION, actor=actor,
-                             reason="taken by the agent on the phone", policy=policy, now=now,
-                             values=values | ({"routed_at": now, "route_reason": f"set by {actor}"} if routed else {}))
-        row.update(changes)
-    if target is not None and row["state"] != target:
-        changes = transition(conn, row, target, actor=actor, reason=reason, policy=policy, now=now, values=values)
-    elif target is None or row["state"] == target:
-        conn.execute(update(case_t).where(case_t.c.id == case_id).values(updated_at=now, **values))
-    return changes
 
 
 def _call_case(engine: Engine, call: Mapping[str, Any], *, text: str, contact: Contact, location: str | None,
@@ -183,11 +156,15 @@ def finish_first_contact(engine: Engine, call_id: int, agent: str, *, service: M
             elif service:
                 values |= {"service_id": service["id"], "service_name": service.get("name")}
             if call["case_id"]:
-                state = conn.execute(select(case_t.c.state).where(case_t.c.id == call["case_id"])).scalar()
-                if state in (CaseState.NEW, CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
-                    move_case(conn, call["case_id"], CaseState.ANSWERED, service=service if authority else None,
-                              authority=authority, actor=f"agent:{agent}", policy=policy,
-                              reason="answered on the phone", now=now)
+                case = casework.load(conn, call["case_id"])
+                if case["state"] in (CaseState.NEW, CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
+                    routed = service is not None and authority is not None
+                    case = casework.take(conn, case, agent=agent, policy=policy, now=now,
+                                         service=service if routed else None, authority=authority,
+                                         reason="taken by the agent on the phone")
+                    casework.move(conn, case, target=CaseState.ANSWERED, agent=agent, policy=policy,
+                                  reason="answered on the phone", now=now,
+                                  values=casework.route_values(service, authority, agent, now) if routed else None)
             conn.execute(update(call_t).where(call_t.c.id == call_id).values(**values))
         return get_call(engine, call_id) or {}
 
@@ -223,16 +200,11 @@ def forward_call(engine: Engine, call_id: int, agent: str, *, service: Mapping[s
             if fill:
                 conn.execute(update(case_t).where(case_t.c.id == case_id).values(**fill))
                 case.update(fill)
-            changes = move_case(conn, case_id, CaseState.FORWARDED, service=service, authority=authority,
-                                actor=f"agent:{agent}", policy=policy, reason=f"forwarded to {authority['id']}",
-                                now=now)
-            due = changes.get("forward_due") or conn.execute(
-                select(case_t.c.forward_due).where(case_t.c.id == case_id)).scalar()
-            body = forward_text(agent=agent, service=service, note=note, contact=contact, location=location,
-                                due=due, policy=policy)
-            message_id = enqueue(conn, case, text=body, author=f"agent:{agent}", kind="forward", channel="email",
-                                 recipient=authority["email"],
-                                 subject=f"Weitergeleitetes Anliegen [#{case['token']}]", settings=queue, now=now)
+            result = casework.forward(
+                conn, case, authority=authority, service=service, agent=agent, policy=policy, queue=queue, now=now,
+                body=lambda due: forward_text(agent=agent, service=service, note=note, contact=contact,
+                                              location=location, due=due, policy=policy))
+            due, message_id = result["forward_due"], result["message_id"]
             conn.execute(update(call_t).where(call_t.c.id == call_id).values(
                 outcome="forwarded", ended_at=now, case_id=case_id, **_route_values(service, authority)))
             return {"case_id": case_id, "token": case["token"], "forward_due": due, "message_id": message_id}
@@ -312,13 +284,12 @@ def send_card(engine: Engine, call_id: int, agent: str, *, service: Mapping[str,
     def run() -> dict[str, Any]:
         with engine.begin() as conn:
             case = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
-            if authority is not None and case["state"] == CaseState.NEW:
-                move_case(conn, case_id, None, service=service, authority=authority, actor=f"agent:{agent}",
-                          policy=policy, reason="card sent", now=now)
+            if authority is not None:
+                case = casework.take(conn, case, agent=agent, policy=policy, service=service, authority=authority,
+                                     reason="card sent", now=now)
             subject = f"Ihre Auskunft: {service['name']}" if channel == "email" else None
-            message_id = enqueue(conn, case, text=card_text(service, authority), author=f"agent:{agent}",
-                                 kind="reply", channel=channel, recipient=recipient, subject=subject, settings=queue,
-                                 now=now)
+            message_id = casework.send(conn, case, text=card_text(service, authority), agent=agent, channel=channel,
+                                       recipient=recipient, subject=subject, queue=queue, now=now)
             return {"case_id": case_id, "message_id": message_id}
 
     try:

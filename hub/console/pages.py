@@ -48,8 +48,9 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from hub import casework
 from hub.console import dashboard
 from hub.console.auth import (
     AUTH,
@@ -83,17 +84,14 @@ from hub.queue.cases import (
     FINAL_STATES,
     CaseState,
     SlaPolicy,
-    StaleState,
     TransitionError,
     attachment_t,
-    audit,
     audit_t,
     case_t,
     message_t,
     overdue_clause,
-    transition,
 )
-from hub.queue.outbox import enqueue, recipient_for
+from hub.queue.outbox import recipient_for
 from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
@@ -789,99 +787,12 @@ async def page_case(request: web.Request) -> web.Response:
                   can_answer=can_answer, channel_missing=channel_missing)
 
 
-def _actor(principal: Principal) -> str:
-    return f"agent:{principal.name}"
-
-
-def _assign(row: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
-    return {} if row.get("assigned_agent") else {"assigned_agent": principal.name}
-
-
-def _retry_stale(fn, *args):
-    for attempt in range(3):
-        try:
-            return fn(*args)
-        except StaleState:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _reload(conn, case_id: int) -> dict[str, Any]:
-    return dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
-
-
-def _leave_new(conn, row: dict[str, Any], principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
-    """A case still ``new`` (the router has not seen it yet) goes to routed/needs_clarification first."""
-    if row["state"] != CaseState.NEW:
-        return row
-    target = CaseState.ROUTED if row["authority_id"] else CaseState.NEEDS_CLARIFICATION
-    transition(conn, row, target, actor=_actor(principal), reason="taken by an agent", policy=policy,
-               values=_assign(row, principal))
-    return _reload(conn, row["id"])
-
-
-def do_reply(engine, case_id: int, text: str, await_citizen: bool, principal: Principal, policy: SlaPolicy,
-             queue) -> dict[str, Any]:
-    target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
-    with engine.begin() as conn:
-        row = _leave_new(conn, _reload(conn, case_id), principal, policy)
-        if row["channel"] not in ("api", "web") and recipient_for(row["channel"], row) is None:
-            raise BadInput(f"the case has no address to answer on its channel ({row['channel']})", 409)
-        if row["state"] == target:
-            audit(conn, case_id, _actor(principal), "reply", from_state=row["state"], to_state=row["state"],
-                  reason="replied again")
-        else:
-            transition(conn, row, target, actor=_actor(principal), reason="replied in the console", policy=policy,
-                       values=_assign(row, principal))
-        message_id = enqueue(conn, row, text=text, author=_actor(principal), kind="reply", settings=queue)
-    return {"message_id": message_id, "state": target.value}
-
-
-def do_forward(engine, case_id: int, authority: Mapping[str, Any], note: str | None, principal: Principal,
-               policy: SlaPolicy, queue) -> dict[str, Any]:
-    from hub.queue.routing import case_text
-
-    with engine.begin() as conn:
-        row = _leave_new(conn, _reload(conn, case_id), principal, policy)
-        text, _ = case_text(conn, case_id)
-        changes = transition(conn, row, CaseState.FORWARDED, actor=_actor(principal),
-                             reason=f"forwarded to {authority['id']}", policy=policy,
-                             values={"authority_id": authority["id"], "authority_name": authority["name"],
-                                     **_assign(row, principal)})
-        contact = "\n".join(f"{label}: {row[col]}" for label, col in (
-            ("Name", "contact_name"), ("E-Mail", "contact_email"), ("Telefon", "contact_phone"),
-            ("Anschrift", "contact_address")) if row[col])
-        due = changes.get("forward_due")
-        due_line = (f"Bitte antworten Sie bis {due.astimezone(policy.clock.calendar.tz):%d.%m.%Y %H:%M} Uhr "
-                    f"({policy.settings.forwarded_answer_hours:g} Arbeitsstunden).") if due else None
-        body = "\n\n".join(p for p in (note, "Anliegen:\n" + text, "Kontakt:\n" + contact if contact else None,
-                                       due_line) if p)
-        message_id = enqueue(conn, row, text=body, author=_actor(principal), kind="forward", channel="email",
-                             recipient=authority["email"], subject=f"Weitergeleitetes Anliegen [#{row['token']}]",
-                             settings=queue)
-    return {"message_id": message_id, "state": CaseState.FORWARDED.value, "forward_due": due}
-
-
-def do_reroute(engine, case_id: int, service: Mapping[str, Any], authority: Mapping[str, Any], reason: str | None,
-               principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
-    from hub.queue.routing import reroute
-
-    with engine.begin() as conn:
-        row = _reload(conn, case_id)
-        state = reroute(conn, row, service=service, authority=authority, agent=_actor(principal), reason=reason,
-                        policy=policy)
-        if not row["assigned_agent"]:
-            conn.execute(update(case_t).where(case_t.c.id == case_id).values(assigned_agent=principal.name))
-    return {"state": str(state)}
-
-
-def do_close(engine, case_id: int, reason: str | None, principal: Principal, policy: SlaPolicy) -> dict[str, Any]:
-    with engine.begin() as conn:
-        row = _reload(conn, case_id)
-        transition(conn, row, CaseState.CLOSED, actor=_actor(principal), reason=reason or "closed in the console",
-                   policy=policy, values=_assign(row, principal))
-    return {"state": CaseState.CLOSED.value}
+def _casework(engine, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:
+    """One :mod:`hub.casework` action on a case; its refusals become the page's error messages."""
+    try:
+        return casework.run(engine, case_id, action, **kwargs)
+    except casework.CaseworkError as exc:
+        raise BadInput(str(exc), exc.status) from None
 
 
 async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
@@ -889,18 +800,15 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
     case_id = data["row"]["id"]
     principal = _principal(request)
     engine = request.app[ENGINE]
-    policy = _policy(request)
+    common = {"agent": principal.name, "policy": _policy(request)}
     queue = queue_settings(request.app[SETTINGS])
     try:
         body = await read_body(request)
         if action == "reply":
             text = _field(body, "text", max_len=20_000, required=True) or ""
-            adapters = _adapters(request)
-            channel = data["row"]["channel"]
-            if adapters is not None and channel not in adapters:
-                raise BadInput(f"no {channel} channel is configured on this hub; answer by another way", 409)
-            result = await asyncio.to_thread(_retry_stale, do_reply, engine, case_id, text,
-                                             bool(body.get("await_citizen")), principal, policy, queue)
+            result = await asyncio.to_thread(
+                _casework, engine, case_id, casework.reply, text=text, await_citizen=bool(body.get("await_citizen")),
+                reason="replied in the console", sendable=_adapters(request), queue=queue, **common)
             _wake_outbox(request)
         elif action == "forward":
             kb = _kb(request)
@@ -908,12 +816,11 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
             authority = kb.authorities.get(authority_id or "")
             if authority is None:
                 raise BadInput("choose the authority to forward to")
-            if not authority.email:
-                raise BadInput(f"{authority.name} has no e-mail address; forward by hand", 409)
             result = await asyncio.to_thread(
-                _retry_stale, do_forward, engine, case_id,
-                {"id": authority.id, "name": authority.name, "email": authority.email},
-                _field(body, "note", max_len=5000), principal, policy, queue)
+                _casework, engine, case_id, casework.forward,
+                authority={"id": authority.id, "name": authority.name, "email": authority.email},
+                note=_field(body, "note", max_len=5000), queue=queue, **common)
+            result = {k: result[k] for k in ("message_id", "state", "forward_due")}
             _wake_outbox(request)
         elif action == "reroute":
             kb = _kb(request)
@@ -922,11 +829,13 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
             if service is None or authority is None:
                 raise BadInput("unknown service or authority")
             result = await asyncio.to_thread(
-                do_reroute, engine, case_id, {"id": service.id, "name": service.name},
-                {"id": authority.id, "name": authority.name}, _field(body, "reason", max_len=1000), principal, policy)
+                _casework, engine, case_id, casework.reroute, service={"id": service.id, "name": service.name},
+                authority={"id": authority.id, "name": authority.name}, reason=_field(body, "reason", max_len=1000),
+                **common)
         else:
-            result = await asyncio.to_thread(do_close, engine, case_id, _field(body, "reason", max_len=1000),
-                                             principal, policy)
+            result = await asyncio.to_thread(_casework, engine, case_id, casework.close,
+                                             reason=_field(body, "reason", max_len=1000) or "closed in the console",
+                                             **common)
     except BadInput as exc:
         return _fail(request, exc.status, str(exc))
     except TransitionError as exc:

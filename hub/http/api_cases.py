@@ -27,26 +27,23 @@ from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from hub import casework
 from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.tokens import Principal, TokenVerifier
 from hub.queue.cases import (
     CaseState,
     TransitionError,
     attachment_t,
-    audit,
     audit_t,
     case_t,
     message_t,
     overdue_clause,
-    transition,
 )
 from hub.queue.intake import IntakeUnavailable, RequestRejected
-from hub.queue.outbox import enqueue, recipient_for
 from hub.queue.requests import CHANNELS, InboundRequest
-from hub.queue.routing import reroute
 from hub.queue.workers import QueueService
 
 log = logging.getLogger(__name__)
@@ -494,15 +491,18 @@ async def list_cases(request: web.Request) -> web.Response:
     return _json(await asyncio.to_thread(_list_cases, service.engine, where, page, per_page))
 
 
-def _agent_values(row: Mapping[str, Any], principal: Principal) -> dict[str, Any]:
-    return {} if row["assigned_agent"] else {"assigned_agent": principal.name}
+def _casework(queue: QueueService, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:
+    """Run one :mod:`hub.casework` action on a case; its refusals become the API's errors."""
+    try:
+        return casework.run(queue.engine, case_id, action, policy=queue.policy, **kwargs)
+    except casework.CaseworkError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    except TransitionError as exc:
+        raise ApiError(409, str(exc)) from None
 
 
-def _do_transition(service: QueueService, case_id: int, body: TransitionIn, principal: Principal) -> dict:
-    with service.engine.begin() as conn:
-        row = _load_case(conn, case_id)
-        transition(conn, row, body.to, actor=f"agent:{principal.name}", reason=body.reason,
-                   policy=service.policy, values=_agent_values(row, principal))
+def _run_transition(service: QueueService, case_id: int, body: TransitionIn, principal: Principal) -> dict:
+    _casework(service, case_id, casework.move, target=body.to, reason=body.reason, agent=principal.name)
     return _case_detail(service.engine, case_id)
 
 
@@ -514,10 +514,7 @@ async def post_transition(request: web.Request) -> web.Response:
     service, _ = _state(request)
     case_id = _case_id(request)
     body = _validate(TransitionIn, await _read_json(request))
-    try:
-        return _json(await asyncio.to_thread(_do_transition, service, case_id, body, principal))
-    except TransitionError as exc:
-        raise ApiError(409, str(exc)) from None
+    return _json(await asyncio.to_thread(_run_transition, service, case_id, body, principal))
 
 
 def _knowledge_names(request: web.Request, service_id: str | None, authority_id: str | None
@@ -545,14 +542,10 @@ def _knowledge_names(request: web.Request, service_id: str | None, authority_id:
     return service, authority
 
 
-def _do_reroute(service: QueueService, case_id: int, svc: dict, auth: dict, reason: str | None,
+def _run_reroute(service: QueueService, case_id: int, svc: dict, auth: dict, reason: str | None,
                 principal: Principal) -> dict:
-    with service.engine.begin() as conn:
-        row = _load_case(conn, case_id)
-        reroute(conn, row, service=svc, authority=auth, agent=f"agent:{principal.name}", reason=reason,
-                policy=service.policy)
-        if not row["assigned_agent"]:
-            conn.execute(update(case_t).where(case_t.c.id == case_id).values(assigned_agent=principal.name))
+    _casework(service, case_id, casework.reroute, service=svc, authority=auth, reason=reason,
+              agent=principal.name)
     return _case_detail(service.engine, case_id)
 
 
@@ -569,27 +562,14 @@ async def post_reroute(request: web.Request) -> web.Response:
         raise ApiError(422, f"unknown service {body.service_id!r}")
     if auth is None:
         raise ApiError(422, f"unknown authority {body.authority_id!r}")
-    try:
-        return _json(await asyncio.to_thread(_do_reroute, service, case_id, svc, auth, body.reason, principal))
-    except TransitionError as exc:
-        raise ApiError(409, str(exc)) from None
+    return _json(await asyncio.to_thread(_run_reroute, service, case_id, svc, auth, body.reason, principal))
 
 
-def _do_reply(service: QueueService, case_id: int, body: ReplyIn, principal: Principal) -> dict:
-    target = CaseState.WAITING_FOR_CITIZEN if body.await_citizen else CaseState.ANSWERED
-    actor = f"agent:{principal.name}"
-    with service.engine.begin() as conn:
-        row = _load_case(conn, case_id)
-        if row["channel"] not in ("api", "web") and recipient_for(row["channel"], row) is None:
-            raise ApiError(409, f"the case has no address to answer on its channel ({row['channel']})")
-        if row["state"] == target:
-            audit(conn, case_id, actor, "reply", from_state=row["state"], to_state=row["state"], reason=body.reason)
-        else:
-            transition(conn, row, target, actor=actor, reason=body.reason or "replied",
-                       policy=service.policy, values=_agent_values(row, principal))
-        message_id = enqueue(conn, row, text=body.text, author=actor, kind="reply", settings=service.queue)
+def _run_reply(service: QueueService, case_id: int, body: ReplyIn, principal: Principal) -> dict:
+    result = _casework(service, case_id, casework.reply, text=body.text, await_citizen=body.await_citizen,
+                       reason=body.reason, agent=principal.name, queue=service.queue)
     service.dispatcher.wake()
-    return {"message_id": message_id, "state": str(target)}
+    return {"message_id": result["message_id"], "state": result["state"]}
 
 
 @routes.post("/api/cases/{case_id}/reply")
@@ -600,33 +580,15 @@ async def post_reply(request: web.Request) -> web.Response:
     service, _ = _state(request)
     case_id = _case_id(request)
     body = _validate(ReplyIn, await _read_json(request))
-    try:
-        return _json(await asyncio.to_thread(_do_reply, service, case_id, body, principal), 201)
-    except TransitionError as exc:
-        raise ApiError(409, str(exc)) from None
+    return _json(await asyncio.to_thread(_run_reply, service, case_id, body, principal), 201)
 
 
-def _do_forward(service: QueueService, case_id: int, authority: dict, note: str | None,
+def _run_forward(service: QueueService, case_id: int, authority: dict, note: str | None,
                 principal: Principal) -> dict:
-    from hub.queue.routing import case_text
-
-    actor = f"agent:{principal.name}"
-    with service.engine.begin() as conn:
-        row = _load_case(conn, case_id)
-        text, _ = case_text(conn, case_id)
-        values = {"authority_id": authority["id"], "authority_name": authority["name"],
-                  **_agent_values(row, principal)}
-        transition(conn, row, CaseState.FORWARDED, actor=actor, reason=f"forwarded to {authority['id']}",
-                   policy=service.policy, values=values)
-        contact = "\n".join(f"{k}: {row[c]}" for k, c in (("Name", "contact_name"), ("E-Mail", "contact_email"),
-                                                        ("Telefon", "contact_phone"), ("Anschrift", "contact_address"))
-                            if row[c])
-        body = "\n\n".join(p for p in (note, "Anliegen:\n" + text, "Kontakt:\n" + contact if contact else None) if p)
-        message_id = enqueue(conn, row, text=body, author=actor, kind="forward", channel="email",
-                             recipient=authority["email"],
-                             subject=f"Weitergeleitetes Anliegen [#{row['token']}]", settings=service.queue)
+    result = _casework(service, case_id, casework.forward, authority=authority, note=note, agent=principal.name,
+                       queue=service.queue)
     service.dispatcher.wake()
-    return {"message_id": message_id, "state": CaseState.FORWARDED.value, "authority": authority["id"]}
+    return {"message_id": result["message_id"], "state": result["state"], "authority": result["authority"]}
 
 
 @routes.post("/api/cases/{case_id}/forward")
@@ -646,13 +608,7 @@ async def post_forward(request: web.Request) -> web.Response:
     _, authority = await asyncio.to_thread(_knowledge_names, request, None, authority_id)
     if authority is None:
         raise ApiError(422, f"unknown authority {authority_id!r}")
-    if not authority.get("email"):
-        raise ApiError(409, f"authority {authority_id!r} has no e-mail address; forward by hand and record it "
-                            "with /transition")
-    try:
-        return _json(await asyncio.to_thread(_do_forward, service, case_id, authority, body.note, principal), 201)
-    except TransitionError as exc:
-        raise ApiError(409, str(exc)) from None
+    return _json(await asyncio.to_thread(_run_forward, service, case_id, authority, body.note, principal), 201)
 
 
 def _load_case_ro(engine, case_id: int) -> dict[str, Any]:

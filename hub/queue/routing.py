@@ -20,19 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Engine
 
 from hub.queue.cases import (
     CaseState,
     SlaPolicy,
     StaleState,
-    TransitionError,
-    audit,
-    case_t,
-    example_t,
     message_t,
-    transition,
     transition_many,
     try_transition,
     utcnow,
@@ -270,48 +265,3 @@ class RoutingStage:
                 if outcome[row["id"]] is not None:
                     self.observe(elapsed, row["created_at"], str(state))
         return outcome
-
-
-def reroute(
-    conn: Connection,
-    row: Mapping[str, Any],
-    *,
-    service: Mapping[str, Any],
-    authority: Mapping[str, Any],
-    agent: str,
-    reason: str | None,
-    policy: SlaPolicy,
-) -> str:
-    """An agent sets service and authority of a case; the correction becomes a labelled example.
-
-    ``service`` and ``authority`` are ``{"id", "name"}``. The case goes to ``routed`` (or stays there).
-    Raises :class:`~hub.queue.cases.TransitionError` when the case's state does not allow it.
-    """
-    now = utcnow()
-    values = {
-        "service_id": service["id"], "service_name": service.get("name"),
-        "authority_id": authority["id"], "authority_name": authority.get("name"),
-        "route_reason": f"set by {agent}", "routed_at": now,
-    }
-    text, location = case_text(conn, row["id"])
-    conn.execute(
-        insert(example_t).values(
-            case_id=row["id"], created_at=now, agent=agent, text=text, location=row.get("location") or location,
-            predicted_service_id=row.get("service_id"), predicted_authority_id=row.get("authority_id"),
-            service_id=service["id"], authority_id=authority["id"],
-        )
-    )
-    why = reason or "re-routed by an agent"
-    if row["state"] == CaseState.ROUTED:
-        result = conn.execute(
-            update(case_t).where(case_t.c.id == row["id"], case_t.c.state == CaseState.ROUTED)
-            .values(updated_at=now, **values)
-        )
-        if result.rowcount != 1:
-            raise TransitionError(f"case {row['id']} changed while being re-routed; reload it")
-        audit(conn, row["id"], agent, "reroute", from_state=row["state"], to_state=row["state"], reason=why,
-              now=now)
-        return CaseState.ROUTED
-    transition(conn, row, CaseState.ROUTED, actor=agent, reason=why, policy=policy, values=values,
-               action="reroute", now=now)
-    return CaseState.ROUTED

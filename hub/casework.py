@@ -1,0 +1,269 @@
+"""Every action an agent takes on a case, implemented once.
+
+The console's pages, the JSON API (``/api/cases/{id}/…``), the phone-call records and the channels all
+call these functions; none of them writes a case's state or an outbound message on its own. Each action
+is one step inside the caller's transaction (``conn``): it checks what the state table allows, moves the
+case through :func:`hub.queue.cases.transition` (which keeps the SLA clock and writes the audit log),
+and puts any message for the citizen or an office into the outbox in the same transaction, so an answer
+is never sent for a change that was rolled back. :func:`run` opens that transaction for one case.
+
+The actions:
+
+* :func:`take` – a case the router has not seen yet (``new``) goes to ``routed`` (or
+  ``needs_clarification`` without an office) before an agent acts on it, and gets its agent;
+* :func:`reply` – answer the citizen on the case's channel; the case is ``answered``, or
+  ``waiting_for_citizen`` when the answer asks something back;
+* :func:`forward` – send the case to the responsible office by e-mail; its answer is due within the
+  forwarded-answer hours (D115: 24 working hours);
+* :func:`reroute` – correct service and office; the correction is kept as a labelled example;
+* :func:`close` – close with a reason;
+* :func:`send` – a message to the citizen that does not change the state (the answer card of a call);
+* :func:`move` – any other transition the state table allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from hub.queue.cases import (
+    CaseState,
+    SlaPolicy,
+    StaleState,
+    TransitionError,
+    audit,
+    case_t,
+    example_t,
+    transition,
+    utcnow,
+)
+from hub.queue.outbox import enqueue, recipient_for
+from hub.queue.routing import case_text
+from hub.queue.settings import QueueSettings
+
+__all__ = [
+    "PICKUP_CHANNELS",
+    "CaseNotFound",
+    "CaseworkError",
+    "actor_name",
+    "close",
+    "forward",
+    "forward_body",
+    "load",
+    "move",
+    "reply",
+    "reroute",
+    "route_values",
+    "run",
+    "send",
+    "take",
+]
+
+#: Channels whose answers the citizen picks up (API client, status page): no address is needed.
+PICKUP_CHANNELS = frozenset({"api", "web"})
+
+T = TypeVar("T")
+
+
+class CaseworkError(Exception):
+    """An action that cannot be done as asked; ``status`` is the HTTP status the entry points answer."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CaseNotFound(CaseworkError):
+    def __init__(self, case_id: int) -> None:
+        super().__init__(f"no case {case_id}", 404)
+
+
+def actor_name(agent: str) -> str:
+    """How an agent appears in the audit log and as a message's author."""
+    return f"agent:{agent}"
+
+
+def load(conn: Connection, case_id: int) -> dict[str, Any]:
+    """The case's columns; :class:`CaseNotFound` when there is none."""
+    row = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().first()
+    if row is None:
+        raise CaseNotFound(case_id)
+    return dict(row)
+
+
+def run(engine: Engine, case_id: int, action: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run ``action(conn, case_row, **kwargs)`` in one transaction on the case as it is now.
+
+    The routing worker may move a ``new`` case at the same moment; the action is then tried again on
+    the case as the worker left it (up to three times), never applied to a state that has changed.
+    """
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                return action(conn, load(conn, case_id), **kwargs)
+        except StaleState:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _assign(row: Mapping[str, Any], agent: str) -> dict[str, Any]:
+    """The agent who first acts on a case becomes its agent."""
+    return {} if row.get("assigned_agent") else {"assigned_agent": agent}
+
+
+def route_values(service: Mapping[str, Any], authority: Mapping[str, Any], agent: str,
+                 now: datetime) -> dict[str, Any]:
+    """The case columns of a route an agent set (``{"id", "name"}`` of service and office)."""
+    return {"service_id": service["id"], "service_name": service.get("name"),
+            "authority_id": authority["id"], "authority_name": authority.get("name"),
+            "route_reason": f"set by {actor_name(agent)}", "routed_at": now}
+
+
+def take(conn: Connection, row: dict[str, Any], *, agent: str, policy: SlaPolicy,
+         service: Mapping[str, Any] | None = None, authority: Mapping[str, Any] | None = None,
+         reason: str = "taken by an agent", now: datetime | None = None) -> dict[str, Any]:
+    """A case still ``new`` leaves the router's hands: ``routed`` when it has an office (its own or the
+    ``service``/``authority`` given), else ``needs_clarification``. Returns the case as it is now."""
+    if row["state"] != CaseState.NEW:
+        return row
+    now = now or utcnow()
+    values = _assign(row, agent)
+    if service is not None and authority is not None:
+        values |= route_values(service, authority, agent, now)
+    target = CaseState.ROUTED if values.get("authority_id") or row["authority_id"] else CaseState.NEEDS_CLARIFICATION
+    changes = transition(conn, row, target, actor=actor_name(agent), reason=reason, policy=policy, now=now,
+                         values=values)
+    return {**row, **changes}
+
+
+def move(conn: Connection, row: dict[str, Any], *, target: str, agent: str, policy: SlaPolicy,
+         reason: str | None = None, values: Mapping[str, Any] | None = None,
+         now: datetime | None = None) -> dict[str, Any]:
+    """Any transition the state table allows (``POST /api/cases/{id}/transition``); returns the columns written."""
+    return transition(conn, row, target, actor=actor_name(agent), reason=reason, policy=policy, now=now,
+                      values={**_assign(row, agent), **(values or {})})
+
+
+def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, policy: SlaPolicy,
+          queue: QueueSettings, await_citizen: bool = False, reason: str | None = None,
+          sendable: Collection[str] | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Answer the citizen on the case's channel, through the outbox.
+
+    ``sendable``, if given, are the channels this hub can send on: an answer on any other channel is
+    refused (409) instead of failing later in the outbox. Returns ``{"message_id", "state"}``.
+    """
+    now = now or utcnow()
+    channel = row["channel"]
+    if sendable is not None and channel not in sendable and channel not in PICKUP_CHANNELS:
+        raise CaseworkError(f"no {channel} channel is configured on this hub; answer by another way")
+    if channel not in PICKUP_CHANNELS and recipient_for(channel, row) is None:
+        raise CaseworkError(f"the case has no address to answer on its channel ({channel})")
+    row = take(conn, row, agent=agent, policy=policy, now=now)
+    target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
+    if row["state"] == target:
+        audit(conn, row["id"], actor_name(agent), "reply", from_state=row["state"], to_state=row["state"],
+              reason=reason or "replied again", now=now)
+    else:
+        transition(conn, row, target, actor=actor_name(agent), reason=reason or "replied by an agent",
+                   policy=policy, now=now, values=_assign(row, agent))
+    message_id = send(conn, row, text=text, agent=agent, queue=queue, now=now)
+    return {"message_id": message_id, "state": str(target)}
+
+
+def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, queue: QueueSettings,
+         channel: str | None = None, recipient: str | None = None, subject: str | None = None,
+         now: datetime | None = None) -> int:
+    """Put a message for the citizen into the outbox without changing the case's state (the answer
+    card sent during a call); on the case's channel and address unless given. Returns its id."""
+    return enqueue(conn, row, text=text, author=actor_name(agent), kind="reply", channel=channel,
+                   recipient=recipient, subject=subject, settings=queue, now=now)
+
+
+def forward_body(row: Mapping[str, Any], text: str, note: str | None, due: datetime | None,
+                 policy: SlaPolicy) -> str:
+    """The e-mail to the office: the agent's note, the citizen's concern, how to reach them, by when."""
+    contact = "\n".join(f"{label}: {row[col]}" for label, col in (
+        ("Name", "contact_name"), ("E-Mail", "contact_email"), ("Telefon", "contact_phone"),
+        ("Anschrift", "contact_address")) if row.get(col))
+    due_line = (f"Bitte antworten Sie bis {due.astimezone(policy.clock.calendar.tz):%d.%m.%Y %H:%M} Uhr "
+                f"({policy.settings.forwarded_answer_hours:g} Arbeitsstunden).") if due else None
+    return "\n\n".join(p for p in (note, "Anliegen:\n" + text, "Kontakt:\n" + contact if contact else None,
+                                   due_line) if p)
+
+
+def forward(conn: Connection, row: dict[str, Any], *, authority: Mapping[str, Any], agent: str,
+            policy: SlaPolicy, queue: QueueSettings, note: str | None = None,
+            service: Mapping[str, Any] | None = None, body: Callable[[datetime | None], str] | None = None,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Forward the case by e-mail to ``authority`` (``{"id", "name", "email"}``), which becomes its office.
+
+    With ``service`` the case also gets that service (a call forwarded with the agent's route).
+    ``body(due)`` writes the e-mail instead of :func:`forward_body` (a phone call's note). Returns
+    ``{"message_id", "state", "forward_due", "authority"}``.
+    """
+    if not authority.get("email"):
+        raise CaseworkError(f"{authority.get('name') or authority['id']} has no e-mail address; forward by hand "
+                            "and record it as a transition")
+    now = now or utcnow()
+    row = take(conn, row, agent=agent, policy=policy, now=now,
+               service=service, authority=authority if service is not None else None)
+    values = {"authority_id": authority["id"], "authority_name": authority.get("name"), **_assign(row, agent)}
+    if service is not None:
+        values |= {"service_id": service["id"], "service_name": service.get("name")}
+    changes = transition(conn, row, CaseState.FORWARDED, actor=actor_name(agent),
+                         reason=f"forwarded to {authority['id']}", policy=policy, now=now, values=values)
+    due = changes.get("forward_due") or row.get("forward_due")
+    if body is not None:
+        message = body(due)
+    else:
+        text, _ = case_text(conn, row["id"])
+        message = forward_body(row, text, note, due, policy)
+    message_id = enqueue(conn, row, text=message, author=actor_name(agent), kind="forward", channel="email",
+                         recipient=authority["email"], subject=f"Weitergeleitetes Anliegen [#{row['token']}]",
+                         settings=queue, now=now)
+    return {"message_id": message_id, "state": CaseState.FORWARDED.value, "forward_due": due,
+            "authority": authority["id"]}
+
+
+def reroute(conn: Connection, row: dict[str, Any], *, service: Mapping[str, Any], authority: Mapping[str, Any],
+            agent: str, policy: SlaPolicy, reason: str | None = None,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Set the case's service and office by hand (``{"id", "name"}`` each); the case is ``routed``.
+
+    What the router said and what the agent set is kept as a labelled example, the routers' training
+    data. Raises :class:`~hub.queue.cases.TransitionError` when the state does not allow it.
+    """
+    now = now or utcnow()
+    values = {**route_values(service, authority, agent, now), **_assign(row, agent)}
+    text, location = case_text(conn, row["id"])
+    conn.execute(insert(example_t).values(
+        case_id=row["id"], created_at=now, agent=actor_name(agent), text=text,
+        location=row.get("location") or location, predicted_service_id=row.get("service_id"),
+        predicted_authority_id=row.get("authority_id"), service_id=service["id"], authority_id=authority["id"],
+    ))
+    why = reason or "re-routed by an agent"
+    if row["state"] == CaseState.ROUTED:
+        # Staying in ``routed`` is not a transition: update in place, still compare-and-set on the state.
+        result = conn.execute(update(case_t).where(case_t.c.id == row["id"], case_t.c.state == CaseState.ROUTED)
+                              .values(updated_at=now, **values))
+        if result.rowcount != 1:
+            raise TransitionError(f"case {row['id']} changed while being re-routed; reload it")
+        audit(conn, row["id"], actor_name(agent), "reroute", from_state=row["state"], to_state=row["state"],
+              reason=why, now=now)
+    else:
+        transition(conn, row, CaseState.ROUTED, actor=actor_name(agent), reason=why, policy=policy,
+                   values=values, action="reroute", now=now)
+    return {"state": CaseState.ROUTED.value}
+
+
+def close(conn: Connection, row: dict[str, Any], *, agent: str, policy: SlaPolicy, reason: str | None = None,
+          now: datetime | None = None) -> dict[str, Any]:
+    """Close the case with a reason."""
+    transition(conn, row, CaseState.CLOSED, actor=actor_name(agent), reason=reason or "closed by an agent",
+               policy=policy, now=now, values=_assign(row, agent))
+    return {"state": CaseState.CLOSED.value}
