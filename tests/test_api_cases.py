@@ -333,6 +333,10 @@ async def test_metrics_in_prometheus_format(client, service_token, agent):
     assert "citizen_hub_routing_latency_seconds_count 1" in text
     assert "citizen_hub_sla_breaches 0" in text
     assert 'citizen_hub_requests_stored{channel="api"} 1' in text
+    # Request latency per route: the route's pattern, never a concrete id.
+    assert 'citizen_hub_http_request_duration_seconds_count{method="POST",route="/api/requests"} 2' in text
+    assert 'citizen_hub_http_request_duration_seconds_count{method="GET",route="/api/cases/{case_id}"}' in text
+    assert "_created" not in text
 
 
 async def test_nothing_logs_message_bodies(client, service_token, agent, caplog):

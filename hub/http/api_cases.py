@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from hub import casework
 from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.metrics import request_timer
 from hub.http.tokens import Principal, TokenVerifier
 from hub.queue.cases import (
     CaseState,
@@ -62,8 +63,6 @@ class QueueState:
 QUEUE = web.AppKey("queue_state", QueueState)
 
 routes = web.RouteTableDef()
-
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # -- request bodies (also the source of the OpenAPI schemas) ---------------------------------------
 
@@ -622,10 +621,9 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[QUEUE]
     if state.service is None:
         return web.Response(status=503, text="starting\n")
-    text = await asyncio.to_thread(state.service.metrics.render, state.service.engine)
-    # The content type of the Prometheus text exposition format, version included, as scrapers expect it.
-    return web.Response(body=text.encode("utf-8"),
-                        headers={"Content-Type": PROMETHEUS_CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
+    body, content_type = await asyncio.to_thread(state.service.metrics.render, state.service.engine,
+                                                 request.headers.get("Accept", ""))
+    return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 
 
 # -- life cycle ---------------------------------------------------------------------------------------
@@ -652,9 +650,15 @@ async def _stop(app: web.Application) -> None:
         await state.service.stop()
 
 
+def _metrics_of(app: web.Application):
+    service = app[QUEUE].service
+    return service.metrics if service is not None else None
+
+
 def setup(app: web.Application, service: QueueService | None = None) -> None:
     """Add the queue's routes and start/stop the queue with the app."""
     app[QUEUE] = QueueState(service=service)
+    app.middlewares.append(request_timer(_metrics_of))
     app.add_routes(routes)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)

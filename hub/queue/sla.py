@@ -4,8 +4,8 @@ The D115 service promise: a question that is forwarded to the responsible author
 within 24 *working* hours, i.e. hours inside the opening window (default Mon-Fri 08:00-18:00,
 ``Europe/Berlin``) on days that are not public holidays of the configured Land.
 
-* :func:`easter_sunday` and :func:`public_holidays` compute the statutory holidays of every Land
-  (no external holiday library).
+* :func:`public_holidays` gives the statutory holidays of every Land, from the ``holidays`` package;
+  :func:`easter_sunday` is its Easter computation.
 * :class:`BusinessCalendar` answers "is this working time?", "what is start + N working hours?"
   and "how many working seconds lie between a and b?" for timezone-aware datetimes.
 * :class:`SlaClock` adds pauses (waiting for the citizen) on top of a calendar.
@@ -29,6 +29,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
+from dateutil.easter import EASTER_WESTERN, easter
 from pydantic import Field, field_validator, model_validator
 
 from knowledge.settings import Section
@@ -70,17 +72,14 @@ _BY_ABBREVIATION = {abbr: code for code, abbr in LAENDER.items()}
 #: are not needed for a ticket system and would be wrong here.
 MIN_YEAR = 1995
 
-# Fronleichnam is a holiday Land-wide only here. In Sachsen (some Sorbian municipalities around
-# Bautzen/Kamenz) and Thüringen (Catholic municipalities of the Eichsfeld) it holds only locally, so
-# it is left out for SN and TH: the calendar is per Land, not per municipality.
-_FRONLEICHNAM = frozenset({"BW", "BY", "HE", "NW", "RP", "SL"})
-_HEILIGE_DREI_KOENIGE = frozenset({"BW", "BY", "ST"})
-_ALLERHEILIGEN = frozenset({"BW", "BY", "NW", "RP", "SL"})
-# Reformationstag: the eastern Länder have kept it since reunification, the northern ones
-# (HB, HH, NI, SH) made it a holiday from 2018 on. In 2017 (500 years of the Reformation) it was
-# a one-off holiday in all Länder.
-_REFORMATIONSTAG_EAST = frozenset({"BB", "MV", "SN", "ST", "TH"})
-_REFORMATIONSTAG_NORTH = frozenset({"HB", "HH", "NI", "SH"})
+#: The holidays package names some feasts differently from how German offices write them; its names
+#: are kept except for these (the ones citizens read on our pages and in the dashboard).
+_OUR_NAMES = {
+    "Erster Mai": "Tag der Arbeit",
+    "Frauentag": "Internationaler Frauentag",
+    "Erster Weihnachtstag": "1. Weihnachtstag",
+    "Zweiter Weihnachtstag": "2. Weihnachtstag",
+}
 
 
 def land_code(land: str) -> str:
@@ -99,86 +98,34 @@ def land_code(land: str) -> str:
 
 
 def easter_sunday(year: int) -> date:
-    """Easter Sunday of ``year`` in the Gregorian calendar.
-
-    Anonymous Gregorian algorithm (Meeus/Jones/Butcher), valid for every Gregorian year.
-    """
+    """Easter Sunday of ``year`` in the Gregorian calendar (the computation of ``dateutil``, which the
+    ``holidays`` package uses for every movable feast)."""
     if not isinstance(year, int) or isinstance(year, bool) or not 1583 <= year <= 9999:
         raise ValueError(f"year must be an integer between 1583 and 9999, not {year!r}")
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    weekday_shift = (32 + 2 * e + 2 * i - h - k) % 7
-    m = (a + 11 * h + 22 * weekday_shift) // 451
-    month, day = divmod(h + weekday_shift - 7 * m + 114, 31)
-    return date(year, month, day + 1)
+    return easter(year, EASTER_WESTERN)
 
 
-def _buss_und_bettag(year: int) -> date:
-    """The Wednesday before 23 November (so between 16 and 22 November)."""
-    nov22 = date(year, 11, 22)
-    return nov22 - timedelta(days=(nov22.weekday() - 2) % 7)
+def _name(name: str) -> str:
+    if name.endswith("Jahrestag der Befreiung vom Nationalsozialismus und der Beendigung des Zweiten "
+                     "Weltkriegs in Europa"):
+        return "Tag der Befreiung"  # Berlin's one-off holidays of 2020 and 2025
+    return _OUR_NAMES.get(name, name)
 
 
 @lru_cache(maxsize=512)
 def _holidays(year: int, code: str) -> MappingProxyType[date, str]:
-    """Cached, read-only holiday table of one year and Land (``code`` already normalised)."""
-    abbr = LAENDER[code]
-    easter = easter_sunday(year)
-    found: list[tuple[date, str]] = []
+    """Cached, read-only holiday table of one year and Land (``code`` already normalised).
 
-    def add(day: date, name: str) -> None:
-        found.append((day, name))
-
-    # Nationwide.
-    add(date(year, 1, 1), "Neujahr")
-    add(easter - timedelta(days=2), "Karfreitag")
-    add(easter + timedelta(days=1), "Ostermontag")
-    add(date(year, 5, 1), "Tag der Arbeit")
-    add(easter + timedelta(days=39), "Christi Himmelfahrt")
-    add(easter + timedelta(days=50), "Pfingstmontag")
-    add(date(year, 10, 3), "Tag der Deutschen Einheit")
-    add(date(year, 12, 25), "1. Weihnachtstag")
-    add(date(year, 12, 26), "2. Weihnachtstag")
-
-    # Land-specific.
-    if abbr in _HEILIGE_DREI_KOENIGE:
-        add(date(year, 1, 6), "Heilige Drei Könige")
-    if (abbr == "BE" and year >= 2019) or (abbr == "MV" and year >= 2023):
-        add(date(year, 3, 8), "Internationaler Frauentag")
-    if abbr == "BB":
-        # Brandenburg lists both Sundays as holidays; they matter only for 7-day opening.
-        add(easter, "Ostersonntag")
-        add(easter + timedelta(days=49), "Pfingstsonntag")
-    if abbr == "BE" and year == 2020:
-        add(date(2020, 5, 8), "Tag der Befreiung")  # one-off: 75th anniversary
-    if abbr == "BE" and year == 2025:
-        add(date(2025, 5, 8), "Tag der Befreiung")  # one-off: 80th anniversary
-    if abbr in _FRONLEICHNAM:
-        add(easter + timedelta(days=60), "Fronleichnam")
-    # Mariä Himmelfahrt: Land-wide only in Saarland. In Bayern it is a holiday only in municipalities
-    # with a predominantly Catholic population (about 1,700 of 2,056), so not Land-wide: left out.
-    # Likewise the Augsburger Hohes Friedensfest (8 August) holds for the city of Augsburg only.
-    if abbr == "SL":
-        add(date(year, 8, 15), "Mariä Himmelfahrt")
-    if abbr == "TH" and year >= 2019:
-        add(date(year, 9, 20), "Weltkindertag")
-    if year == 2017 or abbr in _REFORMATIONSTAG_EAST or (abbr in _REFORMATIONSTAG_NORTH and year >= 2018):
-        add(date(year, 10, 31), "Reformationstag")
-    if abbr in _ALLERHEILIGEN:
-        add(date(year, 11, 1), "Allerheiligen")
-    if abbr == "SN":
-        add(_buss_und_bettag(year), "Buß- und Bettag")
-
-    table: dict[date, str] = {}
-    for day, name in sorted(found, key=lambda item: item[0]):
-        # Two feasts can coincide (e.g. Christi Himmelfahrt on 1 May 2008): keep both names.
-        table[day] = f"{table[day]} / {name}" if day in table else name
-    return MappingProxyType(table)
+    The statutory public holidays come from the ``holidays`` package (``subdiv`` = the Land), which
+    tracks every Land's changes (Reformationstag in the north since 2018, Frauentag in Berlin and
+    Mecklenburg-Vorpommern, Weltkindertag in Thüringen, one-off holidays). Its ``public`` category holds
+    only what is a holiday in the whole Land: Fronleichnam in parts of Sachsen and Thüringen and Mariä
+    Himmelfahrt in the Catholic part of Bayern are not, and neither is Augsburg's Friedensfest; the
+    calendar is per Land, not per municipality.
+    """
+    table = holidays.country_holidays("DE", subdiv=LAENDER[code], years=year, language="de")
+    # Two feasts can coincide (e.g. Christi Himmelfahrt on 1 May 2008): keep both names.
+    return MappingProxyType({day: " / ".join(_name(n) for n in table.get_list(day)) for day in sorted(table)})
 
 
 def public_holidays(year: int, land: str) -> dict[date, str]:
