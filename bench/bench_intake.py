@@ -1,6 +1,6 @@
 """Benchmark: durable intake over HTTP, and latency from arrival to routed.
 
-Runs the queue's HTTP server (``python -m hub.http.intake_server``) as a separate process and drives it
+Runs the queue's HTTP server (``python -m hub.intake_server``) as a separate process and drives it
 from this process with an aiohttp client:
 
 1. **Throughput** – 50 concurrent clients POST ``/api/requests`` as fast as they get answers; every
@@ -16,7 +16,7 @@ Targets (issue 3): SQLite >= 1,000 requests/s, ratio >= 0.3, p99 <= 50 ms. Postg
 same way and reported when the local server (127.0.0.1:5432, database ``test``) answers.
 
 ``--processes N`` runs the hub *and* the bare server as N processes each on one port (SO_REUSEPORT,
-:func:`hub.http.intake_server.serve_prefork`, the same code for both), so the ratio always compares like
+:func:`hub.intake_server.serve_prefork`, the same code for both), so the ratio always compares like
 with like. Besides requests/s the table shows the server's CPU time per request (all its processes
 and threads, from ``/proc``), which other load on the machine disturbs much less than a rate.
 
@@ -55,7 +55,7 @@ def free_port() -> int:
 def bare_main(port: int, processes: int = 1) -> None:
     from aiohttp import web
 
-    from hub.http.intake_server import serve_prefork
+    from hub.intake_server import serve_prefork
 
     async def accept(request: web.Request) -> web.Response:
         await request.read()
@@ -405,7 +405,7 @@ def run_db(label: str, url: str, args: argparse.Namespace, bare: Bare) -> tuple[
     gc.collect()
     gc.freeze()
     port = free_port()
-    server = start([sys.executable, "-m", "hub.http.intake_server", "--db", url, "--port", str(port),
+    server = start([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
                     "--router", args.router, "--processes", str(args.processes)], port)
     prefix = "b" + secrets.token_hex(4)
     drive = HAMMERS[args.client]

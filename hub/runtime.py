@@ -1,6 +1,6 @@
 """Tuning of a server process as a whole: the garbage collector.
 
-Done by the entry points that run a server (``citizen-hub serve``, ``python -m hub.http.intake_server``),
+Done by the entry points that run a server (``citizen-hub serve``, ``python -m hub.intake_server``),
 not by :func:`hub.http.app.create_app`: the tests build many apps in one process and must not have its
 collector changed under them.
 """
@@ -26,7 +26,7 @@ def freeze_heap() -> None:
 
     The knowledge base is a few hundred thousand long-lived objects; without this each full
     collection walks them all, a pause of tens of milliseconds in the middle of requests (and after
-    a fork, :func:`hub.http.intake_server.serve_prefork`, it would touch every page the processes share).
+    a fork, :func:`hub.intake_server.serve_prefork`, it would touch every page the processes share).
     """
     gc.collect()
     gc.freeze()

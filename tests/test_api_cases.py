@@ -15,8 +15,8 @@ from sqlalchemy import func, insert, select, update
 from hub.config import Settings
 from hub.http import api_cases, openapi
 from hub.http.app import ENGINE, SETTINGS, error_middleware
-from hub.http.intake_server import DEMO_SERVICES
 from hub.http.tokens import add_token, revoke_token
+from hub.intake_server import DEMO_SERVICES
 from hub.queue.adapters import SendResult
 from hub.queue.cases import TRANSITIONS, CaseState, audit_t, case_t, example_t, message_t
 from hub.queue.outbox import PickupAdapter

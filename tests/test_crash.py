@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the server in the middle of a concurrent load, restart it, lose nothing.
 
-The server is a real subprocess (``python -m hub.http.intake_server``: the queue API with intake, routing
+The server is a real subprocess (``python -m hub.intake_server``: the queue API with intake, routing
 and outbox, the same modules ``citizen-hub serve`` mounts). Every request that got a 2xx before the
 kill must exist exactly once afterwards, and must be routed after the restart (claims of the killed
 process come back).
@@ -40,7 +40,7 @@ def _free_port() -> int:
 def _start(url: str, processes: int = 1) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "hub.http.intake_server", "--db", url, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
                              "--processes", str(processes)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DatabaseError
 
 from hub.db import make_engine
-from hub.http.intake_server import demo_router
+from hub.intake_server import demo_router
 from hub.migrate import current_revision, head_revision, upgrade
 from hub.queue.adapters import SendResult
 from hub.queue.cases import (
@@ -33,12 +33,13 @@ from hub.queue.cases import (
     message_t,
     transition,
 )
+from hub.queue.claims import claim, release_dead_claims
 from hub.queue.intake import write_requests
 from hub.queue.outbox import Dispatcher, enqueue
 from hub.queue.privacy import forget, purge
 from hub.queue.routing import RoutingStage
 from hub.queue.settings import PrivacySettings, QueueSettings
-from hub.queue.workers import RoutingRunner, claim, release_dead_claims
+from hub.queue.workers import RoutingRunner
 
 pytestmark = pytest.mark.postgres
 

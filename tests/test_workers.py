@@ -9,12 +9,13 @@ import pytest
 from queue_support import case_row, req, sqlite_engine
 from sqlalchemy import select, update
 
-from hub.http.intake_server import DEMO_SERVICES
+from hub.intake_server import DEMO_SERVICES
 from hub.queue.cases import audit_t, case_t
+from hub.queue.claims import claim, release_dead_claims
 from hub.queue.intake import write_requests
 from hub.queue.routing import KeywordRouter, NoRouter, RoutingStage
 from hub.queue.settings import QueueSettings
-from hub.queue.workers import RoutingRunner, SlaRunner, claim, release_dead_claims
+from hub.queue.workers import RoutingRunner, SlaRunner
 
 
 class FragileRouter(KeywordRouter):
@@ -119,7 +120,7 @@ def test_claims_of_a_killed_process_that_is_still_a_zombie_are_released(engine):
     import signal
     import socket
 
-    from hub.queue.workers import _pid_alive
+    from hub.queue.claims import _pid_alive
 
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only waits to be killed

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from hub import casework
 from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.metrics import render as render_metrics
 from hub.http.metrics import request_timer
 from hub.http.tokens import Principal, TokenVerifier
 from hub.queue.cases import (
@@ -621,7 +622,7 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[QUEUE]
     if state.service is None:
         return web.Response(status=503, text="starting\n")
-    body, content_type = await asyncio.to_thread(state.service.metrics.render, state.service.engine,
+    body, content_type = await asyncio.to_thread(render_metrics, state.service.metrics, state.service.engine,
                                                  request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from hub.config import Settings
 from hub.db import make_engine
 from hub.http.routes import route_setups
 from hub.plugins import resolve
@@ -21,7 +21,8 @@ from knowledge.base import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
+#: The hub's settings (:class:`hub.config.Settings`): the app only reads them, whoever assembled them.
+SETTINGS = web.AppKey("settings", Any)
 ENGINE = web.AppKey("engine", Engine)
 KB = web.AppKey("kb", KnowledgeBase)
 
@@ -47,10 +48,10 @@ async def error_middleware(request: web.Request, handler):
         return json_error(500, "internal error")
 
 
-def create_app(settings: Settings | None = None, kb: KnowledgeBase | None = None,
+def create_app(settings: Any, kb: KnowledgeBase | None = None,
                engine: Engine | None = None) -> web.Application:
-    """Build the application; pass ``kb``/``engine`` to reuse ones already loaded (tests do)."""
-    settings = settings or Settings()
+    """Build the application from the hub's settings (:func:`hub.config.load_settings`); pass
+    ``kb``/``engine`` to reuse ones already loaded (tests do)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[ENGINE] = engine or make_engine(settings.database.url, echo=settings.database.echo)

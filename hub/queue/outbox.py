@@ -32,8 +32,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from hub.queue.adapters import ChannelAdapter, OutboundMessage, SendResult
 from hub.queue.cases import audit, case_t, message_t, subject_tag
+from hub.queue.claims import claim, new_worker_id
 from hub.queue.settings import QueueSettings
-from hub.queue.workers import claim, new_worker_id
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A small HTTP server with only the queue API (``python -m hub.http.intake_server --db URL --port P``).
+"""A small HTTP server with only the queue API (``python -m hub.intake_server --db URL --port P``).
 
 ``citizen-hub serve`` is the real server (knowledge base, every route module). This one serves the
 queue alone, routed by a :class:`~hub.queue.routing.KeywordRouter` over a tiny catalogue (the crash
@@ -167,7 +167,7 @@ def serve_prefork(make_app: Callable[[], web.Application], host: str, port: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hub.http.intake_server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hub.intake_server", description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, help="database URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8115)
