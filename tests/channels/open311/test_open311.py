@@ -19,7 +19,7 @@ from channels.open311.api import parse_text, window
 from hub.http.tokens import add_token
 from hub.queue.cases import attachment_t, case_t, message_t
 
-SPEC = Path(__file__).parent / "data" / "open311"
+SPEC = Path(__file__).resolve().parents[2] / "data" / "open311"
 W3C = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
 FORMATS = ("xml", "json")
 REQUEST_FIELDS = (

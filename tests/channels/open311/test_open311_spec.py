@@ -16,7 +16,7 @@ from sqlalchemy import update
 from hub.http.tokens import add_token
 from hub.queue.cases import CaseState, case_t
 
-SCHEMAS = json.loads((Path(__file__).parent / "data" / "open311" / "schemas.json").read_text(encoding="utf-8"))
+SCHEMAS = json.loads((Path(__file__).resolve().parents[2] / "data" / "open311" / "schemas.json").read_text(encoding="utf-8"))
 FORMATS = ("xml", "json")
 NUMBER = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 INTEGER = r"^-?[0-9]+$"

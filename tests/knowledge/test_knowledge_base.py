@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-QUERIES = [json.loads(x) for x in (Path(__file__).parent / "data" / "lookup_queries.jsonl").read_text().splitlines() if x.strip()]
+QUERIES = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "data" / "lookup_queries.jsonl").read_text().splitlines() if x.strip()]
 
 
 def top(kb, query, location=None):

@@ -20,7 +20,7 @@ from channels.email.parse import (
 )
 from hub.queue.requests import InboundRequest
 
-MAIL = Path(__file__).resolve().parent / "fixtures" / "mail"
+MAIL = Path(__file__).resolve().parents[2] / "fixtures" / "mail"
 OURS = "anliegen@buergerservice.example.de"
 OUR_ID = "<Xk3mP9qR2sT5vW8y.5f2a9c1e7b3d4a60@citizen-hub>"
 NOW = datetime(2024, 6, 4, 12, 0, tzinfo=UTC)

@@ -305,7 +305,7 @@ def test_a_database_made_by_create_all_is_adopted(tmp_path):
 
 
 def test_every_table_module_is_known_to_the_migrations():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     with_tables = {
         ".".join(p.relative_to(root).with_suffix("").parts)
         for package in ("hub", "knowledge", "channels")

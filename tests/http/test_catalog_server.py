@@ -37,7 +37,7 @@ from hub.queue.cases import audit_t
 from knowledge.models import Service
 from knowledge.sync_models import version_t
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PORT = 18118
 SEGEBERG, TODESFELDE = "01060", "010605053088"  # demo regions: Kreis Segeberg, a Gemeinde in it
 _SCRIPT = Path(sys.executable).with_name("citizen-hub")

@@ -28,7 +28,7 @@ from hub.http.tokens import add_token
 from hub.migrate import upgrade
 from hub.queue.cases import case_t, message_t
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

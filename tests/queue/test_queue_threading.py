@@ -1,4 +1,4 @@
-"""Threading beyond the basics of tests/test_intake.py: replies to the hub's own answers, and the
+"""Threading beyond the basics of tests/queue/test_intake.py: replies to the hub's own answers, and the
 cases in which two citizens share a thread, a token or a number but must stay apart."""
 
 from __future__ import annotations

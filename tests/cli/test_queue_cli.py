@@ -24,7 +24,7 @@ from hub.http.tokens import TokenVerifier, token_t
 from hub.queue.cases import attachment_t, audit_t, case_t, message_t
 from hub.queue.intake import AttachmentStore, write_requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime.now(UTC)
 
 

@@ -28,7 +28,7 @@ from hub.http.ratelimit import RateLimiter
 from hub.http.tokens import add_token
 from hub.queue.cases import attachment_t, message_t
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "channels" / "web" / "templates" / "web"
+TEMPLATES = Path(__file__).resolve().parents[3] / "channels" / "web" / "templates" / "web"
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 

@@ -35,7 +35,7 @@ from hub.queue.cases import CaseState, case_t, message_t
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def _playwright_missing() -> str | None:
@@ -345,7 +345,7 @@ def test_stored_script_and_img_onerror_stay_inert(page, hub):
 
 
 def test_artifacts_directory_is_git_ignored():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
     import subprocess

@@ -19,7 +19,7 @@ from knowledge.importers import parse_dldb
 from knowledge.lookup import MAX_QUERY_CHARS, Hit, SearchDoc, ServiceIndex
 from knowledge.models import Service
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MUENCHEN = Path(os.environ.get("CITIZEN_HUB_SHARED", ROOT.parent / "shared")) / "data" / "catalogs" / "muenchen"
 
 WOHNSITZ = "muc-1063475"  # Wohnsitzanmeldung

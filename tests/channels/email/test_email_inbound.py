@@ -26,7 +26,7 @@ from hub.queue.intake import IntakeWriter
 from hub.queue.outbox import enqueue
 from hub.queue.settings import QueueSettings
 
-MAIL = Path(__file__).resolve().parent / "fixtures" / "mail"
+MAIL = Path(__file__).resolve().parents[2] / "fixtures" / "mail"
 OURS = "anliegen@buergerservice.example.de"
 OUR_ID = "<Xk3mP9qR2sT5vW8y.5f2a9c1e7b3d4a60@citizen-hub>"
 TOKEN = "Xk3mP9qR2sT5vW8y"
