@@ -135,7 +135,7 @@ def test_truncate_always_fits(text, n):
 def flow(kb):
     from channels.twilio.twiml import VoiceStyle
     from channels.twilio.voice import VoiceFlow
-    from hub.sla import BusinessCalendar
+    from hub.queue.sla import BusinessCalendar
 
     return VoiceFlow(base_url=PUBLIC_URL, style=VoiceStyle(), kb=kb, calendar=BusinessCalendar(),
                      transfer=("queue", "agents"))

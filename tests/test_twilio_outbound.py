@@ -17,9 +17,9 @@ from twilio_support import (
     twilio_settings,
 )
 
-from channels import OutboundMessage, load_adapters
 from channels.twilio.outbound import TwilioSmsAdapter, build_sms_adapter, classify, status_callback_url
-from hub.config import ConfigError
+from hub.queue.adapters import OutboundMessage, load_adapters
+from knowledge.settings import ConfigError
 
 
 def message(text="Ihr Personalausweis liegt zur Abholung bereit – bitte Termin „online“ buchen.", **kw):

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from twilio_support import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
 from channels.twilio.settings import TWILIO_API, TwilioSettings
-from hub.config import ConfigError
+from knowledge.settings import ConfigError
 
 
 def test_defaults_are_off_and_valid():

@@ -27,7 +27,7 @@ from channels.twilio.voice import (
     service_hours_text,
     yes_no,
 )
-from hub.sla import BusinessCalendar
+from hub.queue.sla import BusinessCalendar
 
 BERLIN = ZoneInfo("Europe/Berlin")
 TUESDAY_10 = datetime(2026, 12, 1, 10, 0, tzinfo=BERLIN)  # inside the hub's service hours

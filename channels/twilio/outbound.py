@@ -26,11 +26,11 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from channels import OutboundMessage, SendResult
 from channels.twilio import gsm7
 from channels.twilio.settings import TwilioSettings, twilio_settings
 from channels.twilio.sms import MAX_BODY_CHARS
-from hub.requests import normalise_phone
+from hub.queue.adapters import OutboundMessage, SendResult
+from hub.queue.requests import normalise_phone
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from hub.config import ConfigError, Section
-from hub.requests import normalise_phone
+from hub.queue.requests import normalise_phone
+from knowledge.settings import ConfigError, Section
 
 _ACCOUNT_SID = re.compile(r"^AC[0-9a-f]{32}$")
 _SERVICE_SID = re.compile(r"^MG[0-9a-f]{32}$")

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
-from hub.cases import UtcDateTime
+from knowledge.columns import UtcDateTime
 
 
 class TwilioCall(SQLModel, table=True):

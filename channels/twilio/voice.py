@@ -30,7 +30,7 @@ from typing import Any
 
 from channels.twilio import twiml
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, spoken_digits, spoken_time
-from hub.requests import normalise_phone
+from hub.queue.requests import normalise_phone
 
 CONCERN, PLACE, DETAILS, MENU, CALLBACK, NUMBER, TRANSFER, DONE = (
     "concern", "place", "details", "menu", "callback", "number", "transfer", "done")
