@@ -157,3 +157,38 @@ class FakeTwilio:
 def rest_error(name: str) -> tuple[int, dict]:
     body = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
     return body["status"], body
+
+
+# -- the real hub app with the Twilio channels on ------------------------------------------------------------
+
+
+def hub_settings(tmp_path, url: str, **twilio: Any):
+    """The hub's Settings for a test database with ``[twilio]`` configured (``twilio`` overrides keys)."""
+    from web_support import settings_for
+
+    settings = settings_for(tmp_path, url)
+    settings.twilio = twilio_settings(**twilio)
+    return settings
+
+
+def make_twilio_app(tmp_path, engine, url: str, kb, *, clock=None, **twilio: Any):
+    """(app, queue service) of the real hub with the Twilio channels on; workers run only when a test asks."""
+    from channels.twilio.routes import TWILIO
+    from hub.http.api_cases import QUEUE
+    from hub.http.app import create_app
+    from hub.queue.adapters import load_adapters
+    from hub.queue.workers import QueueService
+
+    settings = hub_settings(tmp_path, url, **twilio)
+    app = create_app(settings, kb=kb, engine=engine)
+    service = QueueService(engine, settings, router=kb, run_workers=False, adapters=load_adapters(settings))
+    app[QUEUE].service = service
+    if clock is not None:
+        app[TWILIO].clock = clock
+    return app, service
+
+
+async def post(client, path: str, params: dict[str, str] | list[tuple[str, str]], **kwargs: Any):
+    """POST a webhook signed as Twilio signs it for ``PUBLIC_URL + path``."""
+    body, headers = signed(path, params, **kwargs)
+    return await client.post(path, data=body, headers=headers)

@@ -13,3 +13,16 @@ Modules, each with one job:
 * :mod:`~channels.twilio.twiml`, :mod:`~channels.twilio.voice` — the phone menu as pure functions;
 * :mod:`~channels.twilio.outbound` — the ``sms`` adapter of the outbox (twilio's async client).
 """
+
+from channels.twilio.settings import TwilioSettings
+from hub.plugins import Channel, SettingsSection
+
+CHANNEL = Channel(
+    name="twilio",
+    settings=(SettingsSection("twilio", TwilioSettings, "SMS and phone through Twilio: webhooks, the speech menu, "
+                              "outbound SMS. Off while account_sid is empty."),),
+    routes="channels.twilio.routes:setup",
+    # A written answer to a phone case goes to the caller as an SMS, as one to an SMS case does.
+    outbound={"sms": "channels.twilio.outbound:build_sms_adapter",
+              "phone": "channels.twilio.outbound:build_sms_adapter"},
+)

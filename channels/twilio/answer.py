@@ -9,6 +9,7 @@ counts as closed and the next opening day is named instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -124,3 +125,28 @@ def spoken_digits(number: str) -> str:
     if current:
         groups.append(" ".join(current))
     return ", ".join(groups)
+
+
+_BEFORE_PLACE = r"(?:(?:ich\s+)?wohne\s+in|wohnhaft\s+in|in|aus|nach|bei|für|im)"
+
+
+def route_text(kb: Any, text: str, location: str | None = None) -> Any:
+    """``kb.route(text, location)`` for a text that may name the place itself (an SMS, a caller's sentence).
+
+    The knowledge base finds the place in the text, but the place's name also counts as words of the
+    request and dilutes the service's score ("Personalausweis ... ich wohne in Todesfelde" scores 75,
+    without the place 98). So when the place was found in the text and the decision is not certain, the
+    service is looked up once more without the place's words, at that place; the better of the two counts.
+    """
+    route = kb.route(text, location)
+    found = getattr(route, "location", None)
+    if location is not None or found is None or route.service is None or not route.needs_clarification:
+        return route
+    stripped = text
+    for name in sorted({found.name, found.display_name} - {""}, key=len, reverse=True):
+        stripped = re.sub(rf"(?i)(\b{_BEFORE_PLACE}\s+)?\b{re.escape(name)}\b", " ", stripped)
+    stripped = re.sub(r"\b\d{5}\b", " ", stripped)  # a postcode next to the name
+    if stripped == text or not stripped.strip():
+        return route
+    second = kb.route(stripped, found.ars)
+    return second if (not second.needs_clarification or second.confidence > route.confidence) else route

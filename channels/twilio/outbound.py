@@ -160,5 +160,28 @@ class TwilioSmsAdapter:
 
 
 def build_sms_adapter(settings: Any, opted_out: OptOutCheck | None = None) -> TwilioSmsAdapter:
-    """Factory for the channel registry (outbound ``sms``): raises ConfigError when Twilio is not set up."""
-    return TwilioSmsAdapter(twilio_settings(settings), opted_out=opted_out)
+    """Factory for the channel registry (outbound ``sms`` and ``phone``); ConfigError when Twilio is not set up.
+
+    Without an ``opted_out`` check the adapter reads the opt-outs from the hub's database itself (its own
+    small connection pool, opened at the first send).
+    """
+    section = twilio_settings(settings)
+    if opted_out is None and getattr(settings, "database", None) is not None:
+        opted_out = _database_check(settings.database.url)
+    return TwilioSmsAdapter(section, opted_out=opted_out)
+
+
+def _database_check(url: str) -> OptOutCheck:
+    engine = None
+
+    async def check(number: str) -> bool:
+        nonlocal engine
+        if engine is None:
+            from hub.db import make_engine
+
+            engine = make_engine(url)
+        from channels.twilio.store import opted_out_checker
+
+        return await opted_out_checker(engine)(number)
+
+    return check

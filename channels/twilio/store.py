@@ -23,6 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
+import hub.console.calls  # noqa: F401  (hub_call, which twilio_call refers to)
+import hub.queue.cases  # noqa: F401  (hub_case and hub_message, which the tables refer to)
 from knowledge.columns import UtcDateTime
 
 

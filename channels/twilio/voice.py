@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from channels.twilio import twiml
-from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, spoken_digits, spoken_time
+from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
 
 CONCERN, PLACE, DETAILS, MENU, CALLBACK, NUMBER, TRANSFER, DONE = (
@@ -196,7 +196,7 @@ class VoiceFlow:
                                                 "noch einmal in einem Satz, worum es geht."], ctx.tries + 1)
                 return Turn(doc, CONCERN, said, heard=digits or None)
             return self.menu_prompt(ctx, heard=None, lead="Ich konnte Sie leider nicht verstehen.")
-        route = self.kb.route(text, None)
+        route = route_text(self.kb, text)
         return self._after_route(replace(ctx, concern=text, tries=0), route, heard=text, concern=text)
 
     def place(self, ctx: CallContext, speech: str, digits: str = "") -> Turn:

@@ -541,11 +541,19 @@ class _Batch:
         att_rows = []
         for mid, req in zip(msg_ids, msg_req, strict=True):
             for att in req.attachments:
+                if att.url is not None:  # kept by the provider: the URL is recorded, no file is written
+                    att_rows.append({
+                        "message_id": mid, "filename": att.filename, "content_type": att.content_type,
+                        "size_bytes": 0, "sha256": hashlib.sha256(att.url.encode()).hexdigest(),
+                        "created_at": self.now, "url": att.url,
+                    })
+                    continue
                 if self.store is None:
                     raise RequestRejected("this hub does not accept attachments")
                 att_rows.append({
                     "message_id": mid, "filename": att.filename, "content_type": att.content_type,
                     "size_bytes": len(att.data), "sha256": self.store.put(att.data), "created_at": self.now,
+                    "url": None,
                 })
         if att_rows:
             conn.execute(insert(attachment_t), att_rows)

@@ -1,0 +1,115 @@
+"""What the Twilio channels write into cases once intake has stored a request.
+
+Built from the queue's own operations (:func:`hub.queue.cases.transition`, :func:`hub.queue.outbox.enqueue`,
+:func:`hub.queue.cases.audit`), in one transaction each, before the webhook answers:
+
+* :func:`answered` — the hub answered the citizen itself (the SMS or the phone menu gave the direct
+  answer): the case gets the service and office and moves to ``answered``;
+* :func:`record_reply` — the text the citizen got through TwiML, as an outbound message of the case that
+  is already on its way (``sent``, never picked up by the outbox again); its delivery report comes back
+  to ``/twilio/status?message_id=N``;
+* :func:`request_callback` — the caller confirmed a number to be called back on: the case's contact
+  number, an audit entry; the case stays open with its first-response clock (24 working hours);
+* :func:`record_ivr_call` — a call the menu handled, as a call record (agent ``ivr``) the dashboard counts:
+  ``answered`` → ``first_contact``, ``callback`` → ``forwarded`` (a person has to answer it later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from hub.console.calls import call_t as hub_call_t
+from hub.queue.cases import CaseState, SlaPolicy, StaleState, audit, case_t, message_t, transition
+from hub.queue.outbox import enqueue
+from hub.queue.settings import QueueSettings
+
+#: Call record agent name of calls the phone menu handled alone.
+IVR_AGENT = "ivr"
+IVR_OUTCOMES = {"answered": "first_contact", "callback": "forwarded"}
+
+
+def case_row(conn: Connection, case_id: int) -> dict[str, Any]:
+    return dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
+
+
+def answered(conn: Connection, case_id: int, *, service: Mapping[str, Any], authority: Mapping[str, Any],
+             actor: str, reason: str, policy: SlaPolicy, now: datetime | None = None) -> bool:
+    """Move the case to ``answered`` with this route; False when it had moved past that already.
+
+    A new case passes through ``routed`` (the routing stage may be routing it at the same moment: its
+    write then finds the case changed and leaves it). Retries when the case changes under it.
+    """
+    now = now or datetime.now(UTC)
+    route = {"service_id": service["id"], "service_name": service.get("name"),
+             "authority_id": authority["id"], "authority_name": authority.get("name")}
+    for _ in range(3):
+        row = case_row(conn, case_id)
+        try:
+            if row["state"] == CaseState.NEW:
+                row.update(transition(conn, row, CaseState.ROUTED, actor=actor, reason=reason, policy=policy,
+                                      now=now, values=route | {"routed_at": now, "route_reason": reason}))
+            if row["state"] in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
+                transition(conn, row, CaseState.ANSWERED, actor=actor, reason=reason, policy=policy, now=now,
+                           values=route)
+                return True
+            return False
+        except StaleState:
+            continue
+    return False
+
+
+def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, recipient: str | None, author: str,
+                 kind: str = "reply", settings: QueueSettings | None = None, now: datetime | None = None) -> int:
+    """An outbound message the citizen already got through TwiML; returns its id (for the delivery report)."""
+    now = now or datetime.now(UTC)
+    case = case_row(conn, case_id)
+    message_id = enqueue(conn, case, text=text, author=author, kind=kind, channel=channel, recipient=recipient,
+                         settings=settings, now=now)
+    # Handed to Twilio in the webhook's answer: sent, so the outbox never sends it a second time.
+    conn.execute(update(message_t).where(message_t.c.id == message_id)
+                 .values(send_state="sent", sent_at=now, next_attempt_at=None, send_attempts=1))
+    return message_id
+
+
+def request_callback(conn: Connection, case_id: int, number: str, *, actor: str, now: datetime | None = None) -> None:
+    """The caller wants to be called back on ``number``: it becomes the case's number (audited, no number in it)."""
+    now = now or datetime.now(UTC)
+    case = case_row(conn, case_id)
+    if case["contact_phone"] != number:
+        conn.execute(update(case_t).where(case_t.c.id == case_id).values(contact_phone=number, updated_at=now))
+    audit(conn, case_id, actor, "callback_requested",
+          reason="the caller asked to be called back" + ("" if case["contact_phone"] in (None, number)
+                                                         else " on another number"), now=now)
+
+
+def record_ivr_call(conn: Connection, *, started_at: datetime, outcome: str, case_id: int | None,
+                    service: Mapping[str, Any] | None, authority: Mapping[str, Any] | None,
+                    now: datetime | None = None) -> int | None:
+    """The call record of a call the menu handled (None for outcomes a person records, e.g. a transfer)."""
+    recorded = IVR_OUTCOMES.get(outcome)
+    if recorded is None:
+        return None
+    values: dict[str, Any] = {"agent": IVR_AGENT, "started_at": started_at, "ended_at": now or datetime.now(UTC),
+                              "answered_within_s": None, "outcome": recorded, "case_id": case_id}
+    if service:
+        values |= {"service_id": service["id"], "service_name": service.get("name")}
+    if authority:
+        values |= {"authority_id": authority["id"], "authority_name": authority.get("name")}
+    return conn.execute(insert(hub_call_t).values(**values).returning(hub_call_t.c.id)).scalar_one()
+
+
+def case_history(conn: Connection, case_id: int, channel: str) -> tuple[list[str], dict[str, Any] | None]:
+    """The citizen's texts of the case on ``channel`` (oldest first) and the last automatic message to them."""
+    texts = list(conn.execute(
+        select(message_t.c.text).where(message_t.c.case_id == case_id, message_t.c.direction == "in",
+                                       message_t.c.channel == channel).order_by(message_t.c.id)).scalars())
+    last = conn.execute(
+        select(message_t.c.id, message_t.c.author, message_t.c.created_at, message_t.c.kind)
+        .where(message_t.c.case_id == case_id, message_t.c.direction == "out")
+        .order_by(message_t.c.id.desc()).limit(1)).mappings().first()
+    return texts, dict(last) if last else None
