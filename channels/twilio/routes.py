@@ -98,12 +98,17 @@ async def parse(request: web.Request, model: type[Model], route: str) -> Model:
                          checker=s.checker, account_sid=s.settings.account_sid, route=route, max_bytes=limit)
 
 
+#: What Twilio puts into From/Caller when the caller withheld the number (besides words like "anonymous").
+WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253"})
+
+
 def phone_or_none(value: str) -> str | None:
     """The number in E.164 form, or None for a withheld, anonymous or alphanumeric sender."""
     try:
-        return normalise_phone(value) if value else None
+        number = normalise_phone(value) if value else None
     except ValueError:
         return None
+    return None if number in WITHHELD else number
 
 
 def setup(app: web.Application) -> None:
