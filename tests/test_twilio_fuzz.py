@@ -133,8 +133,7 @@ def test_truncate_always_fits(text, n):
 
 @pytest.fixture(scope="module")
 def flow(kb):
-    from channels.twilio.twiml import VoiceStyle
-    from channels.twilio.voice import VoiceFlow
+    from channels.twilio.voice import VoiceFlow, VoiceStyle
     from hub.queue.sla import BusinessCalendar
 
     return VoiceFlow(base_url=PUBLIC_URL, style=VoiceStyle(), kb=kb, calendar=BusinessCalendar(),

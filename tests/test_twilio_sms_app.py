@@ -23,7 +23,7 @@ from twilio_support import (
 )
 
 from channels.twilio import gsm7, store
-from channels.twilio.routes import TWILIO
+from channels.twilio.webhooks import TWILIO
 from hub.queue.cases import attachment_t, audit_t, case_t, message_t
 from knowledge.settings import ConfigError
 
@@ -92,7 +92,7 @@ async def test_a_clear_question_gets_the_direct_answer_after_the_commit(client):
     inbound, outbound = rows(client.engine, message_t)
     assert inbound["external_id"] == params["MessageSid"] and inbound["direction"] == "in"
     assert outbound["direction"] == "out" and outbound["send_state"] == "sent" and outbound["text"] == text
-    assert outbound["author"] == "sms:auto" and outbound["recipient"] == CITIZEN
+    assert outbound["author"] == "agent:sms-auto" and outbound["recipient"] == CITIZEN
     assert message.get("action") == f"{PUBLIC_URL}/twilio/status?message_id={outbound['id']}"
     # The outbox never sends what TwiML delivered.
     assert await client.service.dispatcher.run_until_empty() == 0 and client.fake.requests == []
@@ -301,7 +301,7 @@ async def test_undelivered_marks_the_message_failed_and_21610_records_the_opt_ou
     assert count(client.engine, audit_t, audit_t.c.action == "send_bounced") == 1
     failed = payload("message_status_undelivered", MessageSid=new_sid("SM"), ErrorCode="21610",
                      MessageStatus="failed", SmsStatus="failed")
-    (ack,) = rows(client.engine, message_t, message_t.c.author == "sms:ack")
+    (ack,) = rows(client.engine, message_t, message_t.c.author == "agent:sms-ack")
     await post(client, f"/twilio/status?message_id={ack['id']}", failed)
     assert rows(client.engine, store.opt_out_t)[0]["source"] == "twilio"
 
@@ -356,3 +356,16 @@ def test_the_token_comes_from_the_environment(tmp_path):
                                             "CITIZEN_HUB_TWILIO__PHONE_NUMBERS": "+4932221803115,+4930901820"})
     assert settings.twilio.require().auth_token == AUTH_TOKEN
     assert settings.twilio.phone_numbers == ["+4932221803115", "+4930901820"]
+
+
+async def test_refused_signatures_are_in_metrics(client):
+    body = urlencode(sms()).encode()
+    await client.post("/twilio/sms", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    await client.post("/twilio/voice", data=body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                           "X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
+    await post(client, "/twilio/sms", sms())  # accepted: not counted
+    resp = await client.get("/metrics")
+    text = await resp.text()
+    assert 'citizen_hub_twilio_webhooks_rejected_total{reason="missing",route="/twilio/sms"} 1.0' in text
+    assert 'citizen_hub_twilio_webhooks_rejected_total{reason="forged",route="/twilio/voice"} 1.0' in text
+    assert 'citizen_hub_intake_requests_total{channel="sms",outcome="new"} 1.0' in text

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from channels.twilio.twiml import VoiceStyle
 from channels.twilio.voice import (
     ANSWERED,
     CALLBACK,
@@ -23,6 +22,7 @@ from channels.twilio.voice import (
     TRANSFERRED,
     CallContext,
     VoiceFlow,
+    VoiceStyle,
     menu_choice,
     service_hours_text,
     yes_no,

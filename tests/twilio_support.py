@@ -173,7 +173,7 @@ def hub_settings(tmp_path, url: str, **twilio: Any):
 
 def make_twilio_app(tmp_path, engine, url: str, kb, *, clock=None, **twilio: Any):
     """(app, queue service) of the real hub with the Twilio channels on; workers run only when a test asks."""
-    from channels.twilio.routes import TWILIO
+    from channels.twilio.webhooks import TWILIO
     from hub.http.api_cases import QUEUE
     from hub.http.app import create_app
     from hub.queue.adapters import load_adapters

@@ -10,7 +10,7 @@ Modules, each with one job:
 * :mod:`~channels.twilio.gsm7` — SMS encoding and segment counting;
 * :mod:`~channels.twilio.answer` — the direct answer (service, office, phone, today's hours);
 * :mod:`~channels.twilio.sms` — what an SMS is answered (keywords, direct answer, acknowledgement);
-* :mod:`~channels.twilio.twiml`, :mod:`~channels.twilio.voice` — the phone menu as pure functions;
+* :mod:`~channels.twilio.voice` — the phone menu as pure functions, and its TwiML;
 * :mod:`~channels.twilio.outbound` — the ``sms`` adapter of the outbox (twilio's async client).
 """
 
@@ -25,4 +25,5 @@ CHANNEL = Channel(
     # A written answer to a phone case goes to the caller as an SMS, as one to an SMS case does.
     outbound={"sms": "channels.twilio.outbound:build_sms_adapter",
               "phone": "channels.twilio.outbound:build_sms_adapter"},
+    privacy="channels.twilio.store:PRIVACY",  # calls in the menu, opt-outs
 )

@@ -34,11 +34,12 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from twilio.twiml.messaging_response import MessagingResponse
 
-from channels.twilio import routes, sms, store
+from channels.twilio import sms, store, webhooks
 from channels.twilio.answer import Answer, direct_answer, route_text
 from channels.twilio.outbound import OPTED_OUT_AT_TWILIO, status_callback_url
 from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWebhook, WebhookError
 from channels.twilio.records import answered, case_history, record_reply
+from hub.casework import actor_name
 from hub.queue.cases import audit, message_t
 from hub.queue.intake import IntakeResult, IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest
@@ -46,9 +47,9 @@ from knowledge.base import authority_json, service_json
 
 log = logging.getLogger(__name__)
 
-AUTO_AUTHOR = "sms:auto"  # the direct answer
-ACK_AUTHOR = "sms:ack"  # an acknowledgement
-ASK_PLACE_AUTHOR = "sms:ask-place"  # an acknowledgement that asks where the citizen lives
+#: Who writes the automatic SMS (the "agent" of :mod:`hub.casework`; the message's author is ``agent:<name>``).
+AUTO, ACK, ASK_PLACE = "sms-auto", "sms-ack", "sms-ask-place"  # direct answer, acknowledgement, question
+AUTO_AUTHOR, ACK_AUTHOR, ASK_PLACE_AUTHOR = (actor_name(a) for a in (AUTO, ACK, ASK_PLACE))
 AUTOMATIC = (AUTO_AUTHOR, ACK_AUTHOR, ASK_PLACE_AUTHOR)
 #: A follow-up within this time of the hub's last automatic SMS gets no second acknowledgement.
 QUIET_AFTER_ACK = timedelta(hours=1)
@@ -64,8 +65,7 @@ class SmsReply:
     """What an SMS is answered and how the answer is recorded."""
 
     text: str
-    kind: str  # reply (the direct answer) | ack
-    author: str
+    agent: str  # AUTO, ACK or ASK_PLACE
     answer: Answer | None = None
 
 
@@ -94,19 +94,19 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
         answer = direct_answer(route, local_now, is_holiday)
         already = last_out is not None and last_out.get("author") == AUTO_AUTHOR
         if answer is not None and not already:
-            return SmsReply(sms.answer_text(answer, max_segments), "reply", AUTO_AUTHOR, answer)
+            return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer)
         if last_out and last_out.get("author") in AUTOMATIC and last_out.get("created_at") is not None \
                 and now - last_out["created_at"] < QUIET_AFTER_ACK:
             return None
-        return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), "ack", ACK_AUTHOR)
+        return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
     route = route_text(kb, body)
     answer = direct_answer(route, local_now, is_holiday)
     if answer is not None:
-        return SmsReply(sms.answer_text(answer, max_segments), "reply", AUTO_AUTHOR, answer)
+        return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer)
     if _certain_without_place(route, confident):
         return SmsReply(sms.ack_text(result.token, ask_place_for=route.service.name, max_segments=max_segments),
-                        "ack", ASK_PLACE_AUTHOR)
-    return SmsReply(sms.ack_text(result.token, max_segments=max_segments), "ack", ACK_AUTHOR)
+                        ASK_PLACE)
+    return SmsReply(sms.ack_text(result.token, max_segments=max_segments), ACK)
 
 
 def message_twiml(text: str | None, action: str | None = None) -> str:
@@ -162,66 +162,66 @@ def _after_intake(request_engine, kb: Any, result: IntakeResult, body: str, send
         if reply.answer is not None:
             answer = reply.answer
             answered(conn, result.case_id, service=service_json(kb.services[answer.service_id]),
-                     authority=authority_json(kb.authorities[answer.office_id]), actor=AUTO_AUTHOR,
+                     authority=authority_json(kb.authorities[answer.office_id]), agent=AUTO,
                      reason="answered automatically by SMS", policy=service.policy, now=now)
         message_id = record_reply(conn, result.case_id, text=reply.text, channel="sms", recipient=sender,
-                                  author=reply.author, kind=reply.kind, settings=service.queue, now=now)
+                                  agent=reply.agent, settings=service.queue, now=now)
     return reply, message_id
 
 
 async def sms_webhook(request: web.Request) -> web.Response:
     """``POST /twilio/sms``: store, then answer with TwiML."""
-    st = routes.state(request)
+    st = webhooks.state(request)
     try:
-        sms_in = await routes.parse(request, SmsWebhook, "/twilio/sms")
+        sms_in = await webhooks.parse(request, SmsWebhook, "/twilio/sms")
     except WebhookError as exc:
-        return routes.refused(exc)
-    engine = routes.engine(request)
-    sender = routes.phone_or_none(sms_in.from_)
+        return webhooks.refused(exc)
+    engine = webhooks.engine(request)
+    sender = webhooks.phone_or_none(sms_in.from_)
     word = sms.keyword(sms_in.body, sms_in.opt_out_type)
     if word in (sms.STOP, sms.START):
         await asyncio.to_thread(_keyword, engine, sender, word)
         # With Advanced Opt-Out Twilio confirmed the keyword itself; a second confirmation would be noise.
         text = None if sms_in.opt_out_type else sms.TEXTS["stopped" if word == sms.STOP else "started"]
         log.info("sms: %s from a sender recorded (message %s)", word, sms_in.message_sid)
-        return routes.twiml(message_twiml(text))
+        return webhooks.twiml(message_twiml(text))
     if word == sms.HELP:
-        return routes.twiml(message_twiml(None if sms_in.opt_out_type else sms.TEXTS["help"]))
+        return webhooks.twiml(message_twiml(None if sms_in.opt_out_type else sms.TEXTS["help"]))
     problem = sms.refusal(sms_in.body, len(sms_in.media))
     if problem:
         log.info("sms: message %s not taken: %s", sms_in.message_sid, problem)
-        return routes.twiml(message_twiml(sms.TEXTS[problem]))
-    service = routes.queue_service(request)
+        return webhooks.twiml(message_twiml(sms.TEXTS[problem]))
+    service = webhooks.queue_service(request)
     if service is None:
-        return routes.twiml(message_twiml(sms.TEXTS["unavailable"]))
+        return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
     try:
         req = to_request(sms_in, sender, datetime.now(UTC))
         result = await service.writer.submit(req)
     except ValidationError as exc:
         log.info("sms: message %s does not make a request (%d errors)", sms_in.message_sid, exc.error_count())
-        return routes.refused(InvalidPayload("the message cannot be stored as a request"))
+        return webhooks.refused(InvalidPayload("the message cannot be stored as a request"))
     except RequestRejected as exc:
         log.info("sms: message %s refused by intake limits: %s", sms_in.message_sid, exc)
-        return routes.twiml(message_twiml(sms.TEXTS["refused"]))
+        return webhooks.twiml(message_twiml(sms.TEXTS["refused"]))
     except IntakeUnavailable:
         log.warning("sms: intake unavailable; message %s not stored", sms_in.message_sid)
-        return routes.twiml(message_twiml(sms.TEXTS["unavailable"]))
+        return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
     if not result.created:  # Twilio sent the same MessageSid again: stored once, answered briefly
         text = f"Ihre Nachricht liegt uns bereits vor (Zeichen {result.token})."
         opted = sender is None or await asyncio.to_thread(_opted_out, engine, sender)
-        return routes.twiml(message_twiml(None if opted else text))
-    kb = routes.kb(request)
+        return webhooks.twiml(message_twiml(None if opted else text))
+    kb = webhooks.kb(request)
     if kb is None:
-        return routes.twiml(message_twiml(None))
+        return webhooks.twiml(message_twiml(None))
     try:
         reply, message_id = await asyncio.to_thread(_after_intake, engine, kb, result, req.text, sender,
-                                                    st.settings, service, routes.now(request))
+                                                    st.settings, service, webhooks.now(request))
     except Exception:  # the request is stored; without an answer now an agent answers it
         log.exception("sms: the automatic answer to message %s failed", sms_in.message_sid)
-        return routes.twiml(message_twiml(None))
+        return webhooks.twiml(message_twiml(None))
     if reply is None:
-        return routes.twiml(message_twiml(None))
-    return routes.twiml(message_twiml(reply.text, status_callback_url(st.settings, message_id)))
+        return webhooks.twiml(message_twiml(None))
+    return webhooks.twiml(message_twiml(reply.text, status_callback_url(st.settings, message_id)))
 
 
 def _opted_out(engine, sender: str) -> bool:
@@ -276,12 +276,12 @@ def apply_status(engine, message_id: int, report: MessageStatusWebhook, now: dat
 async def status_webhook(request: web.Request) -> web.Response:
     """``POST /twilio/status?message_id=N``: a delivery report of one of the hub's SMS."""
     try:
-        report = await routes.parse(request, MessageStatusWebhook, "/twilio/status")
+        report = await webhooks.parse(request, MessageStatusWebhook, "/twilio/status")
     except WebhookError as exc:
-        return routes.refused(exc)
+        return webhooks.refused(exc)
     raw = request.query.get("message_id", "")
     if not raw.isdigit() or len(raw) > 12:
-        return routes.refused(InvalidPayload("message_id must be the hub's message number"))
-    outcome = await asyncio.to_thread(apply_status, routes.engine(request), int(raw), report)
+        return webhooks.refused(InvalidPayload("message_id must be the hub's message number"))
+    outcome = await asyncio.to_thread(apply_status, webhooks.engine(request), int(raw), report)
     log.info("sms: delivery report %s for message %s: %s", report.message_status, raw, outcome)
     return web.Response(status=204)

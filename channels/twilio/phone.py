@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from channels.twilio import routes, store, twiml, voice
+from channels.twilio import store, voice, webhooks
 from channels.twilio.payload import (
     CallStatusWebhook,
     GatherWebhook,
@@ -38,17 +38,18 @@ from channels.twilio.payload import (
     VoiceWebhook,
     WebhookError,
 )
-from channels.twilio.records import answered, case_row, record_ivr_call, record_reply, request_callback
+from channels.twilio.records import answered, record_ivr_call, record_reply, request_callback
+from hub import casework
+from hub.casework import actor_name
 from hub.console.calls import card_text
 from hub.queue.cases import audit
 from hub.queue.intake import IntakeUnavailable, RequestRejected
-from hub.queue.outbox import enqueue
 from hub.queue.requests import Contact, InboundRequest
 from knowledge.base import authority_json, service_json
 
 log = logging.getLogger(__name__)
 
-IVR_ACTOR = "ivr"
+IVR = "ivr"  # the phone menu as the "agent" of hub.casework
 ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 MAX_TRY = 5
 SORRY = ("Entschuldigung, es gibt gerade eine technische Störung. Bitte rufen Sie in einigen Minuten noch "
@@ -57,14 +58,14 @@ SORRY = ("Entschuldigung, es gibt gerade eine technische Störung. Bitte rufen S
 
 def flow_for(request: web.Request) -> voice.VoiceFlow | None:
     """The menu of this app (built once the knowledge base and the queue are there)."""
-    st = routes.state(request)
+    st = webhooks.state(request)
     flow = st.extra.get("flow")
-    kb, service = routes.kb(request), routes.queue_service(request)
+    kb, service = webhooks.kb(request), webhooks.queue_service(request)
     if flow is None and kb is not None and service is not None:
         s = st.settings
         flow = voice.VoiceFlow(
             base_url=s.public_url,
-            style=twiml.VoiceStyle(language=s.voice_language, voice=s.voice, speech_model=s.speech_model,
+            style=voice.VoiceStyle(language=s.voice_language, voice=s.voice, speech_model=s.speech_model,
                                    speech_timeout=s.speech_timeout_seconds, timeout=s.gather_timeout_seconds),
             kb=kb, calendar=service.policy.clock.calendar, transfer=s.transfer_target,
             caller_id=s.phone_numbers[0] if s.phone_numbers else None)
@@ -72,13 +73,13 @@ def flow_for(request: web.Request) -> voice.VoiceFlow | None:
     return flow
 
 
-def _style(request: web.Request) -> twiml.VoiceStyle:
-    s = routes.state(request).settings
-    return twiml.VoiceStyle(language=s.voice_language, voice=s.voice)
+def _style(request: web.Request) -> voice.VoiceStyle:
+    s = webhooks.state(request).settings
+    return voice.VoiceStyle(language=s.voice_language, voice=s.voice)
 
 
 def _sorry(request: web.Request) -> web.Response:
-    return routes.twiml(twiml.goodbye(_style(request), SORRY))
+    return webhooks.twiml(voice.goodbye(_style(request), SORRY))
 
 
 def _start(engine, call_sid: str, caller: str | None) -> tuple[dict[str, Any], bool]:
@@ -98,20 +99,20 @@ def _context(row: dict[str, Any], opted: bool, tries: int, now: datetime) -> voi
 async def call_webhook(request: web.Request) -> web.Response:
     """``POST /twilio/voice``: the call is stored, then greeted."""
     try:
-        call = await routes.parse(request, VoiceWebhook, "/twilio/voice")
+        call = await webhooks.parse(request, VoiceWebhook, "/twilio/voice")
     except WebhookError as exc:
-        return routes.refused(exc)
+        return webhooks.refused(exc)
     flow = flow_for(request)
     if flow is None:
         return _sorry(request)
-    caller = routes.phone_or_none(call.from_)
+    caller = webhooks.phone_or_none(call.from_)
     try:
-        row, opted = await asyncio.to_thread(_start, routes.engine(request), call.call_sid, caller)
+        row, opted = await asyncio.to_thread(_start, webhooks.engine(request), call.call_sid, caller)
     except Exception:
         log.exception("phone: call %s could not be stored", call.call_sid)
         return _sorry(request)
     log.info("phone: call %s in", call.call_sid)
-    return routes.twiml(flow.greeting(_context(row, opted, 0, routes.now(request))).twiml)
+    return webhooks.twiml(flow.greeting(_context(row, opted, 0, webhooks.now(request))).twiml)
 
 
 def _tries(request: web.Request) -> int:
@@ -125,16 +126,16 @@ async def gather_webhook(request: web.Request) -> web.Response:
     if step not in voice.STEPS or step == voice.TRANSFER:
         raise web.HTTPNotFound(text="no such step of the phone menu")
     try:
-        gather = await routes.parse(request, GatherWebhook, f"/twilio/voice/{step}")
+        gather = await webhooks.parse(request, GatherWebhook, f"/twilio/voice/{step}")
     except WebhookError as exc:
-        return routes.refused(exc)
+        return webhooks.refused(exc)
     flow = flow_for(request)
     if flow is None:
         return _sorry(request)
-    engine = routes.engine(request)
+    engine = webhooks.engine(request)
     try:
-        row, opted = await asyncio.to_thread(_start, engine, gather.call_sid, routes.phone_or_none(gather.from_))
-        turn = flow.handle(step, _context(row, opted, _tries(request), routes.now(request)), gather.speech_result,
+        row, opted = await asyncio.to_thread(_start, engine, gather.call_sid, webhooks.phone_or_none(gather.from_))
+        turn = flow.handle(step, _context(row, opted, _tries(request), webhooks.now(request)), gather.speech_result,
                            gather.digits)
         await apply_turn(request, row, turn, step)
     except (IntakeUnavailable, RequestRejected):
@@ -143,7 +144,7 @@ async def gather_webhook(request: web.Request) -> web.Response:
     except Exception:
         log.exception("phone: call %s: the turn at %s failed", gather.call_sid, step)
         return _sorry(request)
-    return routes.twiml(turn.twiml)
+    return webhooks.twiml(turn.twiml)
 
 
 def _said_id(call_sid: str, what: str, text: str) -> str:
@@ -152,7 +153,7 @@ def _said_id(call_sid: str, what: str, text: str) -> str:
 
 
 async def _submit(request: web.Request, req: InboundRequest) -> int:
-    service = routes.queue_service(request)
+    service = webhooks.queue_service(request)
     if service is None:
         raise IntakeUnavailable("the queue is not running")
     return (await service.writer.submit(req)).case_id
@@ -160,7 +161,7 @@ async def _submit(request: web.Request, req: InboundRequest) -> int:
 
 async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn, step: str) -> None:
     """Store what ``turn`` decided (intake first, then the case, the call row and its record)."""
-    call_sid, caller, now = row["call_sid"], row["caller"], routes.now(request)
+    call_sid, caller, now = row["call_sid"], row["caller"], webhooks.now(request)
     case_id = row["case_id"]
     follow_up = {"channel": "phone", "in_reply_to": [call_sid], "received_at": now}
     try:
@@ -187,8 +188,8 @@ async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn
                                                       text=text, **follow_up))
     except ValidationError as exc:  # e.g. control characters in a transcript: nothing half-stored
         raise RequestRejected(f"the caller's words cannot be stored ({exc.error_count()} errors)") from None
-    service = routes.queue_service(request)
-    await asyncio.to_thread(_record_turn, routes.engine(request), routes.kb(request), flow_for(request), service,
+    service = webhooks.queue_service(request)
+    await asyncio.to_thread(_record_turn, webhooks.engine(request), webhooks.kb(request), flow_for(request), service,
                             row, turn, case_id, now)
 
 
@@ -216,24 +217,24 @@ def _record_turn(engine, kb, flow: voice.VoiceFlow, service: Any, row: dict[str,
             if turn.answer.office_id in kb.authorities else {"id": turn.answer.office_id, "name": turn.answer.office}
     with engine.begin() as conn:
         if turn.answer is not None and case_id is not None:
-            answered(conn, case_id, service=service_row, authority=authority_row, actor=IVR_ACTOR,
+            answered(conn, case_id, service=service_row, authority=authority_row, agent=IVR,
                      reason="answered by the phone menu", policy=service.policy, now=now)
             record_reply(conn, case_id, text=" ".join(flow.answer_lines(turn.answer)), channel="phone",
-                         recipient=row["caller"], author=IVR_ACTOR, settings=service.queue, now=now)
+                         recipient=row["caller"], agent=IVR, settings=service.queue, now=now)
         if turn.send_details and case_id is not None and row["caller"] and not extra.get("details_sent") \
                 and row["service_id"]:
             svc = kb.services.get(row["service_id"])
             office = kb.authorities.get(row["authority_id"] or "")
-            if svc is not None:
-                enqueue(conn, case_row(conn, case_id), text=card_text(service_json(svc),
-                                                                      authority_json(office) if office else None),
-                        author=IVR_ACTOR, kind="reply", channel="sms", recipient=row["caller"],
-                        settings=service.queue, now=now)
+            if svc is not None:  # the answer card, as an agent sends it during a call
+                casework.send(conn, casework.load(conn, case_id),
+                              text=card_text(service_json(svc), authority_json(office) if office else None),
+                              agent=IVR, queue=service.queue, channel="sms", recipient=row["caller"], now=now)
                 extra["details_sent"] = True
         if turn.callback_number and case_id is not None:
-            request_callback(conn, case_id, turn.callback_number, actor=IVR_ACTOR, now=now)
+            request_callback(conn, case_id, turn.callback_number, actor=actor_name(IVR), now=now)
         if turn.outcome == voice.TRANSFERRED and case_id is not None and row["outcome"] != voice.TRANSFERRED:
-            audit(conn, case_id, IVR_ACTOR, "transferred", reason="the caller was put through to an agent", now=now)
+            audit(conn, case_id, actor_name(IVR), "transferred", reason="the caller was put through to an agent",
+                  now=now)
         outcome = values.get("outcome", row["outcome"])
         if outcome in ("answered", "callback") and row["hub_call_id"] is None:
             svc = service_row or ({"id": row["service_id"], "name": None} if row["service_id"] else None)
@@ -247,21 +248,21 @@ def _record_turn(engine, kb, flow: voice.VoiceFlow, service: Any, row: dict[str,
 async def transfer_webhook(request: web.Request) -> web.Response:
     """``POST /twilio/voice/transfer``: how the transfer to an agent ended (callback offer when it failed)."""
     try:
-        result = await routes.parse(request, TransferWebhook, "/twilio/voice/transfer")
+        result = await webhooks.parse(request, TransferWebhook, "/twilio/voice/transfer")
     except WebhookError as exc:
-        return routes.refused(exc)
+        return webhooks.refused(exc)
     flow = flow_for(request)
     if flow is None:
         return _sorry(request)
-    engine = routes.engine(request)
+    engine = webhooks.engine(request)
     try:
-        row, opted = await asyncio.to_thread(_start, engine, result.call_sid, routes.phone_or_none(result.from_))
-        turn = flow.transferred(_context(row, opted, 0, routes.now(request)), result.result)
+        row, opted = await asyncio.to_thread(_start, engine, result.call_sid, webhooks.phone_or_none(result.from_))
+        turn = flow.transferred(_context(row, opted, 0, webhooks.now(request)), result.result)
         await asyncio.to_thread(_record_transfer, engine, row, turn, result)
     except Exception:
         log.exception("phone: call %s: the transfer result could not be stored", result.call_sid)
         return _sorry(request)
-    return routes.twiml(turn.twiml)
+    return webhooks.twiml(turn.twiml)
 
 
 def _record_transfer(engine, row: dict[str, Any], turn: voice.Turn, result: TransferWebhook) -> None:
@@ -278,11 +279,11 @@ def _record_transfer(engine, row: dict[str, Any], turn: voice.Turn, result: Tran
 async def call_status_webhook(request: web.Request) -> web.Response:
     """``POST /twilio/voice/status``: the call ended; its personal data leaves the call row."""
     try:
-        status = await routes.parse(request, CallStatusWebhook, "/twilio/voice/status")
+        status = await webhooks.parse(request, CallStatusWebhook, "/twilio/voice/status")
     except WebhookError as exc:
-        return routes.refused(exc)
+        return webhooks.refused(exc)
     if status.call_status in ENDED:
-        await asyncio.to_thread(_end, routes.engine(request), status)
+        await asyncio.to_thread(_end, webhooks.engine(request), status)
     return web.Response(status=204)
 
 

@@ -1,7 +1,7 @@
 """What the Twilio channels write into cases once intake has stored a request.
 
-Built from the queue's own operations (:func:`hub.queue.cases.transition`, :func:`hub.queue.outbox.enqueue`,
-:func:`hub.queue.cases.audit`), in one transaction each, before the webhook answers:
+Built from the one implementation of case actions (:mod:`hub.casework`: take, move, send) and the audit
+log, in the caller's transaction, before the webhook answers:
 
 * :func:`answered` — the hub answered the citizen itself (the SMS or the phone menu gave the direct
   answer): the case gets the service and office and moves to ``answered``;
@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from hub import casework
 from hub.console.calls import call_t as hub_call_t
-from hub.queue.cases import CaseState, SlaPolicy, StaleState, audit, case_t, message_t, transition
-from hub.queue.outbox import enqueue
+from hub.queue.cases import CaseState, SlaPolicy, StaleState, audit, case_t, message_t
 from hub.queue.settings import QueueSettings
 
 #: Call record agent name of calls the phone menu handled alone.
@@ -33,44 +33,40 @@ IVR_AGENT = "ivr"
 IVR_OUTCOMES = {"answered": "first_contact", "callback": "forwarded"}
 
 
-def case_row(conn: Connection, case_id: int) -> dict[str, Any]:
-    return dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
-
-
 def answered(conn: Connection, case_id: int, *, service: Mapping[str, Any], authority: Mapping[str, Any],
-             actor: str, reason: str, policy: SlaPolicy, now: datetime | None = None) -> bool:
-    """Move the case to ``answered`` with this route; False when it had moved past that already.
+             agent: str, reason: str, policy: SlaPolicy, now: datetime | None = None) -> bool:
+    """Move the case to ``answered`` with this route (:mod:`hub.casework`); False when it is past that already.
 
-    A new case passes through ``routed`` (the routing stage may be routing it at the same moment: its
-    write then finds the case changed and leaves it). Retries when the case changes under it.
+    A new case is taken first (``routed``: the routing stage may be routing it at the same moment; its write
+    then finds the case changed and leaves it). Tried again when the case changes under it.
     """
     now = now or datetime.now(UTC)
-    route = {"service_id": service["id"], "service_name": service.get("name"),
-             "authority_id": authority["id"], "authority_name": authority.get("name")}
+    route = casework.route_values(service, authority, agent, now)
     for _ in range(3):
-        row = case_row(conn, case_id)
+        row = casework.load(conn, case_id)
         try:
-            if row["state"] == CaseState.NEW:
-                row.update(transition(conn, row, CaseState.ROUTED, actor=actor, reason=reason, policy=policy,
-                                      now=now, values=route | {"routed_at": now, "route_reason": reason}))
-            if row["state"] in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
-                transition(conn, row, CaseState.ANSWERED, actor=actor, reason=reason, policy=policy, now=now,
-                           values=route)
-                return True
-            return False
+            row = casework.take(conn, row, agent=agent, policy=policy, service=service, authority=authority,
+                                reason=reason, now=now)
+            if row["state"] not in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
+                return False
+            casework.move(conn, row, target=CaseState.ANSWERED, agent=agent, policy=policy, reason=reason,
+                          values=route, now=now)
+            return True
         except StaleState:
             continue
     return False
 
 
-def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, recipient: str | None, author: str,
-                 kind: str = "reply", settings: QueueSettings | None = None, now: datetime | None = None) -> int:
-    """An outbound message the citizen already got through TwiML; returns its id (for the delivery report)."""
+def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, recipient: str | None, agent: str,
+                 settings: QueueSettings | None = None, now: datetime | None = None) -> int:
+    """A message the citizen already got through TwiML (or heard); returns its id (for the delivery report).
+
+    Written by :func:`hub.casework.send` and marked ``sent`` in the same transaction: it was handed to Twilio
+    in the webhook's answer, so the outbox never sends it a second time.
+    """
     now = now or datetime.now(UTC)
-    case = case_row(conn, case_id)
-    message_id = enqueue(conn, case, text=text, author=author, kind=kind, channel=channel, recipient=recipient,
-                         settings=settings, now=now)
-    # Handed to Twilio in the webhook's answer: sent, so the outbox never sends it a second time.
+    message_id = casework.send(conn, casework.load(conn, case_id), text=text, agent=agent,
+                               queue=settings or QueueSettings(), channel=channel, recipient=recipient, now=now)
     conn.execute(update(message_t).where(message_t.c.id == message_id)
                  .values(send_state="sent", sent_at=now, next_attempt_at=None, send_attempts=1))
     return message_id
@@ -79,7 +75,7 @@ def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, rec
 def request_callback(conn: Connection, case_id: int, number: str, *, actor: str, now: datetime | None = None) -> None:
     """The caller wants to be called back on ``number``: it becomes the case's number (audited, no number in it)."""
     now = now or datetime.now(UTC)
-    case = case_row(conn, case_id)
+    case = casework.load(conn, case_id)
     if case["contact_phone"] != number:
         conn.execute(update(case_t).where(case_t.c.id == case_id).values(contact_phone=number, updated_at=now))
     audit(conn, case_id, actor, "callback_requested",

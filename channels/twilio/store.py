@@ -219,3 +219,24 @@ def record_delivery(conn: Connection, message_id: int, status: str, *, message_s
     if error_code is not None:
         values["error_code"] = error_code
     conn.execute(update(delivery_t).where(delivery_t.c.message_id == message_id).values(**values))
+
+
+# -- privacy (hub.queue.privacy calls this through the channel's descriptor) -------------------------------------
+
+
+class TwilioPrivacy:
+    """``purge`` and ``forget`` for the Twilio tables (see :class:`hub.plugins.Channel`)."""
+
+    def purge(self, conn: Connection, case_ids: list[int], now: datetime) -> int:
+        """Empty the calls' personal columns: of purged cases, and of calls that never reported their end."""
+        return purge_calls(conn, case_ids=case_ids, now=now)
+
+    def forget(self, conn: Connection, case_ids: list[int], emails: list[str], phones: list[str]) -> int:
+        """Delete the calls of these cases and numbers and the numbers' opt-outs."""
+        removed = forget_calls(conn, phones, case_ids)
+        if phones:
+            removed += conn.execute(delete(opt_out_t).where(opt_out_t.c.phone.in_(phones))).rowcount or 0
+        return removed
+
+
+PRIVACY = TwilioPrivacy()

@@ -23,14 +23,107 @@ in a loop.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from channels.twilio import twiml
+from twilio.twiml.voice_response import VoiceResponse
+
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
+
+
+# -- TwiML -----------------------------------------------------------------------------------------------------
+# Every <Gather> listens for speech *and* keys (input="speech dtmf") in [twilio] voice_language (Twilio's
+# default would be en-US), always with an integer speechTimeout (Twilio refuses "auto" once a speechModel
+# is set: warning 13335), and posts to an absolute action URL under public_url, so a proxy's path prefix
+# survives. actionOnEmptyResult makes Twilio post silence too, and a <Redirect> after the <Gather> (counted
+# as a try) catches the case where it does not: the menu always decides what happens next.
+@dataclass(frozen=True)
+class VoiceStyle:
+    """How the menu speaks and listens (from ``[twilio]``)."""
+
+    language: str = "de-DE"
+    voice: str = ""
+    speech_model: str = "phone_call"
+    speech_timeout: int = 2
+    timeout: int = 6
+
+    def say(self, parent, text: str) -> None:
+        kwargs = {"language": self.language}
+        if self.voice:
+            kwargs["voice"] = self.voice
+        parent.say(text, **kwargs)
+
+
+def gather(style: VoiceStyle, action: str, prompt: str | Sequence[str], *, num_digits: int | None = None,
+           finish_on_key: str | None = None, hints: str | None = None, retry: str | None = None) -> str:
+    """Say ``prompt`` while listening; the answer (or silence) goes to ``action``, else to ``retry``."""
+    response = VoiceResponse()
+    kwargs: dict = {
+        "input": "speech dtmf",
+        "language": style.language,
+        "action": action,
+        "method": "POST",
+        "timeout": style.timeout,
+        "speech_timeout": int(style.speech_timeout),
+        "action_on_empty_result": True,
+    }
+    if style.speech_model:
+        kwargs["speech_model"] = style.speech_model
+    if num_digits is not None:
+        kwargs["num_digits"] = num_digits
+    if finish_on_key is not None:
+        kwargs["finish_on_key"] = finish_on_key
+    if hints:
+        kwargs["hints"] = hints
+    element = response.gather(**kwargs)
+    for line in [prompt] if isinstance(prompt, str) else prompt:
+        style.say(element, line)
+    response.redirect(retry or action, method="POST")
+    return response.to_xml()
+
+
+def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
+    """Say ``lines`` and hang up."""
+    response = VoiceResponse()
+    for line in [lines] if isinstance(lines, str) else lines:
+        style.say(response, line)
+    response.hangup()
+    return response.to_xml()
+
+
+def enqueue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
+    """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
+    response = VoiceResponse()
+    style.say(response, line)
+    response.enqueue(queue, action=action, method="POST")
+    return response.to_xml()
+
+
+def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str | None = None,
+         timeout: int = 30) -> str:
+    """Say ``line`` and dial an agent's number; ``action`` hears whether someone answered."""
+    response = VoiceResponse()
+    style.say(response, line)
+    kwargs = {"action": action, "method": "POST", "timeout": timeout}
+    if caller_id:
+        kwargs["caller_id"] = caller_id
+    element = response.dial(**kwargs)
+    element.number(number)
+    return response.to_xml()
+
+
+def say_only(style: VoiceStyle, lines: str | Sequence[str]) -> str:
+    """Say ``lines`` without hanging up (Twilio ends the call after the last verb)."""
+    response = VoiceResponse()
+    for line in [lines] if isinstance(lines, str) else lines:
+        style.say(response, line)
+    return response.to_xml()
+
+
+# -- the menu --------------------------------------------------------------------------------------------------
 
 CONCERN, PLACE, DETAILS, MENU, CALLBACK, NUMBER, TRANSFER, DONE = (
     "concern", "place", "details", "menu", "callback", "number", "transfer", "done")
@@ -139,7 +232,7 @@ class Turn:
 class VoiceFlow:
     """The menu for one hub: its style, its base URL, the knowledge base and the service calendar."""
 
-    def __init__(self, *, base_url: str, style: twiml.VoiceStyle, kb: Any, calendar: Any,
+    def __init__(self, *, base_url: str, style: VoiceStyle, kb: Any, calendar: Any,
                  transfer: tuple[str, str] | None = None, caller_id: str | None = None,
                  confident_score: float | None = None,
                  is_holiday: Callable[[Any], bool] | None = None) -> None:
@@ -161,11 +254,11 @@ class VoiceFlow:
     def _ask(self, step: str, lines: list[str], tries: int = 0, **kwargs: Any) -> tuple[str, tuple[str, ...]]:
         # The fallback after the <Gather> counts as a try, so that even a Twilio that ignored
         # actionOnEmptyResult could not keep a caller in a loop.
-        doc = twiml.gather(self.style, self.url(step, tries), lines, retry=self.url(step, tries + 1), **kwargs)
+        doc = gather(self.style, self.url(step, tries), lines, retry=self.url(step, tries + 1), **kwargs)
         return doc, tuple(lines)
 
     def _bye(self, lines: list[str]) -> tuple[str, tuple[str, ...]]:
-        return twiml.goodbye(self.style, lines), tuple(lines)
+        return goodbye(self.style, lines), tuple(lines)
 
     def _local(self, now: datetime) -> datetime:
         tz = getattr(self.calendar, "tz", None)
@@ -325,9 +418,9 @@ class VoiceFlow:
         kind, target = self.transfer
         line = "Einen Moment bitte, ich verbinde Sie."
         if kind == "queue":
-            doc = twiml.enqueue(self.style, line, target, self.url(TRANSFER))
+            doc = enqueue(self.style, line, target, self.url(TRANSFER))
         else:
-            doc = twiml.dial(self.style, line, target, self.url(TRANSFER), caller_id=self.caller_id)
+            doc = dial(self.style, line, target, self.url(TRANSFER), caller_id=self.caller_id)
         return Turn(doc, TRANSFER, (line,), heard=heard, outcome=TRANSFERRED)
 
     def transferred(self, ctx: CallContext, result: str) -> Turn:
@@ -337,7 +430,7 @@ class VoiceFlow:
         answered, the queue was full or failed: the caller gets the callback offer instead.
         """
         if result in ("bridged", "completed", "answered", "hangup", "redirected", "leave"):
-            return Turn(twiml.say_only(self.style, []), DONE)
+            return Turn(say_only(self.style, []), DONE)
         turn = self._callback_offer(ctx, None, lead="Leider ist gerade niemand frei.")
         return replace(turn, outcome=None, extra={"transfer_failed": result or "unknown"})
 
