@@ -33,12 +33,15 @@ def count(engine, table, *where) -> int:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
 
 
-async def a_call(client, speech: str | None, caller: str = CITIZEN) -> str:
+async def a_call(client, speech: str | None, caller: str = CITIZEN, ended: bool = False) -> str:
     sid = new_sid("CA")
     await post(client, "/twilio/voice", payload("voice_inbound", CallSid=sid, From=caller, Caller=caller))
     if speech:
         await post(client, "/twilio/voice/concern", payload("voice_gather_speech", CallSid=sid, From=caller,
                                                              Caller=caller, SpeechResult=speech))
+    if ended:
+        await post(client, "/twilio/voice/status", payload("voice_call_completed", CallSid=sid, From=caller,
+                                                            Caller=caller))
     return sid
 
 
@@ -46,17 +49,17 @@ async def test_forget_a_number_removes_its_cases_calls_and_opt_out(client):
     await post(client, "/twilio/sms", payload("mms_inbound"))
     await post(client, "/twilio/sms", payload("sms_inbound", Body="STOP", MessageSid=new_sid("SM")))
     await a_call(client, "Personalausweis beantragen in Todesfelde")  # answered: a call record too
-    await a_call(client, None)  # hung up before saying anything: no case, the number in the call row
+    silent = await a_call(client, None, ended=True)  # hung up before a word: recorded, without the number
     other = await a_call(client, "Personalausweis beantragen in Norderstedt", caller="+4917698765432")
     assert count(client.engine, store.call_t) == 3 and count(client.engine, store.opt_out_t) == 1
     assert count(client.engine, hub_call_t) == 2
     report = forget(client.engine, phone="0151 12345678", store=client.store)
     # One case: the call joined the MMS's open case by the number (the queue's phone rules).
-    assert report.cases == 1 and report.messages == 4 and report.channel_rows == 3  # two calls, the opt-out
+    assert report.cases == 1 and report.messages == 4 and report.channel_rows == 2  # the call, the opt-out
     assert count(client.engine, case_t, case_t.c.contact_phone == CITIZEN) == 0
     assert count(client.engine, store.opt_out_t) == 0 and count(client.engine, attachment_t) == 0
-    (left,) = [dict(r) for r in client.engine.connect().execute(select(store.call_t)).mappings()]
-    assert left["call_sid"] == other
+    left = {r["call_sid"]: dict(r) for r in client.engine.connect().execute(select(store.call_t)).mappings()}
+    assert set(left) == {other, silent} and left[silent]["outcome"] == "abandoned"
     # The call records are statistics without a person: they stay, without their case.
     assert count(client.engine, hub_call_t) == 2
     assert count(client.engine, hub_call_t, hub_call_t.c.case_id.is_(None)) == 1
@@ -73,14 +76,15 @@ async def test_forget_a_number_that_only_opted_out(client):
 async def test_purge_empties_the_calls_of_purged_cases_and_forgotten_calls(client):
     await post(client, "/twilio/sms", payload("mms_inbound"))
     sid = await a_call(client, "Mein Nachbar hat einen lauten Hund")  # still going: the concern is in the row
-    stale = await a_call(client, None, caller="+4917698765432")  # its end was never reported
+    stale = await a_call(client, "Hallo", caller="+4917698765432")  # its end was never reported
     with client.engine.begin() as conn:
         conn.execute(update(store.call_t).where(store.call_t.c.call_sid == stale)
                      .values(updated_at=datetime.now(UTC) - timedelta(days=1)))
         long_ago = datetime.now(UTC) - timedelta(days=400)
         conn.execute(update(case_t).values(state="closed", closed_at=long_ago, state_changed_at=long_ago))
     report = purge(client.engine, PrivacySettings(), store=client.store)
-    assert report.cases == 1 and report.attachments == 2 and report.channel_rows == 2  # the call joined the MMS case
+    # Two cases (the MMS with the first call joined by the number, and the second caller's); two calls emptied.
+    assert report.cases == 2 and report.attachments == 2 and report.channel_rows == 2
     calls = {r["call_sid"]: dict(r) for r in client.engine.connect().execute(select(store.call_t)).mappings()}
     for row in calls.values():
         assert all(row[c] is None for c in store.PERSONAL_CALL_COLUMNS), row

@@ -130,23 +130,34 @@ def spoken_digits(number: str) -> str:
 _BEFORE_PLACE = r"(?:(?:ich\s+)?wohne\s+in|wohnhaft\s+in|in|aus|nach|bei|für|im)"
 
 
+def _without_place(text: str, region: Any) -> str:
+    """``text`` without the region's name (and the preposition before it) and without a postcode."""
+    stripped = text
+    for name in sorted({region.name, region.display_name} - {""}, key=len, reverse=True):
+        stripped = re.sub(rf"(?i)(\b{_BEFORE_PLACE}\s+)?\b{re.escape(name)}\b", " ", stripped)
+    return re.sub(r"\b\d{5}\b", " ", stripped)
+
+
 def route_text(kb: Any, text: str, location: str | None = None) -> Any:
     """``kb.route(text, location)`` for a text that may name the place itself (an SMS, a caller's sentence).
 
     The knowledge base finds the place in the text, but the place's name also counts as words of the
     request and dilutes the service's score ("Personalausweis ... ich wohne in Todesfelde" scores 75,
-    without the place 98). So when the place was found in the text and the decision is not certain, the
-    service is looked up once more without the place's words, at that place; the better of the two counts.
+    without the place 98). So when the text names one place, the service is looked up without the place's
+    words, at that place; only when that is not certain (the "place" may have been words of the request)
+    is the whole text routed as well, and the better decision counts.
     """
-    route = kb.route(text, location)
-    found = getattr(route, "location", None)
-    if location is not None or found is None or route.service is None or not route.needs_clarification:
-        return route
-    stripped = text
-    for name in sorted({found.name, found.display_name} - {""}, key=len, reverse=True):
-        stripped = re.sub(rf"(?i)(\b{_BEFORE_PLACE}\s+)?\b{re.escape(name)}\b", " ", stripped)
-    stripped = re.sub(r"\b\d{5}\b", " ", stripped)  # a postcode next to the name
-    if stripped == text or not stripped.strip():
-        return route
-    second = kb.route(stripped, found.ars)
-    return second if (not second.needs_clarification or second.confidence > route.confidence) else route
+    if location is None:
+        place = kb.resolve_place(None, text)
+        found = place.match if place is not None else None
+        if found is not None:
+            stripped = _without_place(text, found)
+            if stripped != text and stripped.strip():
+                first = kb.route(stripped, found.ars)
+                if not first.needs_clarification:
+                    return first
+                whole = kb.route(text)
+                if whole.needs_clarification and first.confidence > whole.confidence:
+                    return first
+                return whole
+    return kb.route(text, location)

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.twilio import sms, store, webhooks
@@ -39,8 +39,9 @@ from channels.twilio.answer import Answer, direct_answer, route_text
 from channels.twilio.outbound import OPTED_OUT_AT_TWILIO, status_callback_url
 from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWebhook, WebhookError
 from channels.twilio.records import answered, case_history, record_reply
+from hub import casework
 from hub.casework import actor_name
-from hub.queue.cases import audit, message_t
+from hub.queue.cases import CaseState, audit, case_t, message_t, transition_many
 from hub.queue.intake import IntakeResult, IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest
 from knowledge.base import authority_json, service_json
@@ -74,16 +75,38 @@ def _certain_without_place(route: Any, confident: float) -> bool:
             and (route.location is None or bool(route.location_candidates)))
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a new SMS is answered, decided from its text alone (before intake, on the event loop)."""
+
+    answer: Answer | None = None
+    text: str | None = None  # the direct answer's text
+    ask_place_for: str | None = None  # the service, when only the place is missing
+
+
+def plan(kb: Any, body: str, *, local_now: datetime, is_holiday=None, max_segments: int = 2) -> Plan:
+    """The direct answer when the service and the place are certain; the service when only the place is
+    missing; else nothing (the acknowledgement)."""
+    route = route_text(kb, body)
+    answer = direct_answer(route, local_now, is_holiday)
+    if answer is not None:
+        return Plan(answer, sms.answer_text(answer, max_segments))
+    if _certain_without_place(route, kb.settings.confident_score):
+        return Plan(ask_place_for=route.service.name)
+    return Plan()
+
+
 def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_out: dict[str, Any] | None, *,
-           now: datetime, local_now: datetime, is_holiday=None, max_segments: int = 2) -> SmsReply | None:
+           now: datetime, local_now: datetime, is_holiday=None, max_segments: int = 2,
+           first: Plan | None = None) -> SmsReply | None:
     """The answer to a stored SMS, or None when the citizen gets none (a follow-up right after an ack).
 
     A new case: the direct answer when the service and the place are certain; the question for the place
-    when only that is missing; else the acknowledgement. A follow-up: the citizen's texts of the case
-    together are looked up again (the place they were asked for completes the first message), and answered
-    directly when that is certain now; else an acknowledgement, at most one an hour.
+    when only that is missing; else the acknowledgement (``first`` is its :func:`plan`, made beforehand).
+    A follow-up: the citizen's texts of the case together are looked up again (the place they were asked
+    for completes the first message), and answered directly when that is certain now; else an
+    acknowledgement, at most one an hour.
     """
-    confident = kb.settings.confident_score
     if result.joined:
         earlier = [t for t in history if t and t != body]
         route = None
@@ -99,12 +122,11 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
                 and now - last_out["created_at"] < QUIET_AFTER_ACK:
             return None
         return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
-    route = route_text(kb, body)
-    answer = direct_answer(route, local_now, is_holiday)
-    if answer is not None:
-        return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer)
-    if _certain_without_place(route, confident):
-        return SmsReply(sms.ack_text(result.token, ask_place_for=route.service.name, max_segments=max_segments),
+    first = first or plan(kb, body, local_now=local_now, is_holiday=is_holiday, max_segments=max_segments)
+    if first.answer is not None and first.text:
+        return SmsReply(first.text, AUTO, first.answer)
+    if first.ask_place_for:
+        return SmsReply(sms.ack_text(result.token, ask_place_for=first.ask_place_for, max_segments=max_segments),
                         ASK_PLACE)
     return SmsReply(sms.ack_text(result.token, max_segments=max_segments), ACK)
 
@@ -146,27 +168,100 @@ def _keyword(engine, sender: str | None, word: str) -> bool:
         return store.opt_in(conn, sender)
 
 
-def _after_intake(request_engine, kb: Any, result: IntakeResult, body: str, sender: str | None,
-                  settings: Any, service: Any, now: datetime) -> tuple[SmsReply | None, int | None]:
-    """Decide the answer, record it in the case (in one transaction); returns it and its message id."""
-    tz = service.policy.clock.calendar.tz
-    calendar = service.policy.clock.calendar
-    with request_engine.begin() as conn:
-        if sender is None or store.is_opted_out(conn, sender):
-            return None, None
-        history, last_out = case_history(conn, result.case_id, "sms")
-        reply = decide(kb, result, body, history, last_out, now=now, local_now=now.astimezone(tz),
-                       is_holiday=calendar.is_holiday, max_segments=settings.answer_max_segments)
+@dataclass
+class ReplyJob:
+    """The writes after one SMS is stored (run by :class:`~channels.twilio.records.AfterCommit` in the intake
+    writer's thread): decide the answer, record it in the case. Calling it (one SMS) or :meth:`batch` (the
+    SMS of one intake batch) gives ``(kind, text, message_id)``."""
+
+    kb: Any
+    body: str
+    sender: str | None
+    settings: Any
+    service: Any
+    now: datetime
+    first: Plan
+
+    def reply(self, result: IntakeResult, history: list[str], last_out: dict[str, Any] | None) -> SmsReply | None:
+        calendar = self.service.policy.clock.calendar
+        return decide(self.kb, result, self.body, history, last_out, now=self.now,
+                      local_now=self.now.astimezone(calendar.tz), is_holiday=calendar.is_holiday,
+                      max_segments=self.settings.answer_max_segments, first=self.first)
+
+    def __call__(self, conn, result: IntakeResult) -> tuple[str, str | None, int | None]:
+        if self.sender is None or store.is_opted_out(conn, self.sender):
+            return "opted_out", None, None
+        if not result.created:  # Twilio sent the same MessageSid again: stored once, answered briefly
+            return "duplicate", f"Ihre Nachricht liegt uns bereits vor (Zeichen {result.token}).", None
+        history, last_out = case_history(conn, result.case_id, "sms") if result.joined else ([], None)
+        reply = self.reply(result, history, last_out)
         if reply is None:
-            return None, None
+            return "quiet", None, None
+        case = None
         if reply.answer is not None:
             answer = reply.answer
-            answered(conn, result.case_id, service=service_json(kb.services[answer.service_id]),
-                     authority=authority_json(kb.authorities[answer.office_id]), agent=AUTO,
-                     reason="answered automatically by SMS", policy=service.policy, now=now)
-        message_id = record_reply(conn, result.case_id, text=reply.text, channel="sms", recipient=sender,
-                                  agent=reply.agent, settings=service.queue, now=now)
-    return reply, message_id
+            case = answered(conn, result.case_id, service=service_json(self.kb.services[answer.service_id]),
+                            authority=authority_json(self.kb.authorities[answer.office_id]), agent=AUTO,
+                            reason="answered automatically by SMS", policy=self.service.policy, now=self.now)
+        message_id = record_reply(conn, result.case_id, text=reply.text, channel="sms", recipient=self.sender,
+                                  agent=reply.agent, settings=self.service.queue, now=self.now, case=case)
+        return reply.agent, reply.text, message_id
+
+    @staticmethod
+    def batch(conn, items: list[tuple[ReplyJob, Any]]) -> list[Any]:
+        """The same for the SMS of one intake batch, with a few statements for all of them: one query for the
+        opt-outs, one for the cases, :func:`~hub.queue.cases.transition_many` for the direct answers (as the
+        routing stage moves cases) and one multi-row insert of the answers. Follow-ups, which need their
+        case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
+        :class:`AfterCommit` writes the batch again one SMS at a time."""
+        senders = sorted({job.sender for job, _ in items if job.sender})
+        opted = set(conn.execute(select(store.opt_out_t.c.phone).where(store.opt_out_t.c.phone.in_(senders)))
+                    .scalars()) if senders else set()
+        results: list[Any] = [None] * len(items)
+        new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []
+        for index, (job, result) in enumerate(items):
+            if job.sender is None or job.sender in opted:
+                results[index] = ("opted_out", None, None)
+            elif not result.created or result.joined:
+                results[index] = job(conn, result)
+            else:
+                reply = job.reply(result, [], None)
+                results[index] = ("quiet", None, None) if reply is None else None
+                if reply is not None:
+                    new.append((index, job, result, reply))
+        if not new:
+            return results
+        now = max(job.now for _, job, _, _ in new)
+        policy, queue = new[0][1].service.policy, new[0][1].service.queue
+        rows = {row["id"]: dict(row) for row in conn.execute(
+            select(case_t).where(case_t.c.id.in_([result.case_id for _, _, result, _ in new]))).mappings()}
+        answers = [(rows[result.case_id], job, reply) for _, job, result, reply in new if reply.answer is not None]
+        if answers:
+            actor, reason = actor_name(AUTO), "answered automatically by SMS"
+            routes = {row["id"]: casework.route_values(service_json(job.kb.services[reply.answer.service_id]),
+                                                       authority_json(job.kb.authorities[reply.answer.office_id]),
+                                                       AUTO, now) | {"assigned_agent": row["assigned_agent"] or AUTO}
+                      for row, job, reply in answers}
+            fresh = [row for row, _, _ in answers if row["state"] == CaseState.NEW]
+            transition_many(conn, [(row, CaseState.ROUTED, routes[row["id"]], reason) for row in fresh],
+                            actor=actor, policy=policy, now=now)
+            for row in fresh:
+                row["state"] = CaseState.ROUTED.value
+            transition_many(conn, [(row, CaseState.ANSWERED, routes[row["id"]], reason) for row, _, _ in answers],
+                            actor=actor, policy=policy, now=now)
+        # The rows hub.outbox.enqueue writes, for the whole batch in one statement (as the e-mail channel's
+        # acknowledgements are), already sent: Twilio gets them in the webhook's answer.
+        deadline = now + timedelta(hours=queue.outbox_deadline_hours)
+        inserted = conn.execute(insert(message_t).returning(message_t.c.id, message_t.c.case_id), [
+            {"case_id": result.case_id, "direction": "out", "kind": "reply", "channel": "sms", "external_id": None,
+             "created_at": now, "subject": None, "text": reply.text, "author": actor_name(reply.agent),
+             "recipient": job.sender, "send_state": "sent", "send_attempts": 1, "next_attempt_at": None,
+             "sent_at": now, "send_deadline": deadline}
+            for _, job, result, reply in new]).all()
+        by_case = {case_id: message_id for message_id, case_id in inserted}
+        for index, _, result, reply in new:
+            results[index] = (reply.agent, reply.text, by_case[result.case_id])
+        return results
 
 
 async def sms_webhook(request: web.Request) -> web.Response:
@@ -191,42 +286,39 @@ async def sms_webhook(request: web.Request) -> web.Response:
     if problem:
         log.info("sms: message %s not taken: %s", sms_in.message_sid, problem)
         return webhooks.twiml(message_twiml(sms.TEXTS[problem]))
-    service = webhooks.queue_service(request)
-    if service is None:
+    service, kb, after = webhooks.queue_service(request), webhooks.kb(request), st.extra.get("after")
+    if service is None or kb is None or after is None:
         return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
+    now = webhooks.now(request)
     try:
-        req = to_request(sms_in, sender, datetime.now(UTC))
-        result = await service.writer.submit(req)
+        req = to_request(sms_in, sender, now)
     except ValidationError as exc:
         log.info("sms: message %s does not make a request (%d errors)", sms_in.message_sid, exc.error_count())
         return webhooks.refused(InvalidPayload("the message cannot be stored as a request"))
+    # A new case's answer depends on its text alone: decided here, so the writer's thread only writes it.
+    calendar = service.policy.clock.calendar
+    first = plan(kb, req.text, local_now=now.astimezone(calendar.tz), is_holiday=calendar.is_holiday,
+                 max_segments=st.settings.answer_max_segments)
+    key = req.key()
+    written = after.expect(key, ReplyJob(kb, req.text, sender, st.settings, service, now, first))
+    try:
+        await service.writer.submit(req)
     except RequestRejected as exc:
+        after.forget(key)
         log.info("sms: message %s refused by intake limits: %s", sms_in.message_sid, exc)
         return webhooks.twiml(message_twiml(sms.TEXTS["refused"]))
     except IntakeUnavailable:
+        after.forget(key)
         log.warning("sms: intake unavailable; message %s not stored", sms_in.message_sid)
         return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
-    if not result.created:  # Twilio sent the same MessageSid again: stored once, answered briefly
-        text = f"Ihre Nachricht liegt uns bereits vor (Zeichen {result.token})."
-        opted = sender is None or await asyncio.to_thread(_opted_out, engine, sender)
-        return webhooks.twiml(message_twiml(None if opted else text))
-    kb = webhooks.kb(request)
-    if kb is None:
-        return webhooks.twiml(message_twiml(None))
     try:
-        reply, message_id = await asyncio.to_thread(_after_intake, engine, kb, result, req.text, sender,
-                                                    st.settings, service, webhooks.now(request))
-    except Exception:  # the request is stored; without an answer now an agent answers it
-        log.exception("sms: the automatic answer to message %s failed", sms_in.message_sid)
+        kind, text, message_id = await written
+    except Exception as exc:  # the request is stored; without an answer now an agent answers it
+        log.error("sms: the answer to message %s could not be recorded (%s)", sms_in.message_sid,
+                  type(exc).__name__)
         return webhooks.twiml(message_twiml(None))
-    if reply is None:
-        return webhooks.twiml(message_twiml(None))
-    return webhooks.twiml(message_twiml(reply.text, status_callback_url(st.settings, message_id)))
-
-
-def _opted_out(engine, sender: str) -> bool:
-    with engine.connect() as conn:
-        return store.is_opted_out(conn, sender)
+    action = status_callback_url(st.settings, message_id) if message_id is not None else None
+    return webhooks.twiml(message_twiml(text, action))
 
 
 # -- delivery reports ------------------------------------------------------------------------------------------

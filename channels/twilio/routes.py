@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from channels.twilio import inbound, phone
+from channels.twilio.records import AfterCommit
 from channels.twilio.settings import twilio_settings
 from channels.twilio.signature import SignatureChecker
 from channels.twilio.webhooks import TWILIO, TwilioState, queue_service_of
@@ -46,11 +47,16 @@ class RejectedWebhooks(Collector):
         yield family
 
 
-async def _register_metrics(app: web.Application) -> None:
+async def _start(app: web.Application) -> None:
+    """Once the queue runs: the writes after each intake batch, the refusals in /metrics."""
     service = queue_service_of(app)
-    if service is not None:
-        checker = app[TWILIO].checker
-        service.metrics.add_collector(("twilio", id(checker)), lambda: RejectedWebhooks(checker))
+    if service is None:
+        log.error("twilio: the queue is not running; webhooks are answered with an apology")
+        return
+    state = app[TWILIO]
+    state.extra["after"] = AfterCommit(service.engine).attach(service.writer)
+    checker = state.checker
+    service.metrics.add_collector(("twilio", id(checker)), lambda: RejectedWebhooks(checker))
 
 
 def setup(app: web.Application) -> None:
@@ -68,5 +74,5 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/twilio/voice/status", phone.call_status_webhook)
     app.router.add_post("/twilio/voice/transfer", phone.transfer_webhook)
     app.router.add_post("/twilio/voice/{step}", phone.gather_webhook)
-    app.on_startup.append(_register_metrics)
+    app.on_startup.append(_start)
     log.info("twilio: SMS and phone webhooks under %s/twilio/", settings.public_url)

@@ -20,7 +20,6 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Text, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 import hub.console.calls  # noqa: F401  (hub_call, which twilio_call refers to)
@@ -102,16 +101,19 @@ def is_opted_out(conn: Connection, phone: str) -> bool:
     return conn.execute(select(opt_out_t.c.phone).where(opt_out_t.c.phone == phone)).first() is not None
 
 
+def _insert_once(conn: Connection, table: Any, key: str, values: dict[str, Any]) -> bool:
+    """``INSERT … ON CONFLICT (key) DO NOTHING``: True when the row is new (another process may have won)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    result = conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key]))
+    return bool(result.rowcount)
+
+
 def opt_out(conn: Connection, phone: str, source: str, now: datetime | None = None) -> bool:
     """Record that ``phone`` wants no more SMS; False when it was recorded already."""
-    if is_opted_out(conn, phone):
-        return False
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(opt_out_t).values(phone=phone, opted_out_at=_now(now), source=source))
-    except IntegrityError:  # another process recorded the same number a moment ago
-        return False
-    return True
+    return _insert_once(conn, opt_out_t, "phone", {"phone": phone, "opted_out_at": _now(now), "source": source})
 
 
 def opt_in(conn: Connection, phone: str) -> bool:
@@ -148,12 +150,8 @@ def start_call(conn: Connection, call_sid: str, caller: str | None, step: str,
     if row is not None:
         return row
     now = _now(now)
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(call_t).values(call_sid=call_sid, started_at=now, updated_at=now, step=step,
-                                               tries=0, turns=0, caller=caller, extra={}))
-    except IntegrityError:  # the same first webhook twice at once
-        pass
+    _insert_once(conn, call_t, "call_sid", {"call_sid": call_sid, "started_at": now, "updated_at": now,
+                                            "step": step, "tries": 0, "turns": 0, "caller": caller, "extra": {}})
     row = get_call(conn, call_sid)
     assert row is not None
     return row

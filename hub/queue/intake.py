@@ -386,6 +386,7 @@ class _Batch:
         # Messages of this batch by key, with the case they went to (for replies within one batch).
         self.in_batch: dict[tuple[str, str], _Pending | dict[str, Any]] = {}
         self.pending_by_phone: dict[str, _Pending] = {}
+        self.by_phone: dict[str, list[dict[str, Any]]] | None = None  # open cases by number (prefetch_phones)
         self.followups: dict[int, tuple[dict[str, Any], list[InboundRequest]]] = {}
 
     # The case a follow-up belongs to: a row of the database, a case of this batch, or None.
@@ -422,19 +423,37 @@ class _Batch:
             if p is not None and same_citizen(p.values, contact):
                 return p
             since = req.received_at - timedelta(hours=window)
-            row = self.conn.execute(
-                select(case_t)
-                .where(
-                    case_t.c.contact_phone == contact.phone,
-                    case_t.c.state.in_(_OPEN),
-                    case_t.c.last_inbound_at >= since,
-                )
-                .order_by(case_t.c.last_inbound_at.desc())
-                .limit(1)
-            ).mappings().first()
+            # The open case of this number that heard from the citizen last, within the window.
+            row = next((r for r in self._open_by_phone(contact.phone) if r["last_inbound_at"] >= since), None)
             if row is not None and same_citizen(row, contact):
                 return self._known(row)
         return None
+
+    def prefetch_phones(self, reqs: Sequence[InboundRequest]) -> None:
+        """Read the open cases of every number of this batch's SMS and calls in one query (not one a request)."""
+        window = self.settings.phone_thread_window_hours
+        wanted = [r for r in reqs if r.channel in PHONE_CHANNELS and r.contact.phone]
+        if window <= 0 or not wanted:
+            return
+        since = min(r.received_at for r in wanted) - timedelta(hours=window)
+        phones = sorted({r.contact.phone for r in wanted})
+        found: dict[str, list[dict[str, Any]]] = {phone: [] for phone in phones}
+        for start in range(0, len(phones), 500):
+            for row in self.conn.execute(
+                select(case_t)
+                .where(case_t.c.contact_phone.in_(phones[start : start + 500]), case_t.c.state.in_(_OPEN),
+                       case_t.c.last_inbound_at >= since)
+                .order_by(case_t.c.last_inbound_at.desc())
+            ).mappings():
+                found[row["contact_phone"]].append(dict(row))
+        self.by_phone = found
+
+    def _open_by_phone(self, phone: str) -> list[dict[str, Any]]:
+        if self.by_phone is None or phone not in self.by_phone:  # not prefetched (a direct caller)
+            return [dict(r) for r in self.conn.execute(
+                select(case_t).where(case_t.c.contact_phone == phone, case_t.c.state.in_(_OPEN))
+                .order_by(case_t.c.last_inbound_at.desc())).mappings()]
+        return self.by_phone[phone]
 
     def _known(self, row: Mapping[str, Any]) -> dict[str, Any]:
         # Several follow-ups of one batch share one snapshot of their case.
@@ -481,6 +500,7 @@ class _Batch:
                                                              [channel, *part]):
                     existing[(channel, ext)] = IntakeResult(cid, token, state, created=False, message_id=mid)
 
+        self.prefetch_phones(reqs)
         # Decide, per request, where its message goes.
         # ("existing", result) | ("dup", index of the first) | ("msg", (target case, joined?))
         plan: list[tuple[str, Any]] = []
