@@ -38,9 +38,12 @@ _REPLACEMENTS = {
 }
 
 
+_ALPHABET = BASIC | EXTENDED
+
+
 def is_gsm7(text: str) -> bool:
     """Whether every character of ``text`` is in the GSM-7 alphabet (default or extension table)."""
-    return all(c in BASIC or c in EXTENDED for c in text)
+    return _ALPHABET.issuperset(text)
 
 
 def encoding(text: str) -> str:
@@ -49,6 +52,8 @@ def encoding(text: str) -> str:
 
 
 def _gsm_units(text: str) -> list[int]:
+    if EXTENDED.isdisjoint(text):
+        return [1] * len(text)
     return [2 if c in EXTENDED else 1 for c in text]
 
 
@@ -60,6 +65,8 @@ def _pack(units: list[int], single: int, multi: int) -> int:
     total = sum(units)
     if total <= single:
         return 1
+    if total == len(units):  # every character one unit: no character to keep whole
+        return -(-total // multi)
     segments, used = 1, 0
     for n in units:  # greedy, a character never split across two segments
         if used + n > multi:

@@ -146,7 +146,8 @@ class AfterCommit:
         self._lock = threading.Lock()
 
     def attach(self, writer: Any) -> AfterCommit:
-        writer.add_listener(self._after_batch)
+        # First: the cases this channel answers are answered before the routing stage is woken for the batch.
+        writer.add_listener(self._after_batch, first=True)
         return self
 
     def expect(self, key: tuple[str, str], work: Callable[[Connection, Any], Any]) -> asyncio.Future:

@@ -692,12 +692,19 @@ class IntakeWriter:
         self._last_batch_at = float("-inf")
         self._batch_average = 0.0
 
-    def add_listener(self, callback: Callable[[list[InboundRequest], list[Any]], None]) -> None:
+    def add_listener(self, callback: Callable[[list[InboundRequest], list[Any]], None], *, first: bool = False
+                     ) -> None:
         """Call ``callback(requests, outcomes)`` in the writer thread after each batch.
 
-        An outcome is an :class:`IntakeResult` or the exception the request failed with.
+        An outcome is an :class:`IntakeResult` or the exception the request failed with. ``first`` puts it
+        before the listeners already there: a channel that answers some requests itself writes that before
+        the routing stage is woken (by the queue's own listener), so routing never takes up a case that is
+        answered already.
         """
-        self._listeners.append(callback)
+        if first:
+            self._listeners.insert(0, callback)
+        else:
+            self._listeners.append(callback)
 
     def start(self) -> IntakeWriter:
         if self._thread is None:
