@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.twilio import sms, store, webhooks
@@ -41,7 +41,7 @@ from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWeb
 from channels.twilio.records import answered, case_history, record_reply
 from hub import casework
 from hub.casework import actor_name
-from hub.queue.cases import CaseState, audit, case_t, message_t, transition_many
+from hub.queue.cases import audit, case_t, message_t
 from hub.queue.intake import IntakeResult, IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest
 from knowledge.base import authority_json, service_json
@@ -210,8 +210,8 @@ class ReplyJob:
     @staticmethod
     def batch(conn, items: list[tuple[ReplyJob, Any]]) -> list[Any]:
         """The same for the SMS of one intake batch, with a few statements for all of them: one query for the
-        opt-outs, one for the cases, :func:`~hub.queue.cases.transition_many` for the direct answers (as the
-        routing stage moves cases) and one multi-row insert of the answers. Follow-ups, which need their
+        opt-outs, one for the cases, :func:`hub.casework.answer_many` for the direct answers and
+        :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
         case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
         :class:`AfterCommit` writes the batch again one SMS at a time."""
         senders = sorted({job.sender for job, _ in items if job.sender})
@@ -232,35 +232,20 @@ class ReplyJob:
         if not new:
             return results
         now = max(job.now for _, job, _, _ in new)
-        policy, queue = new[0][1].service.policy, new[0][1].service.queue
+        service = new[0][1].service
         rows = {row["id"]: dict(row) for row in conn.execute(
             select(case_t).where(case_t.c.id.in_([result.case_id for _, _, result, _ in new]))).mappings()}
-        answers = [(rows[result.case_id], job, reply) for _, job, result, reply in new if reply.answer is not None]
+        answers = [(rows[result.case_id], service_json(job.kb.services[reply.answer.service_id]),
+                    authority_json(job.kb.authorities[reply.answer.office_id]))
+                   for _, job, result, reply in new if reply.answer is not None]
         if answers:
-            actor, reason = actor_name(AUTO), "answered automatically by SMS"
-            routes = {row["id"]: casework.route_values(service_json(job.kb.services[reply.answer.service_id]),
-                                                       authority_json(job.kb.authorities[reply.answer.office_id]),
-                                                       AUTO, now) | {"assigned_agent": row["assigned_agent"] or AUTO}
-                      for row, job, reply in answers}
-            fresh = [row for row, _, _ in answers if row["state"] == CaseState.NEW]
-            transition_many(conn, [(row, CaseState.ROUTED, routes[row["id"]], reason) for row in fresh],
-                            actor=actor, policy=policy, now=now)
-            for row in fresh:
-                row["state"] = CaseState.ROUTED.value
-            transition_many(conn, [(row, CaseState.ANSWERED, routes[row["id"]], reason) for row, _, _ in answers],
-                            actor=actor, policy=policy, now=now)
-        # The rows hub.outbox.enqueue writes, for the whole batch in one statement (as the e-mail channel's
-        # acknowledgements are), already sent: Twilio gets them in the webhook's answer.
-        deadline = now + timedelta(hours=queue.outbox_deadline_hours)
-        inserted = conn.execute(insert(message_t).returning(message_t.c.id, message_t.c.case_id), [
-            {"case_id": result.case_id, "direction": "out", "kind": "reply", "channel": "sms", "external_id": None,
-             "created_at": now, "subject": None, "text": reply.text, "author": actor_name(reply.agent),
-             "recipient": job.sender, "send_state": "sent", "send_attempts": 1, "next_attempt_at": None,
-             "sent_at": now, "send_deadline": deadline}
-            for _, job, result, reply in new]).all()
-        by_case = {case_id: message_id for message_id, case_id in inserted}
-        for index, _, result, reply in new:
-            results[index] = (reply.agent, reply.text, by_case[result.case_id])
+            casework.answer_many(conn, answers, agent=AUTO, policy=service.policy,
+                                 reason="answered automatically by SMS", now=now)
+        ids = casework.send_many(conn, [(rows[result.case_id], reply.text, reply.agent, job.sender)
+                                        for _, job, result, reply in new],
+                                 queue=service.queue, channel="sms", delivered=True, now=now)
+        for (index, _, _, reply), message_id in zip(new, ids, strict=True):
+            results[index] = (reply.agent, reply.text, message_id)
         return results
 
 

@@ -68,15 +68,12 @@ def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, rec
                  case: Mapping[str, Any] | None = None) -> int:
     """A message the citizen already got through TwiML (or heard); returns its id (for the delivery report).
 
-    Written by :func:`hub.casework.send` and marked ``sent`` in the same transaction: it was handed to Twilio
-    in the webhook's answer, so the outbox never sends it a second time.
+    Written by :func:`hub.casework.send` as delivered (``sent``): it was handed to Twilio in the webhook's
+    answer, so the outbox never sends it a second time.
     """
-    now = now or datetime.now(UTC)
-    message_id = casework.send(conn, case or casework.load(conn, case_id), text=text, agent=agent,
-                               queue=settings or QueueSettings(), channel=channel, recipient=recipient, now=now)
-    conn.execute(update(message_t).where(message_t.c.id == message_id)
-                 .values(send_state="sent", sent_at=now, next_attempt_at=None, send_attempts=1))
-    return message_id
+    return casework.send(conn, case or casework.load(conn, case_id), text=text, agent=agent,
+                         queue=settings or QueueSettings(), channel=channel, recipient=recipient, now=now,
+                         delivered=True)
 
 
 def request_callback(conn: Connection, case_id: int, number: str, *, actor: str, now: datetime | None = None) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import Enqueue, VoiceResponse
 
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
@@ -94,11 +94,12 @@ def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     return response.to_xml()
 
 
-def enqueue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
+def to_queue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
     """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
     response = VoiceResponse()
     style.say(response, line)
-    response.enqueue(queue, action=action, method="POST")
+    # The verb appended as an element (the library's method of the same name reads like the outbox's).
+    response.append(Enqueue(queue, action=action, method="POST"))
     return response.to_xml()
 
 
@@ -418,7 +419,7 @@ class VoiceFlow:
         kind, target = self.transfer
         line = "Einen Moment bitte, ich verbinde Sie."
         if kind == "queue":
-            doc = enqueue(self.style, line, target, self.url(TRANSFER))
+            doc = to_queue(self.style, line, target, self.url(TRANSFER))
         else:
             doc = dial(self.style, line, target, self.url(TRANSFER), caller_id=self.caller_id)
         return Turn(doc, TRANSFER, (line,), heard=heard, outcome=TRANSFERRED)
