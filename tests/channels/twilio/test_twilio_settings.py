@@ -51,3 +51,14 @@ def test_normalisation():
     assert settings.phone_numbers == ["+4932221803115"]
     assert settings.agent_number == "+4945519510" and settings.transfer_target == ("queue", "buergertelefon")
     assert TwilioSettings(agent_number="+4945519510").transfer_target == ("number", "+4945519510")
+
+
+def test_citizen_hub_serve_stops_naming_the_missing_key(tmp_path, monkeypatch, capsys):
+    from hub.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no config.toml here: defaults and the environment
+    monkeypatch.setenv("CITIZEN_HUB_TWILIO__ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("CITIZEN_HUB_TWILIO__PUBLIC_URL", "https://hub.example.de")
+    assert main(["serve", "--db", f"sqlite:///{tmp_path / 'hub.sqlite3'}", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "[twilio] account_sid is set but auth_token is empty" in err and "CITIZEN_HUB_TWILIO__AUTH_TOKEN" in err
