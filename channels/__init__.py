@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from channels.email import CHANNEL as EMAIL
 from channels.open311 import CHANNEL as OPEN311
+from channels.twilio import CHANNEL as TWILIO
 from channels.web import CHANNEL as WEB
 
 #: Every channel, in the order its routes and commands are registered.
@@ -18,4 +19,5 @@ REGISTRY = (
     OPEN311,  # /open311/v2/… (GeoReport v2)
     WEB,  # / (citizen form), /status/{token}; answers picked up on the status page
     EMAIL,  # SMTP/LMTP listener, IMAP poller, outbound SMTP; `citizen-hub email …`
+    TWILIO,  # /twilio/sms, /twilio/voice…, /twilio/status; outbound SMS (answers to sms and phone cases)
 )

@@ -18,12 +18,14 @@ The actions:
 * :func:`reroute` – correct service and office; the correction is kept as a labelled example;
 * :func:`close` – close with a reason;
 * :func:`send` – a message to the citizen that does not change the state (the answer card of a call);
+  :func:`send_many` the same for many, e.g. answers a channel delivered itself;
+* :func:`answer_many` – cases a channel answered itself (the direct answer of an SMS or of the phone menu);
 * :func:`move` – any other transition the state table allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -39,9 +41,10 @@ from hub.queue.cases import (
     case_t,
     example_t,
     transition,
+    transition_many,
     utcnow,
 )
-from hub.queue.outbox import enqueue, recipient_for
+from hub.queue.outbox import enqueue, enqueue_many, message_row, recipient_for
 from hub.queue.routing import case_text
 from hub.queue.settings import QueueSettings
 
@@ -50,6 +53,7 @@ __all__ = [
     "CaseNotFound",
     "CaseworkError",
     "actor_name",
+    "answer_many",
     "close",
     "forward",
     "forward_body",
@@ -60,6 +64,7 @@ __all__ = [
     "route_values",
     "run",
     "send",
+    "send_many",
     "take",
 ]
 
@@ -177,11 +182,46 @@ def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, polic
 
 def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, queue: QueueSettings,
          channel: str | None = None, recipient: str | None = None, subject: str | None = None,
-         now: datetime | None = None) -> int:
+         now: datetime | None = None, delivered: bool = False) -> int:
     """Put a message for the citizen into the outbox without changing the case's state (the answer
-    card sent during a call); on the case's channel and address unless given. Returns its id."""
+    card sent during a call); on the case's channel and address unless given. Returns its id.
+
+    ``delivered``: the channel gave it to the citizen itself (the SMS answer in a webhook's TwiML, the
+    phone menu's spoken answer): it is recorded as sent, never sent again."""
     return enqueue(conn, row, text=text, author=actor_name(agent), kind="reply", channel=channel,
-                   recipient=recipient, subject=subject, settings=queue, now=now)
+                   recipient=recipient, subject=subject, settings=queue, now=now, delivered=delivered)
+
+
+def send_many(conn: Connection, sends: Sequence[tuple[Mapping[str, Any], str, str, str | None]], *,
+              queue: QueueSettings, channel: str, delivered: bool = False, now: datetime | None = None) -> list[int]:
+    """:func:`send` for many ``(case row, text, agent, recipient)`` at once, in one statement (a channel's
+    answers to the requests of one intake batch). Their ids, in order."""
+    now = now or utcnow()
+    return enqueue_many(conn, [message_row(row, text=text, author=actor_name(agent), kind="reply", channel=channel,
+                                           recipient=recipient, settings=queue, now=now, delivered=delivered)
+                               for row, text, agent, recipient in sends])
+
+
+def answer_many(conn: Connection, answers: Sequence[tuple[dict[str, Any], Mapping[str, Any], Mapping[str, Any]]],
+                *, agent: str, policy: SlaPolicy, reason: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Cases a channel answered itself (an SMS's or the phone menu's direct answer), many at once: each
+    ``(row, service, authority)`` gets that route and moves to ``answered`` — through ``routed`` when still
+    ``new``, as :func:`take` and :func:`move` would, with one statement per step for all of them. Raises
+    :class:`~hub.queue.cases.StaleState` when any case moved meanwhile (the caller rolls back and acts on
+    the cases one at a time). Returns the cases as they are now."""
+    now = now or utcnow()
+    actor = actor_name(agent)
+    planned = [(row, route_values(service, authority, agent, now) | _assign(row, agent))
+               for row, service, authority in answers]
+    fresh = [(row, CaseState.ROUTED, values, reason) for row, values in planned if row["state"] == CaseState.NEW]
+    transition_many(conn, fresh, actor=actor, policy=policy, now=now)
+    routed = {row["id"] for row, *_ in fresh}
+    current = [({**row, "state": CaseState.ROUTED.value} if row["id"] in routed else row, values)
+               for row, values in planned]
+    moves = [(row, CaseState.ANSWERED, values, reason) for row, values in current
+             if row["state"] in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION)]
+    transition_many(conn, moves, actor=actor, policy=policy, now=now)
+    return [{**row, "state": CaseState.ANSWERED.value} for row, *_ in moves]
 
 
 def forward_body(row: Mapping[str, Any], text: str, note: str | None, due: datetime | None,

@@ -33,6 +33,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "hub.http.tokens",
     "hub.console.auth",
     "hub.console.calls",
+    "channels.twilio.store",
 )
 
 

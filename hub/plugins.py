@@ -44,7 +44,10 @@ class Channel:
     * ``routes`` – ``"module:setup"``; ``setup(app)`` adds its HTTP routes (``hub.http.routes``);
     * ``commands`` – ``"module:register"``; ``register(subparsers)`` adds its CLI commands;
     * ``outbound`` – case channel -> ``"module:factory"``; ``factory(settings)`` builds the adapter that
-      sends answers on that channel (:mod:`hub.queue.adapters`).
+      sends answers on that channel (:mod:`hub.queue.adapters`);
+    * ``privacy`` – ``"module:object"`` for a channel that keeps personal data in its own tables: the
+      object's ``purge(conn, case_ids, now) -> int`` and ``forget(conn, case_ids, emails, phones) -> int``
+      run inside the transactions of :mod:`hub.queue.privacy` and return how many rows they changed.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Channel:
     routes: str | None = None
     commands: str | None = None
     outbound: Mapping[str, str] = field(default_factory=dict)
+    privacy: str | None = None
 
 
 def resolve(target: str) -> Any:
@@ -99,3 +103,8 @@ def outbound() -> dict[str, str]:
                 raise ValueError(f"two channels send on {case_channel!r}")
             targets[case_channel] = target
     return targets
+
+
+def privacy_handlers() -> tuple[Any, ...]:
+    """The ``privacy`` objects of every channel that declares one (see :class:`Channel`)."""
+    return tuple(resolve(c.privacy) for c in channels() if c.privacy)

@@ -614,7 +614,7 @@ def load_case(engine, case_id: int) -> dict[str, Any] | None:
                                 .order_by(message_t.c.id)).mappings().all()
         attachments = conn.execute(
             select(attachment_t.c.message_id, attachment_t.c.filename, attachment_t.c.content_type,
-                   attachment_t.c.size_bytes)
+                   attachment_t.c.size_bytes, attachment_t.c.url)
             .join(message_t, attachment_t.c.message_id == message_t.c.id)
             .where(message_t.c.case_id == case_id)).mappings().all()
         trail = conn.execute(select(audit_t).where(audit_t.c.case_id == case_id).order_by(audit_t.c.id)

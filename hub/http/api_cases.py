@@ -402,7 +402,7 @@ def _case_detail(engine, case_id: int) -> dict[str, Any]:
     for a in attachments:
         by_message.setdefault(a["message_id"], []).append(
             {"id": a["id"], "filename": a["filename"], "content_type": a["content_type"],
-             "size_bytes": a["size_bytes"], "sha256": a["sha256"]})
+             "size_bytes": a["size_bytes"], "sha256": a["sha256"], "url": a["url"]})
     out = case_summary(row)
     out.update({
         "contact": {"name": row["contact_name"], "email": row["contact_email"], "phone": row["contact_phone"],

@@ -193,7 +193,11 @@ class Message(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A file of a message. The bytes are in ``<attachment_dir>/<sha256[:2]>/<sha256>``."""
+    """A file of a message. The bytes are in ``<attachment_dir>/<sha256[:2]>/<sha256>``.
+
+    Media a provider keeps for us (the pictures of an MMS at Twilio) are recorded by ``url`` only: no
+    bytes, ``size_bytes`` 0 and the SHA-256 of the URL, so the row stays unique and no file is involved.
+    """
 
     __tablename__ = "hub_attachment"
 
@@ -206,6 +210,7 @@ class Attachment(SQLModel, table=True):
     size_bytes: int = Field(sa_column=Column(Integer, nullable=False))
     sha256: str = Field(sa_column=Column(String(64), nullable=False, index=True))
     created_at: datetime = _ts(nullable=False)
+    url: str | None = Field(default=None, sa_column=Column(String(1000)))
 
 
 class AuditEntry(SQLModel, table=True):

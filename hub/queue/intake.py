@@ -386,6 +386,7 @@ class _Batch:
         # Messages of this batch by key, with the case they went to (for replies within one batch).
         self.in_batch: dict[tuple[str, str], _Pending | dict[str, Any]] = {}
         self.pending_by_phone: dict[str, _Pending] = {}
+        self.by_phone: dict[str, list[dict[str, Any]]] | None = None  # open cases by number (prefetch_phones)
         self.followups: dict[int, tuple[dict[str, Any], list[InboundRequest]]] = {}
 
     # The case a follow-up belongs to: a row of the database, a case of this batch, or None.
@@ -422,19 +423,37 @@ class _Batch:
             if p is not None and same_citizen(p.values, contact):
                 return p
             since = req.received_at - timedelta(hours=window)
-            row = self.conn.execute(
-                select(case_t)
-                .where(
-                    case_t.c.contact_phone == contact.phone,
-                    case_t.c.state.in_(_OPEN),
-                    case_t.c.last_inbound_at >= since,
-                )
-                .order_by(case_t.c.last_inbound_at.desc())
-                .limit(1)
-            ).mappings().first()
+            # The open case of this number that heard from the citizen last, within the window.
+            row = next((r for r in self._open_by_phone(contact.phone) if r["last_inbound_at"] >= since), None)
             if row is not None and same_citizen(row, contact):
                 return self._known(row)
         return None
+
+    def prefetch_phones(self, reqs: Sequence[InboundRequest]) -> None:
+        """Read the open cases of every number of this batch's SMS and calls in one query (not one a request)."""
+        window = self.settings.phone_thread_window_hours
+        wanted = [r for r in reqs if r.channel in PHONE_CHANNELS and r.contact.phone]
+        if window <= 0 or not wanted:
+            return
+        since = min(r.received_at for r in wanted) - timedelta(hours=window)
+        phones = sorted({r.contact.phone for r in wanted})
+        found: dict[str, list[dict[str, Any]]] = {phone: [] for phone in phones}
+        for start in range(0, len(phones), 500):
+            for row in self.conn.execute(
+                select(case_t)
+                .where(case_t.c.contact_phone.in_(phones[start : start + 500]), case_t.c.state.in_(_OPEN),
+                       case_t.c.last_inbound_at >= since)
+                .order_by(case_t.c.last_inbound_at.desc())
+            ).mappings():
+                found[row["contact_phone"]].append(dict(row))
+        self.by_phone = found
+
+    def _open_by_phone(self, phone: str) -> list[dict[str, Any]]:
+        if self.by_phone is None or phone not in self.by_phone:  # not prefetched (a direct caller)
+            return [dict(r) for r in self.conn.execute(
+                select(case_t).where(case_t.c.contact_phone == phone, case_t.c.state.in_(_OPEN))
+                .order_by(case_t.c.last_inbound_at.desc())).mappings()]
+        return self.by_phone[phone]
 
     def _known(self, row: Mapping[str, Any]) -> dict[str, Any]:
         # Several follow-ups of one batch share one snapshot of their case.
@@ -481,6 +500,7 @@ class _Batch:
                                                              [channel, *part]):
                     existing[(channel, ext)] = IntakeResult(cid, token, state, created=False, message_id=mid)
 
+        self.prefetch_phones(reqs)
         # Decide, per request, where its message goes.
         # ("existing", result) | ("dup", index of the first) | ("msg", (target case, joined?))
         plan: list[tuple[str, Any]] = []
@@ -541,11 +561,19 @@ class _Batch:
         att_rows = []
         for mid, req in zip(msg_ids, msg_req, strict=True):
             for att in req.attachments:
+                if att.url is not None:  # kept by the provider: the URL is recorded, no file is written
+                    att_rows.append({
+                        "message_id": mid, "filename": att.filename, "content_type": att.content_type,
+                        "size_bytes": 0, "sha256": hashlib.sha256(att.url.encode()).hexdigest(),
+                        "created_at": self.now, "url": att.url,
+                    })
+                    continue
                 if self.store is None:
                     raise RequestRejected("this hub does not accept attachments")
                 att_rows.append({
                     "message_id": mid, "filename": att.filename, "content_type": att.content_type,
                     "size_bytes": len(att.data), "sha256": self.store.put(att.data), "created_at": self.now,
+                    "url": None,
                 })
         if att_rows:
             conn.execute(insert(attachment_t), att_rows)
@@ -664,12 +692,19 @@ class IntakeWriter:
         self._last_batch_at = float("-inf")
         self._batch_average = 0.0
 
-    def add_listener(self, callback: Callable[[list[InboundRequest], list[Any]], None]) -> None:
+    def add_listener(self, callback: Callable[[list[InboundRequest], list[Any]], None], *, first: bool = False
+                     ) -> None:
         """Call ``callback(requests, outcomes)`` in the writer thread after each batch.
 
-        An outcome is an :class:`IntakeResult` or the exception the request failed with.
+        An outcome is an :class:`IntakeResult` or the exception the request failed with. ``first`` puts it
+        before the listeners already there: a channel that answers some requests itself writes that before
+        the routing stage is woken (by the queue's own listener), so routing never takes up a case that is
+        answered already.
         """
-        self._listeners.append(callback)
+        if first:
+            self._listeners.insert(0, callback)
+        else:
+            self._listeners.append(callback)
 
     def start(self) -> IntakeWriter:
         if self._thread is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,8 +73,7 @@ def new_external_id(channel: str, token: str) -> str | None:
     return None
 
 
-def enqueue(
-    conn: Connection,
+def message_row(
     case: Mapping[str, Any],
     *,
     text: str,
@@ -85,8 +84,13 @@ def enqueue(
     subject: str | None = None,
     settings: QueueSettings | None = None,
     now: datetime | None = None,
-) -> int:
-    """Write one outbound message of ``case`` (a mapping of its columns); returns the message id."""
+    delivered: bool = False,
+) -> dict[str, Any]:
+    """The columns of one outbound message of ``case`` (a mapping of its columns).
+
+    ``delivered``: the channel handed it to the citizen itself (an SMS answer in the webhook's TwiML, the
+    phone menu's spoken answer); it is stored as ``sent`` and the dispatcher never sends it.
+    """
     settings = settings or QueueSettings()
     now = now or datetime.now(UTC)
     channel = channel or case["channel"]
@@ -94,16 +98,28 @@ def enqueue(
         recipient = recipient_for(channel, case)
     if subject is None and channel == "email":
         subject = f"Ihr Anliegen {subject_tag(case['token'])}"
-    return conn.execute(
-        insert(message_t)
-        .values(
-            case_id=case["id"], direction="out", kind=kind, channel=channel,
-            external_id=new_external_id(channel, case["token"]), created_at=now, subject=subject, text=text,
-            author=author, recipient=recipient, send_state="pending", send_attempts=0, next_attempt_at=now,
-            send_deadline=now + timedelta(hours=settings.outbox_deadline_hours),
-        )
-        .returning(message_t.c.id)
-    ).scalar_one()
+    state = {"send_state": "sent", "send_attempts": 1, "next_attempt_at": None, "sent_at": now} if delivered else \
+        {"send_state": "pending", "send_attempts": 0, "next_attempt_at": now, "sent_at": None}
+    return {
+        "case_id": case["id"], "direction": "out", "kind": kind, "channel": channel,
+        "external_id": new_external_id(channel, case["token"]), "created_at": now, "subject": subject, "text": text,
+        "author": author, "recipient": recipient, "send_deadline": now + timedelta(hours=settings.outbox_deadline_hours),
+        **state,
+    }
+
+
+def enqueue(conn: Connection, case: Mapping[str, Any], **message: Any) -> int:
+    """Write one outbound message of ``case`` (the keywords of :func:`message_row`); returns its id."""
+    return conn.execute(insert(message_t).values(**message_row(case, **message)).returning(message_t.c.id)
+                        ).scalar_one()
+
+
+def enqueue_many(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Write many :func:`message_row` rows in one statement; their ids, in order."""
+    if not rows:
+        return []
+    result = conn.execute(insert(message_t).returning(message_t.c.id, sort_by_parameter_order=True), list(rows))
+    return [row[0] for row in result]
 
 
 def retry_delay(attempt: int, settings: QueueSettings) -> float:

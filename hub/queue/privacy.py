@@ -10,6 +10,9 @@ a one-way hash, so they stay unique.
 ``forget`` deletes every case whose contact is the given e-mail address or phone number, with all
 messages, attachments and labelled examples, whatever the state.
 
+Channels that keep personal data in tables of their own (the phone menu's calls, SMS opt-outs) declare a
+``privacy`` handler (:class:`hub.plugins.Channel`); both functions run it in the same transaction.
+
 Both write one audit entry per case; audit entries never hold the e-mail address or number.
 Raw payloads referenced by ``raw_ref`` are kept by the channels that stored them; their references
 are dropped here.
@@ -24,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 
+from hub.plugins import privacy_handlers
 from hub.queue.cases import CaseState, attachment_t, audit, case_t, example_t, message_t
 from hub.queue.intake import AttachmentStore
 from hub.queue.requests import normalise_email, normalise_phone
@@ -37,6 +41,7 @@ class PrivacyReport:
     attachments: int = 0
     files: int = 0
     examples: int = 0
+    channel_rows: int = 0  # rows of the channels' own tables removed or emptied
 
 
 def _drop_attachments(conn, case_ids: list[int]) -> tuple[int, list[str]]:
@@ -107,6 +112,8 @@ def purge(
         with engine.begin() as conn:
             ids = conn.execute(select(case_t.c.id).where(due_for_purge(settings, now))
                                .order_by(case_t.c.id).limit(batch)).scalars().all()
+            # The channels' own personal data: of these cases, and what outlived its use without a case.
+            report.channel_rows += sum(handler.purge(conn, list(ids), now) for handler in privacy_handlers())
             if not ids:
                 return report
             report.cases += len(ids)
@@ -160,15 +167,22 @@ def forget(
     if phone:
         conditions.append(case_t.c.contact_phone == normalise_phone(phone))
     report = PrivacyReport()
+    emails = [normalise_email(email)] if email else []
+    phones = [normalise_phone(phone)] if phone else []
     with engine.begin() as conn:
         ids = conn.execute(select(case_t.c.id).where(or_(*conditions)).order_by(case_t.c.id)).scalars().all()
         report.cases = len(ids)
+        if dry_run:
+            if ids:
+                report.messages = conn.execute(
+                    select(func.count()).select_from(message_t).where(message_t.c.case_id.in_(ids))).scalar_one()
+            return report
+        # Before the cases go: a channel's rows may refer to them (and hold the number without a case).
+        report.channel_rows = sum(handler.forget(conn, list(ids), emails, phones) for handler in privacy_handlers())
         if not ids:
             return report
         report.messages = conn.execute(
             select(func.count()).select_from(message_t).where(message_t.c.case_id.in_(ids))).scalar_one()
-        if dry_run:
-            return report
         report.attachments, digests = _drop_attachments(conn, ids)
         report.examples = conn.execute(delete(example_t).where(example_t.c.case_id.in_(ids))).rowcount or 0
         conn.execute(delete(message_t).where(message_t.c.case_id.in_(ids)))

@@ -121,7 +121,9 @@ class AttachmentIn(BaseModel):
 
     filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     content_type: Annotated[str, StringConstraints(min_length=3, max_length=127)] = "application/octet-stream"
-    data: bytes = Field(repr=False)
+    data: bytes = Field(b"", repr=False)
+    url: Annotated[str, StringConstraints(max_length=1000, pattern=r"^https://\S+$")] | None = Field(
+        None, description="Where a provider keeps the file (MMS media): recorded instead of bytes.")
 
     @field_validator("filename")
     @classmethod
@@ -140,6 +142,12 @@ class AttachmentIn(BaseModel):
         if not re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", v):
             raise ValueError("is not a media type")
         return v
+
+    @model_validator(mode="after")
+    def _bytes_or_url(self) -> AttachmentIn:
+        if self.url is not None and self.data:
+            raise ValueError("an attachment has either bytes or a URL, not both")
+        return self
 
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=255)]

@@ -1,0 +1,354 @@
+"""Twilio webhooks: webhook → TwiML latency and throughput of the hub beside a bare aiohttp handler.
+
+A hub process (``python -m bench.bench_twilio --serve``) runs the real app (``hub.http.app.create_app``, the
+Twilio channels on, SQLite with all German regions and the demo catalogue, group-committed intake) on
+127.0.0.1; a second process runs a bare aiohttp server whose handler reads the body and answers a fixed
+TwiML, nothing else. This process is the client: ``--clients`` (50) concurrent connections, each posting
+signed webhooks one after the other (the signature is twilio's own ``RequestValidator.compute_signature``,
+made before the clock starts), in bursts of ``--seconds`` that alternate between the bare server and the
+hub (``--rounds``), so both meet the same conditions of the machine. The time is measured in the client
+from sending a webhook to having read the whole TwiML.
+
+Two kinds of traffic, each its own series:
+
+* **SMS** – ``POST /twilio/sms`` from a new number each, with questions as citizens write them: most are
+  answered directly (service, office, phone, today's hours), the rest get an acknowledgement or the question
+  for their place. Every SMS is verified, signed, stored (intake), answered, and the answer recorded.
+* **Voice** – a call's first webhook (``POST /twilio/voice``: the call stored, the greeting) and the
+  caller's concern (``POST /twilio/voice/concern``: the phone case through intake, the spoken answer).
+
+Targets (issue 16): p99 ≤ 50 ms at 50 concurrent signed webhooks, and at least 0.3 of the bare handler's
+throughput. Afterwards the database must hold exactly one request per SMS answered with 200.
+
+Run: ``.venv/bin/python -m bench twilio`` (about two minutes), or
+``python -m bench.bench_twilio [--seconds 5] [--rounds 3] [--clients 50]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNT_SID = "AC" + "5" * 32
+AUTH_TOKEN = "b" * 32
+PUBLIC_URL = "https://hub.example.de"
+HUB_NUMBER = "+4932221803115"
+TARGET_P99_MS = 50.0
+TARGET_RATIO = 0.3
+TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Message>Danke</Message></Response>'
+
+SMS_TEXTS = (
+    "Ich brauche einen neuen Personalausweis, ich wohne in Todesfelde.",
+    "Wunschkennzeichen reservieren in Bad Segeberg",
+    "Hund anmelden in Bad Segeberg",
+    "Personalausweis beantragen in Norderstedt",
+    "Führerschein verloren, wohne in 59494 Soest",
+    "Wo kann ich in Norderstedt einen Reisepass beantragen?",
+    "Ich brauche einen neuen Personalausweis",
+    "Mein Nachbar hat einen lauten Hund, was kann ich tun?",
+    "Wohnung ummelden in Kaltenkirchen",
+    "Briefwahl beantragen in Henstedt-Ulzburg",
+)
+CALL_TEXTS = (
+    "Ich brauche einen neuen Personalausweis, ich wohne in Todesfelde.",
+    "Wunschkennzeichen reservieren in Bad Segeberg",
+    "Ich brauche einen neuen Personalausweis",
+    "Mein Nachbar hat einen lauten Hund",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the two servers ------------------------------------------------------------------------------------
+
+
+def build_database(url: str) -> None:
+    from hub.db import create_schema, make_engine, session_scope
+    from hub.migrate import upgrade
+    from knowledge.catalogue import load_demo
+    from knowledge.regions import load_regions
+
+    engine = make_engine(url)
+    create_schema(engine)
+    with session_scope(engine) as session:
+        load_regions(session, progress=False)
+    with session_scope(engine) as session:
+        load_demo(session)
+    upgrade(engine)
+    engine.dispose()
+
+
+def serve(port: int, url: str, workdir: str) -> None:
+    """The hub process: the real app with the Twilio channels on, as ``citizen-hub serve`` runs it."""
+    import gc
+    import logging
+
+    from aiohttp import web
+
+    from channels.twilio.settings import TwilioSettings
+    from hub.config import Settings
+    from hub.http.app import create_app
+    from hub.runtime import tune_gc
+
+    logging.basicConfig(level=logging.ERROR)
+    settings = Settings()
+    settings.database.url = url
+    settings.queue.attachment_dir = os.path.join(workdir, "attachments")
+    settings.twilio = TwilioSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL,
+                                     phone_numbers=[HUB_NUMBER], api_base_url="http://127.0.0.1:9")
+    app = create_app(settings)
+    tune_gc(settings.server.gc_threshold)
+
+    async def freeze(_app: web.Application) -> None:
+        gc.collect()
+        gc.freeze()
+
+    app.on_startup.append(freeze)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def bare(port: int) -> None:
+    """The baseline: an aiohttp handler that reads the webhook and answers a fixed TwiML."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text=TWIML, content_type="application/xml")
+
+    app = web.Application()
+    for path in ("/twilio/sms", "/twilio/voice", "/twilio/voice/concern"):
+        app.router.add_post(path, handler)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# -- the client --------------------------------------------------------------------------------------------
+
+
+class Webhooks:
+    """Signed webhook bodies as Twilio sends them: each SMS from a new number, each call with its own SID."""
+
+    def __init__(self) -> None:
+        from multidict import MultiDict
+        from twilio.request_validator import RequestValidator
+
+        self.validator = RequestValidator(AUTH_TOKEN)
+        self.MultiDict = MultiDict
+        self.numbers = itertools.count(10_000_000)
+        self.texts = itertools.cycle(SMS_TEXTS)
+        self.calls = itertools.cycle(CALL_TEXTS)
+
+    def _signed(self, path: str, fields: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+        items = list(fields.items())
+        signature = self.validator.compute_signature(PUBLIC_URL + path, self.MultiDict(items))
+        return path, urlencode(items).encode(), {"Content-Type": "application/x-www-form-urlencoded",
+                                                 "X-Twilio-Signature": signature}
+
+    def _common(self, number: str) -> dict[str, str]:
+        return {"ToCountry": "DE", "ToState": "", "ToCity": "", "ToZip": "", "FromCountry": "DE", "FromState": "",
+                "FromCity": "", "FromZip": "", "To": HUB_NUMBER, "From": number, "AccountSid": ACCOUNT_SID,
+                "ApiVersion": "2010-04-01"}
+
+    def sms(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        sid = "SM" + secrets.token_hex(16)
+        fields = self._common(f"+49151{next(self.numbers)}") | {
+            "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received", "Body": next(self.texts),
+            "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid}
+        return [self._signed("/twilio/sms", fields)]
+
+    def call(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        sid = "CA" + secrets.token_hex(16)
+        number = f"+49171{next(self.numbers)}"
+        base = self._common(number) | {"CallSid": sid, "Direction": "inbound", "Caller": number,
+                                       "Called": HUB_NUMBER, "CallerCountry": "DE", "CalledCountry": "DE"}
+        return [self._signed("/twilio/voice", base | {"CallStatus": "ringing"}),
+                self._signed("/twilio/voice/concern", base | {"CallStatus": "in-progress",
+                                                              "SpeechResult": next(self.calls), "Confidence": "0.93"})]
+
+
+def prepare(kind: str, count: int) -> list[list[tuple[str, bytes, dict[str, str]]]]:
+    hooks = Webhooks()
+    make = hooks.sms if kind == "sms" else hooks.call
+    return [make() for _ in range(count)]
+
+
+async def burst(base: str, work: list, clients: int, seconds: float) -> tuple[list[float], int, int, float]:
+    """Post ``work`` (sequences of webhooks) from ``clients`` connections for ``seconds``; latencies in ms."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    done = 0
+    items = iter(work)
+    stop_at = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=clients)
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal errors, done
+            while time.perf_counter() < stop_at:
+                try:
+                    sequence = next(items)
+                except StopIteration:
+                    return
+                for path, body, headers in sequence:
+                    t0 = time.perf_counter()
+                    async with session.post(base + path, data=body, headers=headers) as resp:
+                        await resp.read()
+                        ok = resp.status == 200
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    if not ok:
+                        errors += 1
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return latencies, errors, done, elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+def wait_for(port: int, proc: subprocess.Popen, path: str | None = None, timeout: float = 120.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"a server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if path is None:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            else:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("a server did not start")
+        time.sleep(0.2)
+
+
+def stored_sms(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from hub.db import make_engine
+    from hub.queue.cases import message_t
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(message_t).where(
+            message_t.c.channel == "sms", message_t.c.direction == "in")).scalar_one()
+    engine.dispose()
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_twilio")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args(argv if argv is not None else [])
+    workdir = tempfile.mkdtemp(prefix="bench-twilio-")
+    url = f"sqlite:///{workdir}/hub.sqlite3"
+    started = time.perf_counter()
+    build_database(url)
+    print(f"setup          database with all regions and the demo catalogue in {time.perf_counter() - started:.1f} s")
+    hub_port, bare_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    hub = subprocess.Popen([sys.executable, "-m", "bench.bench_twilio", "--serve", str(hub_port), url, workdir],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    baseline = subprocess.Popen([sys.executable, "-m", "bench.bench_twilio", "--bare", str(bare_port)], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results: dict[tuple[str, str], list] = {}
+    verdicts: list[bool] = []
+    try:
+        wait_for(bare_port, baseline)
+        wait_for(hub_port, hub, "/healthz")
+        per_burst = int(args.seconds * 3000) + 100
+        warm_sms = 0
+        for kind in ("sms", "voice"):
+            # Warm-up: connections, caches, the first SQLite pages.
+            lat, _, _, _ = asyncio.run(burst(f"http://127.0.0.1:{hub_port}", prepare(kind, 300), args.clients, 1.0))
+            if kind == "sms":
+                warm_sms = len(lat)
+            for _ in range(args.rounds):
+                for name, port, proc in (("bare", bare_port, baseline), ("hub", hub_port, hub)):
+                    work = prepare(kind, per_burst)
+                    cpu = cpu_seconds(proc.pid)
+                    lat, errors, done, elapsed = asyncio.run(
+                        burst(f"http://127.0.0.1:{port}", work, args.clients, args.seconds))
+                    entry = results.setdefault((kind, name), [[], 0, 0, 0.0, 0.0])
+                    entry[0] += lat
+                    entry[1] += errors
+                    entry[2] += len(lat)
+                    entry[3] += elapsed
+                    entry[4] += cpu_seconds(proc.pid) - cpu
+        sms_requests = results[("sms", "hub")][2]
+    finally:
+        for proc in (hub, baseline):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"load           {args.clients} concurrent connections, {args.rounds} rounds of {args.seconds:g} s per "
+          "server, alternating")
+    for kind in ("sms", "voice"):
+        bare_lat, _, bare_n, bare_s, bare_cpu = results[(kind, "bare")]
+        hub_lat, hub_errors, hub_n, hub_s, hub_cpu = results[(kind, "hub")]
+        bare_rate, hub_rate = bare_n / bare_s, hub_n / hub_s
+        ratio = hub_rate / bare_rate
+        p99 = percentile(hub_lat, 0.99)
+        # CPU per webhook is what other load on the machine disturbs least.
+        print(f"{kind:5} bare     {bare_rate:8.0f} webhooks/s  p50 {percentile(bare_lat, 0.5):6.1f} ms  "
+              f"p99 {percentile(bare_lat, 0.99):6.1f} ms  CPU {bare_cpu / bare_n * 1000:.3f} ms/webhook")
+        print(f"{kind:5} hub      {hub_rate:8.0f} webhooks/s  p50 {percentile(hub_lat, 0.5):6.1f} ms  "
+              f"p99 {p99:6.1f} ms  max {max(hub_lat):6.1f} ms  CPU {hub_cpu / hub_n * 1000:.3f} ms/webhook  "
+              f"errors {hub_errors}")
+        ok_p99, ok_ratio = p99 <= TARGET_P99_MS, ratio >= TARGET_RATIO
+        verdicts += [ok_p99, ok_ratio, hub_errors == 0]
+        print(f"{kind:5} targets  p99 ≤ {TARGET_P99_MS:.0f} ms: {'PASS' if ok_p99 else 'FAIL'} ({p99:.1f} ms); "
+              f"ratio ≥ {TARGET_RATIO}: {'PASS' if ok_ratio else 'FAIL'} ({ratio:.3f})")
+    # Warm-up SMS are stored too; every answered SMS is one stored request, none more.
+    stored = stored_sms(url)
+    expected = sms_requests + warm_sms
+    print(f"check          {stored} SMS stored for {expected} SMS posted and answered with 200: "
+          f"{'PASS' if stored == expected else 'FAIL'}")
+    verdicts.append(stored == expected)
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--bare":
+        bare(int(sys.argv[2]))
+    else:
+        sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,163 @@
+"""The direct answer both Twilio channels give: service, responsible office, its phone, today's hours.
+
+:func:`direct_answer` turns a routing decision of the knowledge base into an :class:`Answer` when the
+hub may answer without a person: the service is certain and the place, and so the office, is known.
+:mod:`channels.twilio.sms` writes it as an SMS, :mod:`channels.twilio.voice` speaks it. The opening
+hours are the office's own for the local weekday of ``now``; on a public holiday of the Land the office
+counts as closed and the next opening day is named instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_NAMES = {"mon": "Montag", "tue": "Dienstag", "wed": "Mittwoch", "thu": "Donnerstag", "fri": "Freitag",
+             "sat": "Samstag", "sun": "Sonntag"}
+DAY_SHORT = {"mon": "Mo", "tue": "Di", "wed": "Mi", "thu": "Do", "fri": "Fr", "sat": "Sa", "sun": "So"}
+
+Span = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Hours:
+    """An office's hours as far as a caller needs them today."""
+
+    known: bool  # the office has opening hours at all
+    today: tuple[Span, ...]  # spans today (empty: closed today)
+    holiday: bool = False  # closed today because of a public holiday
+    next_day: str | None = None  # when closed today: weekday key of the next opening day
+    next_spans: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the hub tells a citizen without a person: the service, who does it, how to reach them, when."""
+
+    service_id: str
+    service: str
+    office_id: str
+    office: str
+    phone: str | None
+    hours: Hours
+    place: str | None = None
+
+
+def _spans(raw: Any) -> tuple[Span, ...]:
+    out = []
+    for item in raw or ():
+        if isinstance(item, Sequence) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            out.append((item[0], item[1]))
+    return tuple(out)
+
+
+def hours_on(opening_hours: Mapping[str, Any] | None, today: date,
+             is_holiday: Callable[[date], bool] | None = None) -> Hours:
+    """The hours of an office on ``today`` (and the next opening day when it is closed then)."""
+    if not opening_hours:
+        return Hours(known=False, today=())
+    holiday = bool(is_holiday and is_holiday(today))
+    spans = () if holiday else _spans(opening_hours.get(WEEKDAYS[today.weekday()]))
+    if spans:
+        return Hours(True, spans)
+    for ahead in range(1, 15):
+        day = today + timedelta(days=ahead)
+        if is_holiday and is_holiday(day):
+            continue
+        nxt = _spans(opening_hours.get(WEEKDAYS[day.weekday()]))
+        if nxt:
+            return Hours(True, (), holiday, WEEKDAYS[day.weekday()], nxt)
+    return Hours(True, (), holiday)
+
+
+def direct_answer(route: Any, now: datetime, is_holiday: Callable[[date], bool] | None = None) -> Answer | None:
+    """An :class:`Answer` from a :class:`knowledge.base.RouteResult`, or None when a person must help.
+
+    ``now`` is local time (the ``[sla]`` time zone): it decides which weekday's hours are today.
+    """
+    if route is None or route.needs_clarification or route.service is None or route.authority is None:
+        return None
+    authority = route.authority
+    location = getattr(route, "location", None)
+    return Answer(
+        service_id=route.service.id,
+        service=route.service.name,
+        office_id=authority.id,
+        office=authority.name,
+        phone=(authority.phone or "").strip() or None,
+        hours=hours_on(authority.opening_hours, now.date(), is_holiday),
+        place=getattr(location, "display_name", None) if location is not None else None,
+    )
+
+
+def short_time(value: str) -> str:
+    """``08:00`` → ``8``, ``17:30`` → ``17:30`` (how hours are written in a short message)."""
+    hour, _, minute = value.partition(":")
+    hour = hour.lstrip("0") or "0"
+    return hour if minute in ("", "00") else f"{hour}:{minute}"
+
+
+def spoken_time(value: str) -> str:
+    """``08:00`` → ``8 Uhr``, ``17:30`` → ``17 Uhr 30`` (how a German voice reads a time)."""
+    hour, _, minute = value.partition(":")
+    hour = hour.lstrip("0") or "0"
+    return f"{hour} Uhr" if minute in ("", "00") else f"{hour} Uhr {minute.lstrip('0') or '0'}"
+
+
+def spoken_digits(number: str) -> str:
+    """A phone number read digit by digit, groups apart: ``04551 951-0`` → ``0 4 5 5 1, 9 5 1, 0``.
+
+    A voice reads ``04551`` as a number (viertausendfünfhunderteinundfünfzig); callers want digits.
+    """
+    groups, current = [], []
+    for char in number:
+        if char.isdigit():
+            current.append(char)
+        elif char == "+" and not groups and not current:
+            current.append("plus")
+        elif current:
+            groups.append(" ".join(current))
+            current = []
+    if current:
+        groups.append(" ".join(current))
+    return ", ".join(groups)
+
+
+_BEFORE_PLACE = r"(?:(?:ich\s+)?wohne\s+in|wohnhaft\s+in|in|aus|nach|bei|für|im)"
+
+
+def _without_place(text: str, region: Any) -> str:
+    """``text`` without the region's name (and the preposition before it) and without a postcode."""
+    stripped = text
+    for name in sorted({region.name, region.display_name} - {""}, key=len, reverse=True):
+        stripped = re.sub(rf"(?i)(\b{_BEFORE_PLACE}\s+)?\b{re.escape(name)}\b", " ", stripped)
+    return re.sub(r"\b\d{5}\b", " ", stripped)
+
+
+def route_text(kb: Any, text: str, location: str | None = None) -> Any:
+    """``kb.route(text, location)`` for a text that may name the place itself (an SMS, a caller's sentence).
+
+    The knowledge base finds the place in the text, but the place's name also counts as words of the
+    request and dilutes the service's score ("Personalausweis ... ich wohne in Todesfelde" scores 75,
+    without the place 98). So when the text names one place, the service is looked up without the place's
+    words, at that place; only when that is not certain (the "place" may have been words of the request)
+    is the whole text routed as well, and the better decision counts.
+    """
+    if location is None:
+        place = kb.resolve_place(None, text)
+        found = place.match if place is not None else None
+        if found is not None:
+            stripped = _without_place(text, found)
+            if stripped != text and stripped.strip():
+                first = kb.route(stripped, found.ars)
+                if not first.needs_clarification:
+                    return first
+                whole = kb.route(text)
+                if whole.needs_clarification and first.confidence > whole.confidence:
+                    return first
+                return whole
+    return kb.route(text, location)

@@ -1,0 +1,379 @@
+"""POST /twilio/sms and /twilio/status in the real hub: accept, store, then TwiML; the outbox to a local
+Messages API; opt-outs; hostile webhooks refused with nothing stored."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import pytest
+from sqlalchemy import func, select
+from twilio_support import (
+    AUTH_TOKEN,
+    CITIZEN,
+    HUB_NUMBER,
+    PUBLIC_URL,
+    FakeTwilio,
+    make_twilio_app,
+    new_sid,
+    payload,
+    post,
+    sign,
+)
+
+from channels.twilio import gsm7, store
+from channels.twilio.webhooks import TWILIO
+from hub.queue.cases import attachment_t, audit_t, case_t, message_t
+from knowledge.settings import ConfigError
+
+TUESDAY_10 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+
+
+@pytest.fixture()
+async def fake():
+    async with FakeTwilio() as server:
+        yield server
+
+
+@pytest.fixture()
+async def client(aiohttp_client, hub, kb, tmp_path, fake):
+    engine, url = hub
+    app, service = make_twilio_app(tmp_path, engine, url, kb, clock=lambda: TUESDAY_10, api_base_url=fake.url)
+    c = await aiohttp_client(app)
+    c.engine, c.service, c.fake = engine, service, fake
+    yield c
+    for adapter in service.dispatcher.adapters.values():
+        close = getattr(adapter, "close", None)
+        if close is not None:
+            await close()
+
+
+def sms(**changes):
+    changes.setdefault("MessageSid", new_sid("SM"))
+    sid = changes["MessageSid"]
+    changes.setdefault("SmsSid", sid)
+    changes.setdefault("SmsMessageSid", sid)
+    return payload("sms_inbound", **changes)
+
+
+def message_of(text: str) -> ET.Element | None:
+    root = ET.fromstring(text)
+    assert root.tag == "Response"
+    return root.find("Message")
+
+
+def count(engine, table, *where) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def rows(engine, table, *where) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(table).where(*where).order_by(table.c[list(table.c.keys())[0]]))
+                .mappings()]
+
+
+# -- the direct answer and the acknowledgement -----------------------------------------------------------------
+
+
+async def test_a_clear_question_gets_the_direct_answer_after_the_commit(client):
+    params = sms()
+    resp = await post(client, "/twilio/sms", params)
+    assert resp.status == 200 and resp.content_type == "application/xml"
+    message = message_of(await resp.text())
+    text = message.text
+    assert "Personalausweis beantragen" in text and "Amt Leezen" in text and "Tel." in text and "heute" in text
+    assert gsm7.segments(text) <= 2
+    (case,) = rows(client.engine, case_t)
+    assert case["channel"] == "sms" and case["contact_phone"] == CITIZEN
+    assert case["state"] == "answered" and case["service_id"] == "sh-personalausweis"
+    assert case["authority_id"] and case["first_responded_at"] is not None
+    inbound, outbound = rows(client.engine, message_t)
+    assert inbound["external_id"] == params["MessageSid"] and inbound["direction"] == "in"
+    assert outbound["direction"] == "out" and outbound["send_state"] == "sent" and outbound["text"] == text
+    assert outbound["author"] == "agent:sms-auto" and outbound["recipient"] == CITIZEN
+    assert message.get("action") == f"{PUBLIC_URL}/twilio/status?message_id={outbound['id']}"
+    # The outbox never sends what TwiML delivered.
+    assert await client.service.dispatcher.run_until_empty() == 0 and client.fake.requests == []
+
+
+async def test_twilio_retrying_the_same_message_sid_stores_it_once(client):
+    params = sms()
+    first = await post(client, "/twilio/sms", params)
+    again = await post(client, "/twilio/sms", params)
+    assert first.status == again.status == 200
+    assert "liegt uns bereits vor" in message_of(await again.text()).text
+    assert count(client.engine, case_t) == 1
+    assert count(client.engine, message_t, message_t.c.direction == "in") == 1
+
+
+async def test_a_question_without_place_is_acknowledged_and_the_place_completes_it(client):
+    resp = await post(client, "/twilio/sms", sms(Body="Ich brauche einen neuen Personalausweis"))
+    ack = message_of(await resp.text()).text
+    (case,) = rows(client.engine, case_t)
+    assert case["token"] in ack and "In welchem Ort wohnen Sie?" in ack and case["state"] == "new"
+    resp = await post(client, "/twilio/sms", sms(Body="Todesfelde"))
+    answer = message_of(await resp.text()).text
+    assert "Amt Leezen" in answer
+    assert count(client.engine, case_t) == 1  # threaded by the number onto the open case
+    (case,) = rows(client.engine, case_t)
+    assert case["state"] == "answered"
+
+
+async def test_an_unclear_question_gets_the_token_and_what_happens_next(client):
+    resp = await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
+    text = message_of(await resp.text()).text
+    (case,) = rows(client.engine, case_t)
+    assert case["token"] in text and "24 Arbeitsstunden" in text and case["state"] == "new"
+    # A second message right after: stored in the same case, no second acknowledgement.
+    resp = await post(client, "/twilio/sms", sms(Body="Er bellt jede Nacht."))
+    assert message_of(await resp.text()) is None
+    assert count(client.engine, message_t, message_t.c.direction == "in") == 2
+
+
+async def test_through_a_messaging_service(client):
+    params = payload("sms_messaging_service")
+    resp = await post(client, "/twilio/sms", params)
+    assert resp.status == 200 and "Kreis Segeberg" in message_of(await resp.text()).text
+
+
+async def test_mms_media_are_attachments_by_url(client):
+    params = payload("mms_inbound")
+    resp = await post(client, "/twilio/sms", params)
+    assert resp.status == 200
+    atts = rows(client.engine, attachment_t)
+    assert [a["url"] for a in atts] == [params["MediaUrl0"], params["MediaUrl1"]]
+    assert [a["content_type"] for a in atts] == ["image/jpeg", "image/png"]
+    assert [a["filename"] for a in atts] == ["mms-1.jpg", "mms-2.png"] and {a["size_bytes"] for a in atts} == {0}
+    # The agents' API shows where the media are.
+    from hub.http.tokens import add_token
+
+    headers = {"Authorization": "Bearer " + add_token(client.engine, "agent.sms", "agent")}
+    (case,) = rows(client.engine, case_t)
+    data = await (await client.get(f"/api/cases/{case['id']}", headers=headers)).json()
+    urls = [a["url"] for m in data["messages"] for a in m["attachments"]]
+    assert urls == [params["MediaUrl0"], params["MediaUrl1"]]
+
+
+async def test_an_mms_without_words_is_a_request(client):
+    params = payload("mms_inbound", Body="", MessageSid=new_sid("MM"))
+    resp = await post(client, "/twilio/sms", params)
+    assert resp.status == 200 and count(client.engine, attachment_t) == 2
+    (msg,) = rows(client.engine, message_t, message_t.c.direction == "in")
+    assert msg["text"] == "(MMS ohne Text)"
+
+
+# -- bad input: a clear answer, nothing stored -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body,words", [("", "leer"), ("   ", "leer"), ("x" * 1601, "zu lang"),
+                                        ("Personalausweis " * 320, "zu lang")])
+async def test_empty_or_too_long_is_answered_and_not_stored(client, body, words):
+    resp = await post(client, "/twilio/sms", sms(Body=body))
+    assert resp.status == 200 and words in message_of(await resp.text()).text
+    assert count(client.engine, case_t) == 0 and count(client.engine, message_t) == 0
+
+
+async def test_unsigned_forged_and_foreign_webhooks_are_refused_and_counted(client):
+    params = sms()
+    body = urlencode(params).encode()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert (await client.post("/twilio/sms", data=body, headers=form)).status == 403
+    forged = {**form, "X-Twilio-Signature": sign(PUBLIC_URL + "/twilio/sms", params, "0" * 32)}
+    assert (await client.post("/twilio/sms", data=body, headers=forged)).status == 403
+    # Signed for the address the proxy forwards to, not the public URL.
+    internal = {**form, "X-Twilio-Signature": sign(f"http://{client.host}:{client.port}/twilio/sms", params)}
+    resp = await client.post("/twilio/sms", data=body, headers=internal)
+    assert resp.status == 403 and "X-Twilio-Signature" in await resp.text()
+    other = await post(client, "/twilio/sms", sms(AccountSid="AC" + "1" * 32))
+    assert other.status == 403
+    assert count(client.engine, case_t) == 0 and count(client.engine, message_t) == 0
+    counts = client.app[TWILIO].checker.counts()
+    assert counts == {("/twilio/sms", "missing"): 1, ("/twilio/sms", "forged"): 2}
+
+
+async def test_non_utf8_and_non_forms_are_a_clear_400(client):
+    params = sms()
+    body = urlencode(params).encode() + b"&Body=%FF%FE"
+    resp = await client.post("/twilio/sms", data=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"})
+    assert resp.status == 400 and "UTF-8" in await resp.text()
+    resp = await client.post("/twilio/sms", data=b'{"Body": "x"}', headers={"Content-Type": "application/json"})
+    assert resp.status == 415
+    resp = await client.post("/twilio/sms", data=b"Body=" + b"x" * 70_000,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 413
+    assert count(client.engine, case_t) == 0
+
+
+async def test_control_characters_in_the_body_are_stored_as_spaces(client):
+    resp = await post(client, "/twilio/sms", sms(Body="Personalausweis\x00 in\x1b Todesfelde"))
+    assert resp.status == 200
+    (msg,) = rows(client.engine, message_t, message_t.c.direction == "in")
+    assert msg["text"] == "Personalausweis  in  Todesfelde"
+
+
+# -- opt-outs ---------------------------------------------------------------------------------------------------
+
+
+async def test_stop_is_stored_and_honoured_until_start(client):
+    first = await post(client, "/twilio/sms", sms(Body="Ich brauche einen neuen Personalausweis"))
+    assert message_of(await first.text()) is not None
+    stop = await post(client, "/twilio/sms", sms(Body="STOPP"))
+    assert "keine SMS mehr" in message_of(await stop.text()).text
+    assert rows(client.engine, store.opt_out_t)[0]["phone"] == CITIZEN
+    # A request after STOP is stored, but gets no SMS.
+    quiet = await post(client, "/twilio/sms", sms(Body="Ich wohne in Todesfelde"))
+    assert quiet.status == 200 and message_of(await quiet.text()) is None
+    assert count(client.engine, message_t, message_t.c.direction == "in") == 2
+    # An agent's answer goes nowhere: the adapter refuses an opted-out number without a request.
+    (case,) = rows(client.engine, case_t)
+    await agent_reply(client, case, "Bitte bringen Sie ein Passbild mit.")
+    assert client.fake.requests == []
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert reply["send_state"] == "failed" and "opted out" in reply["last_error"]
+    start = await post(client, "/twilio/sms", sms(Body="start"))
+    assert "wieder eingeschaltet" in message_of(await start.text()).text
+    assert count(client.engine, store.opt_out_t) == 0
+    await agent_reply(client, case, "Termine gibt es online.")
+    assert len(client.fake.requests) == 1
+
+
+@pytest.mark.parametrize("word", ["STOP", "stop", "Abmelden", "STOPALL"])
+async def test_every_stop_word(client, word):
+    await post(client, "/twilio/sms", sms(Body=word))
+    assert count(client.engine, store.opt_out_t) == 1 and count(client.engine, case_t) == 0
+
+
+async def test_advanced_opt_out_is_recorded_without_a_second_confirmation(client):
+    resp = await post(client, "/twilio/sms", payload("sms_stop_advanced_opt_out"))
+    assert message_of(await resp.text()) is None
+    assert rows(client.engine, store.opt_out_t)[0]["source"] == "keyword"
+
+
+# -- outbound: the outbox, the Messages API, delivery reports --------------------------------------------------
+
+
+async def agent_reply(client, case: dict, text: str) -> None:
+    from hub.queue.outbox import enqueue
+
+    with client.engine.begin() as conn:
+        row = dict(conn.execute(select(case_t).where(case_t.c.id == case["id"])).mappings().one())
+        enqueue(conn, row, text=text, author="agent:meier")
+    await client.service.dispatcher.run_until_empty()
+
+
+async def test_an_agents_answer_leaves_through_the_outbox_once_with_the_fields_twilio_expects(client):
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    (case,) = rows(client.engine, case_t)
+    await agent_reply(client, case, "Wenden Sie sich bitte an das Ordnungsamt – Tel. 04551 951-0.")
+    (req,) = client.fake.requests
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert req.fields == {"To": CITIZEN, "From": HUB_NUMBER,
+                          "Body": "Wenden Sie sich bitte an das Ordnungsamt - Tel. 04551 951-0.",
+                          "StatusCallback": f"{PUBLIC_URL}/twilio/status?message_id={reply['id']}"}
+    assert reply["send_state"] == "sent"
+    assert await client.service.dispatcher.run_until_empty() == 0 and len(client.fake.requests) == 1  # never twice
+    # Twilio reports the delivery.
+    report = payload("message_status_delivered", MessageSid=new_sid("SM"))
+    resp = await post(client, f"/twilio/status?message_id={reply['id']}", report)
+    assert resp.status == 204
+    (delivery,) = rows(client.engine, store.delivery_t)
+    assert delivery["status"] == "delivered" and delivery["message_sid"] == report["MessageSid"]
+    # An older report after it changes nothing.
+    sent = payload("message_status_sent", MessageSid=report["MessageSid"])
+    await post(client, f"/twilio/status?message_id={reply['id']}", sent)
+    assert rows(client.engine, store.delivery_t)[0]["status"] == "delivered"
+
+
+async def test_temporary_failures_are_retried_by_the_outbox(client):
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    (case,) = rows(client.engine, case_t)
+    client.fake.script.append((503, {"code": 20503, "message": "Service Unavailable", "status": 503}))
+    await agent_reply(client, case, "Antwort")
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert reply["send_state"] == "pending" and reply["next_attempt_at"] > reply["created_at"]
+    assert len(client.fake.requests) == 1
+
+
+async def test_undelivered_marks_the_message_failed_and_21610_records_the_opt_out(client):
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    (case,) = rows(client.engine, case_t)
+    await agent_reply(client, case, "Antwort")
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    report = payload("message_status_undelivered", MessageSid=new_sid("SM"))
+    assert (await post(client, f"/twilio/status?message_id={reply['id']}", report)).status == 204
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert reply["send_state"] == "failed" and "30003" in reply["last_error"]
+    assert count(client.engine, audit_t, audit_t.c.action == "send_bounced") == 1
+    failed = payload("message_status_undelivered", MessageSid=new_sid("SM"), ErrorCode="21610",
+                     MessageStatus="failed", SmsStatus="failed")
+    (ack,) = rows(client.engine, message_t, message_t.c.author == "agent:sms-ack")
+    await post(client, f"/twilio/status?message_id={ack['id']}", failed)
+    assert rows(client.engine, store.opt_out_t)[0]["source"] == "twilio"
+
+
+async def test_a_report_confirms_a_send_whose_outcome_was_unknown(client):
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    (case,) = rows(client.engine, case_t)
+    client.fake.script.append("drop")
+    await agent_reply(client, case, "Antwort")
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert reply["send_state"] == "failed" and "may have gone out" in reply["last_error"]
+    await post(client, f"/twilio/status?message_id={reply['id']}", payload("message_status_sent"))
+    (reply,) = rows(client.engine, message_t, message_t.c.author == "agent:meier")
+    assert reply["send_state"] == "sent"
+
+
+async def test_status_reports_are_checked_too(client):
+    report = payload("message_status_delivered")
+    body = urlencode(report).encode()
+    resp = await client.post("/twilio/status?message_id=1", data=body,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status == 403
+    assert (await post(client, "/twilio/status?message_id=abc", report)).status == 400
+    assert (await post(client, "/twilio/status?message_id=999999", report)).status == 204  # purged: ignored
+    assert count(client.engine, store.delivery_t) == 0
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["auth_token", "public_url"])
+def test_the_start_fails_naming_the_missing_key(hub, kb, tmp_path, missing):
+    engine, url = hub
+    with pytest.raises(ConfigError, match=missing):
+        make_twilio_app(tmp_path, engine, url, kb, **{missing: ""})
+
+
+async def test_the_channel_is_off_without_an_account(aiohttp_client, hub, kb, tmp_path):
+    engine, url = hub
+    app, _ = make_twilio_app(tmp_path, engine, url, kb, account_sid="", auth_token="", public_url="")
+    client = await aiohttp_client(app)
+    assert (await client.post("/twilio/sms", data=b"")).status == 404
+    assert TWILIO not in app
+
+
+def test_the_token_comes_from_the_environment(tmp_path):
+    from hub.config import load_settings
+
+    settings = load_settings(None, environ={"CITIZEN_HUB_TWILIO__ACCOUNT_SID": "AC" + "a" * 32,
+                                            "CITIZEN_HUB_TWILIO__AUTH_TOKEN": AUTH_TOKEN,
+                                            "CITIZEN_HUB_TWILIO__PUBLIC_URL": PUBLIC_URL,
+                                            "CITIZEN_HUB_TWILIO__PHONE_NUMBERS": "+4932221803115,+4930901820"})
+    assert settings.twilio.require().auth_token == AUTH_TOKEN
+    assert settings.twilio.phone_numbers == ["+4932221803115", "+4930901820"]
+
+
+async def test_refused_signatures_are_in_metrics(client):
+    body = urlencode(sms()).encode()
+    await client.post("/twilio/sms", data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    await client.post("/twilio/voice", data=body, headers={"Content-Type": "application/x-www-form-urlencoded",
+                                                           "X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"})
+    await post(client, "/twilio/sms", sms())  # accepted: not counted
+    resp = await client.get("/metrics")
+    text = await resp.text()
+    assert 'citizen_hub_twilio_webhooks_rejected_total{reason="missing",route="/twilio/sms"} 1.0' in text
+    assert 'citizen_hub_twilio_webhooks_rejected_total{reason="forged",route="/twilio/voice"} 1.0' in text
+    assert 'citizen_hub_intake_requests_total{channel="sms",outcome="new"} 1.0' in text
