@@ -38,7 +38,7 @@ def one(outcomes):
 def test_a_blank_page_is_rejected_as_blank():
     page = one(read_scan(P.scanned(Image.new("L", (1654, 2339), 255), 0.0, noise=0.05), "blank.jpg", P.settings()))
     assert page.status == REJECTED and page.problem == "blank" and page.reason == "the page is blank"
-    assert page.page_png  # the page image is kept for the review queue
+    assert page.page_jpeg  # the page image is kept for the review queue
 
 
 def test_a_photo_without_a_code_is_rejected():

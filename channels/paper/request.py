@@ -64,12 +64,12 @@ def to_request(outcome: PageOutcome, *, service_name: str | None = None, raw_ref
     code = outcome.code
     attachments = []
     stem = f"{code.form_id}-{outcome.page}"
-    if outcome.page_png:
-        attachments.append(AttachmentIn(filename=f"{stem}-seite.png", content_type="image/png",
-                                        data=outcome.page_png))
-    if outcome.box_png:
-        attachments.append(AttachmentIn(filename=f"{stem}-anliegen.png", content_type="image/png",
-                                        data=outcome.box_png))
+    if outcome.page_jpeg:
+        attachments.append(AttachmentIn(filename=f"{stem}-seite.jpg", content_type="image/jpeg",
+                                        data=outcome.page_jpeg))
+    if outcome.box_jpeg:
+        attachments.append(AttachmentIn(filename=f"{stem}-anliegen.jpg", content_type="image/jpeg",
+                                        data=outcome.box_jpeg))
     subject = f"Papierformular {code.form_id}" + (f": {service_name}" if service_name else "")
     return InboundRequest(
         channel="paper",

@@ -6,7 +6,7 @@ affine map between the two (least squares over four points, so a scanner that st
 covered too) places every other part of the form: the ``anliegen`` box is resampled straight out of
 the scan, deskewed and at the resolution OCR wants, in one step.
 
-The cut-out is then binarised (median filter against scanner noise, Otsu's threshold): the guide
+The cut-out is then binarised (a box blur against scanner noise, Otsu's threshold): the guide
 lines, printed in a light drop-out colour, fall above the threshold and vanish; what is left of the
 box's border at the edges is wiped.
 """
@@ -192,7 +192,9 @@ def otsu(image: Image.Image) -> int:
 
 def binarise(image: Image.Image) -> Image.Image:
     """Black ink on white (``L`` mode, 0 or 255): noise filtered, drop-out colour and border removed."""
-    smooth = image.filter(ImageFilter.MedianFilter(3))
+    # A 3 × 3 box blur rather than a median: against sensor noise and single specks (a black pixel
+    # becomes light grey, above the threshold) it does the same here, at a twentieth of the cost.
+    smooth = image.filter(ImageFilter.BoxBlur(1))
     # Otsu splits ink from paper; on a box with little ink the split can land inside the paper's
     # noise, so the threshold is kept in the band where pen and drop-out colour are apart.
     threshold = min(max(otsu(smooth), 90), 170)
@@ -216,7 +218,17 @@ def _wipe_edges(bw: Image.Image, band: float = 0.06) -> Image.Image:
     return out
 
 
-def page_view(image: Image.Image, geometry: Geometry | None, dpi: float = 100) -> Image.Image:
+def ink_only(bw: Image.Image, margin: int = 24) -> Image.Image:
+    """The binarised box cropped to its writing plus a margin: Tesseract's time grows with the area."""
+    bbox = ImageOps.invert(bw).getbbox()
+    if bbox is None:
+        return bw
+    left, top, right, bottom = bbox
+    return bw.crop((max(0, left - margin), max(0, top - margin), min(bw.width, right + margin),
+                    min(bw.height, bottom + margin)))
+
+
+def page_view(image: Image.Image, geometry: Geometry | None, dpi: float = 100) -> Image.Image:  # VIEW_DPI
     """The page for people to look at: upright A4 at ``dpi`` when the code was found, else scaled down."""
     if geometry is not None:
         return cut(image, geometry, L.Rect(0, 0, L.PAGE_W, L.PAGE_H), dpi)
@@ -224,12 +236,18 @@ def page_view(image: Image.Image, geometry: Geometry | None, dpi: float = 100) -
     return view
 
 
+#: Resolution of the images kept for people (the page, the box): enough to read handwriting on a screen.
+VIEW_DPI = 100
+BOX_VIEW_DPI = 150
+
+
 @dataclass
 class PageScan:
-    """What a located page yields: the box (greyscale and binarised) and whether anything is in it."""
+    """What a located page yields: the box to look at, the box for OCR (binarised, cut to its writing),
+    and whether anything is written in it."""
 
     located: Located
-    box_gray: Image.Image
+    box_view: Image.Image
     box: Image.Image
     empty: bool
 
@@ -242,6 +260,8 @@ def read_page(image: Image.Image, keys: Sequence[bytes], *, min_dpi: float, max_
     """
     image = limit_resolution(image, max_dpi)
     located = locate(image, keys, min_dpi)
-    gray = cut(image, located.geometry, L.ANLIEGEN_READ, ocr_dpi)
-    box = binarise(gray)
-    return image, PageScan(located, gray, box, ink_ratio(box) < EMPTY_BOX_INK)
+    box = binarise(cut(image, located.geometry, L.ANLIEGEN_READ, ocr_dpi))
+    view = cut(image, located.geometry, L.ANLIEGEN_BOX, BOX_VIEW_DPI)
+    # Mode "1" for Tesseract: pytesseract hands the image over as a file, and a 1-bit PNG is written
+    # in a fraction of the time of an 8-bit one.
+    return image, PageScan(located, view, ink_only(box).convert("1"), ink_ratio(box) < EMPTY_BOX_INK)
