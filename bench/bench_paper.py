@@ -29,6 +29,11 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+# The pages are made with the helpers the tests use (tests/paper_support.py), importable as the
+# tests import them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TARGET_SECONDS = 1.5
 DPI = 300
@@ -48,7 +53,7 @@ SENTENCES = [
 
 
 def _pages() -> list[bytes]:
-    from tests import paper_support as P
+    import paper_support as P
 
     P.require_paper_tools(fonts=True)
     rnd = random.Random(SEED)
@@ -70,8 +75,9 @@ def _cpu() -> float:
 
 def _read(data: bytes) -> tuple[float, str, float]:
     """Wall seconds, status, and CPU seconds of reading one page."""
+    import paper_support as P
+
     from channels.paper.reader import read_scan
-    from tests import paper_support as P
 
     cpu, started = _cpu(), time.perf_counter()
     (outcome,) = read_scan(data, "bench.jpg", P.settings())
@@ -80,13 +86,13 @@ def _read(data: bytes) -> tuple[float, str, float]:
 
 def _engines(data: bytes) -> float:
     """zxing-cpp on the decoded page + Tesseract on the box cut out beforehand (cutting not timed)."""
+    import paper_support as P
     import zxingcpp
     from PIL import Image
 
     from channels.paper import layout as L
     from channels.paper import ocr
     from channels.paper.scan import binarise, cut, locate
-    from tests import paper_support as P
 
     page = Image.open(io.BytesIO(data)).convert("L")
     box = binarise(cut(page, locate(page, [P.KEY.encode()], 100).geometry, L.ANLIEGEN_READ, 300))
@@ -108,10 +114,10 @@ def _throughput(pages: list[bytes], workers: int, rounds: int = 2) -> float:
 
 
 def _pdf(pages: list[bytes]) -> tuple[float, int]:
+    import paper_support as P
     from PIL import Image
 
     from channels.paper.reader import read_scan
-    from tests import paper_support as P
 
     pdf = P.as_pdf([Image.open(io.BytesIO(p)) for p in pages[:4]], DPI)
     started = time.perf_counter()

@@ -15,6 +15,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
+from conftest import require_component
 from PIL import Image, ImageDraw, ImageFont
 
 from channels.paper import layout as L
@@ -22,7 +23,6 @@ from channels.paper import ocr
 from channels.paper.code import Prefill
 from channels.paper.form import FormSpec, Office, RenderedForm, render_form
 from channels.paper.settings import PaperSettings
-from tests.conftest import require_component
 
 KEY = "test-key-of-the-paper-channel-0123456789"
 OTHER_KEY = "another-hubs-key-that-is-long-enough-000"

@@ -15,4 +15,20 @@
 | ``reader`` | a scan file to one outcome a page (accepted or rejected with a reason) |
 | ``request`` | an accepted page to the queue's InboundRequest |
 | ``letter`` | an answer as a DIN 5008 letter PDF |
+| ``store`` | the review queue's table and the scan files |
+| ``ingest`` | a scan file into the queue: one implementation for the CLI, the inbox watcher and the API |
+| ``outbound`` | the ``letter`` adapter: answers on paper into the print folder, never twice |
+| ``cli``, ``http``, ``review`` | ``citizen-hub paper …``; the API routes; the console's review queue |
 """
+
+from channels.paper.settings import PaperSettings
+from hub.plugins import Channel, SettingsSection
+
+CHANNEL = Channel(
+    name="paper",
+    settings=(SettingsSection("paper", PaperSettings, "Paper channel: form code key, print folder, scan limits, OCR."),),
+    routes="channels.paper.http:setup",
+    commands="channels.paper.cli:register",
+    outbound={"paper": "channels.paper.outbound:build_letter_adapter"},
+    privacy="channels.paper.store:PRIVACY",  # scanned pages: their rows and files
+)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from hub.config import ConfigError, Section
+from knowledge.settings import ConfigError, Section
 
 #: Shortest HMAC key accepted: 32 characters (a key of `openssl rand -base64 32` has 44).
 MIN_KEY_CHARS = 32
@@ -45,10 +45,30 @@ class PaperSettings(Section):
         description="Folder the letter adapter writes answer letters into (one PDF per letter, never written "
         "twice), for the print room or a hybrid-mail service.",
     )
+    letter_sender: str = Field(
+        "Bürgerservice",
+        description="Sender printed on an answer letter when its case has no responsible office yet (else the "
+        "office's name and address are the sender).",
+    )
+    letter_signature: str = Field(
+        "Ihr Bürgerservice", description="Line printed under the closing of every answer letter."
+    )
+    letter_reply_form: bool = Field(
+        True,
+        description="Add a pre-filled form for the citizen's reply as the last page of an answer letter (when the "
+        "case has a service and an office), so the reply comes back by post to the same case.",
+    )
     inbox_dir: str = Field(
         "var/paper/inbox",
         description="Default folder of 'citizen-hub paper watch': scanned files put here are read; they move "
         "to done/ or rejected/ (with a .json reason beside them), an original is never deleted.",
+    )
+    rejected_retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="How long a rejected page (no valid code, unreadable) is kept for the review queue, with "
+        "its image, before 'citizen-hub purge' deletes it; pages that became requests follow their case's "
+        "retention ([privacy]).",
     )
     # -- limits of scan intake ----------------------------------------------------------------------
     max_file_bytes: int = Field(

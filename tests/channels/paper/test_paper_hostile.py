@@ -10,13 +10,13 @@ import io
 import random
 import time
 
+import paper_support as P
 import pytest
 from PIL import Image, ImageDraw
 
 from channels.paper import form as form_module
 from channels.paper.code import b45decode, b45encode
 from channels.paper.reader import ACCEPTED, REJECTED, read_scan
-from tests import paper_support as P
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import paper_support as P
 import pytest
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
@@ -18,7 +19,6 @@ from channels.paper import layout as L
 from channels.paper.reader import ACCEPTED, REJECTED, read_scan
 from channels.paper.request import to_request
 from channels.paper.scan import Geometry, fit_affine
-from tests import paper_support as P
 
 
 def flat(text: str) -> str:

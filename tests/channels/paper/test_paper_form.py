@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import paper_support as P
 import pytest
 import zxingcpp
 from pypdf import PdfReader
@@ -18,7 +19,6 @@ from channels.paper.code import Prefill, decode
 from channels.paper.letter import LetterSpec, render_letter
 from channels.paper.scan import locate
 from channels.paper.spec import FormProblem, form_spec
-from tests import paper_support as P
 
 PT_PER_MM = 72 / 25.4
 

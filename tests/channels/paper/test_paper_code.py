@@ -26,7 +26,7 @@ from channels.paper.code import (
     new_form_id,
 )
 from channels.paper.settings import PaperSettings
-from hub.config import ConfigError
+from knowledge.settings import ConfigError
 
 KEY = b"k" * 32
 OLD_KEY = b"o" * 32
