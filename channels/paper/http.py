@@ -6,7 +6,8 @@
 * ``POST /api/paper/scans`` (service token, ``multipart/form-data``, one or more file parts) – scan files
   into the queue; ``{"pages": [...]}`` with one object a page (as ``citizen-hub paper ingest --json``),
   answered after every page's request or rejection is committed: 201 when a page became a new request,
-  else 200. A file over ``[paper] max_file_bytes`` is 413, a body that is not multipart 415.
+  else 200. A file over ``[paper] max_file_bytes`` (or an upload over twice that) is 413, a body that is
+  not multipart 415.
 
 The console's pages (the form for the answer card, the review queue) are in :mod:`channels.paper.review`.
 """
@@ -17,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from channels.paper import review
 from channels.paper.ingest import PaperIngest
@@ -72,6 +73,7 @@ async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
     except (ValueError, AssertionError) as exc:
         raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
     files: list[tuple[str, bytes]] = []
+    total = 0  # the whole upload is bounded too, not only each file: memory is the limit here
     while True:
         try:
             part = await reader.next()
@@ -79,15 +81,18 @@ async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
             raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
         if part is None:
             break
-        if not isinstance(part, web.BodyPartReader) or part.filename is None:
+        if not isinstance(part, BodyPartReader) or part.filename is None:
             continue  # a nested multipart or a plain field: not a scan
         if len(files) >= MAX_FILES:
             raise ApiError(413, f"at most {MAX_FILES} files a request")
         data = bytearray()
         while chunk := await part.read_chunk(65536):
             data += chunk
+            total += len(chunk)
             if len(data) > limit:
                 raise ApiError(413, f"{part.filename!r} is larger than {limit:,} bytes")
+            if total > 2 * limit:
+                raise ApiError(413, f"the upload is larger than {2 * limit:,} bytes; send fewer files at once")
         name = _SAFE_NAME.sub("_", part.filename.replace("\\", "/").rsplit("/", 1)[-1])[:120] or "scan"
         files.append((name, bytes(data)))
     if not files:

@@ -127,7 +127,7 @@ def _may_see(request: web.Request, page: dict[str, Any], case: dict[str, Any] | 
 
 
 async def _visible(request: web.Request):
-    page_id = _int_id(request.match_info["page_id"])
+    page_id = _int_id(request.match_info["id"])
     page, case, message, images = await asyncio.to_thread(_load, request.app[ENGINE], page_id)
     if page is None or not _may_see(request, page, case):
         raise web.HTTPNotFound(text="no such page")
@@ -237,10 +237,10 @@ async def get_form(request: web.Request) -> web.StreamResponse:
 ROUTES = (
     ("GET", "/console/paper/form", get_form),
     ("GET", "/console/paper/review", page_review),
-    ("GET", "/console/paper/review/{page_id}", page_review_item),
-    ("POST", "/console/paper/review/{page_id}", post_review),
-    ("GET", "/console/paper/review/{page_id}/page.jpg", page_image),
-    ("GET", "/console/paper/review/{page_id}/box.jpg", box_image),
+    ("GET", "/console/paper/review/{id}", page_review_item),
+    ("POST", "/console/paper/review/{id}", post_review),
+    ("GET", "/console/paper/review/{id}/page.jpg", page_image),
+    ("GET", "/console/paper/review/{id}/box.jpg", box_image),
 )
 
 
