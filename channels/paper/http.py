@@ -42,6 +42,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 @api
 async def get_form(request: web.Request) -> web.StreamResponse:
+    """The pre-filled paper form (PDF) for ?service=&location=&case= (agent token)."""
     await _authorise(request, "agent")
     query = request.query
     if not (query.get("service") or "").strip():
@@ -102,6 +103,7 @@ async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
 
 @api
 async def post_scans(request: web.Request) -> web.StreamResponse:
+    """Scanned forms in (multipart, service token): one result a page, after the commit."""
     await _authorise(request, "service")
     settings = paper_settings(request.app[SETTINGS])
     if not settings.hmac_key:
