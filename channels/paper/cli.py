@@ -132,7 +132,11 @@ def _summary(answer: dict[str, Any]) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from channels.paper.settings import paper_settings
+    from hub.queue.intake import IntakeUnavailable
+
     settings = settings_from_args(args)
+    paper_settings(settings).signing_key()  # no key: say so before anything is read
     files = [Path(f) for f in args.files]
     for f in files:
         if not f.is_file():
@@ -141,7 +145,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     rejected = 0
     try:
         for path in tqdm(files, desc="scans", unit="file", file=sys.stderr, disable=len(files) < 2):
-            answers = asyncio.run(runner.ingest.ingest(path.read_bytes(), path.name, raw_ref=str(path.resolve())))
+            try:
+                answers = asyncio.run(runner.ingest.ingest(path.read_bytes(), path.name,
+                                                           raw_ref=str(path.resolve())))
+            except (IntakeUnavailable, RuntimeError) as exc:  # the hub's problem: nothing was rejected
+                raise UsageError(f"{path.name} was not read: {exc}") from None
             for answer in answers:
                 rejected += answer["status"] != "accepted"
                 if args.json:
@@ -207,6 +215,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from channels.paper.settings import paper_settings
 
     settings = settings_from_args(args)
+    paper_settings(settings).signing_key()  # no key: say so at the start, not at the first scan
     inbox = Path(args.dir or paper_settings(settings).inbox_dir)
     if not inbox.is_dir():
         raise UsageError(f"no such folder: {inbox}")

@@ -96,11 +96,16 @@ def test_paper_form_command_says_what_is_wrong(hub, tmp_path, capsys, args, word
     assert words in capsys.readouterr().err
 
 
-def test_paper_form_command_needs_the_key(hub, tmp_path, capsys, monkeypatch):
+def test_the_paper_commands_need_the_key(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("CITIZEN_HUB_PAPER__HMAC_KEY")
     assert main(["paper", "form", "--db", hub[1], "--service", SERVICE, "--location", "Hitzhusen",
                  "--out", str(tmp_path / "x.pdf")]) == 2
     assert "hmac_key" in capsys.readouterr().err
+    scan = tmp_path / "scan.jpg"
+    scan.write_bytes(b"\xff\xd8\xff")
+    assert main(["paper", "ingest", "--db", hub[1], str(scan)]) == 2
+    assert main(["paper", "watch", "--db", hub[1], str(tmp_path), "--once"]) == 2
+    assert "hmac_key" in capsys.readouterr().err and scan.is_file()
 
 
 def test_a_scanned_form_comes_back_to_its_case_once(hub, tmp_path, capsys):
