@@ -2,7 +2,7 @@
 
 The pages are made as the tests make them (tests/paper_support.py): the form rendered by poppler at
 300 dpi, a concern of two to four lines written into the box with a handwriting-like font, turned by up
-to ±3°, sensor noise, JPEG. Each page is read by ``channels.paper.reader.read_scan`` exactly as the
+to ±3°, sensor noise, JPEG. Each page is read by ``channels.paper.scans.reader.read_scan`` exactly as the
 ingest command reads a file: JPEG decode, content hash, code search and check, page map, box cut-out,
 binarisation, Tesseract, and the two PNGs kept for the console.
 
@@ -79,7 +79,7 @@ def _read(data: bytes) -> tuple[float, str, float]:
     """Wall seconds, status, and CPU seconds of reading one page."""
     import paper_support as P
 
-    from channels.paper.reader import read_scan
+    from channels.paper.scans.reader import read_scan
 
     cpu, started = _cpu(), time.perf_counter()
     (outcome,) = read_scan(data, "bench.jpg", P.settings())
@@ -92,9 +92,9 @@ def _engines(data: bytes) -> float:
     import zxingcpp
     from PIL import Image
 
-    from channels.paper import layout as L
-    from channels.paper import ocr
-    from channels.paper.scan import binarise, cut, locate
+    from channels.paper.forms import layout as L
+    from channels.paper.scans import ocr
+    from channels.paper.scans.scan import binarise, cut, locate
 
     page = Image.open(io.BytesIO(data)).convert("L")
     box = binarise(cut(page, locate(page, [P.KEY.encode()], 100).geometry, L.ANLIEGEN_READ, 300))
@@ -120,7 +120,7 @@ def _pdf(pages: list[bytes]) -> tuple[float, int]:
     import paper_support as P
     from PIL import Image
 
-    from channels.paper.reader import read_scan
+    from channels.paper.scans.reader import read_scan
 
     pdf = P.as_pdf([Image.open(io.BytesIO(p)) for p in pages[:4]], DPI)
     started = time.perf_counter()

@@ -18,10 +18,10 @@ from pathlib import Path
 from conftest import require_component
 from PIL import Image, ImageDraw, ImageFont
 
-from channels.paper import layout as L
-from channels.paper import ocr
 from channels.paper.code import Prefill
-from channels.paper.form import FormSpec, Office, RenderedForm, render_form
+from channels.paper.forms import layout as L
+from channels.paper.forms.form import FormSpec, Office, RenderedForm, render_form
+from channels.paper.scans import ocr
 from channels.paper.settings import PaperSettings
 
 KEY = "test-key-of-the-paper-channel-0123456789"

@@ -4,17 +4,17 @@
 |---|---|
 | ``settings`` | the ``[paper]`` config section |
 | ``code`` | the signed 2D code: fields, compact packing, HMAC check (forged / altered) |
-| ``layout`` | the geometry of the form (DIN 5008 form B), shared by printer and scanner |
-| ``fonts`` | fonts for the PDFs |
-| ``spec`` | what a form shows, from the knowledge base and a case (one implementation for every entry point) |
-| ``form`` | the form as PDF (reportlab, AcroForm fields, the code) |
-| ``raster`` | scan files to page images within limits (poppler, Pillow) |
-| ``scan`` | one page: find the code, map the page, cut out and binarise the concern box |
-| ``ocr`` | Tesseract on the box: text and confidence |
-| ``pdfform`` | a form completed on screen: its AcroForm values (pypdf) |
-| ``reader`` | a scan file to one outcome a page (accepted or rejected with a reason) |
+| ``forms.layout`` | the geometry of the form (DIN 5008 form B), shared by printer and scanner |
+| ``forms.fonts`` | fonts for the PDFs |
+| ``forms.spec`` | what a form shows, from the knowledge base and a case (one implementation for every entry point) |
+| ``forms.form`` | the form as PDF (reportlab, AcroForm fields, the code) |
+| ``scans.raster`` | scan files to page images within limits (poppler, Pillow) |
+| ``scans.scan`` | one page: find the code, map the page, cut out and binarise the concern box |
+| ``scans.ocr`` | Tesseract on the box: text and confidence |
+| ``scans.pdfform`` | a form completed on screen: its AcroForm values (pypdf) |
+| ``scans.reader`` | a scan file to one outcome a page (accepted or rejected with a reason) |
 | ``request`` | an accepted page to the queue's InboundRequest |
-| ``letter`` | an answer as a DIN 5008 letter PDF |
+| ``forms.letter`` | an answer as a DIN 5008 letter PDF |
 | ``store`` | the review queue's table and the scan files |
 | ``ingest`` | a scan file into the queue: one implementation for the CLI, the inbox watcher and the API |
 | ``outbound`` | the ``letter`` adapter: answers on paper into the print folder, never twice |

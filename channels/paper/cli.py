@@ -1,7 +1,7 @@
 """CLI of the paper channel: ``paper form``, ``paper ingest``, ``paper watch``.
 
 * ``citizen-hub paper form --service ID --location PLACE [--case ID] --out FILE.pdf`` – the pre-filled form
-  (:func:`channels.paper.spec.form_spec`, the same as the API and the console make).
+  (:func:`channels.paper.forms.spec.form_spec`, the same as the API and the console make).
 * ``citizen-hub paper ingest FILE… [--json]`` – scan files into the queue; with ``--json`` one object a page
   (``file, page, status, case_id, case_token, service_id, authority_id, authority_name, text, reason`` and
   more). Exit code 0 when every page was accepted, 1 when a page was rejected.
@@ -72,9 +72,9 @@ def _engine(settings: Any):
 def cmd_form(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from channels.paper.form import render_form
+    from channels.paper.forms.form import render_form
+    from channels.paper.forms.spec import FormProblem, form_spec
     from channels.paper.settings import paper_settings
-    from channels.paper.spec import FormProblem, form_spec
     from hub.queue.cases import case_t
     from knowledge.base import KnowledgeBase
 

@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from channels.paper import review
+from channels.paper.forms.spec import FormProblem
 from channels.paper.ingest import PaperIngest
 from channels.paper.review import make_form_pdf, pdf_response
 from channels.paper.settings import paper_settings
-from channels.paper.spec import FormProblem
 from hub.http.api_cases import QUEUE, ApiError, _authorise, api
 from hub.http.app import ENGINE, SETTINGS
 from hub.queue.intake import AttachmentStore, IntakeUnavailable

@@ -1,7 +1,7 @@
 """A scan file into the queue: the one implementation behind ``paper ingest``, ``paper watch`` and
 ``POST /api/paper/scans``.
 
-For every page of the file (:func:`channels.paper.reader.read_scan`):
+For every page of the file (:func:`channels.paper.scans.reader.read_scan`):
 
 * accepted → its :class:`~hub.queue.requests.InboundRequest` goes through the queue's intake (threaded
   onto the form's case by its token; the same page twice is the same request), then its row in the
@@ -26,8 +26,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from channels.paper import store
-from channels.paper.reader import PageOutcome, read_scan
 from channels.paper.request import to_request
+from channels.paper.scans.reader import PageOutcome, read_scan
 from channels.paper.settings import PaperSettings
 from hub.queue.intake import AttachmentStore, IntakeResult, RequestRejected
 from hub.queue.requests import InboundRequest

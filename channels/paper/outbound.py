@@ -24,8 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from channels.paper.code import Prefill
-from channels.paper.form import FormSpec, Office, render_form
-from channels.paper.letter import LetterSpec, render_letter
+from channels.paper.forms.form import FormSpec, Office, render_form
+from channels.paper.forms.letter import LetterSpec, render_letter
 from channels.paper.settings import PaperSettings, paper_settings
 from hub.queue.adapters import OutboundMessage, SendResult
 from hub.queue.cases import case_t

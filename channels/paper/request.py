@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from channels.paper.reader import PageOutcome
+from channels.paper.scans.reader import PageOutcome
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest
 
 # Control characters other than tab and line break: typed into a PDF form they would make the request

@@ -27,9 +27,9 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from channels.paper import store
-from channels.paper.form import render_form
+from channels.paper.forms.form import render_form
+from channels.paper.forms.spec import FormProblem, form_spec
 from channels.paper.settings import paper_settings
-from channels.paper.spec import FormProblem, form_spec
 from hub.console.auth import PRINCIPAL, error_response, require_login
 from hub.console.pages import AGENT_ROLES, CONSOLE, SUPERVISOR_ROLES, BadInput, read_body, render
 from hub.http.app import ENGINE, KB, SETTINGS

@@ -8,7 +8,6 @@ from datetime import date
 
 import pytest
 
-from channels.paper import layout as L
 from channels.paper.code import (
     B45_ALPHABET,
     AlteredCode,
@@ -25,6 +24,7 @@ from channels.paper.code import (
     encode_fitting,
     new_form_id,
 )
+from channels.paper.forms import layout as L
 from channels.paper.settings import PaperSettings
 from knowledge.settings import ConfigError
 

@@ -14,11 +14,11 @@ import pytest
 import zxingcpp
 from pypdf import PdfReader
 
-from channels.paper import layout as L
 from channels.paper.code import Prefill, decode
-from channels.paper.letter import LetterSpec, render_letter
-from channels.paper.scan import locate
-from channels.paper.spec import FormProblem, form_spec
+from channels.paper.forms import layout as L
+from channels.paper.forms.letter import LetterSpec, render_letter
+from channels.paper.forms.spec import FormProblem, form_spec
+from channels.paper.scans.scan import locate
 
 PT_PER_MM = 72 / 25.4
 

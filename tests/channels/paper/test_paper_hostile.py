@@ -14,9 +14,9 @@ import paper_support as P
 import pytest
 from PIL import Image, ImageDraw
 
-from channels.paper import form as form_module
 from channels.paper.code import b45decode, b45encode
-from channels.paper.reader import ACCEPTED, REJECTED, read_scan
+from channels.paper.forms import form as form_module
+from channels.paper.scans.reader import ACCEPTED, REJECTED, read_scan
 
 
 @pytest.fixture(autouse=True)

@@ -15,10 +15,10 @@ from PIL import Image
 from pypdf import PdfReader, PdfWriter
 from rapidfuzz import fuzz
 
-from channels.paper import layout as L
-from channels.paper.reader import ACCEPTED, REJECTED, read_scan
+from channels.paper.forms import layout as L
 from channels.paper.request import to_request
-from channels.paper.scan import Geometry, fit_affine
+from channels.paper.scans.reader import ACCEPTED, REJECTED, read_scan
+from channels.paper.scans.scan import Geometry, fit_affine
 
 
 def flat(text: str) -> str:

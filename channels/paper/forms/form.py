@@ -1,6 +1,6 @@
 """The pre-filled paper form: an A4 PDF made with reportlab.
 
-One page, laid out by :mod:`channels.paper.layout` (DIN 5008 form B): the responsible office's address
+One page, laid out by :mod:`channels.paper.forms.layout` (DIN 5008 form B): the responsible office's address
 where a window envelope shows it, the service and what to enclose, the citizen's known data in AcroForm
 text fields (so the form can be completed on screen too), a box with the AcroForm text field
 ``anliegen`` to write the concern into, and the signed 2D code (:mod:`channels.paper.code`) that
@@ -22,9 +22,9 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from channels.paper import layout as L
 from channels.paper.code import FormCode, Prefill, encode_fitting, new_form_id
-from channels.paper.fonts import printable, text_fonts
+from channels.paper.forms import layout as L
+from channels.paper.forms.fonts import printable, text_fonts
 
 #: Colour of the guide lines in the concern box: light enough that binarisation drops it.
 DROPOUT = colors.Color(0.80, 0.86, 0.95)
@@ -60,7 +60,7 @@ class Office:
 
 @dataclass(frozen=True)
 class FormSpec:
-    """Everything one form shows. Build it with :func:`channels.paper.spec.form_spec`."""
+    """Everything one form shows. Build it with :func:`channels.paper.forms.spec.form_spec`."""
 
     service_id: str
     service_name: str

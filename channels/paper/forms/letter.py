@@ -19,9 +19,9 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import BaseDocTemplate, Frame, NextPageTemplate, PageTemplate, Paragraph, Spacer
 
-from channels.paper import layout as L
-from channels.paper.fonts import printable, text_fonts
-from channels.paper.form import Office
+from channels.paper.forms import layout as L
+from channels.paper.forms.fonts import printable, text_fonts
+from channels.paper.forms.form import Office
 
 _GREY = colors.Color(0.35, 0.35, 0.35)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pypdf import PdfReader
 from pypdf.errors import PyPdfError
 
-from channels.paper import layout as L
+from channels.paper.forms import layout as L
 
 log = logging.getLogger(__name__)
 

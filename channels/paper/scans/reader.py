@@ -1,9 +1,9 @@
 """A scan file → one outcome per page: accepted (code, text, confidence, images) or rejected (reason).
 
 This is the paper channel's parser: pure (no database), bounded, and it never raises for bad input.
-The file's pages come from :mod:`channels.paper.raster`; a PDF completed on screen is read from its
-AcroForm (:mod:`channels.paper.pdfform`), every other page through :mod:`channels.paper.scan` and
-:mod:`channels.paper.ocr`. Turning an accepted page into a request is :mod:`channels.paper.request`.
+The file's pages come from :mod:`channels.paper.scans.raster`; a PDF completed on screen is read from its
+AcroForm (:mod:`channels.paper.scans.pdfform`), every other page through :mod:`channels.paper.scans.scan` and
+:mod:`channels.paper.scans.ocr`. Turning an accepted page into a request is :mod:`channels.paper.request`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ from typing import Any
 
 from PIL import Image
 
-from channels.paper import layout as L
-from channels.paper import ocr
 from channels.paper.code import CodeError, FormCode, decode
-from channels.paper.pdfform import read_screen_form
-from channels.paper.raster import FileRejected, PageImage, PageRejected, pages, pdf_info_of, pdf_pages, sniff
-from channels.paper.scan import PageProblem, page_view, read_page
+from channels.paper.forms import layout as L
+from channels.paper.scans import ocr
+from channels.paper.scans.pdfform import read_screen_form
+from channels.paper.scans.raster import (
+    FileRejected,
+    PageImage,
+    PageRejected,
+    pages,
+    pdf_info_of,
+    pdf_pages,
+    sniff,
+)
+from channels.paper.scans.scan import PageProblem, page_view, read_page
 from channels.paper.settings import PaperSettings
 
 log = logging.getLogger(__name__)

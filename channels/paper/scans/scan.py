@@ -1,7 +1,7 @@
 """One page image → its form code, where the page lies, and the concern box cut out and cleaned.
 
 The 2D code is the page's anchor. zxing-cpp finds it at any rotation and reports its four corners in
-image pixels; :mod:`channels.paper.layout` says where those corners are on the printed page. The
+image pixels; :mod:`channels.paper.forms.layout` says where those corners are on the printed page. The
 affine map between the two (least squares over four points, so a scanner that stretches one axis is
 covered too) places every other part of the form: the ``anliegen`` box is resampled straight out of
 the scan, deskewed and at the resolution OCR wants, in one step.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import zxingcpp
 from PIL import Image, ImageFilter, ImageOps
 
-from channels.paper import layout as L
 from channels.paper.code import AlteredCode, CodeError, ForgedCode, FormCode, MalformedCode, decode
+from channels.paper.forms import layout as L
 
 #: Share of dark pixels below which a page counts as blank (dust and scanner noise stay below it).
 BLANK_INK = 0.002

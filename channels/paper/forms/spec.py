@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from channels.paper.code import Prefill
-from channels.paper.form import FormSpec, Office
+from channels.paper.forms.form import FormSpec, Office
 
 
 class FormProblem(ValueError):
