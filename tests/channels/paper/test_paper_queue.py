@@ -287,19 +287,20 @@ def test_forget_and_purge_cover_the_stored_scans(hub, tmp_path, capsys):
         images = conn.execute(select(attachment_t.c.sha256)).scalars().all()
     rejected = next(r for r in rows if r["status"] == "rejected")
     assert len(images) == 2 and all(files.path(d).is_file() for d in images)
-    hooks = [store.PrivacyHook(retention_days=30)]
+    # A rejected page is kept for [paper] rejected_retention_days (90 by default).
+    assert rejected["purge_after"] > datetime.now(UTC) + timedelta(days=89)
 
-    # Purge: a rejected page younger than its retention stays; an older one goes, with its image.
-    purge(engine, PrivacySettings(), store=files, hooks=hooks)
+    # Purge: a rejected page within its retention stays; one past it goes, with its image.
+    purge(engine, PrivacySettings(), store=files)
     assert files.path(rejected["page_sha256"]).is_file()
     with engine.begin() as conn:
         conn.execute(update(store.page_t).where(store.page_t.c.id == rejected["id"])
-                     .values(created_at=datetime.now(UTC) - timedelta(days=31)))
-    purge(engine, PrivacySettings(), store=files, hooks=hooks)
-    assert not files.path(rejected["page_sha256"]).exists()
+                     .values(purge_after=datetime.now(UTC) - timedelta(minutes=1)))
+    report = purge(engine, PrivacySettings(), store=files)
+    assert report.channel_rows >= 1 and not files.path(rejected["page_sha256"]).exists()
 
     # Forget the caller: the case, its scan's row and the images go.
-    report = forget(engine, phone="+4945511234", store=files, hooks=hooks)
+    report = forget(engine, phone="+4945511234", store=files)
     assert report.cases == 1
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(store.page_t)).scalar() == 0
