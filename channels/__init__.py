@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from channels.email import CHANNEL as EMAIL
 from channels.open311 import CHANNEL as OPEN311
+from channels.paper import CHANNEL as PAPER
 from channels.twilio import CHANNEL as TWILIO
 from channels.web import CHANNEL as WEB
 
@@ -20,4 +21,5 @@ REGISTRY = (
     WEB,  # / (citizen form), /status/{token}; answers picked up on the status page
     EMAIL,  # SMTP/LMTP listener, IMAP poller, outbound SMTP; `citizen-hub email …`
     TWILIO,  # /twilio/sms, /twilio/voice…, /twilio/status; outbound SMS (answers to sms and phone cases)
+    PAPER,  # pre-filled forms out, scans in (/api/paper/…, /console/paper/…), letters; `citizen-hub paper …`
 )

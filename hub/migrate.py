@@ -34,6 +34,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "hub.console.auth",
     "hub.console.calls",
     "channels.twilio.store",
+    "channels.paper.store",
 )
 
 

@@ -48,6 +48,8 @@ class Channel:
     * ``privacy`` – ``"module:object"`` for a channel that keeps personal data in its own tables: the
       object's ``purge(conn, case_ids, now) -> int`` and ``forget(conn, case_ids, emails, phones) -> int``
       run inside the transactions of :mod:`hub.queue.privacy` and return how many rows they changed.
+      Files of the attachment store that its rows no longer refer to it lists in
+      ``conn.info["unreferenced_files"]`` (digests); privacy deletes them with the attachments' files.
     """
 
     name: str

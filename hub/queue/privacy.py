@@ -61,6 +61,11 @@ def _drop_attachments(conn, case_ids: list[int]) -> tuple[int, list[str]]:
 ROUTE_STATISTICS = ("service", "authority", "location", "candidates", "needs_clarification")
 
 
+def _channel_files(conn) -> list[str]:
+    """Attachment-store files a channel's privacy handler let go of in this transaction (``hub.plugins``)."""
+    return list(conn.info.pop("unreferenced_files", ()))
+
+
 def statistics_of_route(route: dict | None) -> dict | None:
     """The router's answer reduced to what statistics need (see :data:`ROUTE_STATISTICS`)."""
     if not isinstance(route, dict):
@@ -114,7 +119,10 @@ def purge(
                                .order_by(case_t.c.id).limit(batch)).scalars().all()
             # The channels' own personal data: of these cases, and what outlived its use without a case.
             report.channel_rows += sum(handler.purge(conn, list(ids), now) for handler in privacy_handlers())
+            freed = _channel_files(conn)
             if not ids:
+                if store is not None:
+                    report.files += store.delete_unreferenced(conn, freed)
                 return report
             report.cases += len(ids)
             report.messages += conn.execute(
@@ -146,7 +154,7 @@ def purge(
                 audit(conn, case_id, actor, "purge", reason="personal data removed after the retention period",
                       now=now)
             if store is not None:
-                report.files += store.delete_unreferenced(conn, digests)
+                report.files += store.delete_unreferenced(conn, digests + freed)
 
 
 def forget(
@@ -179,7 +187,10 @@ def forget(
             return report
         # Before the cases go: a channel's rows may refer to them (and hold the number without a case).
         report.channel_rows = sum(handler.forget(conn, list(ids), emails, phones) for handler in privacy_handlers())
+        freed = _channel_files(conn)
         if not ids:
+            if store is not None:
+                report.files = store.delete_unreferenced(conn, freed)
             return report
         report.messages = conn.execute(
             select(func.count()).select_from(message_t).where(message_t.c.case_id.in_(ids))).scalar_one()
@@ -190,5 +201,5 @@ def forget(
         for case_id in ids:
             audit(conn, case_id, actor, "forget", reason="the citizen's data was deleted on request")
         if store is not None:
-            report.files = store.delete_unreferenced(conn, digests)
+            report.files = store.delete_unreferenced(conn, digests + freed)
     return report

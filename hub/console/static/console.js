@@ -22,7 +22,8 @@
 
   function safeHref(url) {
     if (typeof url !== "string") return null;
-    return /^(https?:\/\/|tel:|mailto:)/i.test(url) ? url : null;
+    // Links of the catalogue (http, tel, mailto) and the console's own pages; never javascript: or //host.
+    return /^(https?:\/\/|tel:|mailto:|\/console\/)/i.test(url) ? url : null;
   }
 
   /* el("p", {class: "x"}, "text", child, ...) – children that are strings become text nodes. */
@@ -140,6 +141,11 @@
         else if (a.open_now === false) badge = el("span", { class: "badge closed", "data-open": "no" }, "jetzt geschlossen");
         sec.appendChild(el("p", { class: "hours" }, hours + " ", badge));
       }
+      var placeField = $("#place");
+      var formUrl = "/console/paper/form?service=" + encodeURIComponent(s.id) +
+        "&location=" + encodeURIComponent(placeField ? placeField.value : "");
+      sec.appendChild(el("p", { class: "paper-form" },
+        el("a", { class: "button", id: "paper-form-link", href: formUrl, download: "" }, "Formular per Post senden (PDF)")));
       card.appendChild(sec);
     } else if (answer.authority_candidates && answer.authority_candidates.length) {
       var cand = el("section", { class: "authority candidates" }, el("h3", null, "Zuständig je nach Ort"));
