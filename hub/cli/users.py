@@ -126,6 +126,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for u in list_users(engine):
         scope = ", ".join(f"{k}:{v}" for k, v in u["scopes"]) or ("everything" if u["role"] == "admin" else "-")
         flags = [f for f, on in (("disabled", u["disabled_at"]), ("locked", u["locked_until"])) if on]
+        if u.get("locked_sources"):
+            flags.append(f"locked for {u['locked_sources']} source(s)")
         print(f"{u['name']}\t{u['role']}\t{scope}" + (f"\t[{', '.join(flags)}]" if flags else ""))
     return 0
 

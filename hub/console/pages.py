@@ -691,7 +691,10 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
     case_id = data["row"]["id"]
     principal = _principal(request)
     engine = request.app[ENGINE]
-    common = {"agent": principal.name, "policy": _policy(request)}
+    kb_now = request.app.get(KB)
+    # The scope is asked again inside the action's transaction (the case may be re-routed meanwhile).
+    common = {"agent": principal.name, "policy": _policy(request),
+              "visible": lambda row: principal.scope.covers_case(row, kb_now)}
     queue = queue_settings(request.app[SETTINGS])
     try:
         body = await read_body(request)
@@ -858,7 +861,8 @@ async def get_login(request: web.Request) -> web.StreamResponse:
 async def post_login(request: web.Request) -> web.StreamResponse:
     """Log in: checks the CSRF token, the rate limit and the lockout, then the argon2 hash."""
     state = _state(request)
-    allowed, retry_after = state.login_limit.take(client_key(request))
+    source = client_key(request)
+    allowed, retry_after = state.login_limit.take(source)
     if not allowed:
         response = _login_page(request, 429, "Zu viele Anmeldeversuche von diesem Gerät. Bitte warten Sie kurz.")
         response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
@@ -873,7 +877,8 @@ async def post_login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, 400, "Bitte Name und Passwort eingeben.")
     engine = request.app[ENGINE]
     async with state.login_slots:
-        result = await asyncio.to_thread(authenticate, engine, name.strip(), password, state.settings)
+        result = await asyncio.to_thread(authenticate, engine, name.strip(), password, state.settings,
+                                         source=source)
     if not result.ok or result.user_id is None:
         log.info("console: failed log-in (%s)", result.reason)
         return _login_page(request, 401, "Anmeldung fehlgeschlagen: Name oder Passwort falsch – oder das Konto ist "
