@@ -75,6 +75,57 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened for writing; the message is one line: the URL (password masked) and why."""
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: hide whatever sits between ':' and '@'
+        import re
+
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _cause(exc: BaseException) -> str:
+    """The driver's own words for a failure, first line only (no SQL, no background link)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0].strip() if str(orig).strip() else ""
+    return text or type(orig).__name__
+
+
+def open_database(url: str, echo: bool = False, *, writable: bool = True) -> Engine:
+    """An engine for ``url`` with the schema at the newest revision, checked to take a write.
+
+    Every process entry point (``serve``, ``worker``, ``init``, ``email serve``, ``token``…) opens its
+    database with this *before* it says it is serving, so that a read-only file or an unreachable
+    PostgreSQL ends the start with one line — :class:`DatabaseUnavailable`: the URL with the password
+    masked, and the cause — instead of a traceback after "serving on …". ``writable`` probes a write
+    (an UPDATE that changes nothing): a read-only file can still be read and migrated when it is at
+    the newest revision already, but no request could be stored in it.
+    """
+    from sqlalchemy import text
+
+    shown = masked_url(url)
+    try:
+        engine = make_engine(url, echo=echo)
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot open the database {shown}: {_cause(exc)}") from None
+    try:
+        upgrade(engine)
+        if writable:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(f"cannot open the database {shown}: {_cause(exc)}") from None
+    return engine
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hub.migrate", description=__doc__.splitlines()[0])
     parser.add_argument("--db", required=True, metavar="URL", help="database URL")

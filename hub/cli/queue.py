@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 
-from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.http.tokens import ROLES
 
 
@@ -75,16 +75,8 @@ def _agent_scope_options(t: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace):
-    from hub.db import make_engine
-    from hub.migrate import upgrade
-
     settings = settings_from_args(args)
-    engine = make_engine(settings.database.url, echo=settings.database.echo)
-    try:
-        upgrade(engine)
-    except Exception as exc:
-        raise UsageError(f"cannot open the database {settings.database.url}: {type(exc).__name__}: {exc}") from None
-    return settings, engine
+    return settings, open_engine(settings)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ from knowledge.sync import (
     within,
 )
 from knowledge.sync_models import version_t
+from knowledge.text import safe_html
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,25 @@ async def get_catalog(request: web.Request) -> web.Response:
     if isinstance(result, str):
         return json_error(400 if since is not None else 503, result)
     version, body = result
-    return await _json(body, headers={"ETag": _etag(version)})
+    return await _json(safe_texts(body), headers={"ETag": _etag(version)})
+
+
+def safe_texts(value: Any) -> Any:
+    """``value`` with every text module (``textmodule``: kurztext, volltext, ...) cut to the HTML PVOG
+    allows (:func:`knowledge.text.safe_html`): what a municipality wrote reaches other clients without
+    scripts, styles, event handlers or javascript: links. Stored data is left as written."""
+    if isinstance(value, dict):
+        return {k: (_safe_module(v) if k == "textmodule" else safe_texts(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_texts(v) for v in value]
+    return value
+
+
+def _safe_module(module: Any) -> Any:
+    if not isinstance(module, dict):
+        return module
+    return {k: safe_html(v) if isinstance(v, str) else [safe_html(x) if isinstance(x, str) else x for x in v]
+            if isinstance(v, list) else v for k, v in module.items()}
 
 
 def _version(engine, region: str) -> int:

@@ -82,6 +82,11 @@ def client_key(request: web.Request, trust_forwarded_for: bool = False) -> str:
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
             address = last
+    return address_key(address)
+
+
+def address_key(address: str) -> str:
+    """A client address as the limits count it: IPv4 as is, IPv6 cut to its /64 (one household or host)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
