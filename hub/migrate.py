@@ -19,7 +19,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from hub.db import make_engine
+from hub.db import DatabaseUnavailable, make_engine
+
+__all__ = ["DatabaseUnavailable", "current_revision", "head_revision", "masked_url", "open_database", "upgrade"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 8_115_001  # pg_advisory_xact_lock key of migrations
@@ -73,10 +75,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be opened for writing; the message is one line: the URL (password masked) and why."""
 
 
 def masked_url(url: str) -> str:

@@ -14,7 +14,7 @@ import sys
 from hub import __version__
 from hub.cli.commands import command_registrars
 from hub.config import ConfigError, Settings, load_settings
-from hub.migrate import DatabaseUnavailable
+from hub.db import DatabaseUnavailable
 from hub.plugins import resolve
 
 
