@@ -100,16 +100,22 @@ def load(conn: Connection, case_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-def run(engine: Engine, case_id: int, action: Callable[..., T], /, **kwargs: Any) -> T:
+def run(engine: Engine, case_id: int, action: Callable[..., T], /, *,
+        visible: Callable[[Mapping[str, Any]], bool] | None = None, **kwargs: Any) -> T:
     """Run ``action(conn, case_row, **kwargs)`` in one transaction on the case as it is now.
 
-    The routing worker may move a ``new`` case at the same moment; the action is then tried again on
-    the case as the worker left it (up to three times), never applied to a state that has changed.
+    ``visible(case_row)`` (the caller's scope, :meth:`hub.scope.Scope.covers_case`) is asked inside that
+    transaction: a case outside it is :class:`CaseNotFound`, as if it did not exist. The routing worker
+    may move a ``new`` case at the same moment; the action is then tried again on the case as the worker
+    left it (up to three times), never applied to a state that has changed.
     """
     for attempt in range(3):
         try:
             with engine.begin() as conn:
-                return action(conn, load(conn, case_id), **kwargs)
+                row = load(conn, case_id)
+                if visible is not None and not visible(row):
+                    raise CaseNotFound(case_id)
+                return action(conn, row, **kwargs)
         except StaleState:
             if attempt == 2:
                 raise

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, create_model
 
 from hub.console.settings import ConsoleSettings
 from hub.http.catalog_settings import CatalogSettings
+from hub.http.ratelimit import IntakeLimitSettings
 from hub.plugins import settings_sections
 from hub.queue.settings import PrivacySettings, QueueSettings
 from hub.queue.sla import SlaSettings
@@ -59,6 +60,34 @@ class ServerSettings(Section):
         "throughput in bench/bench_intake.py; the cost is a few MB of cycles not yet collected. 0 keeps "
         "Python's default.",
     )
+    metrics_token: str = Field(
+        "",
+        repr=False,
+        description="Bearer token a scraper must send to read /metrics (Authorization: Bearer ...); give it as "
+        "CITIZEN_HUB_SERVER__METRICS_TOKEN. Empty = /metrics is open to whoever reaches the port: counts only, "
+        "but they show an outsider how busy the hub is, so keep it off the public network.",
+    )
+    metrics_separate: bool = Field(
+        False,
+        description="Serve /metrics on a listener of its own (metrics_host:metrics_port, e.g. the monitoring "
+        "network) instead of the public HTTP port, which then answers 404 for /metrics.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the separate /metrics listener.")
+    metrics_port: int = Field(
+        9115, ge=0, le=65535, description="TCP port of the separate /metrics listener (0 = any free port)."
+    )
+    health_write_failure_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="/healthz answers 503 for this long after a write or commit to the database failed (disk "
+        "full, read-only, gone), so a load balancer stops sending requests the hub cannot store. 0 = never.",
+    )
+    health_min_free_bytes: int = Field(
+        104_857_600,
+        ge=0,
+        description="/healthz answers 503 while the disk under the SQLite database, the attachment store or the "
+        "mail store has less free space than this (bytes). 0 = not checked.",
+    )
 
 
 #: The hub's own sections, in the order of config.toml; the channels' sections come between them.
@@ -70,6 +99,7 @@ _HUB_SECTIONS_BEFORE_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
     ("sla", SlaSettings, "Service-level clock: business hours and public holidays."),
     ("queue", QueueSettings, "Request queue: intake, threading, workers, attachments."),
     ("privacy", PrivacySettings, "Data protection: retention of finished cases."),
+    ("limits", IntakeLimitSettings, "Intake limits per sender address, client address and API token (every channel)."),
 )
 _HUB_SECTIONS_AFTER_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
     ("catalog", CatalogSettings, "Catalogue sync API and importers."),

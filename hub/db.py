@@ -11,6 +11,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened for writing; the message is one line: the URL (password masked) and
+    why (raised by :func:`hub.migrate.open_database`; here so that catching it imports no alembic)."""
+
+
 def normalise_url(url: str) -> str:
     """Accept the short PostgreSQL spellings and point them at psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):

@@ -19,7 +19,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from hub.db import make_engine
+from hub.db import DatabaseUnavailable, make_engine
+
+__all__ = ["DatabaseUnavailable", "current_revision", "head_revision", "masked_url", "open_database", "upgrade"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_ID = 8_115_001  # pg_advisory_xact_lock key of migrations
@@ -75,6 +77,53 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: hide whatever sits between ':' and '@'
+        import re
+
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _cause(exc: BaseException) -> str:
+    """The driver's own words for a failure, first line only (no SQL, no background link)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0].strip() if str(orig).strip() else ""
+    return text or type(orig).__name__
+
+
+def open_database(url: str, echo: bool = False, *, writable: bool = True) -> Engine:
+    """An engine for ``url`` with the schema at the newest revision, checked to take a write.
+
+    Every process entry point (``serve``, ``worker``, ``init``, ``email serve``, ``token``…) opens its
+    database with this *before* it says it is serving, so that a read-only file or an unreachable
+    PostgreSQL ends the start with one line — :class:`DatabaseUnavailable`: the URL with the password
+    masked, and the cause — instead of a traceback after "serving on …". ``writable`` probes a write
+    (an UPDATE that changes nothing): a read-only file can still be read and migrated when it is at
+    the newest revision already, but no request could be stored in it.
+    """
+    from sqlalchemy import text
+
+    shown = masked_url(url)
+    try:
+        engine = make_engine(url, echo=echo)
+    except Exception as exc:
+        raise DatabaseUnavailable(f"cannot open the database {shown}: {_cause(exc)}") from None
+    try:
+        upgrade(engine)
+        if writable:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+    except Exception as exc:
+        engine.dispose()
+        raise DatabaseUnavailable(f"cannot open the database {shown}: {_cause(exc)}") from None
+    return engine
 
 
 def main(argv: list[str] | None = None) -> int:

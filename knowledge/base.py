@@ -29,6 +29,7 @@ from knowledge.models import Authority, Responsibility, Service
 from knowledge.regions import PlaceResolution, RegionIndex, RegionInfo
 from knowledge.responsibility import ResponsibilityIndex, Responsible
 from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
+from knowledge.text import safe_html
 
 # How many candidate places are checked when a place is ambiguous (23795 has 14).
 MAX_PLACE_CANDIDATES = 25
@@ -72,15 +73,16 @@ def authority_json(a: Authority) -> dict[str, Any]:
 
 
 def service_json(s: Service) -> dict[str, Any]:
+    """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`)."""
     return {
         "id": s.id,
         "name": s.name,
         "leika": s.leika,
         "level": s.level,
-        "short_text": s.short_text,
-        "documents": list(s.documents or []),
-        "fees": s.fees,
-        "processing_time": s.processing_time,
+        "short_text": safe_html(s.short_text),
+        "documents": [safe_html(d) for d in s.documents or []],
+        "fees": safe_html(s.fees),
+        "processing_time": safe_html(s.processing_time),
         "online_url": s.online_url,
         "topic": s.topic,
     }

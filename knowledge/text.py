@@ -20,11 +20,15 @@ from collections.abc import Container, Iterator
 from functools import lru_cache
 from html.parser import HTMLParser
 
+import nh3
+
 __all__ = [
+    "ALLOWED_TAGS",
     "STOPWORDS",
     "analyze",
     "fold",
     "normalize",
+    "safe_html",
     "split_compound",
     "stem",
     "terms",
@@ -253,6 +257,29 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self.skip:
             self.parts.append(data)
+
+
+#: The HTML a catalogue text may carry when it leaves the hub (Open311, the catalogue API, the lookup API):
+#: the short list PVOG lets into the text modules of a Leistung (paragraphs, line breaks, lists, strong
+#: and emphasis, links). Everything else goes: other tags (their text stays), every attribute but a link's
+#: href, scripts and styles with their content, links other than http(s), mailto and tel.
+ALLOWED_TAGS = frozenset({"p", "br", "ul", "ol", "li", "strong", "em", "a"})
+ALLOWED_ATTRIBUTES = {"a": {"href"}}
+ALLOWED_URL_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+
+
+@lru_cache(maxsize=8192)
+def safe_html(text: str) -> str:
+    """A catalogue text cut down to :data:`ALLOWED_TAGS`, safe to hand to any outside client.
+
+    Text without markup (no ``<``) is returned unchanged. HTML is cleaned by nh3 (the ammonia
+    sanitiser: a real HTML5 parser, so malformed or nested tricks cannot smuggle a tag past it); links
+    get ``rel="noopener noreferrer"``.
+    """
+    if not text or "<" not in text:
+        return text
+    return nh3.clean(text, tags=set(ALLOWED_TAGS), attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+                     url_schemes=set(ALLOWED_URL_SCHEMES), link_rel="noopener noreferrer")
 
 
 def html_to_text(html: str | None) -> str:

@@ -44,8 +44,8 @@ class _Parts:
     def __init__(self, settings: Any) -> None:
         from channels.email.listener import AckWriter, EmailIntake
         from channels.email.settings import email_settings
-        from hub.db import make_engine
-        from hub.migrate import upgrade
+        from hub.cli import open_engine
+        from hub.http.ratelimit import IntakeLimits, limit_settings
         from hub.queue.cases import SlaPolicy
         from hub.queue.intake import IntakeWriter
         from hub.queue.settings import queue_settings
@@ -54,12 +54,13 @@ class _Parts:
         self.settings = settings
         self.email = email_settings(settings)
         self.queue = queue_settings(settings)
-        self.engine = make_engine(settings.database.url, echo=settings.database.echo)
-        upgrade(self.engine)
+        # Opened (and checked to take a write) before anything listens: one line if it cannot be.
+        self.engine = open_engine(settings)
         sla = getattr(settings, "sla", None)
         self.writer = IntakeWriter(self.engine, self.queue, SlaPolicy(sla if isinstance(sla, SlaSettings) else None))
         self.acks = AckWriter(self.engine, self.queue)
-        self.intake = EmailIntake(self.writer, self.email, acks=self.acks)
+        self.intake = EmailIntake(self.writer, self.email, acks=self.acks,
+                                  limits=IntakeLimits(limit_settings(settings)))
 
     def start(self) -> None:
         self.writer.start()
@@ -84,13 +85,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def _serve(parts: _Parts, args: argparse.Namespace) -> None:
     from channels.email.listener import EmailServer
     from channels.email.outbound import build_email_adapter
+    from hub.migrate import masked_url
     from hub.queue.adapters import load_adapters
     from hub.queue.outbox import Dispatcher
 
     server = EmailServer(parts.intake, parts.email, host=args.host, port=args.port, lmtp=args.lmtp)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        from hub.cli import UsageError
+
+        raise UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
     print(f"citizen-hub e-mail {'LMTP' if server.lmtp else 'SMTP'} listener on {server.host}:{server.port} "
-          f"for {', '.join(sorted(parts.email.domains()))} (database {parts.settings.database.url})",
+          f"for {', '.join(sorted(parts.email.domains()))} (database {masked_url(parts.settings.database.url)})",
           file=sys.stderr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,12 @@ Accept, store, then acknowledge — as a mail server does:
   after the commit. Storage trouble → ``451 4.3.0`` (the sending server tries again; the Message-ID is
   the idempotency key, so a repeat creates nothing new). A request the limits refuse → ``552``/``554``.
   Any other error → ``451``: the handler never raises and never answers 250 for a mail it did not store.
+* intake limits (:class:`hub.http.ratelimit.IntakeLimits`, ``[limits]``): ``MAIL FROM`` counts the
+  connecting address and the envelope sender, the parsed mail its From/Reply-To address if that is
+  another one; over a limit the answer is ``451 4.7.1`` with the seconds to wait — the sending server
+  keeps the mail and tries again, nothing is dropped. A repeat of a stored mail costs nothing.
+* a mail of more MIME parts than ``[email] max_mime_parts`` or nested deeper than ``max_mime_depth`` is
+  parsed only that far (:func:`channels.email.parse.parse_message`); the request says what was cut.
 * a delivery status notification updates the delivery state of our outbound message
   (:func:`apply_report`) instead of opening a case.
 * an acknowledgement is queued for a mail that opened a new case, unless :func:`ack_refusal` or the
@@ -50,6 +56,7 @@ from sqlalchemy.engine import Engine
 from channels.email.outbound import ACK_KIND, AckRateLimiter, ack_language, ack_refusal, render_ack
 from channels.email.parse import AttachmentLimits, MailReport, ParsedMail, parse_mail, sanitize
 from channels.email.settings import EmailSettings
+from hub.http.ratelimit import IntakeLimited, IntakeLimits, address_key
 from hub.queue.cases import audit, message_t
 from hub.queue.intake import AttachmentStore, IntakeResult, IntakeUnavailable, IntakeWriter, RequestRejected
 from hub.queue.outbox import new_external_id
@@ -60,6 +67,13 @@ log = logging.getLogger(__name__)
 
 _PARSE_INLINE_BYTES = 65_536
 SMTP_TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+Keys = tuple[tuple[str, str | None], ...]
+
+
+def smtp_limited(exc: IntakeLimited) -> str:
+    """The SMTP answer for a sender or client over its intake limit: try again later, never a drop."""
+    who = "this address" if exc.limit == "client" else "this sender"
+    return f"451 4.7.1 Too many messages from {who}; try again in {exc.retry_after} seconds"
 
 
 def _where(exc: BaseException) -> str:
@@ -72,7 +86,7 @@ def _where(exc: BaseException) -> str:
 class Outcome:
     """What became of one inbound mail; ``smtp`` is the reply line for the sending server."""
 
-    status: str  # stored | duplicate | report | rejected | unavailable
+    status: str  # stored | duplicate | report | rejected | unavailable | limited
     smtp: str
     result: IntakeResult | None = None
 
@@ -251,6 +265,7 @@ class EmailIntake:
         acks: AckWriter | None = None,
         limiter: AckRateLimiter | None = None,
         raw_store: AttachmentStore | None = None,
+        limits: IntakeLimits | None = None,
     ) -> None:
         self.writer = writer
         self.settings = settings
@@ -266,6 +281,8 @@ class EmailIntake:
         self.limiter = limiter or AckRateLimiter(settings.ack_rate_limit, settings.ack_rate_window_seconds)
         self.raw_store = raw_store or AttachmentStore(settings.raw_mail_dir)
         self.own_addresses = frozenset({settings.address})
+        #: Intake limits of this process (default: the ``[limits]`` defaults; ``email serve`` passes its own).
+        self.intake_limits = limits if limits is not None else IntakeLimits()
         # Its own pool: fsync waits must not occupy the event loop's default executor.
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.io_threads, thread_name_prefix="email-io")
 
@@ -281,10 +298,37 @@ class EmailIntake:
 
     def _parse(self, raw: bytes, envelope_from: str | None) -> ParsedMail:
         parsed = parse_mail(raw, envelope_from=envelope_from, own_addresses=self.own_addresses,
-                            limits=self.limits)
+                            limits=self.limits, max_parts=self.settings.max_mime_parts,
+                            max_depth=self.settings.max_mime_depth)
         if parsed.defects:
             log.info("email: %s has %d MIME defects (kept as well as possible)", parsed.message_id, parsed.defects)
+        if parsed.cut:
+            log.warning("email: %s parsed only in part (%d bytes): limit of [email] max_mime_parts/max_mime_depth",
+                        parsed.message_id, len(raw))
         return parsed
+
+    # intake limits
+
+    @staticmethod
+    def _envelope_keys(peer: str | None, envelope_from: str | None) -> Keys:
+        sender = (envelope_from or "").strip().strip("<>") or None
+        return (("ip", address_key(peer) if peer else None), ("email", sender))
+
+    def admit(self, peer: str | None, envelope_from: str | None) -> Keys:
+        """At ``MAIL FROM``: count the connecting address and the envelope sender against the limits.
+
+        Returns the keys counted (the rest of the transaction must not count them again); raises
+        :class:`~hub.http.ratelimit.IntakeLimited` when one of them is over its limit.
+        """
+        keys = self._envelope_keys(peer, envelope_from)
+        self.intake_limits.check(*keys)
+        return keys
+
+    def _sender_keys(self, parsed: ParsedMail, counted: Keys) -> Keys:
+        """The mail's own sender addresses not counted at ``MAIL FROM`` already."""
+        done = {(kind, (key or "").lower()) for kind, key in counted}
+        return tuple(("email", a) for a in dict.fromkeys(
+            x.lower() for x in (parsed.from_address, parsed.contact_address) if x) if ("email", a) not in done)
 
     def _prepare(self, raw: bytes, envelope_from: str | None) -> tuple[ParsedMail, str]:
         # The original first: once the request is committed its raw_ref must point at a whole file.
@@ -367,9 +411,14 @@ class EmailIntake:
 
     # entry points
 
-    async def accept(self, raw: bytes, *, envelope_from: str | None = None) -> Outcome:
-        """Store one mail; the returned outcome's ``smtp`` line is the answer. Never raises."""
+    async def accept(self, raw: bytes, *, envelope_from: str | None = None, counted: Keys = ()) -> Outcome:
+        """Store one mail; the returned outcome's ``smtp`` line is the answer. Never raises.
+
+        ``counted`` are the limit keys :meth:`admit` counted for this transaction: they are given back when
+        the mail turns out to be a repeat, or could not be stored.
+        """
         received_at = datetime.now(UTC)
+        limited: Keys = counted
         try:
             too_big = self._too_big(raw)
             if too_big:
@@ -387,6 +436,12 @@ class EmailIntake:
                 raw_ref = await kept  # the raw file is whole before anything is committed
             if parsed.report is not None:
                 return await loop.run_in_executor(self._pool, self._report, parsed)
+            own = self._sender_keys(parsed, counted)
+            try:
+                self.intake_limits.check(*own)
+            except IntakeLimited as exc:
+                return self._over_limit(exc)
+            limited = (*counted, *own)
             req = self._request(parsed, received_at, raw_ref)
             expected = self._expect_ack(parsed, req)
             try:
@@ -395,9 +450,20 @@ class EmailIntake:
                 if expected and self.acks is not None:
                     self.acks.forget(req.key())
                 raise
-            return self._after(result)
+            return self._counted(self._after(result), limited)
         except Exception as exc:
-            return self._failure(exc)
+            return self._counted(self._failure(exc), limited)
+
+    @staticmethod
+    def _over_limit(exc: IntakeLimited) -> Outcome:
+        log.info("email: intake limit of a %s reached; answering 451 4.7.1", exc.limit)
+        return Outcome("limited", smtp_limited(exc))
+
+    def _counted(self, outcome: Outcome, keys: Keys) -> Outcome:
+        """A repeat of a stored mail, or one we could not store, costs the sender nothing."""
+        if outcome.status in ("duplicate", "unavailable") and keys:
+            self.intake_limits.refund(*keys)
+        return outcome
 
     def accept_sync(self, raw: bytes, *, envelope_from: str | None = None, timeout: float = 120.0) -> Outcome:
         """Like :meth:`accept`, for a thread (the IMAP poller). Never raises."""
@@ -409,15 +475,21 @@ class EmailIntake:
             parsed, raw_ref = self._prepare(raw, envelope_from)
             if parsed.report is not None:
                 return self._report(parsed)
+            own = self._sender_keys(parsed, ())
+            try:
+                self.intake_limits.check(*own)
+            except IntakeLimited as exc:
+                return self._over_limit(exc)
             req = self._request(parsed, received_at, raw_ref)
             expected = self._expect_ack(parsed, req)
             try:
                 result = self.writer.submit_sync(req, timeout=timeout)
             except BaseException:
+                self.intake_limits.refund(*own)
                 if expected and self.acks is not None:
                     self.acks.forget(req.key())
                 raise
-            return self._after(result)
+            return self._counted(self._after(result), own)
         except Exception as exc:
             return self._failure(exc)
 
@@ -433,6 +505,18 @@ class SmtpHandler:
         self.domains = settings.domains()
         self.lmtp = lmtp
 
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]):
+        """Intake limits before any data is sent: the connecting address and the envelope sender."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) and session.peer else None
+        try:
+            envelope.hub_counted = self.intake.admit(peer, address)
+        except IntakeLimited as exc:
+            log.info("email: intake limit of a %s reached at MAIL FROM; answering 451 4.7.1", exc.limit)
+            return smtp_limited(exc)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]):
         domain = address.rpartition("@")[2].strip().rstrip(".").lower()
         if not domain or domain not in self.domains:
@@ -447,7 +531,8 @@ class SmtpHandler:
         raw = envelope.original_content or b""
         if isinstance(raw, str):  # pragma: no cover - only with decode_data=True, which we never set
             raw = raw.encode("utf-8", "surrogateescape")
-        outcome = await self.intake.accept(bytes(raw), envelope_from=envelope.mail_from)
+        outcome = await self.intake.accept(bytes(raw), envelope_from=envelope.mail_from,
+                                           counted=getattr(envelope, "hub_counted", ()))
         if self.lmtp:  # LMTP: one reply per accepted recipient
             return "\r\n".join([outcome.smtp] * max(1, len(envelope.rcpt_tos)))
         return outcome.smtp
@@ -595,6 +680,9 @@ class ImapPoller:
                 if outcome.accepted:
                     conn.uid("STORE", uid, "+FLAGS", "(\\Seen)")
                     stats.stored += 1
+                elif outcome.status == "limited":  # left unseen: fetched again when the sender's budget refills
+                    log.info("email: IMAP uid %s left for later (%s)", uid.decode(errors="replace"), outcome.smtp)
+                    stats.deferred += 1
                 elif outcome.status == "rejected":
                     conn.uid("STORE", uid, "+FLAGS", "(\\Seen \\Flagged)")
                     log.warning("email: IMAP uid %s refused (%s); flagged in the mailbox",

@@ -67,6 +67,20 @@ class EmailSettings(Section):
         description="Largest single attachment taken into a request (bytes, decoded); the [queue] limits "
         "apply too. A larger one is left out, the request text says so, and the original mail is kept.",
     )
+    max_mime_parts: int = Field(
+        1000,
+        ge=1,
+        description="Most MIME parts the listener parses of one mail; parsing stops there (the first parts are "
+        "taken, the original mail is kept whole and the case says what was cut). A hostile mail of 330,000 "
+        "tiny parts took 22 s and 433 MB to parse in full.",
+    )
+    max_mime_depth: int = Field(
+        20,
+        ge=1,
+        le=100,
+        description="Deepest MIME nesting the listener parses (multiparts and attached mails inside each "
+        "other); parsing stops at the first deeper part, as for max_mime_parts.",
+    )
     raw_mail_dir: str = Field(
         "var/mail",
         description="Directory where every accepted mail is kept byte for byte (named by its SHA-256), "

@@ -65,9 +65,12 @@ from sqlalchemy import or_, select
 from channels.web.form import BadForm, TooLarge, count_rejected, read_form, sniff_type
 from channels.web.settings import WebSettings
 from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.inputs import MAX_ID, BadParameter, path_id
+from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, client_key, install_limits
 from hub.queue.cases import CaseState, case_t, message_t
 from hub.queue.intake import IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
+from knowledge.text import safe_html
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +182,8 @@ def handler(fn):
         fmt = _fmt(request)
         try:
             return await fn(request, fmt)
+        except BadParameter as exc:  # an id or number out of bounds (hub.http.inputs): 400 in the spec's list
+            return error_response(fmt, Open311Error(400, str(exc)))
         except Open311Error as exc:
             if request.method == "POST":
                 count_rejected(request, exc.status)
@@ -269,7 +274,7 @@ def attributes(service: Any) -> list[dict[str, Any]]:
             "required": False,
             "datatype_description": None,
             "order": i,
-            "description": text,
+            "description": safe_html(text),
         }
         for i, (code, text) in enumerate(texts, 1)
     ]
@@ -280,7 +285,7 @@ def service_record(service: Any, settings: WebSettings) -> dict[str, Any]:
     return {
         "service_code": service.id,
         "service_name": service.name,
-        "description": service.short_text or None,
+        "description": safe_html(service.short_text) or None,  # the catalogue's HTML, cut to PVOG's tags
         "metadata": bool(attributes(service)),
         "type": settings.open311_type,
         "keywords": keywords or None,
@@ -617,12 +622,23 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
         raise Open311Error(
             400, "the request contains characters that cannot be accepted (control characters)"
         ) from None
+    limits = request.app[LIMITS]
+    keys = (("token", principal.name), ("ip", client_key(request, settings.trust_forwarded_for)),
+            *IntakeLimits.sender_keys(inbound.contact))
+    try:
+        limits.check(*keys)
+    except IntakeLimited as exc:
+        raise Open311Error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     try:
         result = await _queue(request).service.writer.submit(inbound)
     except RequestRejected as exc:
+        limits.refund(*keys)
         raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
     except IntakeUnavailable:
+        limits.refund(*keys)
         raise Open311Error(503, "the request could not be stored; send it again") from None
+    if not result.created:
+        limits.refund(*keys)  # the same request again costs nothing
     log.info("open311: request of key %s stored in case %s", principal.name, result.case_id)
     record: dict[str, Any] = {}
     if settings.open311_type == "batch":
@@ -772,9 +788,11 @@ def _ids(raw: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit() or len(part) > 12:
-            raise Open311Error(400, "service_request_id must be a comma-separated list of request ids")
-        out.append(int(part))
+        try:
+            out.append(path_id(part, "service_request_id"))
+        except BadParameter:
+            raise Open311Error(400, "service_request_id must be a comma-separated list of request ids "
+                                    f"(1 to {MAX_ID})") from None
     if len(out) > MAX_RESULTS:
         raise Open311Error(400, f"at most {MAX_RESULTS} service_request_id values at once")
     return out
@@ -817,9 +835,8 @@ async def get_request(request: web.Request, fmt: str) -> web.Response:
     kb = _kb(request)
     _jurisdiction(request, request.query)
     raw = request.match_info["id"]
-    rows = []
-    if raw.isdigit() and len(raw) <= 12:
-        rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[int(raw)])
+    request_id = path_id(raw, "service_request_id")
+    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[request_id])
     if not rows:
         raise Open311Error(404, f"service_request_id {raw[:40]!r} was not found")
     return render(fmt, "service_requests", Many("request", [request_record(rows[0], kb, _tz(request))]))
@@ -875,6 +892,7 @@ def _method_not_allowed(allowed: tuple[str, ...]):
 
 def setup(app: web.Application) -> None:
     """Add the Open311 GeoReport v2 routes under ``/open311/v2``."""
+    install_limits(app)
     r = app.router
     # (path, {method: handler}, route name). Other methods on a known path get 405 with the error list.
     table = (

@@ -61,7 +61,7 @@ from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.csrf import FIELD as CSRF_FIELD
 from hub.http.csrf import HEADER as CSRF_HEADER
 from hub.http.csrf import CsrfProtect
-from hub.http.ratelimit import RateLimiter, client_key
+from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, RateLimiter, client_key, install_limits
 from hub.queue.cases import case_t, message_t
 from hub.queue.intake import IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
@@ -702,12 +702,31 @@ def count_rejected(request: web.Request, status: int) -> None:
 async def submit(request: web.Request, inbound: InboundRequest) -> Any:
     """Hand ``inbound`` to the intake writer; returns the IntakeResult after the commit.
 
-    Raises IntakeUnavailable (queue not running, store failed) or RequestRejected (a queue limit).
+    Counts against the intake limits first (the client's address, the contact's address and number:
+    :class:`hub.http.ratelimit.IntakeLimits`). Raises IntakeLimited (too many from this client or
+    sender), IntakeUnavailable (queue not running, store failed) or RequestRejected (a queue limit).
     """
     writer = _writer(request)
     if writer is None:
         raise IntakeUnavailable("the queue is not running")
-    return await writer.submit(inbound)
+    limits = request.app[LIMITS]
+    keys = (("ip", client_key(request, _state(request).settings.trust_forwarded_for)),
+            *IntakeLimits.sender_keys(inbound.contact))
+    limits.check(*keys)
+    try:
+        result = await writer.submit(inbound)
+    except BaseException:
+        limits.refund(*keys)
+        raise
+    if not result.created:
+        limits.refund(*keys)  # the same form sent again costs nothing
+    return result
+
+
+def _over_limit(request: web.Request, lang: str, exc: IntakeLimited) -> web.Response:
+    count_rejected(request, 429)
+    return message_page(request, lang, 429, "rate", headers={"Retry-After": str(exc.retry_after)},
+                        seconds=exc.retry_after)
 
 
 async def form_post(request: web.Request) -> web.Response:
@@ -781,6 +800,8 @@ async def form_post(request: web.Request) -> web.Response:
         return _render_form(request, lang, values, status=400, errors={"text": t("error.text.invalid")})
     try:
         result = await submit(request, inbound)
+    except IntakeLimited as exc:
+        return _over_limit(request, lang, exc)
     except RequestRejected as exc:
         if exc.status == 413:
             return message_page(
@@ -1035,6 +1056,8 @@ async def status_post(request: web.Request) -> web.Response:
             subject="Webformular – Nachricht zum Vorgang",
         )
         result = await submit(request, inbound)
+    except IntakeLimited as exc:
+        return _over_limit(request, lang, exc)
     except (ValidationError, RequestRejected):
         return _render_status(
             request, lang, token, case, status=400, errors={"reply-text": t("error.text.invalid")}, text=text
@@ -1064,6 +1087,7 @@ def setup(app: web.Application) -> None:
     """Add the citizen pages; the settings come from ``app[SETTINGS].web`` and ``.sla.timezone``."""
     settings = app[SETTINGS]
     app[WEB] = build_state(settings.web, settings.sla.timezone)
+    install_limits(app)
     app.router.add_get("/", form_page, name="web-form")
     app.router.add_post("/", form_post)
     app.router.add_post("/web/suggest", suggest_json, name="web-suggest")

@@ -14,6 +14,7 @@ import sys
 from hub import __version__
 from hub.cli.commands import command_registrars
 from hub.config import ConfigError, Settings, load_settings
+from hub.db import DatabaseUnavailable
 from hub.plugins import resolve
 
 
@@ -48,6 +49,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def open_engine(settings: Settings, *, writable: bool = True):
+    """The configured database, migrated and checked to take a write (:func:`hub.migrate.open_database`);
+    a failure ends the command with one line naming the URL (password masked) and the cause."""
+    from hub.migrate import open_database
+
+    return open_database(settings.database.url, settings.database.echo, writable=writable)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, DatabaseUnavailable) as exc:
         print(f"citizen-hub: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.http.tokens import grant_region, revoke_region
 
 __all__ = ["grant_region", "register", "revoke_region"]
@@ -64,17 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine(args: argparse.Namespace):
-    from hub.db import create_schema, make_engine
-
-    settings = settings_from_args(args)
-    engine = make_engine(settings.database.url, echo=settings.database.echo)
-    try:
-        create_schema(engine)  # the sync tables are registered by importing knowledge.sync_models
-    except Exception as exc:
-        raise UsageError(
-            f"cannot open the database {settings.database.url}: {exc.__class__.__name__}"
-        ) from None
-    return engine
+    return open_engine(settings_from_args(args))
 
 
 def _error_lines(errors) -> str:

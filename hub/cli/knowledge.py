@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.config import reference_toml
 from knowledge.hours import format_hours, open_now
 
@@ -77,13 +77,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     from sqlmodel import select
 
     from hub.db import session_scope
-    from hub.migrate import upgrade
+    from hub.migrate import masked_url
     from knowledge.models import Region
     from knowledge.regions import load_regions
 
     settings = settings_from_args(args)
-    engine = _engine(settings)
-    upgrade(engine)  # creates a new database or migrates an old one to the newest revision
+    engine = open_engine(settings)  # creates a new database or migrates an old one to the newest revision
     progress = not args.quiet
     with session_scope(engine) as session:
         have = session.exec(select(func.count()).select_from(Region)).one()
@@ -104,7 +103,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         with session_scope(engine) as session:
             counts = load_demo(session)
         print("demo catalogue: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=sys.stderr)
-    print(f"database ready: {settings.database.url}", file=sys.stderr)
+    print(f"database ready: {masked_url(settings.database.url)}", file=sys.stderr)
     return 0
 
 
@@ -118,17 +117,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from hub.http.app import create_app
+    from hub.migrate import masked_url
     from hub.runtime import tune_gc
 
     settings = settings_from_args(args)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    app = create_app(settings)
+    # The database first: a start that cannot write to it ends here with one line, before any "serving".
+    engine = open_engine(settings)
+    app = create_app(settings, engine=engine)
     tune_gc(settings.server.gc_threshold)
     # After the knowledge base is loaded (the start-up hook create_app added first).
     app.on_startup.append(_freeze_after_loading)
-    print(f"citizen-hub serving on http://{host}:{port}/ (database {settings.database.url})", file=sys.stderr)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    line = f"citizen-hub serving on http://{host}:{port}/ (database {masked_url(settings.database.url)})"
+    try:
+        # run_app calls ``print`` once the socket listens, after every start-up hook has run.
+        web.run_app(app, host=host, port=port, access_log=None, print=lambda _banner: print(line, file=sys.stderr))
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0
 
 

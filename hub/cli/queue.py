@@ -1,4 +1,4 @@
-"""CLI of the queue: ``token add|list|revoke``, ``purge``, ``forget``, ``worker``, ``migrate``."""
+"""CLI of the queue: ``token add|scope|list|revoke``, ``purge``, ``forget``, ``worker``, ``migrate``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 
-from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.http.tokens import ROLES
 
 
@@ -23,9 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="service: may hand over requests; agent: may read and work cases; catalog: may write "
                    "the catalogue of its --region; open311: the api_key of an Open311 client")
     t.add_argument("--region", action="append", default=[], metavar="ARS",
-                   help="catalog tokens: a region (ARS) whose catalogue the token may write; repeatable")
+                   help="catalog tokens: a region (ARS) whose catalogue the token may write; agent tokens: a "
+                   "region whose authorities' cases the token sees; repeatable")
+    _agent_scope_options(t)
     t.set_defaults(func=cmd_token_add)
-    t = tsub.add_parser("list", help="list tokens (names and roles, never the tokens)")
+    t = tsub.add_parser("scope", help="set the cases an agent token sees (replaces its scope)")
+    add_common_options(t)
+    t.add_argument("name", help="an agent token's name")
+    t.add_argument("--region", action="append", default=[], metavar="ARS",
+                   help="a region whose authorities' cases the token sees; repeatable")
+    _agent_scope_options(t)
+    t.set_defaults(func=cmd_token_scope)
+    t = tsub.add_parser("list", help="list tokens (names, roles and scopes, never the tokens)")
     add_common_options(t)
     t.set_defaults(func=cmd_token_list)
     t = tsub.add_parser("revoke", help="revoke a token by name")
@@ -57,17 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_migrate)
 
 
-def _engine(args: argparse.Namespace):
-    from hub.db import make_engine
-    from hub.migrate import upgrade
+def _agent_scope_options(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--authority", action="append", default=[], metavar="ID",
+                   help="agent tokens: an authority whose cases the token sees (repeatable), e.g. kreis-01060")
+    t.add_argument("--all-authorities", action="store_true",
+                   help="agent tokens: sees the cases of every authority (say so explicitly; an agent token "
+                   "without --authority, --region or this is refused)")
 
+
+def _engine(args: argparse.Namespace):
     settings = settings_from_args(args)
-    engine = make_engine(settings.database.url, echo=settings.database.echo)
-    try:
-        upgrade(engine)
-    except Exception as exc:
-        raise UsageError(f"cannot open the database {settings.database.url}: {type(exc).__name__}: {exc}") from None
-    return settings, engine
+    return settings, open_engine(settings)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -83,11 +92,26 @@ def cmd_token_add(args: argparse.Namespace) -> int:
 
     _settings, engine = _engine(args)
     try:
-        token = add_token(engine, args.name, args.role, args.region)
+        token = add_token(engine, args.name, args.role, args.region, authorities=args.authority,
+                          all_authorities=args.all_authorities)
     except TokenError as exc:
         raise UsageError(str(exc)) from None
     print(token)
     print(f"token for {args.name} ({args.role}) created; it is shown only this once", file=sys.stderr)
+    return 0
+
+
+def cmd_token_scope(args: argparse.Namespace) -> int:
+    from hub.http.tokens import TokenError, set_case_scope
+
+    _settings, engine = _engine(args)
+    try:
+        scope = set_case_scope(engine, args.name, authorities=args.authority, regions=args.region,
+                               all_authorities=args.all_authorities)
+    except TokenError as exc:
+        raise UsageError(str(exc)) from None
+    shown = "all authorities" if scope.everything else scope.describe()
+    print(f"token {args.name} now sees: {shown} (running hubs take it over within seconds)", file=sys.stderr)
     return 0
 
 
@@ -97,7 +121,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     _settings, engine = _engine(args)
     for t in list_tokens(engine):
         state = f"revoked {t['revoked_at']:%Y-%m-%d}" if t["revoked_at"] else "active"
-        print(f"{t['name']}\t{t['role']}\t{state}")
+        print(f"{t['name']}\t{t['role']}\t{state}\t{t['scope']}")
     return 0
 
 

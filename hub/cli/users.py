@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub.cli import UsageError, add_common_options, settings_from_args
+from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.console.auth import ROLES
 
 
@@ -55,16 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine(args: argparse.Namespace):
-    from hub.db import make_engine
-    from hub.migrate import upgrade
-
     settings = settings_from_args(args)
-    engine = make_engine(settings.database.url, echo=settings.database.echo)
-    try:
-        upgrade(engine)
-    except Exception as exc:
-        raise UsageError(f"cannot open the database {settings.database.url}: {type(exc).__name__}: {exc}") from None
-    return settings, engine
+    return settings, open_engine(settings)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -126,6 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for u in list_users(engine):
         scope = ", ".join(f"{k}:{v}" for k, v in u["scopes"]) or ("everything" if u["role"] == "admin" else "-")
         flags = [f for f, on in (("disabled", u["disabled_at"]), ("locked", u["locked_until"])) if on]
+        if u.get("locked_sources"):
+            flags.append(f"locked for {u['locked_sources']} source(s)")
         print(f"{u['name']}\t{u['role']}\t{scope}" + (f"\t[{', '.join(flags)}]" if flags else ""))
     return 0
 

@@ -12,9 +12,13 @@ Tables (``hub_`` prefix like the queue's):
 sees everything everywhere. Agents and supervisors see only cases of their scope; an account without
 any scope sees nothing (deny by default). Admins are not limited by scopes.
 
-**Lockout.** ``lockout_threshold`` failed log-ins of one account within ``lockout_window_minutes`` lock
-it for ``lockout_minutes``; while locked even the right password is refused. The counters are changed
-by single UPDATE statements, so parallel guesses cannot slip past the threshold. Unknown names, disabled
+**Lockout.** ``lockout_threshold`` failed log-ins of one account *from one source* (the client's address,
+an IPv6 /64 as one) within ``lockout_window_minutes`` lock that source out of that account for
+``lockout_minutes``; while locked even the right password from there is refused. Other sources are not
+affected, so nobody can lock an agent out of their account by guessing from elsewhere (issue 14); the
+per-address rate limit of log-ins (``login_rate_per_minute``) and argon2 bound what many sources can
+guess. Counters live in :class:`LoginFailure` (the source as a SHA-256, kept only while it matters) and
+are changed by single statements, so parallel guesses cannot slip past the threshold. Unknown names, disabled
 and locked accounts cost one argon2 verification as well and get the same answer as a wrong password,
 so neither the time nor the answer tells whether an account exists.
 
@@ -56,9 +60,9 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
-    and_,
     case,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -69,7 +73,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
 from hub.console.settings import ConsoleSettings
-from hub.queue.cases import UtcDateTime, case_t
+from hub.queue.cases import UtcDateTime
+from hub.scope import Scope, make_scope
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +142,31 @@ class ConsoleSession(SQLModel, table=True):
     csrf_token: str = Field(sa_column=Column(String(64), nullable=False))
 
 
+class LoginFailure(SQLModel, table=True):
+    """Failed log-ins of one account from one source; ``locked_until`` while that source is locked out."""
+
+    __tablename__ = "hub_login_failure"
+    __table_args__ = (UniqueConstraint("user_id", "source", name="uq_hub_login_failure"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("hub_user.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    source: str = Field(sa_column=Column(String(64), nullable=False))
+    failures: int = Field(sa_column=Column(Integer, nullable=False))
+    failed_since: datetime = _ts(nullable=False)
+    locked_until: datetime | None = _ts()
+
+
 user_t = User.__table__
 scope_t = UserScope.__table__
 session_t = ConsoleSession.__table__
+failure_t = LoginFailure.__table__
+
+
+def source_key(source: str) -> str:
+    """How a client address is stored for the lockout: its SHA-256 (never the address itself)."""
+    return hashlib.sha256(("login-source:" + (source or "unknown")).encode("utf-8")).hexdigest()
 
 
 class AuthError(ValueError):
@@ -147,73 +174,7 @@ class AuthError(ValueError):
 
 
 # -- scopes ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What an account may see. ``everything`` for admins; otherwise authorities and region prefixes."""
-
-    everything: bool = False
-    authorities: frozenset[str] = frozenset()
-    regions: tuple[str, ...] = ()
-
-    def _in_regions(self, ars: str | None) -> bool:
-        return bool(ars) and any(ars.startswith(r) for r in self.regions)
-
-    def covers_authority(self, authority_id: str | None, kb: Any = None) -> bool:
-        """Whether cases of ``authority_id`` are visible (regions need the knowledge base's authorities)."""
-        if self.everything:
-            return True
-        if not authority_id:
-            return False
-        if authority_id in self.authorities:
-            return True
-        authority = kb.authorities.get(authority_id) if kb is not None else None
-        return authority is not None and self._in_regions(authority.region_ars)
-
-    def authority_ids(self, kb: Any = None) -> set[str] | None:
-        """Every authority id the scope covers (None = all)."""
-        if self.everything:
-            return None
-        ids = set(self.authorities)
-        if kb is not None and self.regions:
-            ids.update(a.id for a in kb.authorities.values() if self._in_regions(a.region_ars))
-        return ids
-
-    def covers_case(self, row: Any, kb: Any = None) -> bool:
-        """Whether a case (a mapping of its columns) is visible.
-
-        A routed case belongs to its authority. A case without an authority yet is visible to region
-        scopes that contain the place the router found for it (``route_json.location.ars``).
-        """
-        if self.everything:
-            return True
-        if row.get("authority_id"):
-            return self.covers_authority(row["authority_id"], kb)
-        location = (row.get("route_json") or {}).get("location") or {}
-        return self._in_regions(location.get("ars") if isinstance(location, dict) else None)
-
-    def case_clause(self, kb: Any = None):
-        """SQL condition on ``hub_case`` matching :meth:`covers_case` (None = no condition)."""
-        if self.everything:
-            return None
-        c = case_t.c
-        parts = []
-        ids = self.authority_ids(kb) or set()
-        if ids:
-            parts.append(c.authority_id.in_(sorted(ids)))
-        if self.regions:
-            ars = c.route_json["location"]["ars"].as_string()
-            parts.append(and_(c.authority_id.is_(None), or_(*[ars.startswith(r) for r in self.regions])))
-        if not parts:
-            return c.id.is_(None)  # matches nothing: deny by default
-        return or_(*parts)
-
-    def describe(self) -> str:
-        if self.everything:
-            return "alle"
-        items = sorted(self.authorities) + [f"Region {r}" for r in self.regions]
-        return ", ".join(items) or "keine"
+# The rule lives in hub.scope, shared with agent API tokens (hub.http.tokens); re-exported here.
 
 
 @dataclass(frozen=True)
@@ -229,14 +190,6 @@ class Principal:
 
     def has_role(self, *roles: str) -> bool:
         return self.role in roles
-
-
-def make_scope(role: str, rows: Iterable[tuple[str, str]]) -> Scope:
-    if role == "admin":
-        return Scope(everything=True)
-    authorities = frozenset(v for k, v in rows if k == "authority")
-    regions = tuple(sorted({v for k, v in rows if k == "region"}))
-    return Scope(False, authorities, regions)
 
 
 # -- passwords -----------------------------------------------------------------------------------------
@@ -340,9 +293,13 @@ def disable_user(engine: Engine, name: str) -> bool:
 
 
 def unlock_user(engine: Engine, name: str) -> bool:
+    """Lift every lockout of an account (from every source)."""
     with engine.begin() as conn:
         result = conn.execute(update(user_t).where(user_t.c.name == name)
                               .values(failed_logins=0, failed_since=None, locked_until=None))
+        user_id = conn.execute(select(user_t.c.id).where(user_t.c.name == name)).scalar()
+        if user_id is not None:
+            conn.execute(delete(failure_t).where(failure_t.c.user_id == user_id))
     return result.rowcount == 1
 
 
@@ -352,10 +309,14 @@ def list_users(engine: Engine) -> list[dict[str, Any]]:
                                     user_t.c.locked_until, user_t.c.last_login_at)
                              .order_by(user_t.c.name)).mappings().all()
         scopes = conn.execute(select(scope_t.c.user_id, scope_t.c.kind, scope_t.c.value)).all()
+        now = datetime.now(UTC)
+        locks = dict(conn.execute(select(failure_t.c.user_id, func.count()).where(failure_t.c.locked_until > now)
+                                  .group_by(failure_t.c.user_id)).all())
     by_user: dict[int, list[tuple[str, str]]] = {}
     for uid, kind, value in scopes:
         by_user.setdefault(uid, []).append((kind, value))
-    return [dict(u) | {"scopes": sorted(by_user.get(u["id"], []))} for u in users]
+    return [dict(u) | {"scopes": sorted(by_user.get(u["id"], [])), "locked_sources": locks.get(u["id"], 0)}
+            for u in users]
 
 
 # -- log-in --------------------------------------------------------------------------------------------
@@ -370,22 +331,28 @@ class LoginResult:
 
 
 def authenticate(engine: Engine, name: str, password: str, settings: ConsoleSettings | None = None,
-                 now: datetime | None = None) -> LoginResult:
-    """Check a name and password, counting failures towards the lockout. Blocking (argon2): run in a thread."""
+                 now: datetime | None = None, source: str = "") -> LoginResult:
+    """Check a name and password, counting failures towards the lockout of this ``source`` (the client's
+    address, :func:`hub.http.ratelimit.client_key`). Blocking (argon2): run in a thread."""
     settings = settings or ConsoleSettings()
     now = now or datetime.now(UTC)
     if not name or len(name) > 100 or not password or len(password) > 1024:
         _burn_time(password or "x")
         return LoginResult(False, reason="malformed")
+    key = source_key(source)
     with engine.connect() as conn:
         row = conn.execute(select(user_t).where(user_t.c.name == name)).mappings().first()
+        locked = row is not None and conn.execute(
+            select(failure_t.c.id).where(failure_t.c.user_id == row["id"], failure_t.c.source == key,
+                                         failure_t.c.locked_until > now)).first() is not None
     if row is None:
         _burn_time(password)
         return LoginResult(False, reason="unknown account")
     if row["disabled_at"] is not None:
         _burn_time(password)
         return LoginResult(False, row["id"], reason="disabled")
-    if row["locked_until"] is not None and row["locked_until"] > now:
+    # An account-wide lock is only left by databases from before locks per source (it runs out).
+    if locked or (row["locked_until"] is not None and row["locked_until"] > now):
         _burn_time(password)
         return LoginResult(False, row["id"], reason="locked")
     if _verify(row["password_hash"], password):
@@ -395,28 +362,44 @@ def authenticate(engine: Engine, name: str, password: str, settings: ConsoleSett
             values["password_hash"] = hash_password(password)
         with engine.begin() as conn:
             conn.execute(update(user_t).where(user_t.c.id == row["id"]).values(**values))
+            # This source's count starts again; a lock of another source stays.
+            conn.execute(delete(failure_t).where(failure_t.c.user_id == row["id"], failure_t.c.source == key))
         return LoginResult(True, row["id"], reason="ok")
-    _count_failure(engine, row["id"], settings, now)
+    _count_failure(engine, row["id"], key, settings, now)
     return LoginResult(False, row["id"], reason="wrong password")
 
 
-def _count_failure(engine: Engine, user_id: int, settings: ConsoleSettings, now: datetime) -> None:
-    c = user_t.c
+def _count_failure(engine: Engine, user_id: int, key: str, settings: ConsoleSettings, now: datetime) -> None:
+    c = failure_t.c
     window_start = now - timedelta(minutes=settings.lockout_window_minutes)
-    fresh = or_(c.failed_since.is_(None), c.failed_since < window_start)
-    with engine.begin() as conn:
-        # One statement: parallel failures each add one, none is lost.
-        count = conn.execute(
-            update(user_t).where(c.id == user_id)
-            .values(failed_logins=case((fresh, 1), else_=c.failed_logins + 1),
-                    failed_since=case((fresh, now), else_=c.failed_since))
-            .returning(c.failed_logins)
-        ).scalar_one()
-        if count >= settings.lockout_threshold:
-            conn.execute(update(user_t).where(c.id == user_id)
-                         .values(locked_until=now + timedelta(minutes=settings.lockout_minutes),
-                                 failed_logins=0, failed_since=None))
-            log.warning("console: account %s locked after %d failed log-ins", user_id, count)
+    fresh = c.failed_since < window_start
+    for _attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                # Rows of this account that no longer matter go on the way (the table stays small).
+                conn.execute(delete(failure_t).where(
+                    c.user_id == user_id, c.failed_since < window_start,
+                    or_(c.locked_until.is_(None), c.locked_until < now)))
+                # One statement: parallel failures each add one, none is lost.
+                count = conn.execute(
+                    update(failure_t).where(c.user_id == user_id, c.source == key)
+                    .values(failures=case((fresh, 1), else_=c.failures + 1),
+                            failed_since=case((fresh, now), else_=c.failed_since))
+                    .returning(c.failures)
+                ).scalar()
+                if count is None:
+                    conn.execute(insert(failure_t).values(user_id=user_id, source=key, failures=1,
+                                                          failed_since=now))
+                    count = 1
+                if count >= settings.lockout_threshold:
+                    conn.execute(update(failure_t).where(c.user_id == user_id, c.source == key)
+                                 .values(locked_until=now + timedelta(minutes=settings.lockout_minutes),
+                                         failures=0, failed_since=now))
+                    log.warning("console: account %s locked for one source after %d failed log-ins", user_id,
+                                count)
+            return
+        except IntegrityError:  # another failure of the same source inserted its row first: count on it
+            continue
 
 
 # -- sessions ------------------------------------------------------------------------------------------

@@ -38,6 +38,11 @@ WORK_STATES = tuple(s.value for s in CaseState if s not in FINAL_STATES and s !=
 MAX_DEPTH_BARS = 15
 
 
+#: The dashboard's calendar: far outside any data, and near year 1 or 9999 the day arithmetic overflows.
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2099, 12, 31)
+
+
 @dataclass(frozen=True)
 class Period:
     """Whole local days ``first``..``last`` (inclusive) in time zone ``tz``."""
@@ -71,6 +76,9 @@ class Period:
             first_day = date.fromisoformat(first) if first else last_day - timedelta(days=default_days - 1)
         except ValueError:
             raise ValueError("dates are written YYYY-MM-DD") from None
+        # Far outside any data, and near the ends of the calendar the day arithmetic overflows (a 500).
+        if not (EARLIEST <= first_day <= LATEST and EARLIEST <= last_day <= LATEST):
+            raise ValueError(f"dates lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
         if first_day > last_day:
             raise ValueError("the period starts after it ends")
         if (last_day - first_day).days + 1 > max_days:

@@ -79,6 +79,7 @@ from hub.http.api_cases import QUEUE
 from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.csrf import FIELD as LOGIN_CSRF_FIELD
 from hub.http.csrf import CsrfProtect
+from hub.http.inputs import MAX_ID, MAX_PAGE, int_param, path_id
 from hub.http.ratelimit import RateLimiter, client_key
 from hub.queue.cases import (
     FINAL_STATES,
@@ -304,9 +305,8 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
 
 
 def _int_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
-        raise web.HTTPNotFound(text="no such item")
-    return int(raw)
+    """An id from the path; 400 when it is no id at all (:func:`hub.http.inputs.path_id`)."""
+    return path_id(raw)
 
 
 # -- lookup and the answer card ----------------------------------------------------------------------------
@@ -384,10 +384,10 @@ async def page_console(request: web.Request) -> web.Response:
     q = request.query.get("q", "")[:500]
     place = request.query.get("place", "")[:200]
     selected = request.query.get("service", "")
-    call_raw = request.query.get("call", "")
+    call_id = int_param(request.query.get("call"), "call", minimum=1, maximum=MAX_ID, default=0)
     call = None
-    if call_raw.isdigit() and len(call_raw) < 12:
-        row = await asyncio.to_thread(get_call, request.app[ENGINE], int(call_raw))
+    if call_id:
+        row = await asyncio.to_thread(get_call, request.app[ENGINE], call_id)
         # Only the agent's own call, and only while it runs (a finished call's link starts nothing).
         if row is not None and row["agent"] == _principal(request).name and row["outcome"] is None:
             call = call_json(row)
@@ -531,8 +531,8 @@ def _queue_filters(query: Mapping[str, str]) -> dict[str, Any]:
     if channel not in CHANNELS:
         channel = ""
     overdue = query.get("overdue", "") in ("1", "true", "on")
-    page = int(query["page"]) if query.get("page", "").isdigit() and 0 < len(query["page"]) < 6 else 1
-    return {"state": state, "channel": channel, "overdue": overdue, "page": max(page, 1)}
+    page = int_param(query.get("page"), "page", minimum=1, maximum=MAX_PAGE, default=1)
+    return {"state": state, "channel": channel, "overdue": overdue, "page": page}
 
 
 def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
@@ -691,7 +691,10 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
     case_id = data["row"]["id"]
     principal = _principal(request)
     engine = request.app[ENGINE]
-    common = {"agent": principal.name, "policy": _policy(request)}
+    kb_now = request.app.get(KB)
+    # The scope is asked again inside the action's transaction (the case may be re-routed meanwhile).
+    common = {"agent": principal.name, "policy": _policy(request),
+              "visible": lambda row: principal.scope.covers_case(row, kb_now)}
     queue = queue_settings(request.app[SETTINGS])
     try:
         body = await read_body(request)
@@ -858,7 +861,8 @@ async def get_login(request: web.Request) -> web.StreamResponse:
 async def post_login(request: web.Request) -> web.StreamResponse:
     """Log in: checks the CSRF token, the rate limit and the lockout, then the argon2 hash."""
     state = _state(request)
-    allowed, retry_after = state.login_limit.take(client_key(request))
+    source = client_key(request)
+    allowed, retry_after = state.login_limit.take(source)
     if not allowed:
         response = _login_page(request, 429, "Zu viele Anmeldeversuche von diesem Gerät. Bitte warten Sie kurz.")
         response.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
@@ -873,7 +877,8 @@ async def post_login(request: web.Request) -> web.StreamResponse:
         return _login_page(request, 400, "Bitte Name und Passwort eingeben.")
     engine = request.app[ENGINE]
     async with state.login_slots:
-        result = await asyncio.to_thread(authenticate, engine, name.strip(), password, state.settings)
+        result = await asyncio.to_thread(authenticate, engine, name.strip(), password, state.settings,
+                                         source=source)
     if not result.ok or result.user_id is None:
         log.info("console: failed log-in (%s)", result.reason)
         return _login_page(request, 401, "Anmeldung fehlgeschlagen: Name oder Passwort falsch – oder das Konto ist "

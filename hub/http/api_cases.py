@@ -4,6 +4,12 @@
   ``{"case_id", "token", "state"}``, answered only after the commit.
 * ``GET /api/cases`` and ``GET /api/cases/{id}`` (agent token).
 * ``POST /api/cases/{id}/transition|reroute|reply|forward`` (agent token).
+
+An agent token sees and works only the cases of its scope, by the console's rule (:mod:`hub.scope`):
+cases of other authorities answer 404, as if they did not exist; a token without a scope (made before
+scopes existed) gets 403 until an admin scopes it. ``POST /api/requests`` counts against the intake
+limits (:class:`hub.http.ratelimit.IntakeLimits`: the token and the contact's address and number; 429
+with ``Retry-After``).
 * ``GET /metrics`` (Prometheus), ``GET /api/openapi.json`` (see :mod:`hub.http.openapi`).
 
 Bad input gets a 4xx with ``{"error": message}`` (and ``details`` for field errors) and stores
@@ -32,8 +38,17 @@ from sqlalchemy.engine import Connection
 
 from hub import casework
 from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.inputs import (
+    MAX_PAGE,
+    StrictJsonError,
+    int_param,
+    may_have_duplicate_keys,
+    path_id,
+    strict_loads,
+)
+from hub.http.metrics import MetricsListener, metrics_guard, request_timer
 from hub.http.metrics import render as render_metrics
-from hub.http.metrics import request_timer
+from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, install_limits
 from hub.http.tokens import Principal, TokenVerifier
 from hub.queue.cases import (
     CaseState,
@@ -149,9 +164,10 @@ BODY_MODELS: dict[str, type[BaseModel]] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -170,7 +186,9 @@ def api(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
             state = request.app[QUEUE]
             if state.service is not None and request.path == "/api/requests":
                 state.service.metrics.count_rejected(exc.status)
-            return _json({"error": str(exc), **exc.extra}, exc.status)
+            response = _json({"error": str(exc), **exc.extra}, exc.status)
+            response.headers.update(exc.headers)
+            return response
 
     return wrapper
 
@@ -194,6 +212,9 @@ async def _authorise(request: web.Request, role: str, tokens: TokenVerifier | No
         raise ApiError(401, "unknown or revoked token")
     if principal.role != role:
         raise ApiError(403, f"this needs a {role} token")
+    if role == "agent" and (principal.scope is None or principal.scope.empty):
+        raise ApiError(403, "this agent token has no scope; an admin gives it one with 'citizen-hub token scope "
+                            f"{principal.name} --authority ID | --region ARS | --all-authorities'")
     return principal
 
 
@@ -222,12 +243,12 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 def _parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, decoded strictly (:func:`hub.http.inputs.strict_loads`: duplicate keys,
+    NaN and giant numbers are refused, as by the catalogue API)."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "the body is not valid JSON") from None
-    except RecursionError:  # json.loads recurses once per level: "[[[[…" a few thousand deep
-        raise ApiError(400, "the body is nested too deeply") from None
+        data = strict_loads(body)
+    except StrictJsonError as exc:
+        raise ApiError(400, str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data
@@ -252,10 +273,7 @@ def _validate(model: type[BaseModel], data: Any) -> Any:
 
 
 def _case_id(request: web.Request) -> int:
-    raw = request.match_info["case_id"]
-    if not raw.isdigit() or len(raw) > 12:
-        raise ApiError(404, "no such case")
-    return int(raw)
+    return path_id(request.match_info["case_id"], "case_id")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -272,10 +290,11 @@ def _request_in(body: bytes) -> RequestIn:
     path again (``json.loads``, then the model), so the client gets exactly the 400/422 answer the
     other endpoints give; only valid bodies take the fast path, and they come out the same.
     """
-    try:
-        return RequestIn.model_validate_json(body)
-    except ValidationError:
-        pass
+    if not may_have_duplicate_keys(body):
+        try:
+            return RequestIn.model_validate_json(body)
+        except ValidationError:
+            pass
     return _validate(RequestIn, _parse_json(body))
 
 
@@ -318,6 +337,8 @@ def _inbound(body: bytes) -> InboundRequest:
     has more), takes the general path, so every answer and every stored value stays exactly as
     there (``tests/test_api_inbound.py`` compares them, valid and hostile bodies alike).
     """
+    if may_have_duplicate_keys(body):  # pydantic's parser keeps the last of two equal keys: decode strictly
+        return _inbound_general(body)
     try:
         inbound = _ApiInbound.model_validate_json(body)
     except ValidationError:
@@ -332,14 +353,23 @@ def _inbound(body: bytes) -> InboundRequest:
 async def post_request(request: web.Request) -> web.Response:
     """Accept one request; 201 when new, 200 when its external id was seen before. Committed before the answer."""
     service, tokens = _state(request)
-    await _authorise(request, "service", tokens)
+    principal = await _authorise(request, "service", tokens)
     inbound = _inbound(await _read_body(request))
+    limits, keys = request.app[LIMITS], (("token", principal.name), *IntakeLimits.sender_keys(inbound.contact))
+    try:
+        limits.check(*keys)
+    except IntakeLimited as exc:
+        raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
     try:
         result = await service.writer.submit(inbound)
     except RequestRejected as exc:
+        limits.refund(*keys)
         raise ApiError(exc.status, str(exc)) from None
     except IntakeUnavailable:
+        limits.refund(*keys)
         raise ApiError(503, "the request could not be stored; send it again") from None
+    if not result.created:
+        limits.refund(*keys)  # a repeat of a stored request costs nothing
     # The header as aiohttp would build it from content_type and charset, which took it a microsecond.
     return web.Response(body=result.json_bytes(), status=201 if result.created else 200, headers=_JSON_HEADERS)
 
@@ -429,13 +459,29 @@ def _case_detail(engine, case_id: int) -> dict[str, Any]:
     return out
 
 
+def _visible(request: web.Request, principal: Principal) -> Callable[[Mapping[str, Any]], bool]:
+    """The console's rule for this token's scope (:meth:`hub.scope.Scope.covers_case`)."""
+    scope, kb = principal.scope, request.app.get(KB)
+    assert scope is not None  # _authorise refuses agent tokens without one
+    return lambda row: scope.covers_case(row, kb)
+
+
+def _visible_case_detail(engine, case_id: int, visible: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
+    detail = _case_detail(engine, case_id)
+    with engine.connect() as conn:
+        if not visible(_load_case(conn, case_id)):
+            raise ApiError(404, "no such case")
+    return detail
+
+
 @routes.get("/api/cases/{case_id}")
 @api
 async def get_case(request: web.Request) -> web.Response:
-    """One case with its messages, attachments (metadata) and audit trail."""
-    await _authorise(request, "agent")
+    """One case with its messages, attachments (metadata) and audit trail (404 outside the token's scope)."""
+    principal = await _authorise(request, "agent")
     service, _ = _state(request)
-    return _json(await asyncio.to_thread(_case_detail, service.engine, _case_id(request)))
+    return _json(await asyncio.to_thread(_visible_case_detail, service.engine, _case_id(request),
+                                         _visible(request, principal)))
 
 
 def _list_filters(raw: Mapping[str, str]) -> tuple[list[Any], int, int]:
@@ -462,13 +508,8 @@ def _list_filters(raw: Mapping[str, str]) -> tuple[list[Any], int, int]:
             raise ApiError(400, "'overdue' must be true or false")
         clause = overdue_clause(datetime.now(UTC))
         where.append(clause if flag in ("true", "1") else ~clause)
-    try:
-        page = int(query.get("page", "1"))
-        per_page = int(query.get("per_page", "50"))
-    except ValueError:
-        raise ApiError(400, "'page' and 'per_page' must be whole numbers") from None
-    if page < 1 or not 1 <= per_page <= 200:
-        raise ApiError(400, "'page' starts at 1; 'per_page' is 1-200")
+    page = int_param(query.get("page"), "page", minimum=1, maximum=MAX_PAGE, default=1)
+    per_page = int_param(query.get("per_page"), "per_page", minimum=1, maximum=200, default=50)
     return where, page, per_page
 
 
@@ -484,25 +525,35 @@ def _list_cases(engine, where: list[Any], page: int, per_page: int) -> dict[str,
 @routes.get("/api/cases")
 @api
 async def list_cases(request: web.Request) -> web.Response:
-    """Cases, oldest first, filtered by ``state``, ``channel``, ``authority`` and ``overdue``; paged."""
-    await _authorise(request, "agent")
+    """Cases of the token's scope, oldest first, filtered by ``state``, ``channel``, ``authority`` and
+    ``overdue``; paged."""
+    principal = await _authorise(request, "agent")
     service, _ = _state(request)
     where, page, per_page = _list_filters(request.query)
+    assert principal.scope is not None
+    clause = principal.scope.case_clause(request.app.get(KB))
+    if clause is not None:
+        where.append(clause)
     return _json(await asyncio.to_thread(_list_cases, service.engine, where, page, per_page))
 
 
 def _casework(queue: QueueService, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:
-    """Run one :mod:`hub.casework` action on a case; its refusals become the API's errors."""
+    """Run one :mod:`hub.casework` action on a case, inside the token's scope (``visible``); its
+    refusals become the API's errors (a case outside the scope: 404, as if it did not exist)."""
     try:
         return casework.run(queue.engine, case_id, action, policy=queue.policy, **kwargs)
+    except casework.CaseNotFound:
+        raise ApiError(404, "no such case") from None
     except casework.CaseworkError as exc:
         raise ApiError(exc.status, str(exc)) from None
     except TransitionError as exc:
         raise ApiError(409, str(exc)) from None
 
 
-def _run_transition(service: QueueService, case_id: int, body: TransitionIn, principal: Principal) -> dict:
-    _casework(service, case_id, casework.move, target=body.to, reason=body.reason, agent=principal.name)
+def _run_transition(service: QueueService, case_id: int, body: TransitionIn, principal: Principal,
+                    visible) -> dict:
+    _casework(service, case_id, casework.move, target=body.to, reason=body.reason, agent=principal.name,
+              visible=visible)
     return _case_detail(service.engine, case_id)
 
 
@@ -513,8 +564,10 @@ async def post_transition(request: web.Request) -> web.Response:
     principal = await _authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
+    visible = _visible(request, principal)
+    await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(TransitionIn, await _read_json(request))
-    return _json(await asyncio.to_thread(_run_transition, service, case_id, body, principal))
+    return _json(await asyncio.to_thread(_run_transition, service, case_id, body, principal, visible))
 
 
 def _knowledge_names(request: web.Request, service_id: str | None, authority_id: str | None
@@ -543,9 +596,9 @@ def _knowledge_names(request: web.Request, service_id: str | None, authority_id:
 
 
 def _run_reroute(service: QueueService, case_id: int, svc: dict, auth: dict, reason: str | None,
-                principal: Principal) -> dict:
+                principal: Principal, visible) -> dict:
     _casework(service, case_id, casework.reroute, service=svc, authority=auth, reason=reason,
-              agent=principal.name)
+              agent=principal.name, visible=visible)
     return _case_detail(service.engine, case_id)
 
 
@@ -556,18 +609,21 @@ async def post_reroute(request: web.Request) -> web.Response:
     principal = await _authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
+    visible = _visible(request, principal)
+    await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(RerouteIn, await _read_json(request))
     svc, auth = await asyncio.to_thread(_knowledge_names, request, body.service_id, body.authority_id)
     if svc is None:
         raise ApiError(422, f"unknown service {body.service_id!r}")
     if auth is None:
         raise ApiError(422, f"unknown authority {body.authority_id!r}")
-    return _json(await asyncio.to_thread(_run_reroute, service, case_id, svc, auth, body.reason, principal))
+    return _json(await asyncio.to_thread(_run_reroute, service, case_id, svc, auth, body.reason, principal,
+                                         visible))
 
 
-def _run_reply(service: QueueService, case_id: int, body: ReplyIn, principal: Principal) -> dict:
+def _run_reply(service: QueueService, case_id: int, body: ReplyIn, principal: Principal, visible) -> dict:
     result = _casework(service, case_id, casework.reply, text=body.text, await_citizen=body.await_citizen,
-                       reason=body.reason, agent=principal.name, queue=service.queue)
+                       reason=body.reason, agent=principal.name, queue=service.queue, visible=visible)
     service.dispatcher.wake()
     return {"message_id": result["message_id"], "state": result["state"]}
 
@@ -579,14 +635,16 @@ async def post_reply(request: web.Request) -> web.Response:
     principal = await _authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
+    visible = _visible(request, principal)
+    await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(ReplyIn, await _read_json(request))
-    return _json(await asyncio.to_thread(_run_reply, service, case_id, body, principal), 201)
+    return _json(await asyncio.to_thread(_run_reply, service, case_id, body, principal, visible), 201)
 
 
 def _run_forward(service: QueueService, case_id: int, authority: dict, note: str | None,
-                principal: Principal) -> dict:
+                principal: Principal, visible) -> dict:
     result = _casework(service, case_id, casework.forward, authority=authority, note=note, agent=principal.name,
-                       queue=service.queue)
+                       queue=service.queue, visible=visible)
     service.dispatcher.wake()
     return {"message_id": result["message_id"], "state": result["state"], "authority": result["authority"]}
 
@@ -598,28 +656,47 @@ async def post_forward(request: web.Request) -> web.Response:
     principal = await _authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
+    visible = _visible(request, principal)
+    row = await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(ForwardIn, await _read_json(request))
     authority_id = body.authority_id
     if authority_id is None:
-        row = await asyncio.to_thread(lambda: _load_case_ro(service.engine, case_id))
         authority_id = row["authority_id"]
         if not authority_id:
             raise ApiError(409, "the case has no responsible authority yet; give authority_id or re-route it")
     _, authority = await asyncio.to_thread(_knowledge_names, request, None, authority_id)
     if authority is None:
         raise ApiError(422, f"unknown authority {authority_id!r}")
-    return _json(await asyncio.to_thread(_run_forward, service, case_id, authority, body.note, principal), 201)
+    return _json(await asyncio.to_thread(_run_forward, service, case_id, authority, body.note, principal,
+                                         visible), 201)
 
 
-def _load_case_ro(engine, case_id: int) -> dict[str, Any]:
+def _check_visible(engine, case_id: int, visible: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
+    """The case if the token's scope covers it, else 404 (before the body is even read; the action checks
+    again inside its transaction)."""
     with engine.connect() as conn:
-        return _load_case(conn, case_id)
+        row = _load_case(conn, case_id)
+    if not visible(row):
+        raise ApiError(404, "no such case")
+    return row
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics: intake by channel, queue depth by state, SLA breaches, routing latency."""
-    state = request.app[QUEUE]
+    """Prometheus metrics: intake by channel, queue depth by state, SLA breaches, routing latency.
+
+    ``[server] metrics_token`` makes it need that bearer token; ``[server] metrics_separate`` moves it to a
+    listener of its own (and this route answers 404) — see :func:`hub.http.metrics.metrics_guard`.
+    """
+    refused = metrics_guard(request, request.app.get(SETTINGS), separate_listener=False)
+    if refused is not None:
+        return refused
+    return await serve_metrics(request.app, request)
+
+
+async def serve_metrics(app: web.Application, request: web.Request) -> web.Response:
+    """The scrape body of ``app``'s queue (for the route above and for the separate listener)."""
+    state = app[QUEUE]
     if state.service is None:
         return web.Response(status=503, text="starting\n")
     body, content_type = await asyncio.to_thread(render_metrics, state.service.metrics, state.service.engine,
@@ -659,7 +736,12 @@ def _metrics_of(app: web.Application):
 def setup(app: web.Application, service: QueueService | None = None) -> None:
     """Add the queue's routes and start/stop the queue with the app."""
     app[QUEUE] = QueueState(service=service)
+    install_limits(app)
     app.middlewares.append(request_timer(_metrics_of))
     app.add_routes(routes)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
+    # /metrics on a listener of its own with [server] metrics_separate (started after the queue).
+    listener = app[QUEUE].extra["metrics_listener"] = MetricsListener(app.get(SETTINGS), serve_metrics)
+    app.on_startup.append(listener.start)
+    app.on_cleanup.insert(0, listener.stop)

@@ -37,6 +37,7 @@ from sqlalchemy import func, select
 
 from hub.http.app import ENGINE, KB, SETTINGS, json_error
 from hub.http.catalog_settings import catalog_settings
+from hub.http.inputs import BadParameter, StrictJsonError, int_param, strict_loads
 from hub.http.tokens import Principal, TokenVerifier, scope_t, token_t
 from hub.queue.cases import catalog_audit
 from knowledge.sync import (
@@ -54,11 +55,14 @@ from knowledge.sync import (
     within,
 )
 from knowledge.sync_models import version_t
+from knowledge.text import safe_html
 
 log = logging.getLogger(__name__)
 
 ROLE = "catalog"
-_ARS = re.compile(r"\d{2}|\d{5}|\d{9}|\d{12}")
+MAX_VERSION = 2**31 - 1  # catalog_version.version is an INTEGER column
+_VERSION_TAG = re.compile(r"[0-9]{1,10}")  # ASCII digits: "²".isdigit() is True, int("²") fails
+_ARS = re.compile(r"[0-9]{2}|[0-9]{5}|[0-9]{9}|[0-9]{12}")
 
 
 @dataclass
@@ -199,7 +203,7 @@ def _if_match(request: web.Request, dry_run: bool) -> set[int] | None:
     for tag in raw.split(","):
         tag = tag.strip()
         # If-Match compares strongly: a weak tag (W/"3") never matches.
-        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and tag[1:-1].isdigit() and len(tag) < 20:
+        if len(tag) >= 2 and tag[0] == tag[-1] == '"' and _VERSION_TAG.fullmatch(tag[1:-1]):
             out.add(int(tag[1:-1]))
     return out or {-1}
 
@@ -223,67 +227,18 @@ async def _read_body(request: web.Request) -> bytes:
     return bytes(body)
 
 
-class _Hostile(ValueError):
-    """A construct json.loads would accept but a catalogue body must not contain."""
-
-
-_MAX_INT_DIGITS = 20  # no field is a number; a longer integer is an attack on int() (CVE-2020-10735)
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of duplicate keys: {"leistung": [...], "leistung": []} would silently
-    # turn a snapshot into "remove everything". Refuse instead of guessing which one was meant.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            shown = f" {key!r}" if _PLAIN_KEY.fullmatch(key) else ""
-            raise _Hostile(f"the key{shown} occurs twice in one object")
-        out[key] = value
-    return out
-
-
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise _Hostile(f"a number has more than {_MAX_INT_DIGITS} digits")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _Hostile("a number is out of range")
-    return value
-
-
-def _constant(text: str) -> Any:
-    raise _Hostile(f"{text} is not JSON")
-
-
 def decode_body(raw: bytes) -> Any:
-    """Parse a body strictly: UTF-8, standard JSON, no duplicate keys, no NaN, no giant numbers.
+    """Parse a body strictly (:func:`hub.http.inputs.strict_loads`: UTF-8, standard JSON, no duplicate
+    keys, no NaN, no giant numbers).
 
-    Every failure is a :class:`PayloadError` (400) that says why, and nothing has been written yet.
+    Duplicate keys matter most here: ``{"leistung": [...], "leistung": []}`` would silently turn a
+    snapshot into "remove everything". Every failure is a :class:`PayloadError` (400) that says why, and
+    nothing has been written yet.
     """
     try:
-        return json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_int=_int,
-            parse_float=_float,
-            parse_constant=_constant,
-        )
-    except UnicodeDecodeError as exc:
-        message = f"the body is not UTF-8 (byte {exc.start})"
-    except json.JSONDecodeError as exc:
-        message = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    except _Hostile as exc:
-        message = f"the body is not acceptable JSON: {exc}"
-    except RecursionError:
-        message = "the body is nested too deeply"
-    except ValueError as exc:  # anything else json.loads may raise on hostile input
-        message = f"the body is not valid JSON ({type(exc).__name__})"
-    raise PayloadError(message + "; nothing was changed", [])
+        return strict_loads(raw)
+    except StrictJsonError as exc:
+        raise PayloadError(f"{exc}; nothing was changed", []) from None
 
 
 # -- handlers -------------------------------------------------------------------------------------------
@@ -380,10 +335,10 @@ async def get_catalog(request: web.Request) -> web.Response:
         await _principal(request)
         since = None
         if "since" in request.query:
-            raw = request.query["since"].strip()
-            if not raw.isdigit() or len(raw) > 12:
-                raise CatalogHttpError(400, "'since' must be a version number (0 or more)")
-            since = int(raw)
+            try:
+                since = int_param(request.query["since"], "since", minimum=0, maximum=MAX_VERSION)
+            except BadParameter:
+                raise CatalogHttpError(400, f"'since' must be a version number (0 to {MAX_VERSION})") from None
     except CatalogHttpError as exc:
         return _with_headers(exc)
     engine = request.app[ENGINE]
@@ -395,7 +350,25 @@ async def get_catalog(request: web.Request) -> web.Response:
     if isinstance(result, str):
         return json_error(400 if since is not None else 503, result)
     version, body = result
-    return await _json(body, headers={"ETag": _etag(version)})
+    return await _json(safe_texts(body), headers={"ETag": _etag(version)})
+
+
+def safe_texts(value: Any) -> Any:
+    """``value`` with every text module (``textmodule``: kurztext, volltext, ...) cut to the HTML PVOG
+    allows (:func:`knowledge.text.safe_html`): what a municipality wrote reaches other clients without
+    scripts, styles, event handlers or javascript: links. Stored data is left as written."""
+    if isinstance(value, dict):
+        return {k: (_safe_module(v) if k == "textmodule" else safe_texts(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_texts(v) for v in value]
+    return value
+
+
+def _safe_module(module: Any) -> Any:
+    if not isinstance(module, dict):
+        return module
+    return {k: safe_html(v) if isinstance(v, str) else [safe_html(x) if isinstance(x, str) else x for x in v]
+            if isinstance(v, list) else v for k, v in module.items()}
 
 
 def _version(engine, region: str) -> int:

@@ -8,22 +8,38 @@ import json
 from aiohttp import web
 
 from hub.db import ping
-from hub.http.app import ENGINE, KB, json_error
+from hub.health import watch, write_problems
+from hub.http.app import ENGINE, KB, SETTINGS, json_error
+from hub.http.inputs import int_param
 
 routes = web.RouteTableDef()
 
 
+def _health(engine, settings) -> tuple[bool, list[str]]:
+    return ping(engine), write_problems(engine, settings)
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness and readiness: the database answers and the knowledge base is loaded."""
-    db_ok = await asyncio.get_running_loop().run_in_executor(None, ping, request.app[ENGINE])
+    """Liveness and readiness: the database answers, writes to it succeed (no failed write in the last
+    ``[server] health_write_failure_seconds``, enough free disk), and the knowledge base is loaded.
+    503 with ``reasons`` otherwise."""
+    db_ok, problems = await asyncio.get_running_loop().run_in_executor(
+        None, _health, request.app[ENGINE], request.app.get(SETTINGS))
     kb = request.app.get(KB)
+    reasons = ([] if db_ok else ["the database does not answer"]) + problems
+    if kb is None:
+        reasons.append("the knowledge base is loading")
     body = {
-        "status": "ok" if db_ok and kb is not None else "unavailable",
+        "status": "ok" if not reasons else "unavailable",
         "database": db_ok,
+        "writable": db_ok and not problems,
         "services": len(kb.services) if kb else 0,
     }
-    return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+    if reasons:
+        body["reasons"] = reasons
+    return web.json_response(body, status=200 if not reasons else 503,
+                             dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 @routes.get("/api/lookup")
@@ -33,17 +49,14 @@ async def lookup(request: web.Request) -> web.Response:
     if not q.strip():
         return json_error(400, "query parameter 'q' is required and must not be blank")
     location = request.query.get("location") or None
-    limit = None
-    if "limit" in request.query:
-        try:
-            limit = int(request.query["limit"])
-        except ValueError:
-            return json_error(400, "'limit' must be a whole number")
-    if limit is not None and not 1 <= limit <= 100:
-        return json_error(400, "'limit' must be between 1 and 100")
-    result = request.app[KB].lookup(q, location, limit=limit)
+    limit = int_param(request.query["limit"], "limit", minimum=1, maximum=100) if "limit" in request.query else None
+    kb = request.app.get(KB)
+    if kb is None:
+        return json_error(503, "the knowledge base is loading; try again in a moment")
+    result = kb.lookup(q, location, limit=limit)
     return web.json_response(result.to_json(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 def setup(app: web.Application) -> None:
+    watch(app[ENGINE])  # from now on a failed write of this engine shows in /healthz
     app.add_routes(routes)

@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from hub.db import make_engine
+from hub.http.inputs import BadParameter
 from hub.http.routes import route_setups
 from hub.plugins import resolve
 from knowledge.base import KnowledgeBase
@@ -33,16 +34,45 @@ def json_error(status: int, message: str, **extra) -> web.Response:
     return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+async def allowed_methods(request: web.Request) -> set[str]:
+    """The methods the app's routes take on this request's path (for ``Allow``)."""
+    methods: set[str] = set()
+    for resource in request.app.router.resources():
+        try:
+            _match, allowed = await resource.resolve(request)
+        except Exception:  # a resource that cannot judge this path takes no method on it
+            continue
+        methods.update(allowed)
+    methods.discard("*")
+    return methods
+
+
+async def _with_allow(request: web.Request, response: web.StreamResponse, allow: str | None = None
+                      ) -> web.StreamResponse:
+    """A 405 always says which methods the resource takes (RFC 9110 15.5.6), whoever produced it."""
+    if response.status == 405 and "Allow" not in response.headers and not response.prepared:
+        response.headers["Allow"] = allow or ", ".join(sorted(await allowed_methods(request)))
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
-    """Turn every failure into a status code plus a JSON message; never leak a traceback."""
+    """Turn every failure into a status code plus a JSON message; never leak a traceback.
+
+    A bad query or path parameter (:class:`hub.http.inputs.BadParameter`) is 400 with its message; every
+    405, raised or returned by any route, carries ``Allow``.
+    """
     try:
-        return await handler(request)
+        return await _with_allow(request, await handler(request))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
+            if exc.status == 405 and "Allow" not in exc.headers:
+                exc.headers["Allow"] = ", ".join(sorted(await allowed_methods(request)))
             raise
         reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        return json_error(exc.status, reason or "error")
+        return await _with_allow(request, json_error(exc.status, reason or "error"), exc.headers.get("Allow"))
+    except BadParameter as exc:
+        return json_error(400, str(exc))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error")

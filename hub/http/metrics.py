@@ -10,13 +10,22 @@ Two kinds of figures:
 
 The text format and its content type come from the library (``choose_encoder``: Prometheus text 0.0.4
 unless the scraper asks for OpenMetrics).
+
+Who may scrape (``[server]``): by default anyone who reaches the HTTP port, as before — the figures are
+counts only, but they tell an outsider how busy the hub is and whether its queue is backing up, so a
+deployment should keep ``/metrics`` off the public network. ``metrics_token`` requires
+``Authorization: Bearer <token>``; ``metrics_separate`` serves ``/metrics`` on a listener of its own
+(``metrics_host``:``metrics_port``, e.g. on the monitoring network) and the public server answers 404 there.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +36,8 @@ from sqlalchemy.engine import Engine
 
 from hub.queue.cases import CaseState, case_t, message_t, overdue_clause
 from hub.queue.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 def render(metrics: Metrics, engine: Engine | None = None, accept: str = "") -> tuple[bytes, str]:
@@ -100,3 +111,59 @@ def request_timer(metrics_of):
                 metrics.observe_http(request.method, route, time.perf_counter() - start)
 
     return timer
+
+
+# -- who may scrape -----------------------------------------------------------------------------------------
+
+
+def metrics_guard(request: web.Request, settings: Any, *, separate_listener: bool) -> web.Response | None:
+    """None when this request may read ``/metrics``; else the answer (404 on the public server while a
+    separate listener serves it, 401 without the configured bearer token)."""
+    server = getattr(settings, "server", None)
+    if server is None:
+        return None
+    if getattr(server, "metrics_separate", False) and not separate_listener:
+        return web.Response(status=404, text="not found\n")
+    token = getattr(server, "metrics_token", "")
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return web.Response(status=401, text="a bearer token is required\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return None
+
+
+class MetricsListener:
+    """``/metrics`` on a listener of its own (``[server] metrics_separate``, ``metrics_host``, ``metrics_port``;
+    port 0 picks a free one, in :attr:`port`), started and stopped with the app."""
+
+    def __init__(self, settings: Any,
+                 render_for: Callable[[web.Application, web.Request], Awaitable[web.StreamResponse]]) -> None:
+        self.settings = settings
+        self.render_for = render_for
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, app: web.Application) -> None:
+        server = getattr(self.settings, "server", None)
+        if server is None or not getattr(server, "metrics_separate", False):
+            return
+        settings, render_for = self.settings, self.render_for
+
+        async def scrape(request: web.Request) -> web.StreamResponse:
+            refused = metrics_guard(request, settings, separate_listener=True)
+            return refused if refused is not None else await render_for(app, request)
+
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", scrape)
+        self.runner = web.AppRunner(metrics_app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, server.metrics_host, server.metrics_port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("metrics: served on %s:%d", server.metrics_host, self.port)
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None

@@ -30,7 +30,8 @@ def _resp(description: str, schema: dict | None = None) -> dict:
 def _errors(*codes: int) -> dict[str, dict]:
     text = {400: "Malformed JSON or query", 401: "Missing, unknown or revoked token", 403: "Wrong role",
             404: "No such case", 409: "Not allowed in the case's state", 413: "Body too large",
-            415: "Body is not JSON", 422: "Invalid fields (see details)", 503: "Not stored; send again"}
+            415: "Body is not JSON", 422: "Invalid fields (see details)",
+            429: "Intake limit reached; see Retry-After", 503: "Not stored; send again"}
     return {str(c): _resp(text[c], _ERROR) for c in codes}
 
 
@@ -38,7 +39,8 @@ def _body(name: str) -> dict:
     return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
 
 
-_CASE_ID = {"name": "case_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_CASE_ID = {"name": "case_id", "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 _AGENT = [{"agentToken": []}]
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422)
 
@@ -49,7 +51,7 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": _body("RequestIn"),
         "responses": {"201": _resp("Stored as new (committed)", {"$ref": "#/components/schemas/CaseRef"}),
                       "200": _resp("This external_id was seen before", {"$ref": "#/components/schemas/CaseRef"}),
-                      **_errors(400, 401, 403, 413, 415, 422, 503)},
+                      **_errors(400, 401, 403, 413, 415, 422, 429, 503)},
     },
     ("GET", "/api/cases"): {
         "summary": "List cases, oldest first",
@@ -59,7 +61,7 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
             {"name": "channel", "in": "query", "schema": {"type": "string"}},
             {"name": "authority", "in": "query", "schema": {"type": "string"}},
             {"name": "overdue", "in": "query", "schema": {"type": "boolean"}},
-            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100_000}},
             {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
         ],
         "responses": {"200": _resp("A page of cases", {"type": "object"}), **_errors(400, 401, 403)},
@@ -67,7 +69,7 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/cases/{case_id}"): {
         "summary": "One case with messages, attachments and audit trail",
         "security": _AGENT, "parameters": [_CASE_ID],
-        "responses": {"200": _resp("The case", {"type": "object"}), **_errors(401, 403, 404)},
+        "responses": {"200": _resp("The case", {"type": "object"}), **_errors(400, 401, 403, 404)},
     },
     ("POST", "/api/cases/{case_id}/transition"): {
         "summary": "Change the state of a case", "security": _AGENT, "parameters": [_CASE_ID],

@@ -9,6 +9,13 @@ Verification looks the hash up in an in-memory table refreshed from the database
 (so a revoked or new token takes effect quickly without a query per request) and then compares the
 stored and computed hash with ``hmac.compare_digest``. Timing can at most reveal something about the
 SHA-256 of a guess, which does not help to find a valid token.
+
+**Scopes.** A catalog token writes the regions of :class:`TokenScope`. An agent token reads and works the
+cases of its :class:`TokenCaseScope` — authorities, regions, or every authority (``all``) — under the same
+rule as a console account (:mod:`hub.scope`). An agent token needs one of them to be created; one without
+any (made before scopes existed) is refused by the case API until an admin scopes it
+(``citizen-hub token scope NAME ...``). Scope changes reach a running hub with the next reload of the
+verifier's table (:attr:`TokenVerifier.ttl`, 5 s).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel
 
+from hub.scope import Scope, make_scope
 from knowledge.columns import UtcDateTime, utcnow
 from knowledge.sync_models import check_ars
 
@@ -63,8 +71,22 @@ class TokenScope(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UtcDateTime, nullable=False))
 
 
+class TokenCaseScope(SQLModel, table=True):
+    """What an agent token may see: an authority id, a region (ARS prefix), or every authority (``all``)."""
+
+    __tablename__ = "hub_token_case_scope"
+
+    token_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("hub_api_token.id", ondelete="CASCADE"), primary_key=True)
+    )
+    kind: str = Field(sa_column=Column(String(16), primary_key=True))
+    value: str = Field(sa_column=Column(String(100), primary_key=True))
+
+
 token_t = ApiToken.__table__
 scope_t = TokenScope.__table__
+case_scope_t = TokenCaseScope.__table__
+ALL_AUTHORITIES = ("all", "*")  # the row of an --all-authorities token
 
 
 #: service: hands over requests; agent: reads and works cases; catalog: writes the catalogue of the
@@ -86,6 +108,8 @@ class Principal:
     name: str
     role: str
     token_hash: str = ""
+    #: Agent tokens: the cases it may see and work (:mod:`hub.scope`); None for every other role.
+    scope: Scope | None = None
 
 
 def new_token() -> str:
@@ -96,35 +120,111 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def add_token(engine: Engine, name: str, role: str, regions: tuple[str, ...] | list[str] = ()) -> str:
+def _case_scope_rows(conn: Any, authorities: list[str], regions: list[str],
+                     all_authorities: bool) -> list[tuple[str, str]]:
+    """The checked scope rows of an agent token; :class:`TokenError` says what is wrong."""
+    from knowledge.models import Authority, Region
+
+    if all_authorities and (authorities or regions):
+        raise TokenError("--all-authorities already covers every authority; leave out --authority and --region")
+    if not all_authorities and not authorities and not regions:
+        raise TokenError("an agent token needs --authority ID or --region ARS (repeatable), or explicitly "
+                         "--all-authorities: it sees only the cases of its scope, like a console account")
+    if all_authorities:
+        return [ALL_AUTHORITIES]
+    for ars in regions:
+        try:
+            check_ars(ars)
+        except ValueError as exc:
+            raise TokenError(str(exc)) from None
+    for authority in authorities:
+        if not authority or len(authority) > 100:
+            raise TokenError("an authority id is 1-100 characters")
+    # Checked against the catalogue when one is loaded (a fresh database may be scoped before its import).
+    authority_t, region_t = Authority.__table__, Region.__table__
+    if authorities and conn.execute(select(authority_t.c.id).limit(1)).first() is not None:
+        known = set(conn.execute(select(authority_t.c.id).where(authority_t.c.id.in_(authorities))).scalars())
+        missing = [a for a in authorities if a not in known]
+        if missing:
+            raise TokenError(f"unknown authority: {', '.join(missing)} (see the catalogue's authority ids)")
+    if regions and conn.execute(select(region_t.c.ars).limit(1)).first() is not None:
+        known = set(conn.execute(select(region_t.c.ars).where(region_t.c.ars.in_(regions))).scalars())
+        missing = [r for r in regions if r not in known]
+        if missing:
+            raise TokenError(f"unknown region (ARS): {', '.join(missing)}")
+    return [("authority", a) for a in authorities] + [("region", r) for r in regions]
+
+
+def add_token(engine: Engine, name: str, role: str, regions: tuple[str, ...] | list[str] = (), *,
+              authorities: tuple[str, ...] | list[str] = (), all_authorities: bool = False) -> str:
     """Create a token; returns it in clear (the only time it is ever visible).
 
-    ``regions`` (catalog tokens only, at least one) are the ARS whose catalogue the token may write.
+    ``regions`` of a catalog token (at least one) are the ARS whose catalogue it may write; those of an
+    agent token, with ``authorities`` or ``all_authorities``, are the cases it may see (at least one).
     """
     if role not in ROLES:
         raise TokenError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     if not _NAME.match(name or ""):
         raise TokenError("a token name is 1-100 letters, digits and _ . @ -, starting with a letter or digit")
+    regions = list(dict.fromkeys(regions))
+    authorities = list(dict.fromkeys(authorities))
     if role == "catalog" and not regions:
         raise TokenError("a catalog token needs --region ARS (the region whose catalogue it may write)")
-    if regions and role != "catalog":
-        raise TokenError("--region is for catalog tokens only")
+    if regions and role not in ("catalog", "agent"):
+        raise TokenError("--region is for catalog and agent tokens only")
+    if (authorities or all_authorities) and role != "agent":
+        raise TokenError("--authority and --all-authorities are for agent tokens only")
     token = new_token()
     try:
         with engine.begin() as conn:
+            case_rows = (_case_scope_rows(conn, authorities, regions, all_authorities) if role == "agent"
+                         else [])
             token_id = conn.execute(
                 insert(token_t).values(name=name, role=role, token_hash=hash_token(token), created_at=datetime.now(UTC))
                 .returning(token_t.c.id)
             ).scalar_one()
-            if regions:
+            if role == "catalog":
                 for ars in regions:
                     try:
                         grant_region(conn, token_id, ars)
                     except ValueError as exc:
                         raise TokenError(str(exc)) from None
+            if case_rows:
+                conn.execute(insert(case_scope_t), [{"token_id": token_id, "kind": k, "value": v}
+                                                    for k, v in case_rows])
     except IntegrityError:
         raise TokenError(f"a token named {name!r} exists already") from None
     return token
+
+
+def set_case_scope(engine: Engine, name: str, *, authorities: tuple[str, ...] | list[str] = (),
+                   regions: tuple[str, ...] | list[str] = (), all_authorities: bool = False) -> Scope:
+    """Replace the scope of agent token ``name`` (``citizen-hub token scope``); returns the new scope.
+
+    This is how an agent token made before scopes existed is given one.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(select(token_t.c.id, token_t.c.role).where(token_t.c.name == name)).first()
+        if row is None:
+            raise TokenError(f"no API token named {name!r}")
+        if row.role != "agent":
+            raise TokenError(f"token {name!r} has the role {row.role!r}; only agent tokens have a case scope")
+        rows = _case_scope_rows(conn, list(dict.fromkeys(authorities)), list(dict.fromkeys(regions)),
+                                all_authorities)
+        conn.execute(delete(case_scope_t).where(case_scope_t.c.token_id == row.id))
+        conn.execute(insert(case_scope_t), [{"token_id": row.id, "kind": k, "value": v} for k, v in rows])
+    return make_scope("agent", rows)
+
+
+def describe_scope(role: str, rows: list[tuple[str, str]]) -> str:
+    """How ``token list`` shows a token's scope."""
+    if role == "agent":
+        if any(kind == "all" for kind, _ in rows):
+            return "all authorities"
+        return ", ".join(f"{kind}:{value}" for kind, value in sorted(rows)) or "NO SCOPE (refused)"
+    if role == "catalog":
+        return ", ".join(f"region:{value}" for _kind, value in sorted(rows)) or "no region"
+    return "-"
 
 
 def revoke_token(engine: Engine, name: str) -> bool:
@@ -134,11 +234,33 @@ def revoke_token(engine: Engine, name: str) -> bool:
     return result.rowcount == 1
 
 
+def _scope_rows(conn: Any) -> dict[int, list[tuple[str, str]]]:
+    """token id → its scope rows: case scopes of agent tokens, catalogue regions of catalog tokens."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for token_id, kind, value in conn.execute(select(case_scope_t.c.token_id, case_scope_t.c.kind,
+                                                     case_scope_t.c.value)):
+        out.setdefault(token_id, []).append((kind, value))
+    for token_id, ars in conn.execute(select(scope_t.c.token_id, scope_t.c.region_ars)):
+        out.setdefault(token_id, []).append(("catalog-region", ars))
+    return out
+
+
 def list_tokens(engine: Engine) -> list[dict]:
+    """Every token with name, role, dates and ``scope`` (as :func:`describe_scope` words it)."""
     with engine.connect() as conn:
-        rows = conn.execute(select(token_t.c.name, token_t.c.role, token_t.c.created_at, token_t.c.revoked_at)
-                            .order_by(token_t.c.name)).mappings().all()
-    return [dict(r) for r in rows]
+        rows = conn.execute(select(token_t.c.id, token_t.c.name, token_t.c.role, token_t.c.created_at,
+                                   token_t.c.revoked_at).order_by(token_t.c.name)).mappings().all()
+        scopes = _scope_rows(conn)
+    out = []
+    for r in rows:
+        mine = scopes.get(r["id"], [])
+        if r["role"] == "agent":
+            mine = [(k, v) for k, v in mine if k != "catalog-region"]
+        elif r["role"] == "catalog":
+            mine = [("region", v) for k, v in mine if k == "catalog-region"]
+        out.append({k: r[k] for k in ("name", "role", "created_at", "revoked_at")}
+                   | {"scope": describe_scope(r["role"], mine)})
+    return out
 
 
 class TokenVerifier:
@@ -160,9 +282,13 @@ class TokenVerifier:
 
     def _load(self) -> dict[str, Principal]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(token_t.c.token_hash, token_t.c.name, token_t.c.role)
+            rows = conn.execute(select(token_t.c.id, token_t.c.token_hash, token_t.c.name, token_t.c.role)
                                 .where(token_t.c.revoked_at.is_(None))).all()
-        return {h: Principal(name, role, h) for h, name, role in rows}
+            scopes = _scope_rows(conn) if any(role == "agent" for *_, role in rows) else {}
+        return {h: Principal(name, role, h,
+                             make_scope(role, [r for r in scopes.get(tid, []) if r[0] != "catalog-region"])
+                             if role == "agent" else None)
+                for tid, h, name, role in rows}
 
     async def _reload(self, min_age: float) -> None:
         async with self._lock:

@@ -78,7 +78,9 @@ def _actions(engine, action: str) -> list[int]:
 def test_token_add_prints_a_working_token_that_is_stored_hashed(hub):
     engine, _store, run = hub
     service = run("token", "add", "web-frontend", "--role", "service").stdout.strip()
-    agent = run("token", "add", "agent.meier", "--role", "agent").stdout.strip()
+    refused = run("token", "add", "agent.any", "--role", "agent", expect=2).stderr
+    assert "needs --authority ID or --region ARS" in refused and "--all-authorities" in refused
+    agent = run("token", "add", "agent.meier", "--role", "agent", "--all-authorities").stdout.strip()
     assert service != agent and all(t.startswith("chub_") and len(t) > 40 for t in (service, agent))
     with engine.connect() as conn:
         stored = conn.execute(select(token_t.c.name, token_t.c.role, token_t.c.token_hash)).all()
@@ -88,7 +90,10 @@ def test_token_add_prints_a_working_token_that_is_stored_hashed(hub):
     principal = asyncio.run(verifier.verify(service))
     assert (principal.name, principal.role) == ("web-frontend", "service")
     assert asyncio.run(verifier.verify(agent)).role == "agent"
-    assert "exists already" in run("token", "add", "web-frontend", "--role", "agent", expect=2).stderr
+    assert "exists already" in run("token", "add", "web-frontend", "--role", "agent", "--all-authorities",
+                                   expect=2).stderr
+    listed = run("token", "list").stdout
+    assert "agent.meier\tagent\tactive\tall authorities" in listed and "agent.any" not in listed
     assert "invalid choice" in run("token", "add", "x", "--role", "root", expect=2).stderr
 
 

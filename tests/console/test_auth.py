@@ -35,6 +35,7 @@ from hub.console.auth import (
     add_user,
     authenticate,
     create_session,
+    failure_t,
     load_session,
     scope_t,
     session_hash,
@@ -174,12 +175,12 @@ async def test_lockout_after_repeated_failures_even_for_the_right_password(env_f
     for _ in range(3):
         assert (await try_login(env.client, "meier", "wrong password!!")).status == 401
     resp = await try_login(env.client, "meier", PASSWORD)
-    assert resp.status == 401, "locked: the right password is refused too"
+    assert resp.status == 401, "locked: the right password is refused too (from this source)"
     with env.engine.connect() as conn:
-        locked_until = conn.execute(select(user_t.c.locked_until)).scalar()
+        locked_until = conn.execute(select(failure_t.c.locked_until)).scalar()
     assert locked_until > datetime.now(UTC) + timedelta(minutes=14)
     with env.engine.begin() as conn:  # the lock runs out
-        conn.execute(update(user_t).values(locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+        conn.execute(update(failure_t).values(locked_until=datetime.now(UTC) - timedelta(seconds=1)))
     assert (await try_login(env.client, "meier", PASSWORD)).status == 303
 
 

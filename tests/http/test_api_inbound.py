@@ -62,7 +62,9 @@ VALID = [
     js(external_id="i" * 255, text="longest id"),
     js(external_id="v-13", text="x", contact={"phone": "+49 4551 1234"}),
     js(external_id="v-14", text="x", contact={"phone": "0049 4551 1234"}),
-    b'{"external_id": "v-15", "text": "duplicate keys: the last one counts", "text": "second"}',
+    # a value that quotes a member name is no duplicate key
+    js(external_id="v-15", text='she wrote {"text": "x", "text": "y"}, twice'),
+    b'{"external_id": "v-15b", "text": "escapes in values", "contact": {"name": "J\\u00fcrgen"}}',
     b'{"external_id":"v-16","text":"\\u00e4 escaped","location":"K\\u00f6ln"}',
     js(external_id="v-17", text="x", contact={"email": "a.b+tag@sub.example.org"}),
 ]
@@ -115,6 +117,11 @@ HOSTILE = [
     b"", b"null", b"[]", b'"text"', b"{", b'{"external_id": "h-35", "text": "x"} trailing',
     b"\xef\xbb\xbf" + js(external_id="h-36", text="BOM"), b"\xff\xfe\x00", b'{"external_id": "h-37", "text": NaN}',
     b'{"external_id": "h-38", "text": "x", "contact": {"name": {"$gt": ""}}}',
+    # duplicate keys (issue 14): refused like the catalogue API refuses them, however they are spelled
+    b'{"external_id": "h-39", "text": "harmless", "text": "second"}',
+    b'{"external_id": "h-40", "text": "x", "\\u0074ext": "second"}',
+    b'{"external_id": "h-41", "text": "x", "contact": {"email": "a@example.de", "email": "b@example.de"}}',
+    b'{"external_id": "h-42", "external_id" : "h-43", "text": "x"}',
     b"[" * 10_000 + b"]" * 10_000,
     b'{"a": ' * 5_000 + b"1" + b"}" * 5_000,
 ]

@@ -65,7 +65,7 @@ def test_token_add_refuses_bad_regions_and_leaves_nothing(engine, capsys):
         (("x2", "--role", "catalog", "--region", "010609999999"), "no region with ARS 010609999999"),
         (("x3", "--role", "catalog", "--region", "0106"), "not an ARS"),
         (("x4", "--role", "catalog", "--region", TODESFELDE, "--region", "99"), "no region with ARS 99"),
-        (("x5", "--role", "service", "--region", TODESFELDE), "--region is for catalog tokens only"),
+        (("x5", "--role", "service", "--region", TODESFELDE), "--region is for catalog and agent tokens only"),
     ):
         code, out, err = token_add(engine, capsys, *argv)
         assert code == 2 and message in err, (argv, err)

@@ -42,7 +42,7 @@ async def _client(aiohttp_client, hub, kb, tmp_path, **lookup):
     client = await aiohttp_client(app)
     client.engine, client.service = engine, service
     client.service_auth = {"Authorization": "Bearer " + add_token(engine, "svc", "service")}
-    client.agent_auth = {"Authorization": "Bearer " + add_token(engine, "agent.meier", "agent")}
+    client.agent_auth = {"Authorization": "Bearer " + add_token(engine, "agent.meier", "agent", all_authorities=True)}
     return client
 
 

@@ -54,7 +54,8 @@ def test_init_serve_token_request_routed_and_stopped(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         service = _run(tmp_path, "token", "add", "web-frontend", "--role", "service", "--db", db).strip()
-        agent = _run(tmp_path, "token", "add", "agent.meier", "--role", "agent", "--db", db).strip()
+        agent = _run(tmp_path, "token", "add", "agent.meier", "--role", "agent", "--region", "01", "--db",
+                     db).strip()
 
         async def scenario() -> tuple[dict, dict, str]:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:

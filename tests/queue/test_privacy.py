@@ -121,7 +121,7 @@ def test_cli_token_add_prints_a_working_token_stored_hashed(engine, capsys):
     assert token not in str(dict(row)) and row["role"] == "service"
     principal = asyncio.run(TokenVerifier(engine).verify(token))
     assert principal is not None and principal.name == "web-frontend"
-    dup = _cli("token", "add", "web-frontend", "--role", "agent", "--db", url)
+    dup = _cli("token", "add", "web-frontend", "--role", "agent", "--all-authorities", "--db", url)
     with pytest.raises(cli_queue.UsageError, match="exists already"):
         dup.func(dup)
 

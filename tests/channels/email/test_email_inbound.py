@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from channels.email.listener import AckWriter, EmailIntake, EmailServer
 from channels.email.settings import EmailSettings
 from hub.db import make_engine
+from hub.http.ratelimit import IntakeLimits, IntakeLimitSettings
 from hub.queue.cases import attachment_t, audit_t, case_t, message_t
 from hub.queue.intake import IntakeWriter
 from hub.queue.outbox import enqueue
@@ -85,14 +86,17 @@ class Hub:
         return self.rows(message_t, message_t.c.kind == "ack")
 
 
-async def start_hub(engine, tmp_path, *, lmtp: bool = False, writer: IntakeWriter | None = None, **kw) -> Hub:
+async def start_hub(engine, tmp_path, *, lmtp: bool = False, writer: IntakeWriter | None = None,
+                    limits: IntakeLimits | None = None, **kw) -> Hub:
     settings = EmailSettings(address=OURS, accepted_domains=["Rathaus.Example.DE"], raw_mail_dir=str(tmp_path / "mail"),
                              hostname="hub.test", **kw)
     queue = QueueSettings(attachment_dir=str(tmp_path / "att"))
     writer = writer or IntakeWriter(engine, queue)
     writer.start()
     acks = AckWriter(engine, queue)
-    intake = EmailIntake(writer, settings, acks=acks)
+    # The corpus comes from few senders; the limits have their own tests (test_email_limits.py).
+    limits = limits or IntakeLimits(IntakeLimitSettings(sender_burst=10_000, client_burst=10_000))
+    intake = EmailIntake(writer, settings, acks=acks, limits=limits)
     server = await EmailServer(intake, settings, host="127.0.0.1", port=0, lmtp=lmtp).start()
     return Hub(engine, settings, queue, writer, acks, intake, server)
 

@@ -96,7 +96,7 @@ def keys(hub):
         city=add_token(engine, "city-app", "open311"),
         other=add_token(engine, "other-app", "open311"),
         service=add_token(engine, "svc", "service"),
-        agent=add_token(engine, "agent1", "agent"),
+        agent=add_token(engine, "agent1", "agent", all_authorities=True),
     )
 
 

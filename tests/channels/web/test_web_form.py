@@ -358,7 +358,7 @@ async def test_answer_with_markup_is_escaped_on_the_status_page(client, monkeypa
     token = re.search(r'id="case-token">([^<]+)<', html).group(1)
     await asyncio.to_thread(client.service.routing.run_until_empty)
     [case] = cases(client.engine)
-    agent = add_token(client.engine, "agent-a", "agent")
+    agent = add_token(client.engine, "agent-a", "agent", all_authorities=True)
     resp = await client.post(
         f"/api/cases/{case['id']}/reply",
         json={"text": f"Bitte kommen Sie vorbei {XSS}"},

@@ -38,7 +38,7 @@ async def test_the_status_page_shows_state_and_answer_and_nothing_else(make_clie
     )
     other = await submit(client, text="Anderer Vorgang: Sperrmüll Sofa", location="Bad Segeberg")
     await asyncio.to_thread(client.service.routing.run_until_empty)
-    agent = {"Authorization": "Bearer " + add_token(client.engine, "agent-s", "agent")}
+    agent = {"Authorization": "Bearer " + add_token(client.engine, "agent-s", "agent", all_authorities=True)}
     [case] = [c for c in cases(client.engine) if c["token"] == token]
     resp = await client.post(
         f"/api/cases/{case['id']}/forward",

@@ -68,7 +68,7 @@ async def test_script_in_a_description_is_inert_everywhere(browser, server):
     base, engine, service = server
     # Keys first: the hub's token table is cached for a second, a key made later may not be seen at once.
     key = add_token(engine, "city-app", "open311")
-    agent = add_token(engine, "agent-x", "agent")
+    agent = add_token(engine, "agent-x", "agent", all_authorities=True)
     page = await browser.new_page(viewport={"width": 1000, "height": 1400})
     problems: list[str] = []  # console errors and uncaught exceptions (a CSP violation is one)
     page.on("console", lambda m: problems.append(f"{m.location.get('url')}: {m.text}") if m.type == "error"
