@@ -108,6 +108,8 @@ class Driver:
     """One channel as its clients see it (see the module docstring)."""
 
     name = "?"
+    #: The entry of channels.REGISTRY this driver exercises (None: the hub's own API, or agents).
+    channel: str | None = None
     roles: tuple[str, ...] = ("http",)  # the hub processes it talks to (bench.traffic.hub.HubProcesses)
     clients = 4  # concurrent clients during a load
     idempotent = True  # sending a ticket again is the same request: the hub must not store it twice
@@ -193,6 +195,7 @@ class WebFormDriver(Driver):
     """
 
     name = "web"
+    channel = "web"
     clients = 3
 
     async def send(self, ctx: Context, ticket: Ticket) -> str:
@@ -249,6 +252,7 @@ class Open311Driver(Driver):
     """
 
     name = "open311"
+    channel = "open311"
     clients = 2
     idempotent = False
 
@@ -305,6 +309,7 @@ class SmtpDriver(Driver):
     """A mail server delivering to ``citizen-hub email serve``; 250 after DATA is the acknowledgement."""
 
     name = "smtp"
+    channel = "email"
     roles = ("smtp",)
     clients = 4
 
