@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import FUZZ, hostile_bytes, mime_mails
+from strategies import EXAMPLES, FUZZ, hostile_bytes, mime_mails
 
 from channels.email.listener import EmailIntake
 from channels.email.parse import AttachmentLimits, ParsedMail, parse_mail
@@ -20,6 +20,8 @@ from hub.queue.intake import IntakeWriter
 from hub.queue.requests import InboundRequest
 from hub.queue.settings import QueueSettings
 
+#: Building a MIME tree costs the generator more than the parser; half the examples keep CI's time.
+MIME = settings(FUZZ, max_examples=max(10, EXAMPLES // 2))
 LIMITS = AttachmentLimits(max_bytes=2000, max_count=3, max_total_bytes=4000)
 OWN = frozenset({"anliegen@hub.localhost"})
 
@@ -59,13 +61,13 @@ def test_any_bytes_become_a_request_or_a_report(intake, raw, sender):
     _check(intake, raw, sender)
 
 
-@FUZZ
+@MIME
 @given(raw=mime_mails())
 def test_any_mime_tree_becomes_a_request_or_a_report(intake, raw):
     _check(intake, raw, "citizen@example.org")
 
 
-@FUZZ
+@MIME
 @given(raw=mime_mails(max_depth=1), cut=st.integers(0, 400))
 def test_a_mail_cut_off_anywhere_still_parses(intake, raw, cut):
     """A connection that dropped in the middle of DATA hands over a torn mail (the listener never sees
