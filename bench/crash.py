@@ -52,7 +52,7 @@ from bench.traffic import drivers as drv
 from bench.traffic.hub import ROOT, HubConfig, HubProcesses, Imap, ensure_template, mask, prepare_database
 from bench.traffic.sink import SmtpSink
 
-DEFAULT_CHANNELS = ("api", "web", "open311", "smtp", "imap", "reply")
+DEFAULT_CHANNELS = ("api", "web", "open311", "smtp", "imap", "sms", "reply")
 
 
 @dataclass
@@ -76,6 +76,7 @@ class CrashReport:
     resent: dict[str, int] = field(default_factory=dict)
     outbox: Counter[str] = field(default_factory=Counter)  # send states of outbound e-mail at the end
     sink_mails: int = 0
+    sms_sent: int = 0  # SMS answers the local Twilio API took
     problems: list[str] = field(default_factory=list)
     log_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -96,7 +97,8 @@ class CrashReport:
             lines.append(f"  {name:<8} {self.tickets[name]:>7} {self.acked.get(name, 0):>7} "
                          f"{out.get(drv.LOST, 0):>6} {self.resent.get(name, 0):>7}  {other or '-'}")
         states = ", ".join(f"{k} {v}" for k, v in sorted(self.outbox.items())) or "none"
-        lines.append(f"  outbox (e-mail): {states}; the outside server took {self.sink_mails} mails")
+        lines.append(f"  outbox (e-mail): {states}; the outside server took {self.sink_mails} mails; "
+                     f"the local Twilio API took {self.sms_sent} SMS")
         if self.log_errors:
             lines.append(f"  {len(self.log_errors)} ERROR/traceback lines in the hub's logs, e.g.:")
             lines += [f"    {e}" for e in self.log_errors[:5]]
@@ -283,13 +285,15 @@ async def run_crash(url: str, run_dir: Path, *, kills: int = 3, seed: int | None
     with ExitStack() as stack:
         sink = stack.enter_context(SmtpSink(seed=seed))
         imap = Imap("127.0.0.1", dovecot.port, *_dovecot_login()) if dovecot is not None else None
-        config = HubConfig(url, run_dir, smtp_sink_port=sink.port, imap=imap)
+        twilio, fake_twilio = await _twilio("sms" in channels)
+        config = HubConfig(url, run_dir, smtp_sink_port=sink.port, imap=imap, twilio=twilio,
+                           twilio_api_url=fake_twilio.url if fake_twilio else None)
         hub = HubProcesses(config, roles)
         stack.callback(lambda: hub.stop() if hub.procs else None)
         tokens = _tokens(engine, prefix)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as session:
-            ctx = drv.Context(hub, session, tokens, rng, dovecot=dovecot)
+            ctx = drv.Context(hub, session, tokens, rng, dovecot=dovecot, twilio=twilio)
             await asyncio.to_thread(hub.start)
             for d in drivers:
                 await d.setup(ctx)
@@ -333,6 +337,9 @@ async def run_crash(url: str, run_dir: Path, *, kills: int = 3, seed: int | None
                 await d.settle(ctx, tickets[d.name], timeout=60 + 0.05 * len(tickets[d.name]))
             report.problems += await _wait_drained(engine, 60 + 3 * config.claim_timeout_seconds)
             await asyncio.to_thread(hub.stop)
+        if fake_twilio is not None:
+            await fake_twilio.stop()
+            report.sms_sent = len(fake_twilio.requests)
         for d in drivers:
             d.close()
         report.log_errors = hub.errors_in_logs()
@@ -350,6 +357,16 @@ async def run_crash(url: str, run_dir: Path, *, kills: int = 3, seed: int | None
     engine.dispose()
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _twilio(wanted: bool) -> tuple[Any, Any]:
+    """The Twilio account of the run and a local Messages API the hub's SMS answers go to (or Nones)."""
+    if not wanted:
+        return None, None
+    from twilio_support import ACCOUNT_SID, AUTH_TOKEN, HUB_NUMBER, PUBLIC_URL, FakeTwilio
+
+    fake = await FakeTwilio().start()
+    return drv.TwilioAccount(ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, HUB_NUMBER), fake
 
 
 def _dovecot_login() -> tuple[str, str]:

@@ -5,7 +5,8 @@ Traffic (all at once, paced, on SQLite and then on PostgreSQL):
 
 * intake on every channel, through the drivers of :mod:`bench.traffic.drivers` (API, web form, Open311,
   SMTP into ``citizen-hub email serve``, IMAP APPEND into the Dovecot mailbox ``citizen-hub email
-  poll-imap`` reads), ``--intake-rate`` requests per second in all;
+  poll-imap`` reads, signed Twilio SMS webhooks whose answers go to a local Messages API),
+  ``--intake-rate`` requests per second in all;
 * ``--agents`` (50) agents in the console: each logs in (and now and then out and in again), looks
   services up, opens its queue and a case, and answers; answers to mail go out through the outbox to an
   outside SMTP server (:class:`bench.traffic.sink.SmtpSink`).
@@ -44,7 +45,7 @@ from bench.traffic.hub import ROOT, HubConfig, HubProcesses, Imap, ensure_templa
 from bench.traffic.sink import SmtpSink
 
 RESULTS = ROOT / "bench" / "results"
-INTAKE = ("api", "web", "open311", "smtp", "imap")
+INTAKE = ("api", "web", "open311", "smtp", "imap", "sms")
 QUERIES = ("reisepass", "wunschkennzeichen", "hund anmelden", "ummelden", "führungszeugnis", "baugenehmigung",
            "personalausweis verloren", "wohngeld", "meldebescheinigung", "sperrmüll", "kfz zulassung", "elterngeld")
 AGENT_PASSWORD = "soak-agent-passphrase-long-enough"
@@ -294,7 +295,7 @@ async def run_soak(url: str, run_dir: Path, *, seconds: float, agents: int = 50,
                    seed: int = 1, progress: bool = True) -> SoakReport:
     import psutil
 
-    from bench.crash import _tokens, check_integrity, check_requests
+    from bench.crash import _tokens, _twilio, check_integrity, check_requests
     from hub.db import make_engine
 
     rng = random.Random(seed)
@@ -323,8 +324,9 @@ async def run_soak(url: str, run_dir: Path, *, seconds: float, agents: int = 50,
 
             dovecot.clear()
             imap = Imap("127.0.0.1", dovecot.port, USER, PASSWORD)
+        twilio, fake_twilio = await _twilio("sms" in channels)
         config = HubConfig(url, run_dir, smtp_sink_port=sink.port, imap=imap, claim_timeout_seconds=60,
-                           extra_env=extra)
+                           extra_env=extra, twilio=twilio, twilio_api_url=fake_twilio.url if fake_twilio else None)
         hub = HubProcesses(config, ("http", "smtp", "imap") if imap else ("http", "smtp"))
         stack.callback(lambda: hub.stop() if hub.procs else None)
         tokens = _tokens(engine, prefix)
@@ -333,7 +335,7 @@ async def run_soak(url: str, run_dir: Path, *, seconds: float, agents: int = 50,
         say(f"  hub started in {hub.start_seconds[-1]:.1f} s; {agents} agents log in")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
                                          cookie_jar=aiohttp.DummyCookieJar()) as session:
-            ctx = drv.Context(hub, session, tokens, rng, dovecot=dovecot)
+            ctx = drv.Context(hub, session, tokens, rng, dovecot=dovecot, twilio=twilio)
             for d in drivers:
                 await d.setup(ctx)
             t0 = time.monotonic()
@@ -393,6 +395,8 @@ async def run_soak(url: str, run_dir: Path, *, seconds: float, agents: int = 50,
 
             report.problems += await _wait_drained(engine, 120)
             await asyncio.to_thread(hub.stop)
+            if fake_twilio is not None:
+                await fake_twilio.stop()
         for d in drivers:
             d.close()
         report.log_errors = hub.errors_in_logs()

@@ -93,6 +93,7 @@ class Context:
     tokens: Tokens
     rng: random.Random
     dovecot: Any = None  # tests/dovecot_support.Dovecot, for the IMAP driver
+    twilio: Any = None  # TwilioAccount, for the SMS driver
     service_codes: list[str] = field(default_factory=list)
 
 
@@ -440,6 +441,65 @@ class AgentReplyDriver(Driver):
         return Counter(m.group(1) for text in texts for m in marker.finditer(text or ""))
 
 
+# -- SMS (Twilio) ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """The Twilio account the hub is configured with (``[twilio]``); webhooks are signed with its token."""
+
+    account_sid: str
+    auth_token: str
+    public_url: str
+    number: str
+
+
+class SmsDriver(Driver):
+    """Twilio delivering an SMS: the signed ``POST /twilio/sms`` webhook; the acknowledgement is the 200 with
+    TwiML that is not the "could not be stored" answer. Twilio sends a webhook again with the same
+    ``MessageSid`` when it got no answer, so the ``MessageSid`` is the idempotency key."""
+
+    name = "sms"
+    channel = "twilio"
+    clients = 2
+
+    def new_ticket(self, ctx: Context) -> Ticket:
+        t = super().new_ticket(ctx)
+        n = self._n
+        t.data["sid"] = "SM" + uuid.uuid5(uuid.NAMESPACE_URL, t.key).hex
+        t.data["from"] = f"+49151{n % 10_000_000:07d}{len(self.prefix) % 10}"
+        t.data["body"] = f"{ctx.rng.choice(TEXTS)} Ich wohne in {ctx.rng.choice(PLACES)}."
+        return t
+
+    async def send(self, ctx: Context, ticket: Ticket) -> str:
+        from twilio.request_validator import RequestValidator
+
+        from channels.twilio.sms import TEXTS as ANSWERS
+
+        account: TwilioAccount = ctx.twilio
+        form = {"MessageSid": ticket.data["sid"], "SmsSid": ticket.data["sid"], "SmsMessageSid": ticket.data["sid"],
+                "AccountSid": account.account_sid, "From": ticket.data["from"], "To": account.number,
+                "Body": ticket.data["body"], "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+                "ApiVersion": "2010-04-01", "FromCountry": "DE", "ToCountry": "DE"}
+        signature = RequestValidator(account.auth_token).compute_signature(account.public_url + "/twilio/sms", form)
+        try:
+            async with ctx.session.post(f"{ctx.hub.http_url}/twilio/sms", data=form,
+                                        headers={"X-Twilio-Signature": signature}) as resp:
+                body = await resp.text()
+                if resp.status != 200 or "<Response" not in body:
+                    return refused(resp.status)
+                for what in ("unavailable", "refused"):
+                    if ANSWERS[what].split(".")[0] in body:
+                        return refused(what)
+                return ACK
+        except HTTP_GONE:
+            return LOST
+
+    def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
+        by_sid = _count_by_external_id(conn, "sms", "SM%")
+        return Counter({t.key: by_sid.get(t.data["sid"], 0) for t in tickets})
+
+
 #: Every driver by name. A new channel adds its driver here (see bench/traffic/__init__.py).
 DRIVERS: dict[str, type[Driver]] = {
     "api": ApiDriver,
@@ -447,6 +507,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "open311": Open311Driver,
     "smtp": SmtpDriver,
     "imap": ImapDriver,
+    "sms": SmsDriver,
     "reply": AgentReplyDriver,
 }
 

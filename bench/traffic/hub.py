@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).with_name("citizen-hub")
@@ -99,6 +100,8 @@ class HubConfig:
     run_dir: Path
     smtp_sink_port: int | None = None  # outbound mail goes here (a local aiosmtpd sink)
     imap: Imap | None = None
+    twilio: Any = None  # bench.traffic.drivers.TwilioAccount; with twilio_api_url: the SMS channel is on
+    twilio_api_url: str | None = None  # a local Messages API (tests/twilio_support.FakeTwilio)
     claim_timeout_seconds: float = 4.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -130,6 +133,12 @@ class HubConfig:
                 "EMAIL__IMAP_HOST": self.imap.host, "EMAIL__IMAP_PORT": str(self.imap.port),
                 "EMAIL__IMAP_TLS": "false", "EMAIL__IMAP_USERNAME": self.imap.user,
                 "EMAIL__IMAP_PASSWORD": self.imap.password, "EMAIL__IMAP_POLL_SECONDS": "0.2",
+            })
+        if self.twilio is not None and self.twilio_api_url:
+            values.update({
+                "TWILIO__ACCOUNT_SID": self.twilio.account_sid, "TWILIO__AUTH_TOKEN": self.twilio.auth_token,
+                "TWILIO__PUBLIC_URL": self.twilio.public_url, "TWILIO__PHONE_NUMBERS": self.twilio.number,
+                "TWILIO__API_BASE_URL": self.twilio_api_url,
             })
         values.update(self.extra_env)
         env = _base_env()

@@ -2,7 +2,8 @@
 
 The hub runs as real processes (``citizen-hub serve``, ``citizen-hub email serve``, ``citizen-hub email
 poll-imap`` against a real Dovecot mailbox, outbound mail to a real aiosmtpd server); every channel's
-clients load it at once (API, web form, Open311, SMTP, IMAP, agents answering e-mail cases), and every
+clients load it at once (API, web form, Open311, SMTP, IMAP, signed Twilio SMS webhooks, agents answering
+e-mail cases), and every
 process gets SIGKILL at a random moment, twice, then the hub starts again and the harness checks that
 every acknowledged request is stored exactly once, nothing is half-stored and no answer was sent twice or
 lost (see ``bench/crash.py`` for every check). Bounded: two kills per database.
@@ -48,7 +49,7 @@ def test_every_registered_channel_has_a_driver_in_the_harness():
     assert set(DEFAULT_CHANNELS) == set(DRIVERS)
     covered = {d.channel for d in DRIVERS.values()}
     assert {c.name for c in REGISTRY} <= covered, f"channels without a crash driver: {({c.name for c in REGISTRY} - covered)}"
-    assert {"api", "web", "open311", "smtp", "imap"} <= set(DRIVERS)  # the hub's API and mail both ways in
+    assert {"api", "web", "open311", "smtp", "imap", "sms"} <= set(DRIVERS)  # the API, mail both ways in, SMS
 
 
 def test_sigkill_of_every_hub_process_on_sqlite_loses_nothing_acknowledged(tmp_path, dovecot, demo_db_url):
