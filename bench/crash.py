@@ -8,8 +8,8 @@ summary; ``tests/crash/`` runs a few, bounded in time, in the test-suite. One ru
    agent; an outside SMTP server (:class:`bench.traffic.sink.SmtpSink`) the outbox delivers to, and a
    real Dovecot mailbox the IMAP poller reads;
 2. the hub's processes (``citizen-hub serve``, ``email serve``, ``email poll-imap``) under load from
-   every channel driver (:mod:`bench.traffic.drivers`) and agents answering e-mail cases; once the
-   load is flowing, after a random pause, every process gets SIGKILL at the same moment; start again,
+   every channel driver (:mod:`bench.traffic.drivers`: API, web form, Open311, SMTP, IMAP, Twilio SMS)
+   and agents answering e-mail cases; once the load is flowing, after a random pause, every process gets SIGKILL at the same moment; start again,
    load again; ``kills`` times;
 3. recovery: the hub starts once more; the clients that may send again do (every request whose answer
    they lost, and a sample of acknowledged ones, as mail servers and browsers do), the IMAP poller empties
