@@ -6,12 +6,15 @@ bounded tests in ``tests/crash/``) and the soak (``bench/soak.py``, ``make soak`
 * :mod:`bench.traffic.drivers` is each channel as its clients see it;
 * :mod:`bench.traffic.sink` is the outside mail server the outbox delivers to (aiosmtpd).
 
-Adding a channel (SMS and voice: ``channels/twilio``; paper: ``channels/paper``)
---------------------------------------------------------------------------------
+Adding a channel (paper: ``channels/paper``; the phone menu of ``channels/twilio``)
+------------------------------------------------------------------------------------
+``SmsDriver`` (Twilio SMS) is the example of a channel that joined this way: about forty lines.
 Write one :class:`bench.traffic.drivers.Driver` subclass and add it to ``DRIVERS``:
 
 * ``name``; ``roles``: the hub processes it talks to (``"http"`` for a webhook; add a role in
   ``HubProcesses._command`` if the channel has its own process, e.g. a scan-folder watcher);
+* ``channel``: the name of its entry in ``channels.REGISTRY`` (``tests/crash`` fails for a registered
+  channel that no driver names);
 * ``send(ctx, ticket)``: send one request the way the real client does and say what came back:
   ``ACK`` when the hub acknowledged it (Twilio: a 200 with TwiML to a signed webhook post; paper: the
   upload's 2xx), ``LOST`` when the connection broke (the hub died), ``refused(status)`` otherwise;
