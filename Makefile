@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DB     ?= sqlite:///var/citizen-hub.sqlite3
 
-.PHONY: run test bench lint init clean
+.PHONY: run test bench crash soak lint init clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# SIGKILL the hub at random moments under load on every channel (SQLite and PostgreSQL); CRASH_KILLS per database.
+crash: $(STAMP)
+	$(BIN)/python -m bench.crash --kills $${CRASH_KILLS:-20}
+
+# Mixed traffic for SOAK_SECONDS (default 600) per database: throughput, p50/p99, errors, memory; PNG in bench/results/.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --seconds $${SOAK_SECONDS:-600}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

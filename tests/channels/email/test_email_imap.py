@@ -11,17 +11,14 @@ import asyncio
 import imaplib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import require_component
+from dovecot_support import PASSWORD, USER, Dovecot, dovecot_missing, running_dovecot
 from sqlalchemy import select
 from test_email_inbound import CLI, Hub, fixture, simple_mail, start_hub
 
@@ -30,150 +27,17 @@ from channels.email.settings import EmailSettings
 from hub.db import make_engine
 from hub.queue.cases import case_t, message_t
 
-DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
-USER, PASSWORD = "hub", 'pa"ss w\\ord'  # a quote, a space and a backslash: imaplib must quote them right
 GMAIL_FWD_ID = "<CAHv8uYq3+Lm7Qx1RzT5wPq9dK2sN4bF0gE6cJ8hA1vB3nM5kQ@mail.gmail.com>"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Dovecot:
-    """A running Dovecot instance; ``client()`` is an independent, logged-in IMAP connection."""
-
-    root: Path
-    proc: subprocess.Popen
-    port: int  # plain IMAP, STARTTLS offered
-    tls_port: int  # implicit TLS (imaps)
-
-    def client(self) -> imaplib.IMAP4:
-        c = imaplib.IMAP4("127.0.0.1", self.port, timeout=30)
-        c.login(USER, PASSWORD)
-        c.select("INBOX")
-        return c
-
-    def append(self, raw: bytes, flags: str = "") -> int:
-        """Deliver one mail into INBOX (IMAP APPEND); returns its UID."""
-        c = self.client()
-        try:
-            typ, data = c.append("INBOX", f"({flags})" if flags else None, None, raw)
-            assert typ == "OK", data
-            return int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1))
-        finally:
-            c.logout()
-
-    def flags(self) -> dict[int, set[str]]:
-        """UID → flags of every mail in INBOX, read without changing anything."""
-        c = self.client()
-        try:
-            typ, data = c.uid("FETCH", "1:*", "(FLAGS)")
-            assert typ == "OK"
-            out: dict[int, set[str]] = {}
-            for item in data or []:
-                if not item:
-                    continue
-                line = item.decode() if isinstance(item, bytes) else item[0].decode()
-                m = re.search(r"UID (\d+)", line)
-                f = re.search(r"FLAGS \(([^)]*)\)", line)
-                if m and f:
-                    out[int(m.group(1))] = set(f.group(1).split())
-            return out
-        finally:
-            c.logout()
-
-    def clear(self) -> None:
-        c = self.client()
-        try:
-            c.uid("STORE", "1:*", "+FLAGS.SILENT", r"(\Deleted)")
-            c.expunge()
-        finally:
-            c.logout()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def _config(root: Path, port: int, tls_port: int, uid: int, gid: int, as_root: bool) -> str:
-    lines = [
-        "protocols = imap",
-        "listen = 127.0.0.1",
-        f"base_dir = {root}/run",
-        f"state_dir = {root}/state",
-        f"log_path = {root}/dovecot.log",
-        "ssl = yes",
-        f"ssl_cert = <{root}/cert.pem",
-        f"ssl_key = <{root}/key.pem",
-        "disable_plaintext_auth = no",  # the plain-port tests log in over loopback without TLS
-        "auth_mechanisms = plain login",
-        "first_valid_uid = 1",
-        "last_valid_uid = 0",
-        "mail_location = maildir:~/Maildir",
-        "passdb {", "  driver = passwd-file", f"  args = scheme=PLAIN username_format=%u {root}/passwd", "}",
-        "userdb {", "  driver = static", f"  args = uid={uid} gid={gid} home={root}/home/%u", "}",
-        "service imap-login {", "  chroot =",
-        "  inet_listener imap {", "    address = 127.0.0.1", f"    port = {port}", "  }",
-        "  inet_listener imaps {", "    address = 127.0.0.1", f"    port = {tls_port}", "  }",
-        "}",
-        "service anvil {", "  chroot =", "}",
-    ]
-    if not as_root:  # Dovecot runs unprivileged: every internal process as this user
-        user = __import__("pwd").getpwuid(uid).pw_name
-        lines += [f"default_internal_user = {user}", f"default_login_user = {user}"]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
 def dovecot():
-    require_component(DOVECOT is not None, "Dovecot is not installed (apt-get install dovecot-imapd)")
-    require_component(shutil.which("openssl") is not None, "openssl is not installed (needed for a test certificate)")
-    as_root = os.geteuid() == 0
-    # Dovecot refuses mail access as root; as root the mailbox belongs to 'nobody', so the directory
-    # must be reachable by it (pytest's tmp_path is 0700).
-    root = Path(tempfile.mkdtemp(prefix="hub-dovecot-"))
-    root.chmod(0o755)
-    uid, gid = (65534, 65534) if as_root else (os.getuid(), os.getgid())
-    (root / "home").mkdir()
-    (root / "run").mkdir()
-    (root / "state").mkdir()
-    if as_root:
-        os.chown(root / "home", uid, gid)
-    (root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"), "-days", "2",
-                    "-subj", "/CN=localhost"], check=True, capture_output=True)
-    port, tls_port = _free_port(), _free_port()
-    (root / "dovecot.conf").write_text(_config(root, port, tls_port, uid, gid, as_root))
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(root / "dovecot.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    server = Dovecot(root, proc, port, tls_port)
+    require_component(dovecot_missing() is None, dovecot_missing() or "")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                log = (root / "dovecot.log").read_text(errors="replace") if (root / "dovecot.log").exists() else ""
-                pytest.fail(f"Dovecot did not start: {out}\n{log}")
-            try:
-                server.client().logout()
-                break
-            except (OSError, imaplib.IMAP4.error):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        with running_dovecot() as server:
+            yield server
+    except RuntimeError as exc:  # it is installed but did not start: a failure, not a skip
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
