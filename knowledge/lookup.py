@@ -379,7 +379,7 @@ class ServiceIndex:
             return []
         query = query[:MAX_QUERY_CHARS]
         key = query.strip()
-        if len(key) == 14 and key.isdigit():  # a LeiKa key
+        if len(key) == 14 and key.isascii() and key.isdigit():  # a LeiKa key
             with self._lock:
                 ids = sorted(self._leika.get(key, ()))
             if ids:

@@ -100,7 +100,7 @@ def _int(value: str | None) -> int | None:
     if value is None:
         return None
     digits = value.replace(" ", "").replace("\u00a0", "")
-    return int(digits) if digits.isdigit() else None
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def _float(value: str | None) -> float | None:
@@ -115,7 +115,7 @@ def _float(value: str | None) -> float | None:
 
 def _digits(value: str | None, width: int) -> str | None:
     value = (value or "").strip()
-    return value if len(value) == width and value.isdigit() else None
+    return value if len(value) == width and value.isascii() and value.isdigit() else None
 
 
 def read_regions_csv(path: str | Path | None = None) -> list[dict[str, Any]]:
@@ -258,7 +258,7 @@ def read_postcodes_csv(
         for row in reader:
             plz, ags = (row.get("plz") or "").strip(), (row.get("ags") or "").strip()
             # Spreadsheet round-trips eat leading zeros ("1067" for Dresden's 01067); put them back.
-            if not (plz.isdigit() and ags.isdigit() and len(plz) <= 5 and len(ags) <= 8):
+            if not (plz.isascii() and plz.isdigit() and ags.isascii() and ags.isdigit() and len(plz) <= 5 and len(ags) <= 8):
                 bad += 1
                 continue
             plz, ags = plz.zfill(5), ags.zfill(8)
@@ -690,7 +690,7 @@ class RegionIndex:
             )
 
         compact = re.sub(r"[\s.\-/]", "", clean)
-        if compact.isdigit():
+        if compact.isascii() and compact.isdigit():
             return self._resolve_number(compact, home)
         m = re.fullmatch(r"(?:D\s*-?\s*)?(\d{5})\s*[,;]?\s+(.*\S)", clean) or re.fullmatch(
             r"(.*\S?)[\s,;]+(\d{5})", clean
@@ -930,7 +930,7 @@ class RegionIndex:
             context += 8
         designated = prev in _DESIGNATORS
 
-        if len(word) == 5 and word.isdigit():
+        if len(word) == 5 and word.isascii() and word.isdigit():
             if word not in self._plz:
                 return None
             # "24568 Kaltenkirchen": the name decides among the postcode's municipalities.

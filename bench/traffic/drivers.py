@@ -500,6 +500,71 @@ class SmsDriver(Driver):
         return Counter({t.key: by_sid.get(t.data["sid"], 0) for t in tickets})
 
 
+# -- paper (scanned or on-screen completed forms) -----------------------------------------------------------
+
+
+class PaperDriver(Driver):
+    """A scanning office posting forms to ``POST /api/paper/scans`` (service token): forms the hub made
+    (``GET /api/paper/form``, agent token) and the citizen completed on screen, so the AcroForm values are
+    read directly (no OCR under load). The same file posted again is the same request (form id + page
+    content), so a ticket keeps its exact bytes for a resend."""
+
+    name = "paper"
+    channel = "paper"
+    clients = 2
+    forms = 8  # blank forms fetched once a run; each ticket fills one with its own words
+
+    async def setup(self, ctx: Context) -> None:
+        base = ctx.hub.http_url
+        if not ctx.service_codes:
+            async with ctx.session.get(f"{base}/open311/v2/services.json") as resp:
+                resp.raise_for_status()
+                ctx.service_codes = [s["service_code"] for s in await resp.json()]
+        self._blank: list[bytes] = []
+        headers = {"Authorization": f"Bearer {ctx.tokens.agent}"}
+        for i in range(self.forms):
+            params = {"service": ctx.service_codes[i % len(ctx.service_codes)], "location": PLACES[i % len(PLACES)]}
+            async with ctx.session.get(f"{base}/api/paper/form", params=params, headers=headers) as resp:
+                if resp.status == 200:
+                    self._blank.append(await resp.read())
+        if not self._blank:
+            raise RuntimeError("the hub made no paper form (is [paper] hmac_key set?)")
+
+    def new_ticket(self, ctx: Context) -> Ticket:
+        import io
+
+        from pypdf import PdfReader, PdfWriter
+
+        t = super().new_ticket(ctx)
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(ctx.rng.choice(self._blank))))
+        writer.update_page_form_field_values(writer.pages[0], {"anliegen": f"{ctx.rng.choice(TEXTS)} [{t.key}]"},
+                                             auto_regenerate=False)
+        buf = io.BytesIO()
+        writer.write(buf)
+        t.data["pdf"] = buf.getvalue()
+        return t
+
+    async def send(self, ctx: Context, ticket: Ticket) -> str:
+        data = aiohttp.FormData()
+        data.add_field("file", ticket.data["pdf"], filename=f"{ticket.key}.pdf", content_type="application/pdf")
+        try:
+            async with ctx.session.post(f"{ctx.hub.http_url}/api/paper/scans", data=data,
+                                        headers={"Authorization": f"Bearer {ctx.tokens.service}"}) as resp:
+                if resp.status not in (200, 201):  # 201: a new request; 200: this scan was already taken
+                    return refused(resp.status)
+                pages = (await resp.json()).get("pages") or [{}]
+                return ACK if pages[0].get("status") == "accepted" and pages[0].get("case_id") else refused("rejected")
+        except HTTP_GONE:
+            return LOST
+
+    def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
+        marker = re.compile(r"\[(" + re.escape(self.prefix) + r"-paper-\d+)\]")
+        texts = conn.execute(select(message_t.c.text).where(
+            message_t.c.channel == "paper", message_t.c.direction == "in",
+            message_t.c.text.like("%[" + _like_prefix(self.prefix) + "-paper-%", escape="\\"))).scalars()
+        return Counter(m.group(1) for text in texts for m in marker.finditer(text or ""))
+
+
 #: Every driver by name. A new channel adds its driver here (see bench/traffic/__init__.py).
 DRIVERS: dict[str, type[Driver]] = {
     "api": ApiDriver,
@@ -508,6 +573,7 @@ DRIVERS: dict[str, type[Driver]] = {
     "smtp": SmtpDriver,
     "imap": ImapDriver,
     "sms": SmsDriver,
+    "paper": PaperDriver,
     "reply": AgentReplyDriver,
 }
 

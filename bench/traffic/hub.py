@@ -127,6 +127,9 @@ class HubConfig:
             "EMAIL__SMTP_HOST": "127.0.0.1",
             "EMAIL__SMTP_PORT": str(self.smtp_sink_port or 25),
             "EMAIL__SMTP_TIMEOUT_SECONDS": "10",
+            # The paper channel: forms signed with this key, letters into the run's print folder.
+            "PAPER__HMAC_KEY": "crash-harness-paper-key-0123456789abcdef",
+            "PAPER__PRINT_DIR": str(d / "print"),
         }
         if self.imap is not None:
             values.update({

@@ -245,7 +245,7 @@ def _jurisdiction(request: web.Request, params: Any) -> Any:
         return None
     kb = _kb(request)
     region = None
-    if jid.isdigit():
+    if jid.isascii() and jid.isdigit():
         region = kb.regions.get(jid) or (kb.regions.by_ags(jid) if len(jid) == 8 else None)
     if region is None:
         raise Open311Error(404, f"jurisdiction_id {jid[:100]!r} was not found")

@@ -25,7 +25,7 @@ from channels.paper.forms.spec import FormProblem
 from channels.paper.ingest import PaperIngest
 from channels.paper.review import make_form_pdf, pdf_response
 from channels.paper.settings import paper_settings
-from hub.http.api_cases import QUEUE, ApiError, _authorise, api
+from hub.http.api_cases import QUEUE, ApiError, _authorise, _visible, api
 from hub.http.app import ENGINE, SETTINGS
 from hub.queue.intake import AttachmentStore, IntakeUnavailable
 from hub.queue.settings import queue_settings
@@ -43,12 +43,13 @@ def _json(body: Any, status: int = 200) -> web.Response:
 @api
 async def get_form(request: web.Request) -> web.StreamResponse:
     """The pre-filled paper form (PDF) for ?service=&location=&case= (agent token)."""
-    await _authorise(request, "agent")
+    principal = await _authorise(request, "agent")
     query = request.query
     if not (query.get("service") or "").strip():
         raise ApiError(400, "give the service: ?service=ID")
     try:
-        pdf, form_id = await make_form_pdf(request.app, query["service"], query.get("location"), query.get("case"))
+        pdf, form_id = await make_form_pdf(request.app, query["service"], query.get("location"), query.get("case"),
+                                            covers=_visible(request, principal))
     except FormProblem as exc:
         raise ApiError(exc.status, str(exc)) from None
     except ConfigError as exc:

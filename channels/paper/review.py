@@ -33,6 +33,7 @@ from channels.paper.settings import paper_settings
 from hub.console.auth import PRINCIPAL, error_response, require_login
 from hub.console.pages import AGENT_ROLES, CONSOLE, SUPERVISOR_ROLES, BadInput, read_body, render
 from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.inputs import BadParameter, path_id
 from hub.queue.cases import attachment_t, audit, case_t, message_t
 from hub.queue.intake import AttachmentStore
 from hub.queue.settings import queue_settings
@@ -66,9 +67,11 @@ async def make_form_pdf(app: web.Application, service: str, location: str | None
         raise FormProblem("the knowledge base is loading; try again in a moment", 503)
     case = None
     if case_id:
-        if not case_id.isdigit() or len(case_id) > 12:
-            raise FormProblem("no such case", 404)
-        case = await asyncio.to_thread(load_case, app[ENGINE], int(case_id))
+        try:
+            number = path_id(case_id, "case")
+        except BadParameter:
+            raise FormProblem("no such case", 404) from None
+        case = await asyncio.to_thread(load_case, app[ENGINE], number)
         if case is None or (covers is not None and not covers(case)):
             raise FormProblem("no such case", 404)
     spec = form_spec(kb, service, location, case)
@@ -81,10 +84,12 @@ def pdf_response(pdf: bytes, form_id: str) -> web.Response:
         "Content-Disposition": f'attachment; filename="formular-{form_id}.pdf"', "Cache-Control": "no-store"})
 
 
-def _int_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
-        raise web.HTTPNotFound(text="no such page")
-    return int(raw)
+def _int_id(raw: str, what: str = "page") -> int:
+    """An id from the path or query by the hub's one rule (:func:`hub.http.inputs.path_id`); else 404."""
+    try:
+        return path_id(raw)
+    except BadParameter:
+        raise web.HTTPNotFound(text=f"no such {what}") from None
 
 
 def _files(request: web.Request) -> AttachmentStore:

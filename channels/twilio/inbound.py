@@ -357,7 +357,7 @@ async def status_webhook(request: web.Request) -> web.Response:
     except WebhookError as exc:
         return webhooks.refused(exc)
     raw = request.query.get("message_id", "")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         return webhooks.refused(InvalidPayload("message_id must be the hub's message number"))
     outcome = await asyncio.to_thread(apply_status, webhooks.engine(request), int(raw), report)
     log.info("sms: delivery report %s for message %s: %s", report.message_status, raw, outcome)

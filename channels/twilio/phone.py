@@ -129,7 +129,7 @@ async def call_webhook(request: web.Request) -> web.Response:
 
 def _tries(request: web.Request) -> int:
     raw = request.query.get("try", "0")
-    return min(int(raw), MAX_TRY) if raw.isdigit() and len(raw) <= 2 else 0
+    return min(int(raw), MAX_TRY) if raw.isascii() and raw.isdigit() and len(raw) <= 2 else 0
 
 
 async def gather_webhook(request: web.Request) -> web.Response:

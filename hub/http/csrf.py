@@ -71,7 +71,7 @@ class CsrfProtect:
         if not self._valid_cookie(cookie) or not token or len(token) > 200:
             return False
         issued_s, _, signature = token.partition(".")
-        if not issued_s.isdigit():
+        if not (issued_s.isascii() and issued_s.isdigit()):
             return False
         issued = int(issued_s)
         age = self.clock() - issued

@@ -66,7 +66,7 @@ def normalise_phone(value: str, default_country: str = "49") -> str:
     elif not raw.startswith("+"):
         raise ValueError("is not a phone number (give it with area code)")
     digits = raw[1:]
-    if not digits.isdigit() or not 6 <= len(digits) <= 15:
+    if not (digits.isascii() and digits.isdigit()) or not 6 <= len(digits) <= 15:
         raise ValueError("is not a phone number")
     return "+" + digits
 

@@ -238,7 +238,7 @@ def _synonyms(keywords: Any, name: str) -> list[str]:
 
 
 def _duration(value: Any) -> str:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         return ""

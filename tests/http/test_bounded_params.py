@@ -14,6 +14,7 @@ import pytest
 from console_support import hub_engine, login, make_app, new_user, settings_for
 from web_support import open_form
 
+from channels.paper.settings import PaperSettings
 from hub.http.inputs import MAX_ID, MAX_PAGE, BadParameter, int_param, path_id
 from hub.http.tokens import add_token
 
@@ -25,7 +26,10 @@ HOSTILE_NUMBERS = ("9" * 30, str(2**31), "-1", "²", "١٢", "")
 @pytest.fixture
 async def env(tmp_path, demo_db_url, kb, aiohttp_client):
     engine, url = hub_engine(tmp_path, demo_db_url)
-    app, _service = make_app(settings_for(tmp_path, url), engine, kb)
+    settings = settings_for(tmp_path, url)
+    # Every channel configured, so that the sweep reaches each route's own parsing (not "not configured").
+    settings.paper = PaperSettings(hmac_key="k" * 32, print_dir=str(tmp_path / "print"))
+    app, _service = make_app(settings, engine, kb)
     client = await aiohttp_client(app)
     new_user(engine, "root", "admin")
     await login(client, "root")
@@ -131,3 +135,16 @@ async def test_no_route_answers_5xx_to_hostile_numbers(env):
                 assert resp.status < 500, (method, url, headers.keys(), resp.status, (await resp.text())[:300])
                 seen += 1
     assert seen > 300, "the sweep must actually walk the routes"
+
+
+@pytest.mark.parametrize("digits", ["²⁴⁵⁷⁶", "١٢٣٤٥", "𝟐𝟒𝟓𝟕𝟔", "２４５７６"])
+def test_digits_of_other_scripts_are_no_number_anywhere(kb, digits):
+    """str.isdigit() is true for "²" and int("²") fails: every parser checks ASCII digits first."""
+    from hub.queue.requests import normalise_phone
+    from knowledge.regions import _digits, _int
+
+    assert kb.regions.resolve(digits).match is None
+    assert kb.lookup(digits + "123456789").answers == []
+    assert _digits(digits, 5) is None and _int(digits) is None
+    with pytest.raises(ValueError):
+        normalise_phone("+49" + digits + "1234")

@@ -52,7 +52,8 @@ async def env(tmp_path, demo_db_url, kb, aiohttp_client):
                      authority=AMT, service=(SERVICE, "Anmeldung einer Wohnung"))
     set_case(engine, case, contact_name="Hans Müller", contact_address="Hauptstraße 1\n24576 Hitzhusen",
              location="Hitzhusen")
-    return SimpleNamespace(client=client, engine=engine, case=case, agent=add_token(engine, "t-agent", "agent"),
+    return SimpleNamespace(client=client, engine=engine, case=case, agent=add_token(engine, "t-agent", "agent", authorities=[AMT[0]]),
+                           foreign=add_token(engine, "t-foreign", "agent", authorities=[SOEST[0]]),
                            service=add_token(engine, "t-scan", "service"), settings=settings, kb=kb)
 
 
@@ -158,6 +159,15 @@ async def test_the_console_form_keeps_to_the_agents_cases(env):
     await login(env.client, "schulz")  # Kreis Soest: not this case's authority
     resp = await env.client.get("/console/paper/form", params={"service": SERVICE, "case": str(env.case)})
     assert resp.status == 404
+
+
+async def test_the_form_api_keeps_to_the_tokens_cases(env):
+    """An agent token of another authority gets no form pre-filled with this citizen's data."""
+    params = {"service": SERVICE, "case": str(env.case)}
+    resp = await env.client.get("/api/paper/form", params=params, headers=bearer(env.foreign))
+    assert resp.status == 404
+    assert "Hans" not in await resp.text()
+    assert (await env.client.get("/api/paper/form", params=params, headers=bearer(env.agent))).status == 200
 
 
 async def _ingest(env, *files: tuple[str, bytes]) -> list[dict]:

@@ -149,7 +149,7 @@ async def test_mms_media_are_attachments_by_url(client):
     # The agents' API shows where the media are.
     from hub.http.tokens import add_token
 
-    headers = {"Authorization": "Bearer " + add_token(client.engine, "agent.sms", "agent")}
+    headers = {"Authorization": "Bearer " + add_token(client.engine, "agent.sms", "agent", all_authorities=True)}
     (case,) = rows(client.engine, case_t)
     data = await (await client.get(f"/api/cases/{case['id']}", headers=headers)).json()
     urls = [a["url"] for m in data["messages"] for a in m["attachments"]]
