@@ -52,7 +52,7 @@ from bench.traffic import drivers as drv
 from bench.traffic.hub import ROOT, HubConfig, HubProcesses, Imap, ensure_template, mask, prepare_database
 from bench.traffic.sink import SmtpSink
 
-DEFAULT_CHANNELS = ("api", "web", "open311", "smtp", "imap", "sms", "paper", "reply")
+DEFAULT_CHANNELS = ("api", "web", "open311", "smtp", "imap", "sms", "voice", "paper", "reply")
 
 
 @dataclass
@@ -255,6 +255,8 @@ def _tokens(engine: Engine, prefix: str) -> drv.Tokens:
 
     return drv.Tokens(service=add_token(engine, f"{prefix}-service", "service"),
                       open311=add_token(engine, f"{prefix}-open311", "open311"),
+                      # The agents' driver answers cases of every authority (an agent token has a scope since
+                      # issue 14; an unscoped one is refused).
                       agent=add_token(engine, f"{prefix}-agent", "agent", all_authorities=True))
 
 
@@ -285,7 +287,7 @@ async def run_crash(url: str, run_dir: Path, *, kills: int = 3, seed: int | None
     with ExitStack() as stack:
         sink = stack.enter_context(SmtpSink(seed=seed))
         imap = Imap("127.0.0.1", dovecot.port, *_dovecot_login()) if dovecot is not None else None
-        twilio, fake_twilio = await _twilio("sms" in channels)
+        twilio, fake_twilio = await _twilio("sms" in channels or "voice" in channels)
         config = HubConfig(url, run_dir, smtp_sink_port=sink.port, imap=imap, twilio=twilio,
                            twilio_api_url=fake_twilio.url if fake_twilio else None)
         hub = HubProcesses(config, roles)

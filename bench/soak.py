@@ -338,7 +338,7 @@ async def run_soak(url: str, run_dir: Path, *, seconds: float, agents: int = 50,
 
             dovecot.clear()
             imap = Imap("127.0.0.1", dovecot.port, USER, PASSWORD)
-        twilio, fake_twilio = await _twilio("sms" in channels)
+        twilio, fake_twilio = await _twilio("sms" in channels or "voice" in channels)
         config = HubConfig(url, run_dir, smtp_sink_port=sink.port, imap=imap, claim_timeout_seconds=60,
                            extra_env=extra, twilio=twilio, twilio_api_url=fake_twilio.url if fake_twilio else None)
         hub = HubProcesses(config, ("http", "smtp", "imap") if imap else ("http", "smtp"))

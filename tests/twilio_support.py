@@ -171,8 +171,9 @@ def hub_settings(tmp_path, url: str, **twilio: Any):
     return settings
 
 
-def make_twilio_app(tmp_path, engine, url: str, kb, *, clock=None, **twilio: Any):
-    """(app, queue service) of the real hub with the Twilio channels on; workers run only when a test asks."""
+def make_twilio_app(tmp_path, engine, url: str, kb, *, clock=None, limits=None, **twilio: Any):
+    """(app, queue service) of the real hub with the Twilio channels on; workers run only when a test asks.
+    ``limits``: the ``[limits]`` section (:class:`hub.http.ratelimit.IntakeLimitSettings`) instead of the default."""
     from channels.twilio.webhooks import TWILIO
     from hub.http.api_cases import QUEUE
     from hub.http.app import create_app
@@ -180,6 +181,8 @@ def make_twilio_app(tmp_path, engine, url: str, kb, *, clock=None, **twilio: Any
     from hub.queue.workers import QueueService
 
     settings = hub_settings(tmp_path, url, **twilio)
+    if limits is not None:
+        settings.limits = limits
     app = create_app(settings, kb=kb, engine=engine)
     service = QueueService(engine, settings, router=kb, run_workers=False, adapters=load_adapters(settings))
     app[QUEUE].service = service

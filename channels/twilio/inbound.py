@@ -284,18 +284,29 @@ async def sms_webhook(request: web.Request) -> web.Response:
     calendar = service.policy.clock.calendar
     first = plan(kb, req.text, local_now=now.astimezone(calendar.tz), is_holiday=calendar.is_holiday,
                  max_segments=st.settings.answer_max_segments)
+    # The sender's budget of requests, shared with every channel ([limits] sender_per_hour): over it, the
+    # citizen is told to send the SMS again later (Twilio gets its 200, so it does not retry); nothing stored.
+    limit_keys = webhooks.limit_keys(sender)
+    limited = webhooks.check_limits(request, "/twilio/sms", limit_keys)
+    if limited is not None:
+        log.info("sms: message %s not taken: the sender is over the intake limit", sms_in.message_sid)
+        return webhooks.twiml(message_twiml(sms.TEXTS["limited"].format(wait=webhooks.wait_text(limited.retry_after))))
     key = req.key()
     written = after.expect(key, ReplyJob(kb, req.text, sender, st.settings, service, now, first))
     try:
-        await service.writer.submit(req)
+        result = await service.writer.submit(req)
     except RequestRejected as exc:
         after.forget(key)
-        log.info("sms: message %s refused by intake limits: %s", sms_in.message_sid, exc)
+        webhooks.refund_limits(request, limit_keys)
+        log.info("sms: message %s refused by the queue's limits: %s", sms_in.message_sid, exc)
         return webhooks.twiml(message_twiml(sms.TEXTS["refused"]))
     except IntakeUnavailable:
         after.forget(key)
+        webhooks.refund_limits(request, limit_keys)
         log.warning("sms: intake unavailable; message %s not stored", sms_in.message_sid)
         return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
+    if not result.created:
+        webhooks.refund_limits(request, limit_keys)  # Twilio's retry of a stored SMS costs nothing
     try:
         kind, text, message_id = await written
     except Exception as exc:  # the request is stored; without an answer now an agent answers it

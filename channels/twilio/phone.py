@@ -56,6 +56,18 @@ SORRY = ("Entschuldigung, es gibt gerade eine technische Störung. Bitte rufen S
          "einmal an. Auf Wiederhören.")
 
 
+LIMITED = ("Von Ihrer Nummer haben wir in kurzer Zeit sehr viele Anliegen erhalten. Ihr Anliegen wurde nicht "
+           "gespeichert. Bitte rufen Sie {wait} wieder an. Auf Wiederhören.")
+
+
+class CallerLimited(Exception):
+    """The caller's number is over its intake limit ([limits] sender_per_hour); retry in ``retry_after`` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"over the intake limit; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
 def flow_for(request: web.Request) -> voice.VoiceFlow | None:
     """The menu of this app (built once the knowledge base and the queue are there)."""
     st = webhooks.state(request)
@@ -150,6 +162,9 @@ async def gather_webhook(request: web.Request) -> web.Response:
                                              now)
         turn = flow.handle(step, _context(row, opted, _tries(request), now), gather.speech_result, gather.digits)
         await apply_turn(request, row, turn, now)
+    except CallerLimited as exc:
+        log.info("phone: call %s: the caller is over the intake limit; nothing stored", gather.call_sid)
+        return webhooks.twiml(voice.goodbye(_style(request), LIMITED.format(wait=webhooks.wait_text(exc.retry_after))))
     except (IntakeUnavailable, RequestRejected):
         log.warning("phone: call %s: what the caller said could not be stored", gather.call_sid)
         return _sorry(request)
@@ -210,14 +225,24 @@ async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn
         if _changes_anything(turn, row):
             await asyncio.to_thread(_record_alone, service.engine, kb, flow, service, row, turn, now)
         return
+    # A request that opens the call's case counts against the caller's budget (and the callback number's),
+    # shared with every channel; what the caller adds within the same call does not.
+    keys = webhooks.limit_keys(row["caller"], req.contact.phone) if req.external_id == row["call_sid"] else ()
+    if keys:
+        limited = webhooks.check_limits(request, "/twilio/voice", keys)
+        if limited is not None:
+            raise CallerLimited(limited.retry_after)
     key = req.key()
     written = after.expect(key, lambda conn, result: record_turn(
         conn, kb, flow, service, row, turn, result.case_id, now, fresh=result.created))
     try:
-        await service.writer.submit(req)
+        result = await service.writer.submit(req)
     except BaseException:
         after.forget(key)
+        webhooks.refund_limits(request, keys)
         raise
+    if not result.created:
+        webhooks.refund_limits(request, keys)  # Twilio's retry of the same turn costs nothing
     await written
 
 

@@ -9,7 +9,8 @@
 
 A channel that is on but lacks its token or public URL stops the start (:meth:`TwilioSettings.require`).
 Refused signatures are counted in ``/metrics`` (``citizen_hub_twilio_webhooks_rejected_total`` by route and
-reason), so a wrong ``public_url`` or token shows at once.
+reason), so a wrong ``public_url`` or token shows at once; SMS and calls answered "try later" by the intake
+limits in ``citizen_hub_twilio_webhooks_limited_total`` by route.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from channels.twilio.settings import twilio_settings
 from channels.twilio.signature import SignatureChecker
 from channels.twilio.webhooks import TWILIO, TwilioState, queue_service_of
 from hub.http.app import SETTINGS
+from hub.http.ratelimit import install_limits
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,9 @@ log = logging.getLogger(__name__)
 class RejectedWebhooks(Collector):
     """The signature checker's refusals, read at scrape time."""
 
-    def __init__(self, checker: SignatureChecker) -> None:
+    def __init__(self, checker: SignatureChecker, state: TwilioState | None = None) -> None:
         self.checker = checker
+        self.state = state
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily("citizen_hub_twilio_webhooks_rejected",
@@ -45,6 +48,13 @@ class RejectedWebhooks(Collector):
         for (route, reason), n in sorted(self.checker.counts().items()):
             family.add_metric([route, reason], n)
         yield family
+        limited = CounterMetricFamily("citizen_hub_twilio_webhooks_limited",
+                                      "SMS and calls answered 'please try again later' because the sender's number "
+                                      "was over its intake limit ([limits] sender_per_hour), by route; nothing of "
+                                      "them was stored.", labels=["route"])
+        for route in ("/twilio/sms", "/twilio/voice"):
+            limited.add_metric([route], self.state.limited_counts().get(route, 0) if self.state else 0)
+        yield limited
 
 
 async def _start(app: web.Application) -> None:
@@ -56,7 +66,7 @@ async def _start(app: web.Application) -> None:
     state = app[TWILIO]
     state.extra["after"] = AfterCommit(service.engine).attach(service.writer)
     checker = state.checker
-    service.metrics.add_collector(("twilio", id(checker)), lambda: RejectedWebhooks(checker))
+    service.metrics.add_collector(("twilio", id(checker)), lambda: RejectedWebhooks(checker, state))
 
 
 def setup(app: web.Application) -> None:
@@ -68,6 +78,7 @@ def setup(app: web.Application) -> None:
     settings.require()
     app[TWILIO] = TwilioState(settings=settings, checker=SignatureChecker(settings.auth_token, settings.public_url),
                               hub_settings=app[SETTINGS])
+    install_limits(app)  # the intake limits every channel shares: an SMS number's budget is the sender's
     app.router.add_post("/twilio/sms", inbound.sms_webhook)
     app.router.add_post("/twilio/status", inbound.status_webhook)
     app.router.add_post("/twilio/voice", phone.call_webhook)

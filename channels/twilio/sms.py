@@ -40,6 +40,8 @@ TEXTS = {
             "STOP beendet SMS, START schaltet sie wieder ein.",
     "unavailable": "Ihre SMS konnte gerade nicht gespeichert werden. Bitte senden Sie sie in einigen Minuten "
                    "noch einmal.",
+    "limited": "Sie haben uns in kurzer Zeit sehr viele Nachrichten geschickt. Diese SMS wurde nicht "
+               "gespeichert. Bitte senden Sie sie {wait} noch einmal.",
     "refused": "Ihre SMS konnte nicht angenommen werden. Bitte schreiben Sie uns über das Formular im Internet.",
 }
 

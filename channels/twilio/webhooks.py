@@ -7,6 +7,8 @@ as plain text with its 4xx status, which Twilio's debugger shows; nothing of a r
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from channels.twilio.payload import TooLarge, TwilioForm, WebhookError, parse_we
 from channels.twilio.settings import TwilioSettings
 from channels.twilio.signature import SignatureChecker
 from hub.http.app import ENGINE, KB
+from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits
 from hub.queue.requests import normalise_phone
 
 TWIML = "application/xml"
@@ -35,6 +38,17 @@ class TwilioState:
     extra: dict[str, Any] = field(default_factory=dict)
     #: The clock of the menu's service hours and the answers' "today" (tests set it).
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: Webhooks answered "try later" by the intake limits, by route (``/metrics``).
+    limited: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_limited(self, route: str) -> None:
+        with self._lock:
+            self.limited[route] += 1
+
+    def limited_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.limited)
 
 
 TWILIO = web.AppKey("twilio_state", TwilioState)
@@ -89,6 +103,41 @@ async def parse(request: web.Request, model: type[Model], route: str) -> Model:
         raise TooLarge(f"the webhook body is larger than {limit} bytes") from None
     return parse_webhook(model, body, request.headers, url=s.checker.url_for(request.raw_path),
                          checker=s.checker, account_sid=s.settings.account_sid, route=route, max_bytes=limit)
+
+
+def limit_keys(*numbers: str | None) -> tuple[tuple[str, str | None], ...]:
+    """The intake-limit keys of a webhook: the sender's (caller's) number and any other number it names."""
+    return tuple(("phone", n) for n in numbers)
+
+
+def check_limits(request: web.Request, route: str, keys: tuple[tuple[str, str | None], ...]) -> IntakeLimited | None:
+    """Count one request against the app's intake limits (:class:`hub.http.ratelimit.IntakeLimits`, the
+    budget a number shares with every other channel); the refusal when it is over, counted by route."""
+    limits: IntakeLimits | None = request.app.get(LIMITS)
+    if limits is None:
+        return None
+    try:
+        limits.check(*keys)
+    except IntakeLimited as exc:
+        state(request).count_limited(route)
+        return exc
+    return None
+
+
+def refund_limits(request: web.Request, keys: tuple[tuple[str, str | None], ...]) -> None:
+    """Give back what :func:`check_limits` counted for a request that cost nothing (a retry, a refusal)."""
+    limits: IntakeLimits | None = request.app.get(LIMITS)
+    if limits is not None:
+        limits.refund(*keys)
+
+
+def wait_text(seconds: int) -> str:
+    """"in 5 Minuten" / "in einer Stunde": how long a limited sender should wait, in German."""
+    minutes = max(1, (seconds + 59) // 60)
+    if minutes >= 60:
+        hours = (minutes + 59) // 60
+        return "in einer Stunde" if hours == 1 else f"in {hours} Stunden"
+    return "in einer Minute" if minutes == 1 else f"in {minutes} Minuten"
 
 
 #: What Twilio puts into From/Caller when the caller withheld the number (besides words like "anonymous").

@@ -685,6 +685,7 @@ class IntakeWriter:
         self._outgoing: dict[asyncio.AbstractEventLoop, list[tuple[InboundRequest, Any, Any]]] = {}
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[list[InboundRequest], list[Any]], None]] = []
+        self._observers: list[Callable[[list[InboundRequest], list[Any]], None]] = []
         self._conn: Connection | None = None  # the writer thread's own (see _connection)
         self.batches = 0
         self.written = 0
@@ -705,6 +706,16 @@ class IntakeWriter:
             self._listeners.insert(0, callback)
         else:
             self._listeners.append(callback)
+
+    def add_observer(self, callback: Callable[[list[InboundRequest], list[Any]], None]) -> None:
+        """Call ``callback(requests, outcomes)`` in the writer thread after each batch's commit and *before*
+        any handler waiting for it is answered (the listeners run after that).
+
+        For the figures (``/metrics``): counted before the acknowledgement, they never lag behind what a
+        client has been told is stored — a scrape right after a 2xx, SMTP 250 or TwiML shows it. It must be
+        cheap and must not write; an exception is logged and does not stop intake.
+        """
+        self._observers.append(callback)
 
     def start(self) -> IntakeWriter:
         if self._thread is None:
@@ -848,6 +859,11 @@ class IntakeWriter:
                         outcome.append(_as_failure(req))
         self.batches += 1
         self.written += sum(1 for r in outcome if isinstance(r, IntakeResult) and r.created)
+        for observer in self._observers:
+            try:
+                observer(reqs, outcome)
+            except Exception:  # the figures must never stop intake
+                log.exception("intake observer failed")
         _resolve(list(zip(batch, outcome, strict=True)))
         for listener in self._listeners:
             try:

@@ -300,11 +300,13 @@ class QueueService:
         self.dispatcher = Dispatcher(engine, adapters, self.queue, metrics=self.metrics)
         self.run_workers = run_workers
         self.checkpointer = SqliteCheckpointer(engine) if engine.dialect.name == "sqlite" else None
+        # Counted before the handlers are answered (a scrape after an acknowledgement shows it); routing is
+        # woken after the channels' own listeners (see IntakeWriter.add_listener).
+        self.writer.add_observer(self.metrics.count_intake)
         self.writer.add_listener(self._after_intake)
         self._dispatch_task: asyncio.Task | None = None
 
     def _after_intake(self, reqs: list[Any], outcomes: list[Any]) -> None:
-        self.metrics.count_intake(reqs, outcomes)
         if any(getattr(o, "created", False) for o in outcomes):
             self.routing.wake()
 

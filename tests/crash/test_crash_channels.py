@@ -49,7 +49,7 @@ def test_every_registered_channel_has_a_driver_in_the_harness():
     assert set(DEFAULT_CHANNELS) == set(DRIVERS)
     covered = {d.channel for d in DRIVERS.values()}
     assert {c.name for c in REGISTRY} <= covered, f"channels without a crash driver: {({c.name for c in REGISTRY} - covered)}"
-    assert {"api", "web", "open311", "smtp", "imap", "sms"} <= set(DRIVERS)  # the API, mail both ways in, SMS
+    assert {"api", "web", "open311", "smtp", "imap", "sms", "voice"} <= set(DRIVERS)  # the API, mail both ways in, SMS, calls
 
 
 def test_sigkill_of_every_hub_process_on_sqlite_loses_nothing_acknowledged(tmp_path, dovecot, demo_db_url):

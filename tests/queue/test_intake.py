@@ -402,3 +402,32 @@ async def test_a_request_handed_over_after_the_writer_stopped_fails_instead_of_w
     with pytest.raises(IntakeUnavailable):
         await asyncio.wait_for(pending, 5)
     assert count_messages(engine) == 0
+
+
+async def test_the_figures_are_counted_before_the_acknowledgement(engine):
+    """A scrape of /metrics right after a 2xx/TwiML must show the request: the service's intake counter is an
+    observer (run before any waiting handler is answered), not a listener (run after, and racing the scrape).
+    A slow listener makes the race certain: it runs only once the handler has its answer."""
+    from hub.queue.workers import QueueService
+
+    service = QueueService(engine, run_workers=False)
+    service.writer.add_listener(lambda reqs, outcomes: threading.Event().wait(0.3), first=True)
+    service.writer.start()
+    try:
+        result = await service.writer.submit(req("seen-1"))
+        counted = service.metrics.intake_batches._value.get()
+        new = service.metrics.intake.labels("api", "new")._value.get()
+    finally:
+        service.writer.stop()
+    assert result.created and counted == 1 and new == 1
+
+
+async def test_a_failing_observer_does_not_stop_intake(engine):
+    writer = IntakeWriter(engine)
+    writer.add_observer(lambda reqs, outcomes: 1 / 0)
+    writer.start()
+    try:
+        result = await writer.submit(req("obs-1"))
+    finally:
+        writer.stop()
+    assert result.created and count_messages(engine) == 1
