@@ -4,31 +4,46 @@ Endpoints (append ``.xml`` or ``.json``; without a suffix the answer is XML, the
 mandatory):
 
 * ``GET discovery`` – the service discovery document.
-* ``GET services`` – the catalogue: ``service_code`` is the service id, ``group`` its topic, ``keywords``
-  its synonyms; ``GET services/{code}`` – its definition. The attributes are informational
+* ``GET services`` – the catalogue (with ``jurisdiction_id``: the services with an office there,
+  :func:`services_for`): ``service_code`` is the service id, ``group`` its topic, ``keywords`` its synonyms;
+  ``GET services/{code}`` – its definition. The attributes are informational
   (``variable=false``): what to bring, fees, processing time, the online service.
 * ``POST requests`` (``api_key`` of a token with role ``open311``) – one request into the queue; answered
   after the commit with the ``service_request_id`` (type ``realtime``) or a ``token`` (``batch``).
 * ``GET requests`` (filters ``service_request_id``, ``service_code``, ``start_date``, ``end_date``,
-  ``status``; the default window is the most recent 90 days, at most 1000 requests) and
+  ``status``, ``jurisdiction_id``; the default window is the most recent 90 days, at most 1000 requests) and
   ``GET requests/{id}``; ``GET tokens/{token}``.
+* ``GET servicerequestupdates`` (mySociety's extension, as FixMyStreet's ``Open311.pm`` fetches it with
+  ``api_key``, ``start_date`` and ``end_date`` — both or neither): ``<service_request_updates>`` of
+  ``<request_update>`` (``update_id``, ``service_request_id``, ``status``, ``updated_datetime``,
+  ``description``, ``media_url``), one for every answer of an agent and every closing.
 
 Where this endpoint deliberately differs from common 311 servers: the requests of a D115 hub are
 personal matters (a passport, a tax question), not public reports about potholes. So ``GET requests``
 and ``GET requests/{id}`` need an ``api_key`` too and show only the requests submitted with that key's
-name, and contact data is never returned. ``GET tokens/{token}`` needs no key (the token is an
+name, and contact data is never returned. One exception, because FixMyStreet asks so for the status of the
+reports it sent: a ``service_request_id`` query without a key is answered with the public status fields
+alone (status, status_notes, service, agency, dates; no description, place, media or contact). ``GET tokens/{token}`` needs no key (the token is an
 unguessable secret) and answers only for requests that came in over Open311.
 
-Mapping: ``service_request_id`` is the case id; ``status`` is ``closed`` for the case states answered and
+Cases that come in here have the channel ``open311`` (answers are picked up: ``GET requests``,
+``servicerequestupdates``). A ``service_code`` the catalogue knows is the case's service: the routing
+stage keeps it (``hub_case.requested_service_id``) and finds only the office from the place and the text;
+an unknown code is kept in the text for the agent and the text is routed as any request's.
+
+Mapping: ``service_request_id`` is the case id; ``service_code``/``service_name`` the case's service (as
+routed or as an agent re-routed it); ``status`` is ``closed`` for the case states answered and
 closed, else ``open``; ``status_notes`` is the latest answer; ``agency_responsible`` is the authority the
 case was routed or forwarded to; ``expected_datetime`` the SLA due date; times are ISO 8601 with the
 offset of ``[sla] timezone``. ``jurisdiction_id`` is optional; when given it must be the ARS or AGS of a
 known region (used as the place when the request has no better one) or one of
-``[web] open311_jurisdiction_ids``, else 404. ``lat``/``long`` without an address are turned into the
-municipality with the nearest centre (approximate; the agent sees the coordinates). ``media_url`` is
-recorded, never fetched; a multipart ``media`` file is accepted as an attachment. ``attribute[code]``
-values (which 311 apps send although this catalogue defines no variable attributes) are kept in the
-request text for the agent; ``device_id`` and ``account_id`` are ignored.
+``[web] open311_jurisdiction_ids``, else 404; ``lat``/``long`` outside that region are a 400. ``lat``/``long`` without an address are turned into the
+municipality with the nearest centre (approximate; the agent sees the coordinates). Every ``media_url``
+(FixMyStreet repeats it, one a photo) is recorded, never fetched (an https one also as an attachment by
+URL); multipart files ``media``, ``photo1``, ``photo2``… are attachments (at most ``[web] max_attachments``,
+each within ``[web] max_upload_bytes``). Every ``attribute[code]`` and ``attribute[code][]`` value (which
+311 apps send although this catalogue defines no variable attributes) is kept in the request text for the
+agent (at most 20); ``device_id`` and ``account_id`` are ignored.
 
 The Open311 fields the queue has no column for (service code, address, coordinates, media URL) travel
 in the external id (``open311:<key name>:<service code>:<random>``) and in a marked block at the end of
