@@ -255,7 +255,7 @@ def _tokens(engine: Engine, prefix: str) -> drv.Tokens:
 
     return drv.Tokens(service=add_token(engine, f"{prefix}-service", "service"),
                       open311=add_token(engine, f"{prefix}-open311", "open311"),
-                      agent=add_token(engine, f"{prefix}-agent", "agent"))
+                      agent=add_token(engine, f"{prefix}-agent", "agent", all_authorities=True))
 
 
 async def run_crash(url: str, run_dir: Path, *, kills: int = 3, seed: int | None = None,

@@ -724,23 +724,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
         raise Open311Error(
             400, "the request contains characters that cannot be accepted (control characters)"
         ) from None
-    limits = request.app[LIMITS]
-    keys = (("token", principal.name), ("ip", client_key(request, settings.trust_forwarded_for)),
-            *IntakeLimits.sender_keys(inbound.contact))
-    try:
-        limits.check(*keys)
-    except IntakeLimited as exc:
-        raise Open311Error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
-    try:
-        result = await _queue(request).service.writer.submit(inbound)
-    except RequestRejected as exc:
-        limits.refund(*keys)
-        raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
-    except IntakeUnavailable:
-        limits.refund(*keys)
-        raise Open311Error(503, "the request could not be stored; send it again") from None
-    if not result.created:
-        limits.refund(*keys)  # the same request again costs nothing
+    result = await _store(request, settings, principal, inbound)
     log.info("open311: request of key %s stored in case %s", principal.name, result.case_id)
     record: dict[str, Any] = {}
     if settings.open311_type == "batch":
@@ -1062,6 +1046,98 @@ async def get_updates(request: web.Request, fmt: str) -> web.Response:
     return render(fmt, "service_request_updates", Many("request_update", updates))
 
 
+_CLIENT_STATUS = re.compile(r"^[A-Za-z_ ]{1,40}$")
+
+
+async def _store(request: web.Request, settings: WebSettings, principal: Any, inbound: InboundRequest) -> Any:
+    """Hand ``inbound`` to the queue within the intake limits; the spec's error for every refusal."""
+    limits = request.app[LIMITS]
+    keys = (("token", principal.name), ("ip", client_key(request, settings.trust_forwarded_for)),
+            *IntakeLimits.sender_keys(inbound.contact))
+    try:
+        limits.check(*keys)
+    except IntakeLimited as exc:
+        raise Open311Error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    try:
+        result = await _queue(request).service.writer.submit(inbound)
+    except RequestRejected as exc:
+        limits.refund(*keys)
+        raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
+    except IntakeUnavailable:
+        limits.refund(*keys)
+        raise Open311Error(503, "the request could not be stored; send it again") from None
+    if not result.created:
+        limits.refund(*keys)  # the same request again costs nothing
+    return result
+
+
+@handler
+async def post_update(request: web.Request, fmt: str) -> web.Response:
+    """POST servicerequestupdates: a comment on a request the key submitted (FixMyStreet's
+    post_service_request_update), stored as a follow-up of its case; idempotent by the client's update_id.
+
+    The commenter need not be the citizen of the case (anyone may comment on a FixMyStreet report), so their
+    name and address go into the text for the agent and never into the case's contact."""
+    settings = _settings(request)
+    params, media, lists = await _read_post(request, settings)
+    principal = await _principal(request, params)
+    _jurisdiction(request, params)
+    raw_id = (params.get("service_request_id") or "").strip()
+    if not raw_id:
+        raise Open311Error(400, "service_request_id was not provided")
+    case_id = path_id(raw_id, "service_request_id")
+    problems: list[str] = []
+    description = (params.get("description") or "").replace("\r\n", "\n").strip()
+    if not description and not media:
+        problems.append("description was not provided")
+    if len(description) > MAX_DESCRIPTION:
+        problems.append(f"description must have at most {MAX_DESCRIPTION} characters")
+    fields: dict[str, str | None] = {}
+    for name, most in (("update_id", 100), ("first_name", 200), ("last_name", 200), ("email", 254),
+                       ("status", 40), ("updated_datetime", 40)):
+        try:
+            fields[name] = _line(params, name, most)
+        except Open311Error as exc:
+            problems.extend(exc.descriptions)
+    if fields.get("status") and not _CLIENT_STATUS.match(fields["status"] or ""):
+        problems.append("status must be a word such as OPEN or CLOSED")
+    try:
+        media_urls = _media_urls(lists, max(settings.max_attachments, 1))
+    except Open311Error as exc:
+        problems.extend(exc.descriptions)
+        media_urls = []
+    if problems:
+        raise Open311Error(400, *problems)
+    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[case_id])
+    if not rows:
+        raise Open311Error(404, f"service_request_id {raw_id[:40]!r} was not found")
+    who = " ".join(p for p in (fields["first_name"], fields["last_name"]) if p and p != "-")
+    lines = [f"Kommentar über Open311 (Status laut Client: {fields['status'] or 'keiner'})"]
+    if who or fields["email"]:
+        lines.append(f"Von: {who or '-'}" + (f" <{fields['email']}>" if fields["email"] else ""))
+    lines += [f"Medien: {url}" for url in media_urls]
+    text = f"{description}\n\n{TRAILER}" + "\n".join(lines) if description else TRAILER + "\n".join(lines)
+    update_id = fields["update_id"] or secrets.token_hex(8)
+    linked = [a for a in (_url_attachment(u, i) for i, u in enumerate(media_urls, 1)) if a is not None]
+    try:
+        inbound = InboundRequest(
+            channel=CHANNEL,
+            # Not "open311:<key>:…": that prefix marks the requests themselves (GET requests lists those).
+            external_id=f"open311-update:{principal.name}:{quote(update_id, safe='')}"[:255],
+            text=text,
+            subject="Open311: Kommentar",
+            in_reply_to=[rows[0]["external_id"]],
+            attachments=[*media, *linked],
+        )
+    except ValidationError:
+        raise Open311Error(
+            400, "the update contains characters that cannot be accepted (control characters)"
+        ) from None
+    result = await _store(request, settings, principal, inbound)
+    log.info("open311: update of key %s stored in case %s", principal.name, result.case_id)
+    return render(fmt, "service_request_updates", Many("request_update", [{"update_id": str(result.message_id)}]))
+
+
 def _case_of_token(engine: Any, token: str) -> int | None:
     with engine.connect() as conn:
         return conn.execute(
@@ -1124,7 +1200,7 @@ def setup(app: web.Application) -> None:
         (f"{PREFIX}/requests{EXT}", {"GET": get_requests, "POST": post_request}, "open311-requests"),
         (f"{PREFIX}/requests/{{id:[^/]+?}}{EXT}", {"GET": get_request}, "open311-request"),
         (f"{PREFIX}/tokens/{{token:[^/]+?}}{EXT}", {"GET": get_token}, "open311-token"),
-        (f"{PREFIX}/servicerequestupdates{EXT}", {"GET": get_updates}, "open311-updates"),
+        (f"{PREFIX}/servicerequestupdates{EXT}", {"GET": get_updates, "POST": post_update}, "open311-updates"),
     )
     for path, methods, name in table:
         resource = r.add_resource(path, name=name)

@@ -65,6 +65,14 @@ _POST_FIELDS = {
     "media_url": {"type": "string", "maxLength": 1000},
 }
 
+_UPDATE_FIELDS = {
+    "api_key": STR, "jurisdiction_id": STR, "service_request_id": STR, "update_id": {"type": "string", "maxLength": 100},
+    "updated_datetime": STR, "status": {"type": "string", "maxLength": 40},
+    "description": {"type": "string", "maxLength": MAX_DESCRIPTION}, "first_name": STR, "last_name": STR,
+    "email": STR, "media_url": {"type": "string", "maxLength": 1000},
+}
+_UPDATED = {"type": "array", "items": {"type": "object", "required": ["update_id"], "properties": {"update_id": STR}}}
+
 _DISCOVERY_OP = operation("Service discovery: where the endpoint is and what it speaks", security=PUBLIC,
                           responses=_answer("The discovery document", _DISCOVERY))
 
@@ -110,4 +118,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         parameters=[EXT, API_KEY, JID, query("start_date", STR, "W3C datetime (with end_date)"),
                     query("end_date", STR, "W3C datetime (with start_date)")],
         responses=_answer("The answers and closings, oldest first", _UPDATES)),
+    ("POST", f"{PREFIX}/servicerequestupdates{{ext}}"): operation(
+        "A comment on one of the key's requests (stored as a follow-up of its case; idempotent by update_id)",
+        security=KEY, parameters=[EXT],
+        body=form_body(_UPDATE_FIELDS, ("api_key", "service_request_id"), multipart=True, files=("media", "photo1")),
+        responses=_answer("The stored update's id", _UPDATED)),
 }

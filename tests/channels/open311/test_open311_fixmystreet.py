@@ -289,3 +289,34 @@ async def test_lat_long_outside_the_jurisdiction_is_400(client, keys):
     assert "outside the jurisdiction" in text and "Norderstedt" in text
     with client.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(case_t)).scalar_one() == 0
+
+
+async def test_a_comment_posted_as_fixmystreet_does_joins_the_case_once(client, keys):
+    case_id = await submit(client, fms_post(keys["fms"]))
+    # Open311.pm's _populate_service_request_update_params (a comment by another FixMyStreet user).
+    update = [("jurisdiction_id", NORDERSTEDT), ("api_key", keys["fms"]), ("updated_datetime", "2026-12-02T09:15:00Z"),
+              ("service_request_id", str(case_id)), ("status", "OPEN"), ("description", "Der Schrank steht noch da."),
+              ("last_name", "Schmidt"), ("first_name", "Max"), ("email", "max@example.org"), ("update_id", "9001"),
+              ("media_url", "https://fms.example/photo/c/9001.full.jpeg")]
+    for _ in range(2):  # FixMyStreet sends again when it did not get the answer: stored once
+        resp = await client.post("/open311/v2/servicerequestupdates.xml", data=urlencode(update), headers=FORM)
+        text = await resp.text()
+        assert resp.status == 200, text
+        assert ET.fromstring(text.encode()).tag == "service_request_updates"
+        update_id = simple(text)["request_update"][0]["update_id"]
+        assert update_id.isdigit()
+    with client.engine.connect() as conn:
+        msgs = conn.execute(select(message_t).where(message_t.c.case_id == case_id).order_by(message_t.c.id)
+                            ).mappings().all()
+        row = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one()
+    assert len(msgs) == 2 and msgs[1]["id"] == int(update_id) and msgs[1]["channel"] == "open311"
+    assert msgs[1]["text"].startswith("Der Schrank steht noch da.") and "Max Schmidt <max@example.org>" in msgs[1]["text"]
+    assert row["contact_email"] == "erika@example.org"  # the commenter is not made the case's citizen
+    # Only the list of requests shows the request, not the comment.
+    obj = simple(await (await client.get("/open311/v2/requests.xml", params={"api_key": keys["fms"]})).text())
+    assert [r["service_request_id"] for r in obj["request"]] == [str(case_id)]
+    # Another key cannot comment on it; an unknown id is 404; a bad one 400.
+    for key, rid, status in ((keys["other"], str(case_id), 404), (keys["fms"], "99999", 404), (keys["fms"], "x", 400)):
+        body = [(k, key if k == "api_key" else rid if k == "service_request_id" else v) for k, v in update]
+        resp = await client.post("/open311/v2/servicerequestupdates.xml", data=urlencode(body), headers=FORM)
+        assert resp.status == status, await resp.text()
