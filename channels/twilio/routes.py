@@ -80,11 +80,13 @@ def setup(app: web.Application) -> None:
 
 def _operations() -> dict[tuple[str, str], dict]:
     """The OpenAPI operations of the webhooks (``Channel.openapi``): Twilio's form posts, signed."""
-    from hub.http.openapi import form_body, operation, path, query, resp
+    from channels.twilio import voice
+    from hub.http.openapi import ERROR, form_body, operation, path, query, resp
 
     signed = [{"twilioSignature": []}]
     text = {"type": "string"}
     twiml = {"200": resp("TwiML for Twilio", text, "application/xml"),
+             "404": resp("No such step of the menu", ERROR),
              "default": resp("Refused (bad signature, malformed form), with the reason", text, "text/plain")}
     form = form_body({"From": text, "To": text, "Body": text, "MessageSid": text, "CallSid": text,
                       "SpeechResult": text, "Digits": text, "CallStatus": text, "MessageStatus": text}, ())
@@ -100,7 +102,7 @@ def _operations() -> dict[tuple[str, str], dict]:
                                                       body=form, responses=twiml),
         ("POST", "/twilio/voice/{step}"): operation(
             "The caller's answer to one step of the menu", security=signed, body=form, responses=twiml,
-            parameters=[path("step", {"type": "string", "pattern": "^[a-z_-]{1,32}$"}, "The menu's step")]),
+            parameters=[path("step", {"enum": [s for s in voice.STEPS if s != voice.TRANSFER]}, "The menu's step")]),
     }
 
 
