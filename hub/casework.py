@@ -68,8 +68,9 @@ __all__ = [
     "take",
 ]
 
-#: Channels whose answers the citizen picks up (API client, status page): no address is needed.
-PICKUP_CHANNELS = frozenset({"api", "web"})
+#: Channels whose answers the citizen picks up (API client, status page, an Open311 client's GET requests):
+#: no address is needed.
+PICKUP_CHANNELS = frozenset({"api", "web", "open311"})
 
 T = TypeVar("T")
 

@@ -45,6 +45,7 @@ class Channel:
     * ``commands`` – ``"module:register"``; ``register(subparsers)`` adds its CLI commands;
     * ``outbound`` – case channel -> ``"module:factory"``; ``factory(settings)`` builds the adapter that
       sends answers on that channel (:mod:`hub.queue.adapters`);
+    * ``openapi`` – ``"module:attribute"``, the OpenAPI operations of its routes (``hub.http.openapi``);
     * ``privacy`` – ``"module:object"`` for a channel that keeps personal data in its own tables: the
       object's ``purge(conn, case_ids, now) -> int`` and ``forget(conn, case_ids, emails, phones) -> int``
       run inside the transactions of :mod:`hub.queue.privacy` and return how many rows they changed.
@@ -58,6 +59,9 @@ class Channel:
     commands: str | None = None
     outbound: Mapping[str, str] = field(default_factory=dict)
     privacy: str | None = None
+    #: ``"module:attribute"``: ``{(METHOD, path template): OpenAPI operation}`` of its routes, built with the
+    #: helpers of :mod:`hub.http.openapi`.
+    openapi: str | None = None
 
 
 def resolve(target: str) -> Any:
@@ -110,3 +114,12 @@ def outbound() -> dict[str, str]:
 def privacy_handlers() -> tuple[Any, ...]:
     """The ``privacy`` objects of every channel that declares one (see :class:`Channel`)."""
     return tuple(resolve(c.privacy) for c in channels() if c.privacy)
+
+
+def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every channel's OpenAPI operations (``Channel.openapi``), keyed by (method, path template)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for channel in channels():
+        if channel.openapi:
+            out.update(resolve(channel.openapi))
+    return out

@@ -299,11 +299,20 @@ class KnowledgeBase:
                 answers.append(self._answer(service, hit.score, hit.matched, place))
         return LookupResult(query, place, answers)
 
-    def route(self, text: str, location: str | None = None) -> RouteResult:
-        """Decide service, place and authority for one request; say when a person must clarify."""
+    def route(self, text: str, location: str | None = None, *, service_id: str | None = None) -> RouteResult:
+        """Decide service, place and authority for one request; say when a person must clarify.
+
+        ``service_id`` is a service the client named (an Open311 ``service_code``): when it is known it is
+        the service, with full confidence, and the text and place decide only the office; an unknown one
+        is ignored (the text decides as for any request).
+        """
         text = clean_input(text)[: self.settings.max_query_chars]
-        hits = [h for h in self.index.search(text, limit=5) if h.score >= self.settings.min_score]
-        candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
+        named = self.services.get(service_id) if service_id else None
+        if named is not None:
+            candidates = [(named, 100.0)]
+        else:
+            hits = [h for h in self.index.search(text, limit=5) if h.score >= self.settings.min_score]
+            candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
         place = self.resolve_place(location, text)
         location_candidates = [r for r, _ in place.candidates] if place and place.ambiguous else []
         result = RouteResult(

@@ -283,7 +283,7 @@ class Open311Driver(Driver):
     def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
         marker = re.compile(r"\[(" + re.escape(self.prefix) + r"-open311-\d+)\]")
         texts = conn.execute(select(message_t.c.text).where(
-            message_t.c.channel == "api", message_t.c.direction == "in",
+            message_t.c.channel == "open311", message_t.c.direction == "in",
             message_t.c.external_id.like("open311:%"),
             message_t.c.text.like("%[" + _like_prefix(self.prefix) + "-open311-%", escape="\\"))).scalars()
         return Counter(m.group(1) for text in texts for m in marker.finditer(text or ""))

@@ -4,31 +4,46 @@ Endpoints (append ``.xml`` or ``.json``; without a suffix the answer is XML, the
 mandatory):
 
 * ``GET discovery`` – the service discovery document.
-* ``GET services`` – the catalogue: ``service_code`` is the service id, ``group`` its topic, ``keywords``
-  its synonyms; ``GET services/{code}`` – its definition. The attributes are informational
+* ``GET services`` – the catalogue (with ``jurisdiction_id``: the services with an office there,
+  :func:`services_for`): ``service_code`` is the service id, ``group`` its topic, ``keywords`` its synonyms;
+  ``GET services/{code}`` – its definition. The attributes are informational
   (``variable=false``): what to bring, fees, processing time, the online service.
 * ``POST requests`` (``api_key`` of a token with role ``open311``) – one request into the queue; answered
   after the commit with the ``service_request_id`` (type ``realtime``) or a ``token`` (``batch``).
 * ``GET requests`` (filters ``service_request_id``, ``service_code``, ``start_date``, ``end_date``,
-  ``status``; the default window is the most recent 90 days, at most 1000 requests) and
+  ``status``, ``jurisdiction_id``; the default window is the most recent 90 days, at most 1000 requests) and
   ``GET requests/{id}``; ``GET tokens/{token}``.
+* ``GET servicerequestupdates`` (mySociety's extension, as FixMyStreet's ``Open311.pm`` fetches it with
+  ``api_key``, ``start_date`` and ``end_date`` — both or neither): ``<service_request_updates>`` of
+  ``<request_update>`` (``update_id``, ``service_request_id``, ``status``, ``updated_datetime``,
+  ``description``, ``media_url``), one for every answer of an agent and every closing.
 
 Where this endpoint deliberately differs from common 311 servers: the requests of a D115 hub are
 personal matters (a passport, a tax question), not public reports about potholes. So ``GET requests``
 and ``GET requests/{id}`` need an ``api_key`` too and show only the requests submitted with that key's
-name, and contact data is never returned. ``GET tokens/{token}`` needs no key (the token is an
+name, and contact data is never returned. One exception, because FixMyStreet asks so for the status of the
+reports it sent: a ``service_request_id`` query without a key is answered with the public status fields
+alone (status, status_notes, service, agency, dates; no description, place, media or contact). ``GET tokens/{token}`` needs no key (the token is an
 unguessable secret) and answers only for requests that came in over Open311.
 
-Mapping: ``service_request_id`` is the case id; ``status`` is ``closed`` for the case states answered and
+Cases that come in here have the channel ``open311`` (answers are picked up: ``GET requests``,
+``servicerequestupdates``). A ``service_code`` the catalogue knows is the case's service: the routing
+stage keeps it (``hub_case.requested_service_id``) and finds only the office from the place and the text;
+an unknown code is kept in the text for the agent and the text is routed as any request's.
+
+Mapping: ``service_request_id`` is the case id; ``service_code``/``service_name`` the case's service (as
+routed or as an agent re-routed it); ``status`` is ``closed`` for the case states answered and
 closed, else ``open``; ``status_notes`` is the latest answer; ``agency_responsible`` is the authority the
 case was routed or forwarded to; ``expected_datetime`` the SLA due date; times are ISO 8601 with the
 offset of ``[sla] timezone``. ``jurisdiction_id`` is optional; when given it must be the ARS or AGS of a
 known region (used as the place when the request has no better one) or one of
-``[web] open311_jurisdiction_ids``, else 404. ``lat``/``long`` without an address are turned into the
-municipality with the nearest centre (approximate; the agent sees the coordinates). ``media_url`` is
-recorded, never fetched; a multipart ``media`` file is accepted as an attachment. ``attribute[code]``
-values (which 311 apps send although this catalogue defines no variable attributes) are kept in the
-request text for the agent; ``device_id`` and ``account_id`` are ignored.
+``[web] open311_jurisdiction_ids``, else 404; ``lat``/``long`` outside that region are a 400. ``lat``/``long`` without an address are turned into the
+municipality with the nearest centre (approximate; the agent sees the coordinates). Every ``media_url``
+(FixMyStreet repeats it, one a photo) is recorded, never fetched (an https one also as an attachment by
+URL); multipart files ``media``, ``photo1``, ``photo2``… are attachments (at most ``[web] max_attachments``,
+each within ``[web] max_upload_bytes``). Every ``attribute[code]`` and ``attribute[code][]`` value (which
+311 apps send although this catalogue defines no variable attributes) is kept in the request text for the
+agent (at most 20); ``device_id`` and ``account_id`` are ignored.
 
 The Open311 fields the queue has no column for (service code, address, coordinates, media URL) travel
 in the external id (``open311:<key name>:<service code>:<random>``) and in a marked block at the end of
@@ -77,6 +92,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/open311/v2"
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 ROLE = "open311"
+CHANNEL = "open311"  # the case channel of requests that came in here
 EXT = "{ext:(?:\\.xml|\\.json)?}"
 MAX_DESCRIPTION = 4000  # the spec's limit
 DEFAULT_WINDOW = timedelta(days=90)
@@ -293,13 +309,25 @@ def service_record(service: Any, settings: WebSettings) -> dict[str, Any]:
     }
 
 
+def services_for(kb: Any, region: Any) -> list[Any]:
+    """The services valid in ``region`` (every service for None): those with an office responsible there.
+
+    The one place that asks the knowledge base which services a region has, through its public API
+    (``services``, ``responsible_for``); an area-aware catalogue replaces this function alone.
+    """
+    services = list(kb.services.values())
+    if region is None:
+        return services
+    return [s for s in services if kb.responsible_for(s, region).authority_id is not None]
+
+
 @handler
 async def get_services(request: web.Request, fmt: str) -> web.Response:
-    """GET services: every service of the catalogue."""
+    """GET services: the services of the catalogue valid in the jurisdiction (every one without)."""
     kb = _kb(request)
-    _jurisdiction(request, request.query)
+    region = _jurisdiction(request, request.query)
     settings = _settings(request)
-    services = sorted(kb.services.values(), key=lambda s: (s.topic or "", s.name))
+    services = sorted(services_for(kb, region), key=lambda s: (s.topic or "", s.name))
     return render(fmt, "services", Many("service", [service_record(s, settings) for s in services]))
 
 
@@ -429,12 +457,19 @@ def compose_text(
     address_id: str | None,
     coords: tuple[float, float] | None,
     coord_place: Any,
-    media_url: str | None,
+    media_urls: list[str] | str | None,
     jurisdiction: str | None,
     attrs: list[tuple[str, str]] = (),
+    code: str | None = None,
 ) -> str:
-    """The request text: the citizen's description, then the marked Open311 block for the agent."""
-    lines = [f"Leistung: {service.name} ({service.id})"]
+    """The request text: the citizen's description, then the marked Open311 block for the agent.
+
+    ``service`` is the catalogue entry of the client's ``service_code``, or None for a code the catalogue
+    does not know (``code``, shown to the agent; the text is routed instead)."""
+    if service is not None:
+        lines = [f"Leistung: {service.name} ({service.id})"]
+    else:
+        lines = [f"Leistung laut Client (unbekannt, nach Text zugeordnet): {code}"]
     if address:
         lines.append(f"Adresse: {address}")
     if address_id:
@@ -445,8 +480,10 @@ def compose_text(
         lines.append(
             f"Ort laut Koordinaten (nächster Gemeindemittelpunkt, ungefähr): {coord_place.display_name}"
         )
-    if media_url:
-        lines.append(f"Medien: {media_url}")
+    if isinstance(media_urls, str):
+        media_urls = [media_urls]
+    for url in media_urls or ():
+        lines.append(f"Medien: {url}")
     if jurisdiction:
         lines.append(f"jurisdiction_id: {jurisdiction}")
     for code, value in attrs:
@@ -470,8 +507,13 @@ def parse_text(text: str) -> tuple[str, dict[str, Any]]:
                 meta["lat"], meta["long"] = float(lat_s), float(lon_s)
             except ValueError:
                 pass
+        elif field == "media_url":
+            meta.setdefault("media_urls", []).append(value)
+            meta.setdefault("media_url", value)  # the spec has one media_url: the first
         elif field:
             meta[field] = value
+        elif key == "jurisdiction_id":
+            meta["jurisdiction_id"] = value
     return head.rstrip("\n"), meta
 
 
@@ -490,23 +532,63 @@ def _line(params: Any, name: str, most: int) -> str | None:
 _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]{1,100})\](?:\[\])?$")
 
 
-def _attributes(params: Any) -> list[tuple[str, str]]:
-    """The ``attribute[code]`` values a client sent (``attribute[code][]`` for a multi-value list), kept
-    for the agent: this catalogue defines no variable attributes, but 311 apps send them anyway."""
+def _values(value: str, name: str, most: int) -> str | None:
+    value = (value or "").strip()
+    if len(value) > most or not _one_line(value):
+        raise Open311Error(400, f"{name} must be one line of at most {most} characters")
+    return value or None
+
+
+def _attributes(lists: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Every ``attribute[code]`` value a client sent, each of a multi-value list
+    (``attribute[code][]=a&attribute[code][]=b``) too, in order; kept for the agent: this catalogue
+    defines no variable attributes, but 311 apps send them anyway. At most ``MAX_ATTRIBUTES`` values."""
     out = []
-    for key in params:
+    for key, values in lists.items():
         match = _ATTRIBUTE.match(key)
         if match is None:
             continue
         code = match.group(1).strip()
         if not _one_line(code):
             raise Open311Error(400, "an attribute code must be one line")
-        value = _line(params, key, 500)
-        if value and code:
-            out.append((code, value))
+        for raw in values:
+            value = _values(raw, key, 500)
+            if value and code:
+                out.append((code, value))
     if len(out) > MAX_ATTRIBUTES:
         raise Open311Error(400, f"at most {MAX_ATTRIBUTES} attribute values")
     return out
+
+
+_PHOTO = re.compile(r"^(?:media|photo\d{1,2})$")
+
+
+def _media_urls(lists: dict[str, list[str]], most: int) -> list[str]:
+    """Every ``media_url`` (FixMyStreet sends one per photo, as repeated fields; ``media_url[]`` too)."""
+    urls: list[str] = []
+    for name in ("media_url", "media_url[]"):
+        for raw in lists.get(name, ()):
+            url = _values(raw, "media_url", 1000)
+            if not url:
+                continue
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+                raise Open311Error(400, "media_url must be an http or https URL")
+            if url not in urls:
+                urls.append(url)
+    if len(urls) > most:
+        raise Open311Error(413, f"at most {most} media_url values")
+    return urls
+
+
+def _url_attachment(url: str, n: int) -> AttachmentIn | None:
+    """An https ``media_url`` as an attachment recorded by its URL (never fetched); None for http."""
+    if not url.startswith("https://") or any(ch.isspace() for ch in url):
+        return None
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]).strip() or f"media_url_{n}"
+    try:
+        return AttachmentIn(filename=name[:255], content_type="application/octet-stream", url=url)
+    except ValidationError:
+        return AttachmentIn(filename=f"media_url_{n}", content_type="application/octet-stream", url=url)
 
 
 def external_id(client: str, code: str) -> str:
@@ -520,18 +602,22 @@ def _code_of(ext_id: str) -> str:
 
 async def _read_post(
     request: web.Request, settings: WebSettings
-) -> tuple[dict[str, str], list[AttachmentIn]]:
+) -> tuple[dict[str, str], list[AttachmentIn], dict[str, list[str]]]:
+    """The form's fields (first values), its files (``media``, ``photo1``, ``photo2``… as FixMyStreet
+    sends them, at most ``[web] max_attachments``) and every value of each field."""
+    most = max(settings.max_attachments, 1)
     try:
         form = await read_form(
             request,
-            file_field="media",
-            max_files=1,
+            file_field=_PHOTO.match,
+            max_files=most,
             max_file_bytes=settings.max_upload_bytes,
             max_field_bytes=MAX_DESCRIPTION * 4 + 1024,
         )
     except TooLarge:
         raise Open311Error(
-            413, f"the request is too large (a media file may have at most {settings.max_upload_bytes} bytes)"
+            413, f"the request is too large (at most {most} files, each of at most "
+            f"{settings.max_upload_bytes} bytes)"
         ) from None
     except BadForm as exc:
         raise Open311Error(
@@ -546,30 +632,42 @@ async def _read_post(
         if kind is None or kind not in settings.allowed_attachment_types:
             raise Open311Error(400, "media must be one of " + ", ".join(settings.allowed_attachment_types))
         media.append(AttachmentIn(filename=filename or "media", content_type=kind, data=data))
-    return form.fields, media
+    return form.fields, media, form.lists
+
+
+def _inside(kb: Any, engine: Any, region: Any, coords: tuple[float, float]) -> bool:
+    """Whether ``coords`` lie in ``region``: the municipality nearest to them is ``region`` or inside it."""
+    found = nearest_municipality(engine, kb, *coords)
+    return found is not None and any(r.ars == region.ars for r in kb.regions.chain(found.ars))
 
 
 @handler
 async def post_request(request: web.Request, fmt: str) -> web.Response:
-    """POST requests: one service request into the queue, answered after it is committed."""
+    """POST requests: one service request into the queue, answered after it is committed.
+
+    A ``service_code`` the catalogue knows is the case's service (routing finds only the office from the
+    place and text); an unknown one is kept for the agent and the text is routed as for any request."""
     settings = _settings(request)
-    params, media = await _read_post(request, settings)
+    params, media, lists = await _read_post(request, settings)
     principal = await _principal(request, params)
     kb = _kb(request)
     region = _jurisdiction(request, params)
     code = (params.get("service_code") or "").strip()
     if not code:
         raise Open311Error(400, "service_code was not provided")
+    if len(code) > 100 or not _one_line(code):
+        raise Open311Error(400, "service_code must be one line of at most 100 characters")
     service = kb.services.get(code)
-    if service is None:
-        raise Open311Error(404, f"service_code {code[:100]!r} was not found")
     problems: list[str] = []
+    status = 400
 
     def check(fn, *args):
+        nonlocal status
         try:
             return fn(*args)
         except Open311Error as exc:
             problems.extend(exc.descriptions)
+            status = max(status, exc.status)
             return None
 
     coords = check(_coordinates, params)
@@ -592,60 +690,48 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
             normalise_phone(phone)
         except ValueError:
             problems.append("phone is not a phone number (give it with area or country code)")
-    media_url = check(_line, params, "media_url", 1000)
-    if media_url and urlsplit(media_url).scheme not in ("http", "https"):
-        problems.append("media_url must be an http or https URL")
+    media_urls = check(_media_urls, lists, max(settings.max_attachments, 1)) or []
     first = check(_line, params, "first_name", 200)
     last = check(_line, params, "last_name", 200)
-    attrs = check(_attributes, params)
+    attrs = check(_attributes, lists)
     if problems:
-        raise Open311Error(400, *problems)
+        raise Open311Error(413 if status == 413 else 400, *problems)
     engine = request.app[ENGINE]
+    if region is not None and coords is not None:
+        if not await asyncio.to_thread(_inside, kb, engine, region, coords):
+            raise Open311Error(400, f"lat/long {coords[0]:.5f}, {coords[1]:.5f} lie outside the jurisdiction "
+                                    f"{region.display_name} ({region.ars})")
     location, coord_place = await asyncio.to_thread(
         place_for, kb, engine, address, address_id, coords, region
     )
     jid = (params.get("jurisdiction_id") or "").strip() or None
     text = compose_text(
-        description, service, address, address_id, coords, coord_place, media_url, jid, attrs or []
+        description, service, address, address_id, coords, coord_place, media_urls, jid, attrs or [], code
     )
+    linked = [a for a in (_url_attachment(u, i) for i, u in enumerate(media_urls, 1)) if a is not None]
     try:
         inbound = InboundRequest(
-            channel="api",
-            external_id=external_id(principal.name, service.id),
+            channel=CHANNEL,
+            external_id=external_id(principal.name, code),
             text=text,
             location=(location or "")[:500] or None,
             contact=Contact(name=" ".join(p for p in (first, last) if p) or None, email=email, phone=phone),
-            subject=f"Open311: {service.name}"[:500],
-            attachments=media,
+            subject=f"Open311: {service.name if service is not None else code}"[:500],
+            attachments=[*media, *linked],
+            service_id=service.id if service is not None else None,
         )
     except ValidationError:
         raise Open311Error(
             400, "the request contains characters that cannot be accepted (control characters)"
         ) from None
-    limits = request.app[LIMITS]
-    keys = (("token", principal.name), ("ip", client_key(request, settings.trust_forwarded_for)),
-            *IntakeLimits.sender_keys(inbound.contact))
-    try:
-        limits.check(*keys)
-    except IntakeLimited as exc:
-        raise Open311Error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
-    try:
-        result = await _queue(request).service.writer.submit(inbound)
-    except RequestRejected as exc:
-        limits.refund(*keys)
-        raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
-    except IntakeUnavailable:
-        limits.refund(*keys)
-        raise Open311Error(503, "the request could not be stored; send it again") from None
-    if not result.created:
-        limits.refund(*keys)  # the same request again costs nothing
+    result = await _store(request, settings, principal, inbound)
     log.info("open311: request of key %s stored in case %s", principal.name, result.case_id)
     record: dict[str, Any] = {}
     if settings.open311_type == "batch":
         record["token"] = result.token
     else:
         record["service_request_id"] = str(result.case_id)
-    record["service_notice"] = service.processing_time or None
+    record["service_notice"] = (service.processing_time or None) if service is not None else None
     record["account_id"] = None
     return render(fmt, "service_requests", Many("request", [record]))
 
@@ -657,19 +743,28 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _jurisdiction_marker(jid: str) -> Any:
+    """Requests submitted with ``jurisdiction_id`` ``jid``: its line in the text block (compose_text)."""
+    line = f"\njurisdiction_id: {jid}"
+    return or_(message_t.c.text.like("%" + _like(line + "\n") + "%", escape="\\"),
+               message_t.c.text.like("%" + _like(line), escape="\\"))
+
+
 def query_requests(
     engine: Any,
-    client: str,
+    client: str | None,
     *,
     ids: list[int] | None = None,
     codes: list[str] | None = None,
     states: list[str] | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    jurisdiction: str | None = None,
     limit: int = MAX_RESULTS,
 ) -> list[dict[str, Any]]:
-    """The Open311 requests of ``client`` (newest first) with their latest answer."""
-    prefix = f"open311:{client}:"
+    """The Open311 requests of ``client`` (of every client for None: the key-less status query) with
+    their latest answer, newest first; ``jurisdiction`` keeps those submitted with that jurisdiction_id."""
+    prefix = f"open311:{client}:" if client is not None else "open311:"
     m = message_t.c
     q = (
         select(
@@ -679,19 +774,25 @@ def query_requests(
             case_t.c.updated_at,
             case_t.c.closed_at,
             case_t.c.authority_name,
+            case_t.c.service_id,
+            case_t.c.service_name,
+            case_t.c.requested_service_id,
             case_t.c.first_response_due,
             case_t.c.forward_due,
             m.external_id,
             m.text,
         )
         .join(message_t, m.case_id == case_t.c.id)
-        .where(m.channel == "api", m.direction == "in", m.external_id.like(_like(prefix) + "%", escape="\\"))
+        .where(m.channel == CHANNEL, m.direction == "in", m.external_id.like(_like(prefix) + "%", escape="\\"))
     )
+    if jurisdiction:
+        q = q.where(_jurisdiction_marker(jurisdiction))
     if ids is not None:
         q = q.where(case_t.c.id.in_(ids))
     if codes:
         q = q.where(
             or_(
+                case_t.c.service_id.in_(codes),
                 *[
                     m.external_id.like(_like(f"{prefix}{quote(c, safe='')}:") + "%", escape="\\")
                     for c in codes
@@ -704,9 +805,13 @@ def query_requests(
         q = q.where(case_t.c.created_at >= start)
     if end is not None:
         q = q.where(case_t.c.created_at <= end)
-    q = q.order_by(case_t.c.created_at.desc(), case_t.c.id.desc()).limit(limit)
+    q = q.order_by(case_t.c.created_at.desc(), case_t.c.id.desc(), m.id).limit(limit * 2)
     with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(q).mappings()]
+        rows, seen = [], set()
+        for r in conn.execute(q).mappings():  # the first inbound message of each case is the request
+            if r["id"] not in seen and len(rows) < limit:
+                seen.add(r["id"])
+                rows.append(dict(r))
         answers: dict[int, str] = {}
         if rows:
             for case_id, text in conn.execute(
@@ -720,9 +825,13 @@ def query_requests(
     return rows
 
 
-def request_record(row: dict[str, Any], kb: Any, tz: ZoneInfo) -> dict[str, Any]:
-    code = _code_of(row["external_id"])
+def request_record(row: dict[str, Any], kb: Any, tz: ZoneInfo, public: bool = False) -> dict[str, Any]:
+    """One request as the spec's record. The service is the case's own (as routed, or as an agent
+    re-routed it), else the one the client named. ``public`` (the key-less status query): the status
+    fields only, no description, place or media."""
+    code = row.get("service_id") or row.get("requested_service_id") or _code_of(row["external_id"])
     service = kb.services.get(code) if kb is not None else None
+    name = row.get("service_name") if row.get("service_id") else None
     description, meta = parse_text(row["text"] or "")
     address = meta.get("address")
     zipcode = _ZIP.search(address).group(1) if address and _ZIP.search(address) else None
@@ -733,11 +842,11 @@ def request_record(row: dict[str, Any], kb: Any, tz: ZoneInfo) -> dict[str, Any]
         if row["state"] == "forwarded" and row["forward_due"]
         else row["first_response_due"]
     )
-    return {
+    record = {
         "service_request_id": str(row["id"]),
         "status": "closed" if closed else "open",
         "status_notes": row["answer"],
-        "service_name": service.name if service is not None else code,
+        "service_name": name or (service.name if service is not None else code),
         "service_code": code,
         "description": description or None,
         "agency_responsible": row["authority_name"],
@@ -752,6 +861,10 @@ def request_record(row: dict[str, Any], kb: Any, tz: ZoneInfo) -> dict[str, Any]
         "long": meta.get("long"),
         "media_url": meta.get("media_url"),
     }
+    if public:
+        for key in ("description", "address", "address_id", "zipcode", "lat", "long", "media_url"):
+            record.pop(key)
+    return record
 
 
 def _date(params: Any, name: str, tz: ZoneInfo) -> datetime | None:
@@ -798,15 +911,23 @@ def _ids(raw: str) -> list[int]:
     return out
 
 
+def _jid(params: Any) -> str | None:
+    return (params.get("jurisdiction_id") or "").strip() or None
+
+
 @handler
 async def get_requests(request: web.Request, fmt: str) -> web.Response:
-    """GET requests: the key's requests, filtered; ``service_request_id`` overrides every other filter."""
+    """GET requests: the key's requests, filtered; ``service_request_id`` overrides every other filter.
+
+    Without an ``api_key`` only a ``service_request_id`` query is answered (FixMyStreet asks so for the
+    status of the reports it sent), with the public status fields of those requests alone."""
     params = request.query
-    principal = await _principal(request, params)
+    raw_ids = (params.get("service_request_id") or "").strip()
+    public = not (params.get("api_key") or "").strip() and bool(raw_ids)
+    principal = None if public else await _principal(request, params)
     kb = _kb(request)
     _jurisdiction(request, params)
     tz = _tz(request)
-    raw_ids = (params.get("service_request_id") or "").strip()
     if raw_ids:
         kwargs: dict[str, Any] = {"ids": _ids(raw_ids)}
     else:
@@ -824,22 +945,197 @@ async def get_requests(request: web.Request, fmt: str) -> web.Response:
         start, end = window(params, tz)
         codes = [c.strip() for c in (params.get("service_code") or "").split(",") if c.strip()]
         kwargs = {"codes": codes or None, "states": states, "start": start, "end": end}
-    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, **kwargs)
-    return render(fmt, "service_requests", Many("request", [request_record(r, kb, tz) for r in rows]))
+    rows = await asyncio.to_thread(query_requests, request.app[ENGINE],
+                                   principal.name if principal else None, jurisdiction=_jid(params), **kwargs)
+    return render(fmt, "service_requests",
+                  Many("request", [request_record(r, kb, tz, public=public) for r in rows]))
 
 
 @handler
 async def get_request(request: web.Request, fmt: str) -> web.Response:
-    """GET requests/{service_request_id}: one of the key's requests."""
-    principal = await _principal(request, request.query)
+    """GET requests/{service_request_id}: one of the key's requests (its public status fields without a key)."""
+    public = not (request.query.get("api_key") or "").strip()
+    principal = None if public else await _principal(request, request.query)
     kb = _kb(request)
     _jurisdiction(request, request.query)
     raw = request.match_info["id"]
     request_id = path_id(raw, "service_request_id")
-    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[request_id])
+    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name if principal else None,
+                                   ids=[request_id], jurisdiction=_jid(request.query))
     if not rows:
         raise Open311Error(404, f"service_request_id {raw[:40]!r} was not found")
-    return render(fmt, "service_requests", Many("request", [request_record(rows[0], kb, _tz(request))]))
+    return render(fmt, "service_requests",
+                  Many("request", [request_record(rows[0], kb, _tz(request), public=public)]))
+
+
+# -- servicerequestupdates (mySociety's extension, as FixMyStreet's Open311.pm reads it) ----------------------
+
+
+def query_updates(engine: Any, client: str, start: datetime, end: datetime, jurisdiction: str | None,
+                  limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
+    """The updates of ``client``'s requests between ``start`` and ``end``: every answer of an agent, and
+    every closing of a case, oldest first, with the status the case had right after it."""
+    from hub.queue.cases import audit_t
+
+    m, a = message_t.c, audit_t.c
+    prefix = f"open311:{client}:"
+    mine = select(m.case_id).where(m.channel == CHANNEL, m.direction == "in",
+                                   m.external_id.like(_like(prefix) + "%", escape="\\"))
+    if jurisdiction:
+        mine = mine.where(_jurisdiction_marker(jurisdiction))
+    with engine.connect() as conn:
+        replies = conn.execute(
+            select(m.id, m.case_id, m.created_at, m.text)
+            .where(m.case_id.in_(mine), m.direction == "out", m.kind == "reply",
+                   m.created_at >= start, m.created_at <= end)
+            .order_by(m.created_at, m.id).limit(limit)
+        ).all()
+        closings = conn.execute(
+            select(a.id, a.case_id, a.at).where(a.case_id.in_(mine), a.to_state == CaseState.CLOSED.value,
+                                                a.at >= start, a.at <= end)
+            .order_by(a.at, a.id).limit(limit)
+        ).all()
+        cases = {r.case_id for r in replies} | {r.case_id for r in closings}
+        history: dict[int, list[tuple[datetime, str]]] = {}
+        if cases:
+            for case_id, at, to_state in conn.execute(
+                select(a.case_id, a.at, a.to_state).where(a.case_id.in_(cases), a.to_state.isnot(None))
+                .order_by(a.at, a.id)
+            ):
+                history.setdefault(case_id, []).append((at, to_state))
+
+    def state_at(case_id: int, when: datetime) -> str | None:
+        state = None
+        for at, to_state in history.get(case_id, ()):
+            if at > when:
+                break
+            state = to_state
+        return state
+
+    updates = [{"update_id": f"m{r.id}", "service_request_id": r.case_id, "at": r.created_at,
+                "state": state_at(r.case_id, r.created_at), "description": r.text} for r in replies]
+    updates += [{"update_id": f"a{r.id}", "service_request_id": r.case_id, "at": r.at,
+                 "state": CaseState.CLOSED.value, "description": "Der Fall ist abgeschlossen."} for r in closings]
+    updates.sort(key=lambda u: (u["at"], u["update_id"]))
+    return updates[:limit]
+
+
+@handler
+async def get_updates(request: web.Request, fmt: str) -> web.Response:
+    """GET servicerequestupdates: the answers and closings of the key's requests (``start_date`` and
+    ``end_date`` both or neither; the default window is the most recent 90 days)."""
+    params = request.query
+    principal = await _principal(request, params)
+    _jurisdiction(request, params)
+    tz = _tz(request)
+    if bool((params.get("start_date") or "").strip()) != bool((params.get("end_date") or "").strip()):
+        raise Open311Error(400, "start_date and end_date must be given together")
+    start, end = window(params, tz)
+    rows = await asyncio.to_thread(query_updates, request.app[ENGINE], principal.name, start, end, _jid(params))
+    updates = [
+        {
+            "update_id": u["update_id"],
+            "service_request_id": str(u["service_request_id"]),
+            "status": "closed" if u["state"] in CLOSED_STATES else "open",
+            "updated_datetime": iso(u["at"], tz),
+            "description": u["description"],
+            "media_url": None,
+        }
+        for u in rows
+    ]
+    return render(fmt, "service_request_updates", Many("request_update", updates))
+
+
+_CLIENT_STATUS = re.compile(r"^[A-Za-z_ ]{1,40}$")
+
+
+async def _store(request: web.Request, settings: WebSettings, principal: Any, inbound: InboundRequest) -> Any:
+    """Hand ``inbound`` to the queue within the intake limits; the spec's error for every refusal."""
+    limits = request.app[LIMITS]
+    keys = (("token", principal.name), ("ip", client_key(request, settings.trust_forwarded_for)),
+            *IntakeLimits.sender_keys(inbound.contact))
+    try:
+        limits.check(*keys)
+    except IntakeLimited as exc:
+        raise Open311Error(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    try:
+        result = await _queue(request).service.writer.submit(inbound)
+    except RequestRejected as exc:
+        limits.refund(*keys)
+        raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
+    except IntakeUnavailable:
+        limits.refund(*keys)
+        raise Open311Error(503, "the request could not be stored; send it again") from None
+    if not result.created:
+        limits.refund(*keys)  # the same request again costs nothing
+    return result
+
+
+@handler
+async def post_update(request: web.Request, fmt: str) -> web.Response:
+    """POST servicerequestupdates: a comment on a request the key submitted (FixMyStreet's
+    post_service_request_update), stored as a follow-up of its case; idempotent by the client's update_id.
+
+    The commenter need not be the citizen of the case (anyone may comment on a FixMyStreet report), so their
+    name and address go into the text for the agent and never into the case's contact."""
+    settings = _settings(request)
+    params, media, lists = await _read_post(request, settings)
+    principal = await _principal(request, params)
+    _jurisdiction(request, params)
+    raw_id = (params.get("service_request_id") or "").strip()
+    if not raw_id:
+        raise Open311Error(400, "service_request_id was not provided")
+    case_id = path_id(raw_id, "service_request_id")
+    problems: list[str] = []
+    description = (params.get("description") or "").replace("\r\n", "\n").strip()
+    if not description and not media:
+        problems.append("description was not provided")
+    if len(description) > MAX_DESCRIPTION:
+        problems.append(f"description must have at most {MAX_DESCRIPTION} characters")
+    fields: dict[str, str | None] = {}
+    for name, most in (("update_id", 100), ("first_name", 200), ("last_name", 200), ("email", 254),
+                       ("status", 40), ("updated_datetime", 40)):
+        try:
+            fields[name] = _line(params, name, most)
+        except Open311Error as exc:
+            problems.extend(exc.descriptions)
+    if fields.get("status") and not _CLIENT_STATUS.match(fields["status"] or ""):
+        problems.append("status must be a word such as OPEN or CLOSED")
+    try:
+        media_urls = _media_urls(lists, max(settings.max_attachments, 1))
+    except Open311Error as exc:
+        problems.extend(exc.descriptions)
+        media_urls = []
+    if problems:
+        raise Open311Error(400, *problems)
+    rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[case_id])
+    if not rows:
+        raise Open311Error(404, f"service_request_id {raw_id[:40]!r} was not found")
+    who = " ".join(p for p in (fields["first_name"], fields["last_name"]) if p and p != "-")
+    lines = [f"Kommentar über Open311 (Status laut Client: {fields['status'] or 'keiner'})"]
+    if who or fields["email"]:
+        lines.append(f"Von: {who or '-'}" + (f" <{fields['email']}>" if fields["email"] else ""))
+    lines += [f"Medien: {url}" for url in media_urls]
+    text = f"{description}\n\n{TRAILER}" + "\n".join(lines) if description else TRAILER + "\n".join(lines)
+    update_id = fields["update_id"] or secrets.token_hex(8)
+    linked = [a for a in (_url_attachment(u, i) for i, u in enumerate(media_urls, 1)) if a is not None]
+    try:
+        inbound = InboundRequest(
+            channel=CHANNEL,
+            # Not "open311:<key>:…": that prefix marks the requests themselves (GET requests lists those).
+            external_id=f"open311-update:{principal.name}:{quote(update_id, safe='')}"[:255],
+            text=text,
+            subject="Open311: Kommentar",
+            in_reply_to=[rows[0]["external_id"]],
+            attachments=[*media, *linked],
+        )
+    except ValidationError:
+        raise Open311Error(
+            400, "the update contains characters that cannot be accepted (control characters)"
+        ) from None
+    result = await _store(request, settings, principal, inbound)
+    log.info("open311: update of key %s stored in case %s", principal.name, result.case_id)
+    return render(fmt, "service_request_updates", Many("request_update", [{"update_id": str(result.message_id)}]))
 
 
 def _case_of_token(engine: Any, token: str) -> int | None:
@@ -849,7 +1145,7 @@ def _case_of_token(engine: Any, token: str) -> int | None:
             .join(message_t, message_t.c.case_id == case_t.c.id)
             .where(
                 case_t.c.token == token,
-                message_t.c.channel == "api",
+                message_t.c.channel == CHANNEL,
                 message_t.c.direction == "in",
                 message_t.c.external_id.like("open311:%"),
             )
@@ -904,6 +1200,7 @@ def setup(app: web.Application) -> None:
         (f"{PREFIX}/requests{EXT}", {"GET": get_requests, "POST": post_request}, "open311-requests"),
         (f"{PREFIX}/requests/{{id:[^/]+?}}{EXT}", {"GET": get_request}, "open311-request"),
         (f"{PREFIX}/tokens/{{token:[^/]+?}}{EXT}", {"GET": get_token}, "open311-token"),
+        (f"{PREFIX}/servicerequestupdates{EXT}", {"GET": get_updates, "POST": post_update}, "open311-updates"),
     )
     for path, methods, name in table:
         resource = r.add_resource(path, name=name)

@@ -31,4 +31,5 @@ CHANNEL = Channel(
     commands="channels.paper.cli:register",
     outbound={"paper": "channels.paper.outbound:build_letter_adapter"},
     privacy="channels.paper.store:PRIVACY",  # scanned pages: their rows and files
+    openapi="channels.paper.openapi:OPERATIONS",
 )

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from channels.paper import review
 from channels.paper.forms.spec import FormProblem
@@ -79,8 +80,9 @@ async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
     while True:
         try:
             part = await reader.next()
-        except ValueError as exc:
-            raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
+        except (ValueError, HttpProcessingError) as exc:  # HttpProcessingError: a part's malformed headers
+            # (found by schemathesis, tests/http/test_openapi.py); it is no ValueError and was a 500.
+            raise ApiError(400, f"the multipart body cannot be read: {getattr(exc, 'message', exc)}") from None
         if part is None:
             break
         if not isinstance(part, BodyPartReader) or part.filename is None:

@@ -26,4 +26,5 @@ CHANNEL = Channel(
     outbound={"sms": "channels.twilio.outbound:build_sms_adapter",
               "phone": "channels.twilio.outbound:build_sms_adapter"},
     privacy="channels.twilio.store:PRIVACY",  # calls in the menu, opt-outs
+    openapi="channels.twilio.routes:OPERATIONS",
 )

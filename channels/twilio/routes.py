@@ -87,3 +87,34 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/twilio/voice/{step}", phone.gather_webhook)
     app.on_startup.append(_start)
     log.info("twilio: SMS and phone webhooks under %s/twilio/", settings.public_url)
+
+
+def _operations() -> dict[tuple[str, str], dict]:
+    """The OpenAPI operations of the webhooks (``Channel.openapi``): Twilio's form posts, signed."""
+    from channels.twilio import voice
+    from hub.http.openapi import ERROR, form_body, operation, path, query, resp
+
+    signed = [{"twilioSignature": []}]
+    text = {"type": "string"}
+    twiml = {"200": resp("TwiML for Twilio", text, "application/xml"),
+             "404": resp("No such step of the menu", ERROR),
+             "default": resp("Refused (bad signature, malformed form), with the reason", text, "text/plain")}
+    form = form_body({"From": text, "To": text, "Body": text, "MessageSid": text, "CallSid": text,
+                      "SpeechResult": text, "Digits": text, "CallStatus": text, "MessageStatus": text}, ())
+    message_id = query("message_id", {"type": "integer", "minimum": 1}, "The hub's outbound message")
+    return {
+        ("POST", "/twilio/sms"): operation("An incoming SMS or MMS", security=signed, body=form, responses=twiml),
+        ("POST", "/twilio/status"): operation("A delivery report of the hub's SMS", security=signed, body=form,
+                                              parameters=[message_id], responses=twiml),
+        ("POST", "/twilio/voice"): operation("A call comes in: the phone menu", security=signed, body=form,
+                                             responses=twiml),
+        ("POST", "/twilio/voice/status"): operation("A call ended", security=signed, body=form, responses=twiml),
+        ("POST", "/twilio/voice/transfer"): operation("How a transfer to an agent ended", security=signed,
+                                                      body=form, responses=twiml),
+        ("POST", "/twilio/voice/{step}"): operation(
+            "The caller's answer to one step of the menu", security=signed, body=form, responses=twiml,
+            parameters=[path("step", {"enum": [s for s in voice.STEPS if s != voice.TRANSFER]}, "The menu's step")]),
+    }
+
+
+OPERATIONS = _operations()

@@ -9,4 +9,5 @@ CHANNEL = Channel(
     settings=(SettingsSection("web", WebSettings, "Web channel: citizen form and status page."),),
     routes="channels.web.form:setup",
     outbound={"web": "hub.queue.outbox:build_pickup_adapter"},
+    openapi="channels.web.openapi:OPERATIONS",
 )

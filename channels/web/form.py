@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import hashlib
 import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,8 +171,10 @@ NOT_UTF8 = "the form is not valid UTF-8"
 
 @dataclass
 class FormData:
-    fields: dict[str, str]
+    fields: dict[str, str]  # the first value of each field
     files: list[tuple[str, bytes]]  # (file name as sent, bytes)
+    #: Every value of each field, in order (``media_url=a&media_url=b``, ``attribute[x][]=…``).
+    lists: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 async def _read_part(part: Any, limit: int) -> bytes:
@@ -185,19 +189,23 @@ async def _read_part(part: Any, limit: int) -> bytes:
 
 
 async def read_form(
-    request: web.Request, *, file_field: str | None, max_files: int, max_file_bytes: int, max_field_bytes: int
+    request: web.Request, *, file_field: str | Callable[[str], bool] | None, max_files: int, max_file_bytes: int,
+    max_field_bytes: int
 ) -> FormData:
     """Read a urlencoded or multipart form with limits, streaming files (the app-wide body limit does not
     apply to the multipart stream, so attachments can be larger than ``server.max_body_bytes``).
 
-    Raises :class:`TooLarge` when a field, a file or the number of files or parts is over its limit, and
-    :class:`BadForm` for anything that is not a form.
+    ``file_field`` names the file input, or tells file inputs by name (Open311's ``media``, ``photo1``,
+    ``photo2``…); files of other inputs are skipped. Raises :class:`TooLarge` when a field, a file or the
+    number of files or parts is over its limit, and :class:`BadForm` for anything that is not a form.
     """
+    is_file_field = file_field if callable(file_field) else (lambda name: name == file_field)
     total_limit = max_files * max_file_bytes + _MAX_PARTS * max_field_bytes
     if request.content_length is not None and request.content_length > total_limit:
         raise TooLarge
     fields: dict[str, str] = {}
     files: list[tuple[str, bytes]] = []
+    lists: dict[str, list[str]] = {}
     if request.content_type == "application/x-www-form-urlencoded":
         try:
             body = await request.read()  # bounded by the app's client_max_size (server.max_body_bytes)
@@ -217,11 +225,11 @@ async def read_form(
         except ValueError:  # more fields than max_num_fields
             raise TooLarge from None
         for key, value in pairs:
-            if key not in fields:
-                if len(value.encode("utf-8")) > max_field_bytes:
-                    raise TooLarge
-                fields[key] = value
-        return FormData(fields, files)
+            if len(value.encode("utf-8")) > max_field_bytes:
+                raise TooLarge
+            fields.setdefault(key, value)
+            lists.setdefault(key, []).append(value)
+        return FormData(fields, files, lists)
     if request.content_type != "multipart/form-data":
         raise BadForm
     try:
@@ -238,7 +246,7 @@ async def read_form(
                 raise BadForm
             name = part.name or ""
             if part.filename is not None:
-                if name != file_field:
+                if not is_file_field(name):
                     await part.release()
                     continue
                 data = await _read_part(part, max_file_bytes)
@@ -249,18 +257,20 @@ async def read_form(
                     raise TooLarge
             else:
                 raw = await _read_part(part, max_field_bytes)
-                if name and name not in fields:
+                if name:
                     try:
-                        fields[name] = raw.decode("utf-8")
+                        value = raw.decode("utf-8")
                     except UnicodeDecodeError:
                         raise BadForm(NOT_UTF8) from None
+                    fields.setdefault(name, value)
+                    lists.setdefault(name, []).append(value)
     except (TooLarge, BadForm):
         raise
     except (ValueError, AssertionError, KeyError, HttpProcessingError) as exc:  # a malformed multipart body
         # HttpProcessingError: aiohttp's header parser refusing a part's headers (InvalidHeader, found by
         # tests/channels/open311/test_open311_fuzz.py); it is no ValueError and was a 500.
         raise BadForm from exc
-    return FormData(fields, files)
+    return FormData(fields, files, lists)
 
 
 # -- pages ---------------------------------------------------------------------------------------------------

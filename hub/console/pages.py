@@ -122,7 +122,8 @@ STATE_LABELS = {
     "new": "neu", "routed": "zugeordnet", "needs_clarification": "zu klären", "waiting_for_citizen": "wartet auf Bürger",
     "answered": "beantwortet", "forwarded": "weitergeleitet", "closed": "geschlossen", "dead_letter": "unzustellbar",
 }
-CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier"}
+CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier",
+                  "open311": "Open311"}
 # Fixed confirmation texts chosen by a key in the redirect: nothing the user typed goes into a URL.
 NOTICES = {
     "reply": "Die Antwort ist im Postausgang.",
@@ -671,7 +672,7 @@ async def page_case(request: web.Request) -> web.Response:
     kb = request.app.get(KB)
     authority = kb.authorities.get(row["authority_id"]) if kb is not None and row["authority_id"] else None
     adapters = _adapters(request)
-    can_answer = row["channel"] in ("api", "web") or recipient_for(row["channel"], row) is not None
+    can_answer = row["channel"] in casework.PICKUP_CHANNELS or recipient_for(row["channel"], row) is not None
     channel_missing = adapters is not None and row["channel"] not in adapters
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,

@@ -121,6 +121,8 @@ class Case(SQLModel, table=True):
     contact_phone: str | None = Field(default=None, sa_column=Column(String(20), index=True))
     contact_address: str | None = Field(default=None, sa_column=Column(Text))
     location: str | None = Field(default=None, sa_column=Column(String(500)))
+    # The service the client named (an Open311 service_code): routing keeps it and finds only the office.
+    requested_service_id: str | None = Field(default=None, sa_column=Column(String(100)))
     # The route.
     service_id: str | None = Field(default=None, sa_column=Column(String(100)))
     service_name: str | None = Field(default=None, sa_column=Column(String(500)))

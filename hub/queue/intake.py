@@ -473,6 +473,7 @@ class _Batch:
                 "last_inbound_at": received,
                 **_contact_cols(req.contact),
                 "location": req.location,
+                "requested_service_id": req.service_id,
                 "first_response_due": self.policy.first_response_due(received),
                 "sla_pauses": [],
                 "attempts": 0,

@@ -15,7 +15,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 #: Channels a request can arrive on. A case answers on the channel it arrived on.
-CHANNELS = ("api", "web", "email", "sms", "phone", "paper")
+#: ``open311`` is a GeoReport v2 client (FixMyStreet, a city app): answers are picked up with GET requests.
+CHANNELS = ("api", "web", "email", "sms", "phone", "paper", "open311")
 
 #: Channels whose sender is identified by a phone number (threading by phone).
 PHONE_CHANNELS = frozenset({"sms", "phone"})
@@ -181,6 +182,9 @@ class InboundRequest(BaseModel):
         None, description="A case token the channel found in the request (it is also looked for in the subject)."
     )
     attachments: list[AttachmentIn] = Field(default_factory=list, description="Files that came with it.")
+    service_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        None, description="The service the client named (an Open311 service_code the catalogue knows): the "
+        "case is routed by it, and its text decides only the office.")
     raw_ref: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
         None, description="Where the raw payload is kept (path or URL), for audits; not the payload itself."
     )
@@ -192,7 +196,7 @@ class InboundRequest(BaseModel):
             raise ValueError(f"unknown channel; expected one of {', '.join(CHANNELS)}")
         return v
 
-    @field_validator("external_id", "case_token", "raw_ref")
+    @field_validator("external_id", "case_token", "raw_ref", "service_id")
     @classmethod
     def _one_line(cls, v: str | None) -> str | None:
         if v is None:

@@ -43,9 +43,14 @@ class RouteResultLike(Protocol):
 
 @runtime_checkable
 class Router(Protocol):
-    """Anything that routes a citizen's text and place (``knowledge.base.KnowledgeBase`` does)."""
+    """Anything that routes a citizen's text and place (``knowledge.base.KnowledgeBase`` does).
 
-    def route(self, text: str, location: str | None) -> RouteResultLike: ...
+    ``service_id`` is the service the client named (``hub_case.requested_service_id``): a router routes
+    by it when it knows it, finding only the office from the text and place, and by the text otherwise.
+    The stage passes it only when a case has one, so a router for text alone still fits.
+    """
+
+    def route(self, text: str, location: str | None, *, service_id: str | None = None) -> RouteResultLike: ...
 
 
 @dataclass
@@ -96,13 +101,16 @@ class KeywordRouter:
                          for sid, s in self.services.items()}
         self.places = {k.casefold(): dict(v) for k, v in (places or {}).items()}
 
-    def route(self, text: str, location: str | None = None) -> SimpleRouteResult:
+    def route(self, text: str, location: str | None = None, *, service_id: str | None = None
+              ) -> SimpleRouteResult:
         words = _words(text)
         counted = sorted(
             ((sum(1 for w in words if w in kws), sid) for sid, kws in self.keywords.items()),
             key=lambda item: (-item[0], item[1]),
         )
         hits = [(n, sid) for n, sid in counted if n > 0]
+        if service_id in self.services:  # the client named it: the only candidate, a clear winner
+            hits = [(max([n for n, _ in hits] + [1]), service_id)]
         result = SimpleRouteResult()
         result.candidates = [
             {"id": sid, "name": self.services[sid]["name"], "leika": self.services[sid].get("leika"),
@@ -133,7 +141,8 @@ class KeywordRouter:
 class NoRouter:
     """The router of a hub without a knowledge base: every case goes to an agent."""
 
-    def route(self, text: str, location: str | None = None) -> SimpleRouteResult:
+    def route(self, text: str, location: str | None = None, *, service_id: str | None = None
+              ) -> SimpleRouteResult:
         return SimpleRouteResult(reason="no knowledge base is loaded; an agent routes this case")
 
 
@@ -242,7 +251,9 @@ class RoutingStage:
             text, location = texts.get(row["id"], ("", None))
             started = time.perf_counter()
             try:
-                result = self.router.route(text, row["location"] or location)
+                named = row.get("requested_service_id")
+                result = (self.router.route(text, row["location"] or location, service_id=named) if named
+                          else self.router.route(text, row["location"] or location))
                 decision = self.decide(result)
             except Exception as exc:  # one case the router cannot handle must not stop the others
                 outcome[row["id"]] = exc

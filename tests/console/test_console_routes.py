@@ -47,6 +47,9 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/open311/v2/services/{code}{ext}"): "Open311 service definition",
     # The token answered to a batch submission is itself the secret; it maps only to a request id.
     ("GET", "/open311/v2/tokens/{token}{ext}"): "Open311 token → request id",
+    # The status of one request without a key, as FixMyStreet asks for it (issue 15): the public status
+    # fields only (no contact, no description, no place); listings still need the key.
+    ("GET", "/open311/v2/requests/{id}{ext}"): "Open311 public status of one request",
     # The citizen channel: the request form, its suggestions and the status page (the unguessable
     # status token is the citizen's key; the form posts carry the web channel's own CSRF token).
     ("GET", "/"): "citizen form",

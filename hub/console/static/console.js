@@ -14,7 +14,7 @@
     new: "neu", routed: "zugeordnet", needs_clarification: "zu klären", waiting_for_citizen: "wartet auf Bürger",
     answered: "beantwortet", forwarded: "weitergeleitet", closed: "geschlossen", dead_letter: "unzustellbar"
   };
-  var CHANNEL_LABELS = { api: "API", web: "Web", email: "E-Mail", sms: "SMS", phone: "Telefon", paper: "Papier" };
+  var CHANNEL_LABELS = { api: "API", web: "Web", email: "E-Mail", sms: "SMS", phone: "Telefon", paper: "Papier", open311: "Open311" };
   var DAYS = [["mon", "Mo"], ["tue", "Di"], ["wed", "Mi"], ["thu", "Do"], ["fri", "Fr"], ["sat", "Sa"], ["sun", "So"]];
 
   function $(sel, root) { return (root || document).querySelector(sel); }

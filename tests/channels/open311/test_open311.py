@@ -280,7 +280,7 @@ async def test_the_spec_example_request_is_stored(client, keys, kb, fmt):
         case = conn.execute(select(case_t).where(case_t.c.id == int(request_id))).mappings().one()
         msg = conn.execute(select(message_t).where(message_t.c.case_id == case["id"])).mappings().one()
     fields = dict(parse_qsl(body))
-    assert case["channel"] == "api"
+    assert case["channel"] == "open311"
     assert case["contact_name"] == "john smith" and case["contact_email"] == "smit333@example.org"
     assert case["contact_phone"] == "+494053595111"
     assert msg["external_id"].startswith("open311:city-app:sh-strassenschaden:")
@@ -346,7 +346,7 @@ async def test_post_errors(client, keys, fmt):
         (dict(good, api_key="chub_wrong"), 403, "api_key"),
         (dict(good, api_key=keys.service), 403, "Open311"),
         (dict(good, api_key=keys.agent), 403, "Open311"),
-        (dict(good, service_code="nope"), 404, "nope"),
+        (dict(good, service_code="x" * 101), 400, "service_code"),
         (dict(good, jurisdiction_id="atlantis.example"), 404, "jurisdiction_id"),
         ({k: v for k, v in good.items() if k != "address_string"}, 400, "location"),
         (dict(good, lat="53.7"), 400, "lat and long"),

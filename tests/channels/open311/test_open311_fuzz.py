@@ -16,7 +16,9 @@ from hub.http.tokens import add_token
 
 FIELDS = ("api_key", "service_code", "lat", "long", "address_string", "address_id", "description", "email",
           "phone", "first_name", "last_name", "media_url", "jurisdiction_id", "device_id", "account_id",
-          "attribute[x]", "attribute[]")
+          "attribute[x]", "attribute[]", "attribute[x][]", "media_url[]", "photo1", "photo2")
+UPDATE_FIELDS = ("api_key", "service_request_id", "update_id", "status", "description", "first_name", "last_name",
+                 "email", "updated_datetime", "media_url", "jurisdiction_id")
 ALLOWED = {200, 400, 403, 404, 413, 415}
 
 
@@ -63,6 +65,25 @@ async def test_any_multipart_request_is_stored_or_refused_with_a_reason(client, 
     url = "/open311/v2/requests.json" + (f"?api_key={key}" if use_key else "")
     resp = await client.post(url, data=raw, headers={"Content-Type": ctype})
     _check(resp.status, await resp.text())
+
+
+@FUZZ
+@given(pairs=form_fields(UPDATE_FIELDS), use_key=st.booleans(), rid=st.sampled_from((None, "1", "0", "x", "1,2")))
+async def test_any_update_post_is_stored_or_refused_with_a_reason(client, key, pairs, use_key, rid):
+    """POST servicerequestupdates (FixMyStreet's comments), against a request that exists."""
+    extra = [("api_key", key)] if use_key else []
+    if not getattr(client, "seeded", False):  # request 1, once (the examples share the client and its limits)
+        resp = await client.post("/open311/v2/requests.json", data={"api_key": key, "service_code": "sh-sperrmuell",
+                                                                    "address_string": "Kiel", "description": "x"})
+        assert resp.status == 200 and json.loads(await resp.text())[0]["service_request_id"] == "1"
+        client.seeded = True
+    body = urlencoded(extra + ([("service_request_id", rid)] if rid else []) + pairs, b"")
+    resp = await client.post("/open311/v2/servicerequestupdates.json", data=body,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, text = resp.status, await resp.text()
+    assert status in ALLOWED | {429}, (status, text[:500])
+    doc = json.loads(text)
+    assert doc[0]["update_id"] if status == 200 else all(e["code"] == status and e["description"] for e in doc)
 
 
 @FUZZ

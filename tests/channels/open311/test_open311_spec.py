@@ -183,7 +183,8 @@ async def test_every_endpoint_answers_documents_of_the_spec(make_client, key, kb
         (f"{base}/requests.{fmt}", "GET", 403, None),
         (f"{base}/requests.{fmt}", "POST", 403, {"service_code": "sh-sperrmuell"}),
         (f"{base}/requests.{fmt}", "POST", 400, {"api_key": key}),
-        (f"{base}/requests/{request_id}.{fmt}", "GET", 403, None),
+        (f"{base}/requests/{request_id}.{fmt}?api_key=chub_wrong", "GET", 403, None),
+        (f"{base}/servicerequestupdates.{fmt}", "GET", 403, None),
         (f"{base}/tokens/AAAAAAAAAAAAAAAAAAAAAA.{fmt}", "GET", 404, None),
         (f"{base}/nothing.{fmt}", "GET", 404, None),
     ):
