@@ -11,7 +11,7 @@ The actions:
 
 * :func:`take` – a case the router has not seen yet (``new``) goes to ``routed`` (or
   ``needs_clarification`` without an office) before an agent acts on it, and gets its agent;
-* :func:`reply` – answer the citizen on the case's channel; the case is ``answered``, or
+* :func:`reply` – answer the citizen by the channel they chose (else the case's own); the case is ``answered``, or
   ``waiting_for_citizen`` when the answer asks something back;
 * :func:`forward` – send the case to the responsible office by e-mail; its answer is due within the
   forwarded-answer hours (D115: 24 working hours);
@@ -44,7 +44,7 @@ from hub.queue.cases import (
     transition_many,
     utcnow,
 )
-from hub.queue.outbox import enqueue, enqueue_many, message_row, recipient_for
+from hub.queue.outbox import answer_route, enqueue, enqueue_many, message_row
 from hub.queue.routing import case_text
 from hub.queue.settings import QueueSettings
 
@@ -163,16 +163,17 @@ def move(conn: Connection, row: dict[str, Any], *, target: str, agent: str, poli
 def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, policy: SlaPolicy,
           queue: QueueSettings, await_citizen: bool = False, reason: str | None = None,
           sendable: Collection[str] | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Answer the citizen on the case's channel, through the outbox.
+    """Answer the citizen through the outbox, by the channel :func:`hub.queue.outbox.answer_route` names
+    (the one the citizen chose, else the case's own).
 
     ``sendable``, if given, are the channels this hub can send on: an answer on any other channel is
     refused (409) instead of failing later in the outbox. Returns ``{"message_id", "state"}``.
     """
     now = now or utcnow()
-    channel = row["channel"]
+    channel, recipient = answer_route(row)
     if sendable is not None and channel not in sendable and channel not in PICKUP_CHANNELS:
         raise CaseworkError(f"no {channel} channel is configured on this hub; answer by another way")
-    if channel not in PICKUP_CHANNELS and recipient_for(channel, row) is None:
+    if channel not in PICKUP_CHANNELS and recipient is None:
         raise CaseworkError(f"the case has no address to answer on its channel ({channel})")
     row = take(conn, row, agent=agent, policy=policy, now=now)
     target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
@@ -190,7 +191,7 @@ def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, que
          channel: str | None = None, recipient: str | None = None, subject: str | None = None,
          now: datetime | None = None, delivered: bool = False) -> int:
     """Put a message for the citizen into the outbox without changing the case's state (the answer
-    card sent during a call); on the case's channel and address unless given. Returns its id.
+    card sent during a call); by :func:`hub.queue.outbox.answer_route` unless a channel is given. Returns its id.
 
     ``delivered``: the channel gave it to the citizen itself (the SMS answer in a webhook's TwiML, the
     phone menu's spoken answer): it is recorded as sent, never sent again."""

@@ -92,7 +92,7 @@ from hub.queue.cases import (
     message_t,
     overdue_clause,
 )
-from hub.queue.outbox import recipient_for
+from hub.queue.outbox import answer_route
 from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
@@ -671,11 +671,13 @@ async def page_case(request: web.Request) -> web.Response:
     kb = request.app.get(KB)
     authority = kb.authorities.get(row["authority_id"]) if kb is not None and row["authority_id"] else None
     adapters = _adapters(request)
-    can_answer = row["channel"] in ("api", "web") or recipient_for(row["channel"], row) is not None
-    channel_missing = adapters is not None and row["channel"] not in adapters
+    answer_channel, answer_recipient = answer_route(row)  # the channel the citizen chose, else the case's
+    can_answer = answer_channel in ("api", "web") or answer_recipient is not None
+    channel_missing = adapters is not None and answer_channel not in adapters
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
-                  can_answer=can_answer, channel_missing=channel_missing)
+                  can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
+                  answer_recipient=answer_recipient)
 
 
 def _casework(engine, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class Case(SQLModel, table=True):
     contact_phone: str | None = Field(default=None, sa_column=Column(String(20), index=True))
     contact_address: str | None = Field(default=None, sa_column=Column(Text))
     location: str | None = Field(default=None, sa_column=Column(String(500)))
+    # The channel the citizen asked to be answered on when it is not ``channel`` (web form: "Per E-Mail");
+    # hub.queue.outbox.answer_route reads it.
+    reply_channel: str | None = Field(default=None, sa_column=Column(String(16)))
     # The route.
     service_id: str | None = Field(default=None, sa_column=Column(String(100)))
     service_name: str | None = Field(default=None, sa_column=Column(String(500)))
