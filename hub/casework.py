@@ -17,6 +17,7 @@ The actions:
   forwarded-answer hours (D115: 24 working hours);
 * :func:`reroute` – correct service and office; the correction is kept as a labelled example;
 * :func:`close` – close with a reason;
+* :func:`acknowledge` – a channel's automatic acknowledgement of a request (no agent, no state change);
 * :func:`send` – a message to the citizen that does not change the state (the answer card of a call);
   :func:`send_many` the same for many, e.g. answers a channel delivered itself;
 * :func:`answer_many` – cases a channel answered itself (the direct answer of an SMS or of the phone menu);
@@ -50,6 +51,7 @@ from hub.queue.settings import QueueSettings
 
 __all__ = [
     "PICKUP_CHANNELS",
+    "acknowledge",
     "CaseNotFound",
     "CaseworkError",
     "actor_name",
@@ -197,6 +199,16 @@ def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, que
     phone menu's spoken answer): it is recorded as sent, never sent again."""
     return enqueue(conn, row, text=text, author=actor_name(agent), kind="reply", channel=channel,
                    recipient=recipient, subject=subject, settings=queue, now=now, delivered=delivered)
+
+
+def acknowledge(conn: Connection, row: Mapping[str, Any], *, text: str, subject: str, channel: str,
+                recipient: str, kind: str, author: str, queue: QueueSettings, now: datetime | None = None) -> int:
+    """Put a channel's automatic acknowledgement of a request into the outbox (the confirmation mail of a
+    web-form request whose citizen chose e-mail): no state change, no agent. Returns its id.
+
+    ``kind`` is the channel's automatic kind (``confirmation``), which its adapter sends as automatic mail."""
+    return enqueue(conn, row, text=text, author=author, kind=kind, channel=channel, recipient=recipient,
+                   subject=subject, settings=queue, now=now)
 
 
 def send_many(conn: Connection, sends: Sequence[tuple[Mapping[str, Any], str, str, str | None]], *,

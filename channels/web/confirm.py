@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from channels.email.outbound import CONFIRMATION_KIND, AckRateLimiter, ack_rate_limiter, render_ack
 from channels.email.settings import email_settings
-from hub.queue.outbox import enqueue
+from hub.casework import acknowledge
 from hub.queue.settings import queue_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,6 @@ class Confirmations:
         subject, text = render_ack("en" if language == "en" else "de", token=token,
                                    sender=self.email.display_name, status_url=status_url)
         with engine.begin() as conn:
-            return enqueue(conn, {"id": case_id, "token": token, "channel": "web"}, text=text,
-                           author="web:confirmation", kind=CONFIRMATION_KIND, channel="email", recipient=address,
-                           subject=subject, settings=self.queue)
+            return acknowledge(conn, {"id": case_id, "token": token, "channel": "web"}, text=text,
+                               author="web:confirmation", kind=CONFIRMATION_KIND, channel="email",
+                               recipient=address, subject=subject, queue=self.queue)
