@@ -531,8 +531,10 @@ def _queue_filters(query: Mapping[str, str]) -> dict[str, Any]:
     if channel not in CHANNELS:
         channel = ""
     overdue = query.get("overdue", "") in ("1", "true", "on")
+    # The clarification queue: cases without an office (hub.scope decides who sees them).
+    clarification = query.get("clarification", "") in ("1", "true", "on")
     page = int_param(query.get("page"), "page", minimum=1, maximum=MAX_PAGE, default=1)
-    return {"state": state, "channel": channel, "overdue": overdue, "page": page}
+    return {"state": state, "channel": channel, "overdue": overdue, "clarification": clarification, "page": page}
 
 
 def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
@@ -549,6 +551,8 @@ def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
         where.append(case_t.c.channel == filters["channel"])
     if filters["overdue"]:
         where.append(overdue_clause(now))
+    if filters.get("clarification"):
+        where.append(case_t.c.authority_id.is_(None))
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(case_t).where(*where)).scalar_one()
         rows = conn.execute(select(case_t).where(*where).order_by(case_t.c.id)
@@ -586,7 +590,8 @@ async def page_queue(request: web.Request) -> web.Response:
                                    _state(request).tz)
     pages = max(1, -(-data["total"] // PAGE_SIZE))
     return render(request, "queue.html", active="queue", filters=filters, data=data, pages=pages,
-                  states=[s.value for s in CaseState], channels=CHANNELS)
+                  states=[s.value for s in CaseState], channels=CHANNELS,
+                  clarification_team=principal.scope.works_clarification(request.app.get(KB)))
 
 
 # -- one case ------------------------------------------------------------------------------------------------
