@@ -470,6 +470,30 @@ async def test_acknowledgements_are_rate_limited_per_sender(engine, tmp_path):
         await h.stop()
 
 
+async def test_an_acknowledgement_never_goes_to_reply_to(hub):
+    """Backscatter replayed: a mail From one address with Reply-To a stranger and a spam subject."""
+    spam = simple_mail("Billige Uhren unter www.spam.example", "Hallo", sender="angreifer@example.org",
+                       headers={"Reply-To": "opfer@example.net"})
+    assert (await send(hub.port, spam, mail_from="angreifer@example.org"))[0] == 250
+    (ack,) = hub.acks_sent()
+    assert ack["recipient"] == "angreifer@example.org", "the From address, never the Reply-To"
+    assert "spam" not in ack["subject"].lower() and "spam" not in ack["text"].lower(), "nothing is echoed"
+    assert "Max Muster" not in ack["text"]  # nor the display name
+    (case,) = hub.rows(case_t)
+    assert case["contact_email"] == "opfer@example.net"  # an agent's answer may go there: a person decides
+
+
+async def test_acknowledgements_are_limited_globally_as_well_as_per_address(engine, tmp_path):
+    h = await start_hub(engine, tmp_path, ack_rate_limit=5, ack_global_limit=3)
+    try:
+        for i in range(6):  # a flood with a new forged sender each time
+            assert (await send(h.port, simple_mail(f"Thema {i}", "Text", sender=f"f{i}@example.org")))[0] == 250
+        assert len(h.acks_sent()) == 3
+        assert len(h.rows(case_t)) == 6, "every mail became a case all the same"
+    finally:
+        await h.stop()
+
+
 # -- LMTP ------------------------------------------------------------------------------------------------
 
 
