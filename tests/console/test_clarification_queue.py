@@ -163,3 +163,24 @@ def test_who_works_the_clarification_queue(kb):
     assert not make_scope("agent", [("authority", KREIS[0])]).covers_case({**row, "route_json": IN_SOEST}, kb)
     assert RegionSettings(clarification_team="kreis-01060, amt-010605053").clarification_team == \
         ["kreis-01060", "amt-010605053"]
+
+
+@pytest.mark.postgres
+def test_the_clarification_queue_on_postgres(kb):
+    from queue_support import pg_engine
+
+    from hub.console.pages import list_queue
+
+    with pg_engine() as engine:
+        unplaced = make_case(engine, text="Frage?", email="p1@example.org", state=CaseState.NEEDS_CLARIFICATION)
+        here = make_case(engine, text="Wo?", email="p2@example.org", state=CaseState.NEEDS_CLARIFICATION)
+        set_case(engine, here, route_json=IN_KREIS)
+        there = make_case(engine, text="Soest?", email="p3@example.org", state=CaseState.NEEDS_CLARIFICATION)
+        set_case(engine, there, route_json=IN_SOEST)
+        routed = make_case(engine, text="Pass", authority=KREIS, email="p4@example.org")
+        filters = {"state": "open", "channel": "", "overdue": False, "page": 1}
+        kreis = make_scope("agent", [("authority", KREIS[0])])
+        listed = {c["id"] for c in list_queue(engine, kreis.case_clause(kb), filters, datetime.now(UTC))["cases"]}
+        assert listed == {unplaced, here, routed}
+        leezen = make_scope("agent", [("authority", AMT_LEEZEN[0])])
+        assert list_queue(engine, leezen.case_clause(kb), filters, datetime.now(UTC))["cases"] == []
