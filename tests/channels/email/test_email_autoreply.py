@@ -157,3 +157,15 @@ async def test_an_unthreaded_vacation_subject_alone_is_dropped_but_a_reply_menti
         assert len(hub.rows(case_t)) == 1
     finally:
         await hub.stop()
+
+
+async def test_the_imap_path_drops_the_same_mail_and_lets_the_poller_mark_it_seen(engine, tmp_path):
+    """The IMAP poller hands mail to ``accept_sync`` (no envelope: Return-Path is read instead)."""
+    hub = await start_hub(engine, tmp_path)
+    try:
+        for name in ("newsletter_list_bulk.eml", "sieve_vacation_dovecot.eml"):
+            outcome = await asyncio.to_thread(hub.intake.accept_sync, fixture(name))
+            assert outcome.status == "dropped" and outcome.accepted, name  # accepted: the poller sets \\Seen
+        assert hub.rows(case_t) == [] and hub.inbound() == []
+    finally:
+        await hub.stop()
