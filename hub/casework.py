@@ -11,12 +11,13 @@ The actions:
 
 * :func:`take` – a case the router has not seen yet (``new``) goes to ``routed`` (or
   ``needs_clarification`` without an office) before an agent acts on it, and gets its agent;
-* :func:`reply` – answer the citizen on the case's channel; the case is ``answered``, or
+* :func:`reply` – answer the citizen by the channel they chose (else the case's own); the case is ``answered``, or
   ``waiting_for_citizen`` when the answer asks something back;
 * :func:`forward` – send the case to the responsible office by e-mail; its answer is due within the
   forwarded-answer hours (D115: 24 working hours);
 * :func:`reroute` – correct service and office; the correction is kept as a labelled example;
 * :func:`close` – close with a reason;
+* :func:`acknowledge` – a channel's automatic acknowledgement of a request (no agent, no state change);
 * :func:`send` – a message to the citizen that does not change the state (the answer card of a call);
   :func:`send_many` the same for many, e.g. answers a channel delivered itself;
 * :func:`answer_many` – cases a channel answered itself (the direct answer of an SMS or of the phone menu);
@@ -44,12 +45,13 @@ from hub.queue.cases import (
     transition_many,
     utcnow,
 )
-from hub.queue.outbox import enqueue, enqueue_many, message_row, recipient_for
+from hub.queue.outbox import answer_route, enqueue, enqueue_many, message_row
 from hub.queue.routing import case_text
 from hub.queue.settings import QueueSettings
 
 __all__ = [
     "PICKUP_CHANNELS",
+    "acknowledge",
     "CaseNotFound",
     "CaseworkError",
     "actor_name",
@@ -164,16 +166,17 @@ def move(conn: Connection, row: dict[str, Any], *, target: str, agent: str, poli
 def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, policy: SlaPolicy,
           queue: QueueSettings, await_citizen: bool = False, reason: str | None = None,
           sendable: Collection[str] | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Answer the citizen on the case's channel, through the outbox.
+    """Answer the citizen through the outbox, by the channel :func:`hub.queue.outbox.answer_route` names
+    (the one the citizen chose, else the case's own).
 
     ``sendable``, if given, are the channels this hub can send on: an answer on any other channel is
     refused (409) instead of failing later in the outbox. Returns ``{"message_id", "state"}``.
     """
     now = now or utcnow()
-    channel = row["channel"]
+    channel, recipient = answer_route(row)
     if sendable is not None and channel not in sendable and channel not in PICKUP_CHANNELS:
         raise CaseworkError(f"no {channel} channel is configured on this hub; answer by another way")
-    if channel not in PICKUP_CHANNELS and recipient_for(channel, row) is None:
+    if channel not in PICKUP_CHANNELS and recipient is None:
         raise CaseworkError(f"the case has no address to answer on its channel ({channel})")
     row = take(conn, row, agent=agent, policy=policy, now=now)
     target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
@@ -191,12 +194,22 @@ def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, que
          channel: str | None = None, recipient: str | None = None, subject: str | None = None,
          now: datetime | None = None, delivered: bool = False) -> int:
     """Put a message for the citizen into the outbox without changing the case's state (the answer
-    card sent during a call); on the case's channel and address unless given. Returns its id.
+    card sent during a call); by :func:`hub.queue.outbox.answer_route` unless a channel is given. Returns its id.
 
     ``delivered``: the channel gave it to the citizen itself (the SMS answer in a webhook's TwiML, the
     phone menu's spoken answer): it is recorded as sent, never sent again."""
     return enqueue(conn, row, text=text, author=actor_name(agent), kind="reply", channel=channel,
                    recipient=recipient, subject=subject, settings=queue, now=now, delivered=delivered)
+
+
+def acknowledge(conn: Connection, row: Mapping[str, Any], *, text: str, subject: str, channel: str,
+                recipient: str, kind: str, author: str, queue: QueueSettings, now: datetime | None = None) -> int:
+    """Put a channel's automatic acknowledgement of a request into the outbox (the confirmation mail of a
+    web-form request whose citizen chose e-mail): no state change, no agent. Returns its id.
+
+    ``kind`` is the channel's automatic kind (``confirmation``), which its adapter sends as automatic mail."""
+    return enqueue(conn, row, text=text, author=author, kind=kind, channel=channel, recipient=recipient,
+                   subject=subject, settings=queue, now=now)
 
 
 def send_many(conn: Connection, sends: Sequence[tuple[Mapping[str, Any], str, str, str | None]], *,

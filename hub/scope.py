@@ -7,6 +7,14 @@ everything in it), or ``everything``. The console (:mod:`hub.console.auth`, acco
 for one case, :meth:`Scope.case_clause` for a list, so a rule changed here changes for both.
 
 Deny by default: a scope with neither authorities nor regions covers nothing.
+
+**The clarification queue** (issue 15): a case without an office (no place given, or nothing matched)
+belongs to no authority, and no authority scope would ever show it. It is worked by the agents of the
+hub's own area (:meth:`Scope.works_clarification`): the ``[regions] clarification_team`` authorities,
+or — when none are configured — the agents of ``[regions] home_region`` itself (a region scope equal to
+it or containing it, or an authority seated at it, e.g. ``kreis-01060``). They see every case without an
+office that names no place or lies in the home region; one whose place lies in another area stays with
+that area's region scopes (a federated hub), as before.
 """
 
 from __future__ import annotations
@@ -60,6 +68,22 @@ class Scope:
             ids.update(a.id for a in kb.authorities.values() if self._in_regions(a.region_ars))
         return ids
 
+    def works_clarification(self, kb: Any = None) -> bool:
+        """Whether this scope works the clarification queue (see the module docstring)."""
+        if self.everything:
+            return True
+        if kb is None:
+            return False
+        team = getattr(kb, "clarification_team", frozenset())
+        if team:
+            return bool(self.authorities & team)
+        home = _home(kb)
+        if not home:
+            return False
+        if any(home.startswith(r) for r in self.regions):
+            return True
+        return any((a := kb.authorities.get(aid)) is not None and a.region_ars == home for aid in self.authorities)
+
     def covers_case(self, row: Any, kb: Any = None) -> bool:
         """Whether a case (a mapping of its columns) is visible.
 
@@ -71,7 +95,16 @@ class Scope:
         if row.get("authority_id"):
             return self.covers_authority(row["authority_id"], kb)
         location = (row.get("route_json") or {}).get("location") or {}
-        return self._in_regions(location.get("ars") if isinstance(location, dict) else None)
+        ars = location.get("ars") if isinstance(location, dict) else None
+        if self._in_regions(ars):
+            return True
+        # The clarification queue: no place, or a place in the home region.
+        if not self.works_clarification(kb):
+            return False
+        if not isinstance(ars, str) or not ars:
+            return True
+        home = _home(kb)
+        return bool(home) and ars.startswith(home)
 
     def case_clause(self, kb: Any = None):
         """SQL condition on ``hub_case`` matching :meth:`covers_case` (None = no condition)."""
@@ -82,9 +115,13 @@ class Scope:
         ids = self.authority_ids(kb) or set()
         if ids:
             parts.append(c.authority_id.in_(sorted(ids)))
+        ars = c.route_json["location"]["ars"].as_string()
         if self.regions:
-            ars = c.route_json["location"]["ars"].as_string()
             parts.append(and_(c.authority_id.is_(None), or_(*[ars.startswith(r) for r in self.regions])))
+        if self.works_clarification(kb):
+            home = _home(kb)
+            here = [c.route_json.is_(None), ars.is_(None), ars == ""] + ([ars.startswith(home)] if home else [])
+            parts.append(and_(c.authority_id.is_(None), or_(*here)))
         if not parts:
             return c.id.is_(None)  # matches nothing: deny by default
         return or_(*parts)
@@ -94,6 +131,12 @@ class Scope:
             return "alle"
         items = sorted(self.authorities) + [f"Region {r}" for r in self.regions]
         return ", ".join(items) or "keine"
+
+
+def _home(kb: Any) -> str:
+    """``[regions] home_region`` as the knowledge base's place index knows it ('' without one)."""
+    regions = getattr(kb, "regions", None)
+    return str(getattr(regions, "home_region", "") or "")
 
 
 def make_scope(role: str, rows: Iterable[tuple[str, str]]) -> Scope:

@@ -186,8 +186,12 @@ class KnowledgeBase:
         authorities: Iterable[Authority],
         responsibilities: Iterable[Responsibility],
         settings: LookupSettings | None = None,
+        clarification_team: Iterable[str] = (),
     ) -> None:
         self.settings = settings or LookupSettings()
+        #: Authorities whose agents work the clarification queue ([regions] clarification_team); empty =
+        #: those of the home region (hub.scope decides who that is).
+        self.clarification_team: frozenset[str] = frozenset(clarification_team)
         self.regions = regions
         self.services: dict[str, Service] = {s.id: s for s in services}
         self.authorities: dict[str, Authority] = {a.id: a for a in authorities}
@@ -207,7 +211,8 @@ class KnowledgeBase:
             authorities = list(session.exec(select(Authority)))
             responsibilities = list(session.exec(select(Responsibility)))
             session.expunge_all()
-        return cls(regions, services, authorities, responsibilities, settings.lookup)
+        return cls(regions, services, authorities, responsibilities, settings.lookup,
+                   clarification_team=getattr(settings.regions, "clarification_team", ()))
 
     # -- incremental updates (catalogue sync) -------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ConfigError(Exception):
@@ -28,6 +28,13 @@ class RegionSettings(Section):
         description="ARS prefix of the deployment's home region (Land '01', Kreis '01060', ...). A place name "
         "that exists in several regions resolves inside the home region first.",
     )
+    clarification_team: list[str] = Field(
+        default_factory=list,
+        description="Authority ids whose agents (accounts and agent tokens scoped to one of them) work the "
+        "clarification queue: cases without an office that lie in the home region or name no place. Empty = "
+        "the agents of home_region itself (scoped to the region, a region containing it, or an authority "
+        "seated at it, e.g. kreis-01060). In the environment: a comma-separated list.",
+    )
     regions_file: str = Field(
         "",
         description="Destatis Gemeindeverzeichnis CSV to load; empty = the copy shipped in knowledge/data.",
@@ -36,6 +43,14 @@ class RegionSettings(Section):
         "",
         description="Postcode-to-AGS CSV (OSM) to load; empty = the copy shipped in knowledge/data.",
     )
+
+
+    @field_validator("clarification_team", mode="before")
+    @classmethod
+    def _team(cls, v: object) -> object:
+        if isinstance(v, str):  # from the environment: "kreis-01060, amt-010605053"
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
 
 
 class LookupSettings(Section):

@@ -19,8 +19,16 @@ Accept, store, then acknowledge — as a mail server does:
   parsed only that far (:func:`channels.email.parse.parse_message`); the request says what was cut.
 * a delivery status notification updates the delivery state of our outbound message
   (:func:`apply_report`) instead of opening a case.
+* list and newsletter mail (``List-Id``, ``List-Unsubscribe``) and mail from the hub's own address open no
+  case: **accept and drop** — ``250 2.0.0 Ok: not taken as a request (…)`` and one log line with the
+  Message-ID and the reason, the kept original deleted. A 5xx would make the list's server bounce to its
+  owner (backscatter) or unsubscribe us; a drop loses nothing a citizen wrote.
+* an automatic answer (out-of-office, auto-responder: :attr:`ParsedMail.auto_reply`) is recorded on the
+  open case it threads onto as a message of kind ``auto_reply``, which changes nothing on the case; one
+  that threads onto no open case is accepted and dropped the same way.
 * an acknowledgement is queued for a mail that opened a new case, unless :func:`ack_refusal` or the
-  per-sender rate limit says no. :class:`AckWriter` writes it to the outbox in the intake writer's thread
+  rate limits (per address and for all addresses together) say no. It goes to the From address only
+  (:func:`channels.email.outbound.ack_recipient`), never to Reply-To, and echoes nothing the sender wrote. :class:`AckWriter` writes it to the outbox in the intake writer's thread
   right after the batch commit (one transaction per batch), while the 250 goes out; if the process dies
   in between, the acknowledgement is lost, never the request.
 
@@ -45,6 +53,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -53,7 +62,15 @@ from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
-from channels.email.outbound import ACK_KIND, AckRateLimiter, ack_language, ack_refusal, render_ack
+from channels.email.outbound import (
+    ACK_KIND,
+    AckRateLimiter,
+    ack_language,
+    ack_rate_limiter,
+    ack_recipient,
+    ack_refusal,
+    render_ack,
+)
 from channels.email.parse import AttachmentLimits, MailReport, ParsedMail, parse_mail, sanitize
 from channels.email.settings import EmailSettings
 from hub.http.ratelimit import IntakeLimited, IntakeLimits, address_key
@@ -86,13 +103,13 @@ def _where(exc: BaseException) -> str:
 class Outcome:
     """What became of one inbound mail; ``smtp`` is the reply line for the sending server."""
 
-    status: str  # stored | duplicate | report | rejected | unavailable | limited
+    status: str  # stored | duplicate | report | dropped | rejected | unavailable | limited
     smtp: str
     result: IntakeResult | None = None
 
     @property
     def accepted(self) -> bool:
-        return self.status in ("stored", "duplicate", "report")
+        return self.status in ("stored", "duplicate", "report", "dropped")
 
 
 # -- delivery reports --------------------------------------------------------------------------------------
@@ -236,7 +253,8 @@ class AckWriter:
         deadline = now + timedelta(hours=self.queue_settings.outbox_deadline_hours)
         rows = [
             {"case_id": job.case_id, "direction": "out", "kind": ACK_KIND, "channel": "email",
-             "external_id": new_external_id("email", job.token), "created_at": now, "subject": job.subject,
+             "external_id": new_external_id("email", job.token, self.queue_settings.message_id_domain),
+             "created_at": now, "subject": job.subject,
              "text": job.text, "author": "email:ack", "recipient": job.recipient, "send_state": "pending",
              "send_attempts": 0, "next_attempt_at": now, "send_deadline": deadline}
             for job in batch
@@ -278,7 +296,7 @@ class EmailIntake:
             max_total_bytes=q.attachments_max_total_bytes,
         )
         self.acks = acks.attach(writer) if acks is not None else None
-        self.limiter = limiter or AckRateLimiter(settings.ack_rate_limit, settings.ack_rate_window_seconds)
+        self.limiter = limiter or ack_rate_limiter(settings)
         self.raw_store = raw_store or AttachmentStore(settings.raw_mail_dir)
         self.own_addresses = frozenset({settings.address})
         #: Intake limits of this process (default: the ``[limits]`` defaults; ``email serve`` passes its own).
@@ -348,16 +366,41 @@ class EmailIntake:
         try:
             return InboundRequest(channel="email", external_id=parsed.message_id, received_at=received_at,
                                   contact=contact, text=sanitize(parsed.request_text(self.max_text_chars)),
-                                  in_reply_to=list(parsed.in_reply_to), raw_ref=raw_ref)
+                                  in_reply_to=list(parsed.in_reply_to), raw_ref=raw_ref,
+                                  auto_reply=parsed.auto_reply)
         except ValidationError:
             return InboundRequest(channel="email", external_id=parsed.message_id, received_at=received_at,
-                                  contact=contact, raw_ref=raw_ref,
+                                  contact=contact, raw_ref=raw_ref, auto_reply=parsed.auto_reply,
                                   text="(Die E-Mail konnte nicht gelesen werden; das Original ist gespeichert.)")
 
     def _too_big(self, raw: bytes) -> Outcome | None:
         if len(raw) > self.settings.max_message_bytes:
             return Outcome("rejected", f"552 5.3.4 Message too big (limit {self.settings.max_message_bytes} bytes)")
         return None
+
+    def _unwanted(self, parsed: ParsedMail) -> str | None:
+        """Why a mail opens no case and is not stored at all (list mail, our own mail), or None."""
+        senders = {a.lower() for a in (parsed.from_address, parsed.envelope_from) if a}
+        if senders & self.own_addresses:
+            return "mail from the hub's own address"
+        if parsed.bulk:
+            return f"list or newsletter mail ({parsed.bulk})"
+        return None
+
+    def _drop(self, parsed: ParsedMail, raw_ref: str, reason: str) -> Outcome:
+        """Accept and drop: the sending server gets its 250, nothing is stored, one log line says why.
+
+        The kept original is deleted unless a stored message refers to the same bytes.
+        """
+        log.info("email: %s not taken as a request: %s", parsed.message_id, reason)
+        try:
+            with self.engine.connect() as conn:
+                used = conn.execute(select(message_t.c.id).where(message_t.c.raw_ref == raw_ref).limit(1)).first()
+            if used is None:
+                Path(raw_ref).unlink(missing_ok=True)
+        except Exception as exc:  # the drop stands; a left-over file is only disk space
+            log.warning("email: the original of a dropped mail was not deleted (%s)", type(exc).__name__)
+        return Outcome("dropped", f"250 2.0.0 Ok: not taken as a request ({reason})")
 
     def _report(self, parsed: ParsedMail) -> Outcome:
         assert parsed.report is not None
@@ -380,17 +423,18 @@ class EmailIntake:
         if reason:
             log.debug("email: no acknowledgement for %s: %s", parsed.message_id, reason)
             return False
-        address = parsed.contact_address or ""
+        address = ack_recipient(parsed) or ""
         language = ack_language(self.settings.ack_language, parsed.language)
-        subject, name, sender = parsed.subject, parsed.from_name, self.settings.display_name
+        sender, dropped = self.settings.display_name, parsed.dropped
 
         def decide(result: IntakeResult) -> AckJob | None:  # in the writer thread, after the commit
             if result.joined:  # a follow-up: the citizen knows the case already
                 return None
-            if not self.limiter.allow(address):
-                log.info("email: acknowledgement rate limit reached for a sender (case %s)", result.case_id)
+            refused = self.limiter.refuse(address)
+            if refused:
+                log.info("email: no acknowledgement for case %s: %s", result.case_id, refused)
                 return None
-            ack_subject, text = render_ack(language, token=result.token, subject=subject, name=name, sender=sender)
+            ack_subject, text = render_ack(language, token=result.token, sender=sender, dropped=dropped)
             return AckJob(result.case_id, result.token, address, ack_subject, text)
 
         self.acks.expect(req.key(), decide)
@@ -436,6 +480,10 @@ class EmailIntake:
                 raw_ref = await kept  # the raw file is whole before anything is committed
             if parsed.report is not None:
                 return await loop.run_in_executor(self._pool, self._report, parsed)
+            unwanted = self._unwanted(parsed)
+            if unwanted:
+                return self._counted(await loop.run_in_executor(self._pool, self._drop, parsed, raw_ref, unwanted),
+                                     limited)
             own = self._sender_keys(parsed, counted)
             try:
                 self.intake_limits.check(*own)
@@ -450,6 +498,9 @@ class EmailIntake:
                 if expected and self.acks is not None:
                     self.acks.forget(req.key())
                 raise
+            if result.dropped:
+                return self._counted(await loop.run_in_executor(
+                    self._pool, self._drop, parsed, raw_ref, "automatic answer to no open case"), limited)
             return self._counted(self._after(result), limited)
         except Exception as exc:
             return self._counted(self._failure(exc), limited)
@@ -461,7 +512,7 @@ class EmailIntake:
 
     def _counted(self, outcome: Outcome, keys: Keys) -> Outcome:
         """A repeat of a stored mail, or one we could not store, costs the sender nothing."""
-        if outcome.status in ("duplicate", "unavailable") and keys:
+        if outcome.status in ("duplicate", "unavailable", "dropped") and keys:
             self.intake_limits.refund(*keys)
         return outcome
 
@@ -475,6 +526,9 @@ class EmailIntake:
             parsed, raw_ref = self._prepare(raw, envelope_from)
             if parsed.report is not None:
                 return self._report(parsed)
+            unwanted = self._unwanted(parsed)
+            if unwanted:
+                return self._drop(parsed, raw_ref, unwanted)
             own = self._sender_keys(parsed, ())
             try:
                 self.intake_limits.check(*own)
@@ -489,6 +543,8 @@ class EmailIntake:
                 if expected and self.acks is not None:
                     self.acks.forget(req.key())
                 raise
+            if result.dropped:
+                return self._counted(self._drop(parsed, raw_ref, "automatic answer to no open case"), own)
             return self._counted(self._after(result), own)
         except Exception as exc:
             return self._failure(exc)

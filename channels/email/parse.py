@@ -22,6 +22,14 @@ What comes out:
   agent what was cut (the whole mail is in the kept original).
 * ``automatic`` — why no automatic answer may be sent (RFC 3834: Auto-Submitted, Precedence,
   null envelope sender, mailer-daemon, lists, our own address), or None for a person's mail.
+* ``auto_reply`` — why the mail is an automatic answer (an out-of-office or vacation notice, an
+  auto-responder): ``Auto-Submitted`` other than ``no``, ``Precedence: bulk/junk/list/auto_reply``,
+  ``X-Autoreply``/``X-Autorespond``, and, as the last resort, a vacation subject ("Abwesenheitsnotiz",
+  "Automatische Antwort", "Out of Office", …; :data:`VACATION_SUBJECT`). ``Auto-Submitted:
+  auto-generated`` on a mail that answers nothing (no In-Reply-To/References, no case token) is a
+  machine's notice, not an answer: it is not counted here (it may carry a citizen's concern, from a form
+  mailer), and still gets no acknowledgement. List mail (below) is never an auto-reply.
+* ``bulk`` — why the mail is list or newsletter mail (``List-Id``, ``List-Unsubscribe``), or None.
 * ``report`` — for a delivery status notification (RFC 3464) or a read receipt: the Message-IDs of the
   original mail it is about and the per-recipient action and status.
 """
@@ -48,6 +56,7 @@ from email.utils import collapse_rfc2231_value, getaddresses, parseaddr, parseda
 from html.parser import HTMLParser
 from typing import Any
 
+from hub.queue.cases import token_in_subject
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email
 
 __all__ = [
@@ -57,6 +66,9 @@ __all__ = [
     "MailReport",
     "ParsedAttachment",
     "ParsedMail",
+    "VACATION_SUBJECT",
+    "classify_auto_reply",
+    "classify_bulk",
     "html_to_text",
     "parse_mail",
     "strip_quotes_and_signature",
@@ -195,6 +207,9 @@ class ParsedMail:
     attachments: tuple[ParsedAttachment, ...] = ()
     dropped: tuple[DroppedAttachment, ...] = ()
     automatic: str | None = None  # reason no automatic answer may go to this mail
+    auto_reply: str | None = None  # reason this mail is an automatic answer (out-of-office, auto-responder)
+    bulk: str | None = None  # reason this mail is list/newsletter mail
+    envelope_from: str | None = None  # MAIL FROM (or Return-Path from a mailbox), "" for the null sender
     report: MailReport | None = None
     language: str | None = None  # "de" | "en" guess
     location: str | None = None  # a "12345 Ort" line found in the sender's signature
@@ -240,6 +255,7 @@ class ParsedMail:
                 for a in self.attachments
             ],
             raw_ref=raw_ref,
+            auto_reply=self.auto_reply,
         )
 
 
@@ -792,6 +808,52 @@ _BOUNCE_SUBJECT = re.compile(
 _STATUS_RE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 
+#: Subjects of out-of-office and vacation notices (Outlook/Exchange, Gmail, Thunderbird and Sieve vacation,
+#: German and English), matched at the start of the subject: the last resort when no header says so.
+VACATION_SUBJECT = re.compile(
+    r"^\s*(?:"
+    r"abwesenheits(?:notiz|nachricht|meldung|assistent)|automatische\s+(?:antwort|abwesenheitsnotiz|"
+    r"r(?:ü|ue)ckantwort)|autom\.\s*antwort|abwesend|nicht\s+im\s+b(?:ü|ue)ro|urlaubs?(?:notiz|abwesenheit)|"
+    r"out\s+of\s+(?:the\s+)?office|automatic\s+reply|auto(?:matic)?[\s-]?(?:reply|response)|autoreply|"
+    r"vacation\s+(?:reply|notice|response|message)|away\s+from\s+(?:the\s+)?office)"
+    r"(?=\W|$)",
+    re.I,
+)
+
+
+def classify_auto_reply(msg: Message, subject: str | None, *, answers_something: bool) -> str | None:
+    """Why this mail is an automatic answer (out-of-office, vacation notice, auto-responder), or None.
+
+    ``answers_something``: the mail refers to an earlier one (In-Reply-To/References, a case token in the
+    subject). Without it ``Auto-Submitted: auto-generated`` is a machine's notice, not an answer.
+    List mail is :func:`classify_bulk`'s, never an auto-reply.
+    """
+    if classify_bulk(msg):
+        return None
+    auto = (_header(msg, "Auto-Submitted") or "").split(";", 1)[0].split("(", 1)[0].strip().lower()
+    if auto and auto != "no" and (auto != "auto-generated" or answers_something):
+        return f"auto-submitted: {auto}"
+    precedence = (_header(msg, "Precedence") or "").strip().lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        return f"precedence: {precedence}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        value = (_header(msg, name) or "").strip().lower()
+        if value and value not in ("no", "false", "0"):
+            return f"{name.lower()} header"
+    if subject and VACATION_SUBJECT.match(subject):
+        return "vacation subject"
+    return None
+
+
+def classify_bulk(msg: Message) -> str | None:
+    """Why this mail is list or newsletter mail (RFC 2369/2919 headers), or None."""
+    if _header(msg, "List-Id"):
+        return "list-id header"
+    if _header(msg, "List-Unsubscribe"):
+        return "list-unsubscribe header"
+    return None
+
+
 def _field(block: Message, name: str) -> str | None:
     value = _header(block, name)
     return _one_line(value, 1000) if value else None
@@ -1198,6 +1260,10 @@ def parse_mail(
     automatic = classify_automatic(
         msg, envelope_from=envelope_from, from_address=from_address, own_addresses=own_addresses, report=report
     )
+    if automatic is None and report is None and subject and VACATION_SUBJECT.match(subject):
+        automatic = "vacation subject"
+    answers = bool(thread) or token_in_subject(subject) is not None
+    auto_reply = None if report is not None else classify_auto_reply(msg, subject, answers_something=answers)
     return ParsedMail(
         message_id=message_id,
         message_id_synthesised=not ids,
@@ -1212,6 +1278,9 @@ def parse_mail(
         attachments=tuple(w.attachments),
         dropped=tuple(w.dropped),
         automatic=automatic,
+        auto_reply=auto_reply,
+        bulk=classify_bulk(msg),
+        envelope_from=envelope_from.strip().strip("<>").strip() if envelope_from is not None else None,
         report=report,
         language=guess_language(msg, text),
         location=place,

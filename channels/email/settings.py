@@ -96,8 +96,9 @@ class EmailSettings(Section):
     # -- acknowledgements ---------------------------------------------------------------------------
     ack_enabled: bool = Field(
         True,
-        description="Send an acknowledgement with the case token when a mail opens a new case (never to "
-        "automatic mail, bulk/list mail, mailer-daemons or our own address).",
+        description="Send an acknowledgement with the case token when a mail opens a new case, to its From "
+        "address only (never Reply-To) and without repeating its subject (never to automatic mail, bulk/list "
+        "mail, mailer-daemons or our own address).",
     )
     ack_language: Literal["auto", "de", "en"] = Field(
         "auto",
@@ -111,7 +112,14 @@ class EmailSettings(Section):
         "process); 0 = no acknowledgements.",
     )
     ack_rate_window_seconds: float = Field(
-        3600.0, gt=0, description="Window of the per-sender acknowledgement limit (seconds)."
+        3600.0, gt=0, description="Window of the acknowledgement limits, per address and global (seconds)."
+    )
+    ack_global_limit: int = Field(
+        500,
+        ge=0,
+        description="Most acknowledgements (and web-form confirmation mails) all addresses together get within "
+        "ack_rate_window_seconds (per hub process): a flood with forged senders cannot make the hub send more "
+        "(backscatter). Cases are opened all the same; 0 = no acknowledgements.",
     )
     # -- outbound relay -----------------------------------------------------------------------------
     smtp_host: str = Field("localhost", description="Mail server (relay) outbound mail is handed to.")

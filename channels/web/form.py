@@ -49,6 +49,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from channels.web.confirm import Confirmations
 from channels.web.i18n import (
     LANGUAGES,
     STRINGS,
@@ -110,6 +111,7 @@ class WebState:
 
 
 WEB = web.AppKey("web_state", WebState)
+CONFIRMATIONS = web.AppKey("web_confirmations", Confirmations)
 
 
 def make_environment() -> jinja2.Environment:
@@ -705,6 +707,12 @@ def _writer(request: web.Request) -> Any:
     return service.writer if service is not None else None
 
 
+def _wake_outbox(request: web.Request) -> None:
+    service = _queue_service(request)
+    if service is not None:
+        service.dispatcher.wake()
+
+
 def count_rejected(request: web.Request, status: int) -> None:
     """Count a refused post in the queue's metrics (citizen_hub_http_rejected_total)."""
     service = _queue_service(request)
@@ -808,6 +816,9 @@ async def form_post(request: web.Request) -> web.Response:
             contact=contact,
             subject=_subject(values, lang),
             attachments=attachments,
+            # "Per E-Mail": the answer goes by e-mail (hub.queue.outbox.answer_route). A callback ("phone")
+            # is a person's job; its written answer stays on the status page.
+            reply_channel="email" if values["reply"] == "email" else None,
         )
     except ValidationError:
         return _render_form(request, lang, values, status=400, errors={"text": t("error.text.invalid")})
@@ -834,6 +845,14 @@ async def form_post(request: web.Request) -> web.Response:
         result.created,
         len(attachments),
     )
+    if result.created and not result.joined and values["reply"] == "email" and contact is not None and contact.email:
+        try:
+            await asyncio.to_thread(
+                request.app[CONFIRMATIONS].write, request.app[ENGINE], case_id=result.case_id, token=result.token,
+                address=contact.email, language=lang, status_url=public_url(request, f"/status/{result.token}"))
+            _wake_outbox(request)
+        except Exception as exc:  # the request is stored; a lost confirmation is logged, not shown
+            log.warning("web: confirmation mail for case %s not written (%s)", result.case_id, type(exc).__name__)
     return render(
         request,
         "web/done.html",
@@ -1100,6 +1119,7 @@ def setup(app: web.Application) -> None:
     """Add the citizen pages; the settings come from ``app[SETTINGS].web`` and ``.sla.timezone``."""
     settings = app[SETTINGS]
     app[WEB] = build_state(settings.web, settings.sla.timezone)
+    app[CONFIRMATIONS] = Confirmations(settings)
     install_limits(app)
     app.router.add_get("/", form_page, name="web-form")
     app.router.add_post("/", form_post)

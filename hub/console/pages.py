@@ -92,7 +92,7 @@ from hub.queue.cases import (
     message_t,
     overdue_clause,
 )
-from hub.queue.outbox import recipient_for
+from hub.queue.outbox import answer_route
 from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
@@ -532,8 +532,10 @@ def _queue_filters(query: Mapping[str, str]) -> dict[str, Any]:
     if channel not in CHANNELS:
         channel = ""
     overdue = query.get("overdue", "") in ("1", "true", "on")
+    # The clarification queue: cases without an office (hub.scope decides who sees them).
+    clarification = query.get("clarification", "") in ("1", "true", "on")
     page = int_param(query.get("page"), "page", minimum=1, maximum=MAX_PAGE, default=1)
-    return {"state": state, "channel": channel, "overdue": overdue, "page": page}
+    return {"state": state, "channel": channel, "overdue": overdue, "clarification": clarification, "page": page}
 
 
 def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
@@ -550,6 +552,8 @@ def list_queue(engine, scope_clause, filters: Mapping[str, Any], now: datetime,
         where.append(case_t.c.channel == filters["channel"])
     if filters["overdue"]:
         where.append(overdue_clause(now))
+    if filters.get("clarification"):
+        where.append(case_t.c.authority_id.is_(None))
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(case_t).where(*where)).scalar_one()
         rows = conn.execute(select(case_t).where(*where).order_by(case_t.c.id)
@@ -587,7 +591,8 @@ async def page_queue(request: web.Request) -> web.Response:
                                    _state(request).tz)
     pages = max(1, -(-data["total"] // PAGE_SIZE))
     return render(request, "queue.html", active="queue", filters=filters, data=data, pages=pages,
-                  states=[s.value for s in CaseState], channels=CHANNELS)
+                  states=[s.value for s in CaseState], channels=CHANNELS,
+                  clarification_team=principal.scope.works_clarification(request.app.get(KB)))
 
 
 # -- one case ------------------------------------------------------------------------------------------------
@@ -672,11 +677,13 @@ async def page_case(request: web.Request) -> web.Response:
     kb = request.app.get(KB)
     authority = kb.authorities.get(row["authority_id"]) if kb is not None and row["authority_id"] else None
     adapters = _adapters(request)
-    can_answer = row["channel"] in casework.PICKUP_CHANNELS or recipient_for(row["channel"], row) is not None
-    channel_missing = adapters is not None and row["channel"] not in adapters
+    answer_channel, answer_recipient = answer_route(row)  # the channel the citizen chose, else the case's
+    can_answer = answer_channel in casework.PICKUP_CHANNELS or answer_recipient is not None
+    channel_missing = adapters is not None and answer_channel not in adapters
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
-                  can_answer=can_answer, channel_missing=channel_missing)
+                  can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
+                  answer_recipient=answer_recipient)
 
 
 def _casework(engine, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:

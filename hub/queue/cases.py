@@ -123,6 +123,9 @@ class Case(SQLModel, table=True):
     location: str | None = Field(default=None, sa_column=Column(String(500)))
     # The service the client named (an Open311 service_code): routing keeps it and finds only the office.
     requested_service_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    # The channel the citizen asked to be answered on when it is not ``channel`` (web form: "Per E-Mail");
+    # hub.queue.outbox.answer_route reads it.
+    reply_channel: str | None = Field(default=None, sa_column=Column(String(16)))
     # The route.
     service_id: str | None = Field(default=None, sa_column=Column(String(100)))
     service_name: str | None = Field(default=None, sa_column=Column(String(500)))

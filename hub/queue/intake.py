@@ -20,6 +20,11 @@ reply form), a case token (``[#token]`` in the subject or found by the channel),
 phone, the same number within ``[queue] phone_thread_window_hours``. Different citizens are never
 merged: an e-mail address or phone number that both sides know and that differs stops the join, and
 so do differing names when nothing else identifies the citizen (paper).
+
+**Automatic answers.** A request with ``auto_reply`` set (an out-of-office notice, an auto-responder) is
+threaded like any follow-up but is stored as a message of kind ``auto_reply``: it changes nothing on the
+case (no state, no SLA clock, no ``last_inbound_at``) and never opens a case. One that threads onto no
+open case is not stored at all (:attr:`IntakeResult.dropped`); the channel says so in its log.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class IntakeResult:
     created: bool
     message_id: int | None = None
     joined: bool = False  # the message joined an existing case (threading)
+    dropped: bool = False  # an automatic answer that threads onto no open case: nothing was stored
 
     def to_json(self) -> dict[str, Any]:
         return {"case_id": self.case_id, "token": self.token, "state": self.state}
@@ -474,6 +480,7 @@ class _Batch:
                 **_contact_cols(req.contact),
                 "location": req.location,
                 "requested_service_id": req.service_id,
+                "reply_channel": req.reply_channel,
                 "first_response_due": self.policy.first_response_due(received),
                 "sla_pauses": [],
                 "attempts": 0,
@@ -517,6 +524,13 @@ class _Batch:
             first_of[key] = i
             target = self.find_thread(req)
             joined = target is not None
+            if req.auto_reply:  # recorded on its case, changes nothing there, never opens one
+                if target is None:
+                    plan.append(("dropped", None))
+                else:
+                    self.in_batch[key] = target
+                    plan.append(("msg", (target, True)))
+                continue
             if target is None:
                 target = self.new_case(req)
             elif isinstance(target, dict):
@@ -547,7 +561,9 @@ class _Batch:
             case_id = target.id if isinstance(target, _Pending) else target["id"]
             msg_rows.append(
                 {
-                    "case_id": case_id, "direction": "in", "kind": "request", "channel": req.channel,
+                    "case_id": case_id, "direction": "in", "kind": "auto_reply" if req.auto_reply else "request",
+                    "author": f"auto-reply: {req.auto_reply}"[:200] if req.auto_reply else None,
+                    "channel": req.channel,
                     "external_id": req.external_id, "created_at": self.now, "received_at": req.received_at,
                     "subject": req.subject, "text": req.text, "location": req.location, "raw_ref": req.raw_ref,
                     "send_attempts": 0,
@@ -586,17 +602,20 @@ class _Batch:
         for kind, value in plan:
             if kind == "existing":
                 results.append(value)
+            elif kind == "dropped":
+                results.append(IntakeResult(0, "", "", False, None, dropped=True))
             elif kind == "dup":
                 first = results[value]
                 results.append(IntakeResult(first.case_id, first.token, first.state, False, first.message_id,
-                                            first.joined))
+                                            first.joined, first.dropped))
             else:
                 target, joined = value
                 if isinstance(target, _Pending):
                     results.append(IntakeResult(target.id, target.values["token"], _NEW, True,
                                                 next(msg_iter), joined=joined))
                 else:
-                    results.append(IntakeResult(target["id"], target["token"], states[target["id"]], True,
+                    results.append(IntakeResult(target["id"], target["token"],
+                                                states.get(target["id"], target["state"]), True,
                                                 next(msg_iter), joined=True))
         return results
 

@@ -54,6 +54,8 @@ class Metrics:
         for req, outcome in zip(reqs, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 kind = "failed"
+            elif getattr(outcome, "dropped", False):
+                kind = "dropped"  # an automatic answer to no open case: not stored
             elif not outcome.created:
                 kind = "duplicate"
             else:

@@ -64,10 +64,22 @@ def recipient_for(channel: str, case: Mapping[str, Any]) -> str | None:
     return None
 
 
-def new_external_id(channel: str, token: str) -> str | None:
-    """The stable id of an outbound message: an e-mail Message-ID, a paper form id; None elsewhere."""
+def answer_route(case: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The channel an answer to the citizen goes by, and the recipient there: the one rule for every entry
+    point (console, API, calls, channels) that answers without naming a channel.
+
+    The channel the citizen chose (``reply_channel``: a web-form citizen who asked for "Per E-Mail") wins
+    over the one the request came by; the recipient is that channel's address from the case's contact.
+    """
+    channel = case.get("reply_channel") or case["channel"]
+    return channel, recipient_for(channel, case)
+
+
+def new_external_id(channel: str, token: str, domain: str = "hub.localhost") -> str | None:
+    """The stable id of an outbound message: an e-mail Message-ID (``domain``: ``[queue]
+    message_id_domain``, fully qualified as RFC 5322 asks), a paper form id; None elsewhere."""
     if channel == "email":
-        return f"<{token}.{secrets.token_hex(8)}@citizen-hub>"
+        return f"<{token}.{secrets.token_hex(8)}@{domain}>"
     if channel == "paper":
         return "F-" + secrets.token_hex(6).upper()
     return None
@@ -93,8 +105,10 @@ def message_row(
     """
     settings = settings or QueueSettings()
     now = now or datetime.now(UTC)
-    channel = channel or case["channel"]
-    if recipient is None:
+    if channel is None:
+        channel, routed = answer_route(case)
+        recipient = routed if recipient is None else recipient
+    elif recipient is None:
         recipient = recipient_for(channel, case)
     if subject is None and channel == "email":
         subject = f"Ihr Anliegen {subject_tag(case['token'])}"
@@ -102,7 +116,8 @@ def message_row(
         {"send_state": "pending", "send_attempts": 0, "next_attempt_at": now, "sent_at": None}
     return {
         "case_id": case["id"], "direction": "out", "kind": kind, "channel": channel,
-        "external_id": new_external_id(channel, case["token"]), "created_at": now, "subject": subject, "text": text,
+        "external_id": new_external_id(channel, case["token"], settings.message_id_domain), "created_at": now,
+        "subject": subject, "text": text,
         "author": author, "recipient": recipient, "send_deadline": now + timedelta(hours=settings.outbox_deadline_hours),
         **state,
     }
@@ -180,8 +195,10 @@ class Dispatcher:
             for row in rows:
                 refs[row["id"]] = tuple(conn.execute(
                     select(message_t.c.external_id)
+                    # An automatic answer (out-of-office) is never what our mail replies to.
                     .where(message_t.c.case_id == row["case_id"], message_t.c.direction == "in",
-                           message_t.c.channel == row["channel"], message_t.c.external_id.isnot(None))
+                           message_t.c.channel == row["channel"], message_t.c.external_id.isnot(None),
+                           message_t.c.kind != "auto_reply")
                     .order_by(message_t.c.id)
                 ).scalars())
         return [dict(row) | {"in_reply_to": refs[row["id"]]} for row in rows]

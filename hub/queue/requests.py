@@ -188,11 +188,24 @@ class InboundRequest(BaseModel):
     raw_ref: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
         None, description="Where the raw payload is kept (path or URL), for audits; not the payload itself."
     )
+    reply_channel: str | None = Field(
+        None, description="The channel the citizen asked to be answered on, when it is not the one the request "
+        "came by (a web-form citizen who chose 'Per E-Mail': email). None = the request's own channel.")
+    auto_reply: Line | None = Field(
+        None, description="Why this is an automatic answer (an out-of-office notice, an auto-responder), or None. "
+        "It is recorded on the open case it threads onto, changes nothing there, and never opens a case.")
 
     @field_validator("channel")
     @classmethod
     def _channel(cls, v: str) -> str:
         if v not in CHANNELS:
+            raise ValueError(f"unknown channel; expected one of {', '.join(CHANNELS)}")
+        return v
+
+    @field_validator("reply_channel")
+    @classmethod
+    def _reply_channel(cls, v: str | None) -> str | None:
+        if v is not None and v not in CHANNELS:
             raise ValueError(f"unknown channel; expected one of {', '.join(CHANNELS)}")
         return v
 

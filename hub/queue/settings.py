@@ -90,6 +90,14 @@ class QueueSettings(Section):
         description="An outbound message that still fails temporarily this long after it was written is "
         "marked failed and an agent is told.",
     )
+    message_id_domain: str = Field(
+        "hub.localhost",
+        min_length=3,
+        max_length=200,
+        pattern=r"^([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+        description="Fully qualified domain of the Message-IDs of outbound e-mail (RFC 5322 3.6.4): the hub's "
+        "mail domain, e.g. the domain of [email] address. Citizens' replies thread back by these ids.",
+    )
 
 
 class PrivacySettings(Section):

@@ -311,7 +311,10 @@ def test_scope_rules(kb):
     assert not region.covers_authority("lasd-01", kb), "a Land authority is not inside a county's region"
     unrouted = {"authority_id": None, "route_json": {"location": {"ars": "010605053088"}}}
     assert region.covers_case(unrouted, kb)
-    assert not Scope(False, frozenset({"kreis-01060"})).covers_case(unrouted, kb)
+    # An office's agents do not see a case without an office; the Kreis' own do (the clarification queue of
+    # the home region, issue 15.1: tests/console/test_clarification_queue.py).
+    assert not Scope(False, frozenset({"amt-010605053"})).covers_case(unrouted, kb)
+    assert Scope(False, frozenset({"kreis-01060"})).covers_case(unrouted, kb)
     assert not Scope().covers_case({"authority_id": "kreis-01060"}, kb), "no scope sees nothing"
     assert Scope(everything=True).covers_case({"authority_id": None}, kb)
 

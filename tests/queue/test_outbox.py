@@ -82,7 +82,7 @@ async def test_temporary_failures_are_retried_with_growing_delays_until_sent(eng
     assert len(adapter.calls) == 3
     sent = adapter.calls[-1]
     assert sent.recipient == "max@example.de" and sent.in_reply_to == ("<m1@x>",)
-    assert sent.subject.startswith("Ihr Anliegen [#") and sent.external_id.endswith("@citizen-hub>")
+    assert sent.subject.startswith("Ihr Anliegen [#") and sent.external_id.endswith("@hub.localhost>")  # [queue] message_id_domain
     assert await d.run_until_empty() == 0 and len(adapter.calls) == 3  # never again
 
 

@@ -29,6 +29,7 @@ from channels.email.outbound import (
     build_message,
     render_ack,
 )
+from channels.email.parse import DroppedAttachment
 from channels.email.settings import EmailSettings, email_settings
 from hub.config import ConfigError
 from hub.queue.adapters import ChannelAdapter, OutboundMessage, load_adapters
@@ -155,15 +156,27 @@ def test_an_acknowledgement_is_auto_submitted_and_the_subject_always_carries_the
 
 
 def test_ack_templates_in_german_and_english():
-    subject, text = render_ack("de", token="Xk3mP9qR2sT5vW8y", subject="Reisepass [#Xk3mP9qR2sT5vW8y]",
-                               name="Petra Schulz", sender="Bürgerservice")
-    assert subject == "Eingangsbestätigung [#Xk3mP9qR2sT5vW8y]: Reisepass"
-    assert text.startswith("Guten Tag Petra Schulz,") and "Xk3mP9qR2sT5vW8y" in text and "automatisch" in text
-    subject, text = render_ack("en", token="Xk3mP9qR2sT5vW8y", subject=None, name=None, sender="Citizen service")
-    assert subject == "We have received your message [#Xk3mP9qR2sT5vW8y]: (no subject)"
+    subject, text = render_ack("de", token="Xk3mP9qR2sT5vW8y", sender="Bürgerservice")
+    assert subject == "Eingangsbestätigung [#Xk3mP9qR2sT5vW8y]"  # the sender's subject is never echoed
+    assert text.startswith("Guten Tag,\n") and "Xk3mP9qR2sT5vW8y" in text and "automatisch" in text
+    assert "Anhänge" not in text and "Stand Ihres Anliegens" not in text
+    subject, text = render_ack("en", token="Xk3mP9qR2sT5vW8y", sender="Citizen service",
+                               status_url="https://buergerservice.example.de/status/Xk3mP9qR2sT5vW8y")
+    assert subject == "We have received your message [#Xk3mP9qR2sT5vW8y]"
     assert text.startswith("Hello,") and "reference Xk3mP9qR2sT5vW8y" in text
+    assert "https://buergerservice.example.de/status/Xk3mP9qR2sT5vW8y" in text
     assert ack_language("auto", "en") == "en" and ack_language("auto", None) == "de"
     assert ack_language("de", "en") == "de"
+
+
+def test_an_ack_names_the_attachments_left_out_and_why():
+    dropped = [DroppedAttachment("bauplan.pdf", 14_200_000, "größer als 10,5 MB"),
+               DroppedAttachment("x" * 300 + ".zip", 10, "mehr als 20 Anhänge")]
+    _subject, text = render_ack("de", token="Xk3mP9qR2sT5vW8y", sender="Bürgerservice", dropped=dropped)
+    assert "Diese Anhänge haben wir nicht übernommen" in text
+    assert "„bauplan.pdf“ (14,2 MB): größer als 10,5 MB" in text
+    long_line = next(line for line in text.splitlines() if "mehr als 20 Anhänge" in line)
+    assert len(long_line) < 140 and "…" in long_line  # a hostile file name is cut, not echoed whole
 
 
 def test_ack_rate_limiter_counts_per_sender_within_the_window():
@@ -401,8 +414,10 @@ async def test_mail_in_acknowledgement_out_reply_joins_answer_threads(tmp_path):
         (ack,) = relay.sink.received
         msg = ack.message
         (case,) = hub.rows(case_t)
-        assert ack.rcpts == ["petra@example.org"] and ack.mail_from == OURS
+        # An automatic mail leaves with the null envelope sender (RFC 3834 section 3.3): no bounce loops.
+        assert ack.rcpts == ["petra@example.org"] and ack.mail_from == "<>"
         assert msg["Auto-Submitted"] == "auto-replied"
+        assert msg["Message-ID"].endswith("@hub.localhost>")  # fully qualified ([queue] message_id_domain)
         assert msg["In-Reply-To"] == "<p1@example.org>"
         assert f"[#{case['token']}]" in msg["Subject"] and case["token"] in msg.get_content()
 
@@ -419,6 +434,7 @@ async def test_mail_in_acknowledgement_out_reply_joins_answer_threads(tmp_path):
             enqueue(conn, case, text="Der Reisepass kostet 70 €.", author="agent:anna")
         assert await dispatcher.run_until_empty() == 1
         answer = relay.sink.received[1].message
+        assert relay.sink.received[1].mail_from == OURS  # a person's answer: bounces come back to us
         assert answer["Auto-Submitted"] is None
         assert answer["In-Reply-To"] == "<p2@example.org>"
         assert answer["References"] == "<p1@example.org> <p2@example.org>"

@@ -1,4 +1,4 @@
-"""Migration 0008_f15_open311: requests that came in over Open311 before it (channel ``api``, external id
+"""Migration 0008_open311: requests that came in over Open311 before it (channel ``api``, external id
 ``open311:…``) become ``open311`` cases, answers included; other API cases stay ``api``."""
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ async def test_submit_stores_the_request_and_shows_token_and_status_link(client)
     assert case["contact_email"] == "erika@example.org" and case["contact_name"] == "Erika Mustermann"
     assert case["location"] == "Norderstedt"
     with client.engine.connect() as conn:
-        msg = conn.execute(select(message_t).where(message_t.c.case_id == case["id"])).mappings().one()
+        msg = conn.execute(select(message_t).where(message_t.c.case_id == case["id"],
+                                               message_t.c.direction == "in")).mappings().one()
         att = conn.execute(select(attachment_t)).mappings().one()
     assert msg["text"] == "Ich möchte ein Wunschkennzeichen reservieren."
     assert msg["external_id"].startswith("web:" + fields["submission"])

@@ -1,6 +1,6 @@
 """Open311 (issue 15): the client's service, and a channel of its own.
 
-Revision ID: 0008_f15_open311
+Revision ID: 0008_open311
 Revises: 0007_security
 Create Date: 2026-12-02
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_f15_open311"
+revision = "0008_open311"
 down_revision = "0007_security"
 branch_labels = None
 depends_on = None
