@@ -554,6 +554,17 @@ class PaperDriver(Driver):
                     return refused(resp.status)
                 pages = (await resp.json()).get("pages") or [{}]
                 return ACK if pages[0].get("status") == "accepted" and pages[0].get("case_id") else refused("rejected")
+        except HTTP_GONE:
+            return LOST
+
+    def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
+        marker = re.compile(r"\[(" + re.escape(self.prefix) + r"-paper-\d+)\]")
+        texts = conn.execute(select(message_t.c.text).where(
+            message_t.c.channel == "paper", message_t.c.direction == "in",
+            message_t.c.text.like("%[" + _like_prefix(self.prefix) + "-paper-%", escape="\\"))).scalars()
+        return Counter(m.group(1) for text in texts for m in marker.finditer(text or ""))
+
+
 class VoiceDriver(Driver):
     """Twilio delivering a call: the signed ``POST /twilio/voice`` (the greeting; nothing stored) and then the
     caller's concern, ``POST /twilio/voice/concern``, whose 200 TwiML (not the apology for a technical fault,
@@ -604,11 +615,6 @@ class VoiceDriver(Driver):
             return LOST
 
     def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
-        marker = re.compile(r"\[(" + re.escape(self.prefix) + r"-paper-\d+)\]")
-        texts = conn.execute(select(message_t.c.text).where(
-            message_t.c.channel == "paper", message_t.c.direction == "in",
-            message_t.c.text.like("%[" + _like_prefix(self.prefix) + "-paper-%", escape="\\"))).scalars()
-        return Counter(m.group(1) for text in texts for m in marker.finditer(text or ""))
         by_sid = _count_by_external_id(conn, "phone", "CA%")
         return Counter({t.key: by_sid.get(t.data["sid"], 0) for t in tickets})
 
