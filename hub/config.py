@@ -9,13 +9,18 @@ Values are resolved in this order (later wins):
 1. the defaults below,
 2. the TOML file (``--config FILE``, else ``$CITIZEN_HUB_CONFIG``, else ``./config.toml`` if present),
 3. environment variables ``CITIZEN_HUB_<SECTION>__<KEY>`` (e.g. ``CITIZEN_HUB_DATABASE__URL``),
-   which is how secrets are given without writing them into a file.
+   which is how secrets are given without writing them into a file. A list-typed key takes a JSON
+   array (``'["a", "b"]'``) or comma-separated text (``a,b``; blanks around the items are dropped), the
+   same for every list key (:func:`env_list`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +130,53 @@ def _settings_model() -> type[Section]:
 Settings = _settings_model()
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Collect ``CITIZEN_HUB_SECTION__KEY`` variables into nested dicts."""
-    out: dict[str, dict[str, str]] = {}
+_SEQUENCES = (list, tuple, set, frozenset)
+
+
+def _is_list_type(annotation: Any) -> bool:
+    """Whether a field's type is a list (``list[str]``, ``tuple[str, ...]``, ``list[str] | None``)."""
+    origin = typing.get_origin(annotation)
+    if annotation in _SEQUENCES or origin in _SEQUENCES:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list_type(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
+
+
+def env_list(name: str, value: str) -> Any:
+    """The items of a list-typed key given in the environment variable ``name``.
+
+    ``[...]`` is read as JSON (so an item may contain a comma); anything else is split at commas, blanks
+    around the items dropped, empty items ignored (``""`` is the empty list). A JSON value that is no
+    array is a :class:`ConfigError` naming the variable.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a valid JSON array: {exc}") from None
+        if not isinstance(items, list):
+            raise ConfigError(f"{name}: expected a JSON array")
+        return items
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Collect ``CITIZEN_HUB_SECTION__KEY`` variables into nested dicts; list-typed keys as lists."""
+    out: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        if section in Settings.model_fields:
+        field = Settings.model_fields.get(section)
+        if field is None:
+            continue
+        model = field.annotation
+        key_field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if key_field is not None and _is_list_type(key_field.annotation):
+            out.setdefault(section, {})[key] = env_list(name, value)
+        else:
             out.setdefault(section, {})[key] = value
     return out
 

@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from knowledge.lookup import ServiceIndex
 from knowledge.models import Authority, Responsibility, Service
-from knowledge.regions import PlaceResolution, RegionIndex, RegionInfo
+from knowledge.regions import PlaceResolution, QueryPlace, RegionIndex, RegionInfo
 from knowledge.responsibility import ResponsibilityIndex, Responsible
 from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
 from knowledge.text import safe_html
@@ -88,6 +88,13 @@ def service_json(s: Service) -> dict[str, Any]:
     }
 
 
+def _same_place(a: PlaceResolution, b: PlaceResolution) -> bool:
+    """Whether two resolutions mean the same place (the same match, or the same candidates)."""
+    if a.match is not None or b.match is not None:
+        return a.match is not None and b.match is not None and a.match.ars == b.match.ars
+    return {r.ars for r, _ in a.candidates} == {r.ars for r, _ in b.candidates}
+
+
 @dataclass
 class ServiceAnswer:
     """One ranked service with who does it at the citizen's place."""
@@ -127,11 +134,14 @@ class LookupResult:
     query: str
     place: PlaceResolution | None
     answers: list[ServiceAnswer]
+    #: The words of the query that named the place (when the place came from the query, not the place field).
+    place_from_query: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         place = self.place
         return {
             "query": self.query,
+            "place_from_query": self.place_from_query,
             "location": region_json(place.match) if place else None,
             "location_candidates": [region_json(r) for r, _ in place.candidates] if place and place.ambiguous else [],
             "location_reason": place.reason if place else None,
@@ -240,12 +250,24 @@ class KnowledgeBase:
     # -- questions ----------------------------------------------------------------------------
 
     def resolve_place(self, location: str | None, text: str = "") -> PlaceResolution | None:
-        """The place given explicitly, else one named in the text, else None."""
+        """The place given explicitly, else one named in the text (:meth:`place_in_query`), else None."""
         if location is not None and clean_input(location).strip():
             return self.regions.resolve(location)
         if text:
-            return self.regions.find_in_text(text)
+            found = self.place_in_query(text)
+            return found.resolution if found else None
         return None
+
+    def place_in_query(self, text: str) -> QueryPlace | None:
+        """The place a request or a search names: in a sentence as :meth:`RegionIndex.find_in_text` finds it,
+        in a few keywords ("kfz ummelden Norderstedt") as :meth:`RegionIndex.find_in_query` does, which
+        leaves words of the catalogue alone. The one rule of the console's search, ``/api/lookup`` and
+        ``route``; ``QueryPlace.start``/``end`` say which words named it (None for a sentence's place)."""
+        found = self.regions.find_in_text(text)
+        keywords = self.regions.find_in_query(text, self.index.knows)
+        if keywords is not None and (found is None or _same_place(found, keywords.resolution)):
+            return keywords
+        return QueryPlace(found, -1, -1, "") if found is not None else None
 
     def responsible_for(self, service: Service, region: RegionInfo) -> Responsible:
         return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
@@ -295,14 +317,22 @@ class KnowledgeBase:
         query = clean_input(query)[: self.settings.max_query_chars]
         limit = limit or self.settings.max_results
         place = self.resolve_place(location)
+        words, named = query, None
+        if place is None and query.strip():
+            # No place field: a place typed into the query is the place, and its words are no service's.
+            named = self.place_in_query(query)
+            if named is not None:
+                place = named.resolution
+                if named.start >= 0:
+                    words = named.rest(query)
         answers = []
-        for hit in self.index.search(query, limit=limit):
+        for hit in self.index.search(words, limit=limit):
             if hit.score < self.settings.min_score:
                 continue
             service = self.services.get(hit.id)
             if service is not None:
                 answers.append(self._answer(service, hit.score, hit.matched, place))
-        return LookupResult(query, place, answers)
+        return LookupResult(query, place, answers, named.text or None if named else None)
 
     def route(self, text: str, location: str | None = None, *, service_id: str | None = None) -> RouteResult:
         """Decide service, place and authority for one request; say when a person must clarify.

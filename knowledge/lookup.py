@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 from rapidfuzz.distance import OSA
 from rapidfuzz.fuzz import token_sort_ratio
 
-from knowledge.text import split_compound, stem, terms, trigrams
+from knowledge.text import equivalents, query_terms, split_compound, stem, terms, trigrams
 
 if TYPE_CHECKING:  # pragma: no cover
     from knowledge.models import Service
@@ -69,6 +69,7 @@ _MAX_CONTAINING = 48  # catalogue compounds a query word may expand to
 _MAX_WORD = 48  # longer query words are only matched exactly
 _FUZZY_MIN_LEN = 5  # shorter words are not typo-corrected: too many neighbours
 _EXPANSION_CACHE = 50_000
+_EQUIVALENT_QUALITY = 0.85  # a word of the same meaning (knowledge.text.equivalents) as a match of the word
 
 
 @dataclass(slots=True)
@@ -205,6 +206,14 @@ class ServiceIndex:
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._entries
+
+    def knows(self, word: str) -> bool:
+        """Whether ``word`` (as typed) is a word of some service's name or synonyms: such a word in a query
+        asks for that service, even where a municipality has the same name."""
+        for _surface, s in terms(word):
+            if s in self._post or _surface in self._vocab:
+                return True
+        return False
 
     def get(self, doc_id: str) -> SearchDoc | None:
         entry = self._entries.get(doc_id)
@@ -385,7 +394,7 @@ class ServiceIndex:
             if ids:
                 return [Hit(i, 100.0, key) for i in ids[:limit]]
         words: dict[str, str] = {}
-        for surface, s in terms(query):
+        for surface, s in query_terms(query):
             if s not in words:
                 words[s] = surface
                 if len(words) >= _MAX_QUERY_TERMS:
@@ -446,7 +455,13 @@ class ServiceIndex:
                     if k * 5 >= len(s) * 3:
                         put(s[:k], 0.35 + 0.45 * k / len(s))
                     break
-        for base, bq in bases[:3]:
+        # Words that mean the same in a request ("kfz" for the catalogue's "Auto"): a little below the word
+        # itself, so a service that uses the asked word still comes first.
+        for alt in equivalents(s):
+            if alt in post:
+                put(alt, _EQUIVALENT_QUALITY)
+                bases.append((alt, _EQUIVALENT_QUALITY))
+        for base, bq in bases[:4]:
             if len(base) >= 4:
                 # A four-letter stem cut from a longer word ("eich" of "Eiche") is too often the end of
                 # an unrelated word ("Kennzeichen"): it may only start a compound ("Hunde" → "Hundesteuer").

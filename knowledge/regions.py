@@ -23,7 +23,7 @@ import re
 import sys
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -454,6 +454,22 @@ class RegionInfo:
 
 
 @dataclass(frozen=True)
+class QueryPlace:
+    """A place found in a query (:meth:`RegionIndex.find_in_query`): the resolution and the characters
+    ``start:end`` of the cleaned query that named it (``text``), so the rest can be searched for services."""
+
+    resolution: PlaceResolution
+    start: int
+    end: int
+    text: str
+
+    def rest(self, query: str) -> str:
+        """The query without the place's words."""
+        clean = _clean(query)
+        return " ".join(f"{clean[: self.start]} {clean[self.end :]}".split())
+
+
+@dataclass(frozen=True)
 class PlaceResolution:
     """The outcome of resolving a place.
 
@@ -472,6 +488,8 @@ class PlaceResolution:
 
 MAX_QUERY_CHARS = 200  # resolve(): longer is no place name
 MAX_TEXT_CHARS = 20_000  # find_in_text(): only the start of a longer text is scanned
+#: find_in_query(): a search of more words is a sentence, whose place find_in_text() finds.
+MAX_QUERY_PLACE_WORDS = 10
 _FUZZY_CUTOFF = 85.0
 _FUZZY_CUTOFF_SHORT = 88.0  # names of at most 6 letters: one typo is already a large share
 _FUZZY_TIE = 3.0  # fuzzy hits this close to the best are not told apart by score
@@ -919,6 +937,75 @@ class RegionIndex:
         if best is None:
             return None
         return _with_method(best[2], "text")
+
+    def find_in_query(
+        self, query: str, is_service_word: Callable[[str], bool] | None = None, home_region: str | None = None
+    ) -> QueryPlace | None:
+        """The place typed into a short search or request ("kfz ummelden Norderstedt", "Reisepass 24568
+        Kaltenkirchen", "sperrmüll bad segeberg"), with where it stands in the text; None if there is none.
+
+        Unlike :meth:`find_in_text` (sentences, where a place needs a preposition or capitals), a query is a
+        few keywords: any span of up to six words that is exactly a municipality's name or alias, a known
+        postcode (with or without the name), or "Kreis X"/"Amt X" counts, in any case. What it does not
+        take: ordinary words that are also places ("Wald", "Berg"), a word ``is_service_word`` says the
+        catalogue uses, typos (a misspelt place is left to the place field), and texts of more than
+        :data:`MAX_QUERY_PLACE_WORDS` words (those are sentences: :meth:`find_in_text`). The longest span
+        wins, then the later one (agents type the place last).
+        """
+        home = self.home_region if home_region is None else home_region
+        clean = _clean(query if isinstance(query, str) else "")
+        if not clean or len(clean) > MAX_QUERY_CHARS:
+            return None
+        tokens = [(m.group().rstrip("."), m.start(), m.start() + len(m.group().rstrip("."))) for m in _WORD.finditer(clean)]
+        if not tokens or len(tokens) > MAX_QUERY_PLACE_WORDS:
+            return None
+        best: tuple[int, int, PlaceResolution, int, int] | None = None
+        for i in range(len(tokens)):
+            for n in range(min(_MAX_WORDS, len(tokens) - i), 0, -1):
+                span = tokens[i : i + n]
+                words = [w for w, _a, _b in span]
+                found = self._query_span(words, is_service_word, home)
+                if found is None:
+                    continue
+                if best is None or (n, i) >= (best[0], best[1]):
+                    best = (n, i, found, span[0][1], span[-1][2])
+                break  # the longest span starting at word i
+        if best is None:
+            return None
+        _n, _i, found, start, end = best
+        return QueryPlace(_with_method(found, "query"), start, end, clean[start:end])
+
+    def _query_span(
+        self, words: list[str], is_service_word: Callable[[str], bool] | None, home: str
+    ) -> PlaceResolution | None:
+        """The place these words name exactly, or None (see :meth:`find_in_query`)."""
+        first = words[0]
+        if first.isdigit():
+            if len(first) != 5 or first not in self._plz:
+                return None
+            if len(words) == 1:
+                return self._postcode_result(first, home)
+            result = self._resolve_postcode_name(first, " ".join(words[1:]), 10, home)
+            return result if result.match is not None else None
+        if any(w.isdigit() for w in words[1:]) and not (len(words[-1]) == 1):
+            return None
+        lowered = [w.lower() for w in words]
+        if lowered[0] in _NAME_CONNECTORS or lowered[-1] in _NAME_CONNECTORS:
+            return None
+        norm = normalize_place(" ".join(words))
+        if not norm or len(norm) < 3 or (len(words) == 1 and norm in _COMMON_WORDS):
+            return None
+        if is_service_word is not None and all(
+            is_service_word(w) for w, low in zip(words, lowered, strict=True) if low not in _NAME_CONNECTORS
+        ):
+            return None
+        hits = self._name_hits(norm)
+        if hits:
+            return self._decide(hits, " ".join(words), "query", 10, home)
+        admin, level = self._admin_hits(norm, explicit_only=True)
+        if admin:
+            return self._decide(admin, " ".join(words), level, 10, home)
+        return None
 
     def _hit_at(self, words: list[str], i: int, home: str) -> tuple[float, int, PlaceResolution] | None:
         """The place starting at word ``i``: (priority, words used, resolution), or None."""

@@ -27,7 +27,9 @@ __all__ = [
     "STOPWORDS",
     "analyze",
     "fold",
+    "equivalents",
     "normalize",
+    "query_terms",
     "safe_html",
     "split_compound",
     "stem",
@@ -65,6 +67,7 @@ STOPWORDS: frozenset[str] = frozenset(
     gerne gern eigentlich mehr bereits etwa etwas viel viele alle alles jemand irgendwie
     leider einfach eventuell vielleicht wirklich genau gerade immer wieder ganz echt halt eben nochmal
     erstmal sowas irgendwas nichts dringend
+    heisse heisst heissen hiess heiss namens nachname vorname
     i me my mine myself we us our you your he him his she her it its they them their
     the a an and or but if then than so to of for in on at by with from into about as
     how what where when why who whom which can could do does did done is am are was were be been being
@@ -180,6 +183,95 @@ def terms(text: str) -> list[tuple[str, str]]:
 def analyze(text: str) -> list[str]:
     """Stems of the content tokens of ``text``, in order (duplicates kept)."""
     return [stem(t) for t in tokenize(text) if t not in STOPWORDS]
+
+
+# Words citizens and agents use for the same thing, where the catalogue often has only one of them in a
+# given service ("kfz ummelden" for the "Auto ummelden" of a Halterwechsel; "Pkw abmelden"). Folded
+# words; each group is one meaning. A query word stands for the others of its group at a slightly lower
+# quality (ServiceIndex._expand), so a service that uses the word itself still ranks first.
+_EQUIVALENT_GROUPS = (
+    "kfz pkw auto fahrzeug kraftfahrzeug wagen",
+    "motorrad kraftrad krad",
+    "fuehrerschein fahrerlaubnis",
+    "kennzeichen nummernschild",
+    "muell abfall",
+    "kita kindertagesstaette kindergarten",
+    "perso personalausweis",
+    "heirat hochzeit eheschliessung",
+    "wohnung wohnsitz",
+)
+_EQUIVALENTS: dict[str, tuple[str, ...]] = {}
+for _group in _EQUIVALENT_GROUPS:
+    _stems = [stem(w) for w in _group.split()]
+    for _s in _stems:
+        _EQUIVALENTS[_s] = tuple(x for x in _stems if x != _s)
+
+
+def equivalents(term: str) -> tuple[str, ...]:
+    """Stems that mean the same as the stem ``term`` in a request (``kfz`` → ``pkw``, ``auto``, ``fahrzeug`` …)."""
+    return _EQUIVALENTS.get(term, ())
+
+
+# A person introducing themselves: what follows is their name, not a hint at a service ("Ich heiße
+# Müller" is no Sperrmüll, "Frau Wald" no forest). The word before the name, folded.
+_NAME_INTRO = frozenset({"heisse", "heisst", "heissen", "hiess", "namens", "herr", "herrn", "frau", "familie",
+                         "fam", "nachname", "vorname", "nachnamen", "vornamen"})
+_NAME_IS = frozenset({"name", "nachname", "vorname"})  # "mein Name ist X", "Name: X"
+_RAW_TOKEN = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+
+
+def _name_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of personal names a request introduces ("ich heiße Anna Schmidt, …", "Frau Meyer").
+
+    After an introducing word, the next capitalised word is a name, and a second capitalised word too when
+    the clause ends after it ("Anna Schmidt," / "Anna Schmidt."). Lower-case words are never taken: "Frau
+    braucht einen Pass" stays as it is.
+    """
+    tokens = list(_RAW_TOKEN.finditer(text))
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i < len(tokens):
+        word = fold(tokens[i].group())
+        start = i + 1
+        introduces = False
+        if word in _NAME_IS and start < len(tokens) and fold(tokens[start].group()) in ("ist", "lautet", "war"):
+            start += 1
+            introduces = True
+        elif word in _NAME_IS and start < len(tokens) and text[tokens[i].end():tokens[start].start()].strip() == ":":
+            introduces = True
+        elif word not in _NAME_INTRO:
+            i += 1
+            continue
+        if introduces and start < len(tokens) and tokens[start].group()[:1].isupper():
+            spans.append((tokens[i].start(), tokens[i].end()))  # "Name" of "mein Name ist X" asks for nothing
+        taken = 0
+        for j in (start, start + 1):
+            if j >= len(tokens) or not tokens[j].group()[:1].isupper():
+                break
+            if j == start + 1:
+                after = text[tokens[j].end():tokens[j].end() + 2]
+                if not (after == "" or after[:1] in ".,;!?" or tokens[j] is tokens[-1]):
+                    break
+            spans.append((tokens[j].start(), tokens[j].end()))
+            taken += 1
+        i = start + max(taken, 1)
+    return spans
+
+
+def query_terms(text: str) -> list[tuple[str, str]]:
+    """:func:`terms` of what someone asks (a request, a search): personal names they introduce are left out.
+
+    Only for queries: a catalogue text ("Namen ändern") is read with :func:`terms`.
+    """
+    spans = _name_spans(text) if text else []
+    if spans:
+        parts, last = [], 0
+        for a, b in spans:
+            parts.append(text[last:a])
+            last = b
+        parts.append(text[last:])
+        text = " ".join(parts)
+    return terms(text)
 
 
 def trigrams(token: str) -> Iterator[str]:

@@ -86,3 +86,51 @@ def test_bad_config_is_a_clear_error(tmp_path, content, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+# -- list-typed keys from the environment (one rule for every list key) ----------------------------------
+
+
+def _list_keys():
+    from hub.config import _is_list_type
+
+    for section, field in Settings.model_fields.items():
+        for key, sub in field.annotation.model_fields.items():
+            if _is_list_type(sub.annotation):
+                yield section, key
+
+
+def test_every_list_key_is_found():
+    keys = set(_list_keys())
+    assert ("web", "open311_jurisdiction_ids") in keys and ("email", "accepted_domains") in keys
+    assert ("twilio", "phone_numbers") in keys and ("database", "url") not in keys
+
+
+@pytest.mark.parametrize("raw", ["a,b", " a , b ,", '["a", "b"]', ' [ "a" , "b" ] '])
+def test_a_list_key_from_the_environment_as_text_or_json(raw):
+    settings = load_settings(None, environ={"CITIZEN_HUB_WEB__OPEN311_JURISDICTION_IDS": raw})
+    assert settings.web.open311_jurisdiction_ids == ["a", "b"]
+
+
+def test_every_list_key_takes_comma_text_and_json_the_same():
+    """Every list key of every section, not only the ones a test names: text and JSON give the same list."""
+    from hub.config import env_list
+
+    for section, key in _list_keys():
+        name = f"CITIZEN_HUB_{section.upper()}__{key.upper()}"
+        assert env_list(name, "x, y") == env_list(name, '["x","y"]') == ["x", "y"]
+        assert env_list(name, "") == []
+    # an item with a comma needs JSON
+    settings = load_settings(None, environ={"CITIZEN_HUB_WEB__ALLOWED_ATTACHMENT_TYPES": '["image/png"]'})
+    assert settings.web.allowed_attachment_types == ["image/png"]
+
+
+def test_an_empty_list_from_the_environment():
+    settings = load_settings(None, environ={"CITIZEN_HUB_WEB__OPEN311_JURISDICTION_IDS": ""})
+    assert settings.web.open311_jurisdiction_ids == []
+
+
+@pytest.mark.parametrize("raw", ['["a",', '[1, '])
+def test_a_bad_json_list_in_the_environment_is_a_clear_error(raw):
+    with pytest.raises(ConfigError, match="CITIZEN_HUB_WEB__OPEN311_JURISDICTION_IDS"):
+        load_settings(None, environ={"CITIZEN_HUB_WEB__OPEN311_JURISDICTION_IDS": raw})

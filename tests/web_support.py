@@ -205,7 +205,7 @@ async def post_form(client, fields: dict[str, str], files=None, headers=None):
 
 def case_token_of(html: str) -> str:
     """The case token a confirmation page shows."""
-    match = re.search(r'id="case-token">([A-Za-z0-9_-]{16})<', html)
+    match = re.search(r'id="case-token">([0-9A-Z-]{19})<', html)
     assert match, "no case token on the page"
     return match.group(1)
 

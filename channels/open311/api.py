@@ -82,7 +82,7 @@ from channels.web.settings import WebSettings
 from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.inputs import MAX_ID, BadParameter, path_id
 from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, client_key, install_limits
-from hub.queue.cases import CaseState, case_t, message_t
+from hub.queue.cases import CaseState, case_t, message_t, token_variants
 from hub.queue.intake import IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
 from knowledge.text import safe_html
@@ -1144,7 +1144,7 @@ def _case_of_token(engine: Any, token: str) -> int | None:
             select(case_t.c.id)
             .join(message_t, message_t.c.case_id == case_t.c.id)
             .where(
-                case_t.c.token == token,
+                case_t.c.token.in_(token_variants(token)),
                 message_t.c.channel == CHANNEL,
                 message_t.c.direction == "in",
                 message_t.c.external_id.like("open311:%"),

@@ -36,8 +36,9 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -66,7 +67,7 @@ from hub.http.csrf import FIELD as CSRF_FIELD
 from hub.http.csrf import HEADER as CSRF_HEADER
 from hub.http.csrf import CsrfProtect
 from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, RateLimiter, client_key, install_limits
-from hub.queue.cases import case_t, message_t
+from hub.queue.cases import case_t, message_t, token_clause
 from hub.queue.intake import IntakeUnavailable, RequestRejected
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
 from knowledge.regions import normalize_place
@@ -129,6 +130,9 @@ def build_state(settings: WebSettings, timezone: str = "Europe/Berlin") -> WebSt
     secret = settings.csrf_secret.encode() if settings.csrf_secret else secrets.token_bytes(32)
     if not settings.csrf_secret:
         log.warning("web: no [web] csrf_secret configured; using a random key for this process")
+    missing = [key for key, _label in FOOTER_LINKS if not getattr(settings, key)]
+    if missing:
+        log.warning("web: no [web] %s configured; the citizen pages do not link them", ", ".join(missing))
     extra_hosts = ()
     if settings.public_base_url:
         extra_hosts = (settings.public_base_url.split("://", 1)[1].split("/", 1)[0],)
@@ -311,6 +315,17 @@ def _harden(response: web.StreamResponse, private: bool = False) -> web.StreamRe
     return response
 
 
+#: The legal pages every public German authority site links (Impressum, Datenschutz, Barrierefreiheit):
+#: (settings key, text key), in the order they are shown.
+FOOTER_LINKS = (("imprint_url", "footer.imprint"), ("privacy_url", "footer.privacy"),
+                ("accessibility_url", "footer.accessibility"))
+
+
+def footer_links(settings: WebSettings) -> list[tuple[str, str]]:
+    """``(url, text key)`` of the configured legal pages; one not configured is left out."""
+    return [(getattr(settings, key), label) for key, label in FOOTER_LINKS if getattr(settings, key)]
+
+
 def render(
     request: web.Request,
     template: str,
@@ -336,6 +351,7 @@ def render(
         csrf_field=CSRF_FIELD,
         csrf_token=state.csrf.token(cookie),
         static=STATIC_PREFIX,
+        footer_links=footer_links(state.settings),
     )
     html = state.env.get_template(template).render(**context)
     response = web.Response(
@@ -926,17 +942,27 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def load_status(engine: Any, token: str) -> dict[str, Any] | None:
-    """State, dates, forwarding office and answers of the case with ``token``; nothing personal."""
+    """State, dates, service, office, the answer's due time and the answers of the case ``token`` stands for
+    (readable or old form, :func:`hub.queue.cases.token_variants`); nothing personal."""
+    clause = token_clause(token)
+    if clause is None:
+        return None
     with engine.connect() as conn:
         row = (
             conn.execute(
                 select(
                     case_t.c.id,
+                    case_t.c.token,
                     case_t.c.state,
                     case_t.c.created_at,
                     case_t.c.updated_at,
+                    case_t.c.service_name,
                     case_t.c.authority_name,
-                ).where(case_t.c.token == token)
+                    case_t.c.first_response_due,
+                    case_t.c.first_responded_at,
+                    case_t.c.forward_due,
+                    case_t.c.forward_met_at,
+                ).where(clause)
             )
             .mappings()
             .first()
@@ -957,17 +983,48 @@ def load_status(engine: Any, token: str) -> dict[str, Any] | None:
             .all()
         )
     return {
+        "token": row["token"],
         "state": row["state"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "service": row["service_name"],
         "authority": row["authority_name"],
+        "due": answer_due(row),
         "answers": [dict(a) for a in answers],
     }
+
+
+def answer_due(row: Mapping[str, Any]) -> datetime | None:
+    """By when the citizen can expect the answer: the deadline the SLA clock (:mod:`hub.queue.sla`, kept by
+    :class:`hub.queue.cases.SlaPolicy`) set for the step the case is in; None when no answer is pending
+    (answered, closed, or paused while the hub waits for the citizen)."""
+    if row["state"] in ("answered", "closed", "waiting_for_citizen"):
+        return None
+    if row["state"] == "forwarded" and row["forward_due"] is not None and row["forward_met_at"] is None:
+        return row["forward_due"]
+    if row["first_responded_at"] is None:
+        return row["first_response_due"]
+    return None
 
 
 def _status_token(request: web.Request) -> str | None:
     token = request.match_info.get("token", "")
     return token if _TOKEN_RE.match(token) else None
+
+
+async def status_lookup(request: web.Request) -> web.Response:
+    """GET /status?token=…: the reference number as the citizen types it (any case, hyphens or not, an old
+    one too) leads to its status page; one that is no reference at all shows the form's page again."""
+    state = _state(request)
+    lang = _lang(request)
+    limited = _limited(request, state.read_limit, lang)
+    if limited:
+        return limited
+    raw = request.query.get("token", "")[:64]
+    case = await asyncio.to_thread(load_status, request.app[ENGINE], raw) if raw.strip() else None
+    if case is None:
+        return message_page(request, lang, 404, "not_found")
+    raise web.HTTPSeeOther(f"/status/{case['token']}")
 
 
 async def status_page(request: web.Request) -> web.Response:
@@ -981,6 +1038,9 @@ async def status_page(request: web.Request) -> web.Response:
     case = await asyncio.to_thread(load_status, request.app[ENGINE], token) if token else None
     if case is None:
         return message_page(request, lang, 404, "not_found")
+    if case["token"] != token:  # typed in another form (lower case, without hyphens): show the one address
+        raise web.HTTPSeeOther(f"/status/{case['token']}" + (f"?{request.query_string}" if request.query_string
+                                                              else ""))
     return _render_status(request, lang, token, case, sent=request.query.get("sent") == "1")
 
 
@@ -1008,6 +1068,9 @@ def _render_status(
         received=format_datetime(case["created_at"], lang, tz),
         updated=format_datetime(case["updated_at"], lang, tz),
         forwarded_to=case["authority"] if case["state"] == "forwarded" else None,
+        service=case["service"],
+        authority=case["authority"],
+        due=format_datetime(case["due"], lang, tz) if case["due"] else None,
         answers=answers,
         closed=case["state"] == "closed",
         sent=sent,
@@ -1031,6 +1094,7 @@ async def status_post(request: web.Request) -> web.Response:
     case = await asyncio.to_thread(load_status, request.app[ENGINE], token) if token else None
     if case is None:
         return message_page(request, lang, 404, "not_found")
+    token = case["token"]
     s = state.settings
     try:
         form = await read_form(
@@ -1124,6 +1188,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/", form_page, name="web-form")
     app.router.add_post("/", form_post)
     app.router.add_post("/web/suggest", suggest_json, name="web-suggest")
+    app.router.add_get("/status", status_lookup, name="web-status-lookup")
     app.router.add_get("/status/{token}", status_page, name="web-status")
     app.router.add_post("/status/{token}", status_post)
     app.router.add_static(STATIC_PREFIX, STATIC, name="web-static")

@@ -92,6 +92,21 @@ class WebSettings(Section):
         description="Extra jurisdiction_id values accepted besides the ARS/AGS of any known region "
         "(for instance the municipality's domain, 'norderstedt.de'). An unknown jurisdiction_id gets 404.",
     )
+    imprint_url: str = Field(
+        "",
+        description="Address of the operator's Impressum (legal notice, § 5 DDG), linked in the footer of every "
+        "citizen page; http(s) or a path on this host. Empty = no link (and a warning at start-up).",
+    )
+    privacy_url: str = Field(
+        "",
+        description="Address of the privacy notice (Datenschutzerklärung, Art. 13 DSGVO), linked in the footer "
+        "of every citizen page. Empty = no link (and a warning at start-up).",
+    )
+    accessibility_url: str = Field(
+        "",
+        description="Address of the accessibility statement (Erklärung zur Barrierefreiheit, BITV 2.0), linked "
+        "in the footer of every citizen page. Empty = no link (and a warning at start-up).",
+    )
     open311_contact: str = Field(
         "Ask the operator of this citizen-hub.",
         description="Open311 discovery: how to reach the people who run this endpoint.",
@@ -116,6 +131,15 @@ class WebSettings(Section):
         if unknown:
             raise ValueError(f"cannot check {', '.join(unknown)}; known types: {', '.join(SNIFFABLE_TYPES)}")
         return out
+
+    @field_validator("imprint_url", "privacy_url", "accessibility_url")
+    @classmethod
+    def _link(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (value.startswith(("http://", "https://")) or (value.startswith("/")
+                                                                       and not value.startswith("//"))):
+            raise ValueError("must start with http://, https:// or / (a path on this host)")
+        return value
 
     @field_validator("public_base_url")
     @classmethod

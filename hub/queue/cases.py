@@ -265,12 +265,65 @@ example_t = LabelledExample.__table__
 
 # -- tokens ----------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"\[#([A-Za-z0-9_-]{16})\]")
+#: Crockford's base32: digits and capitals without I, L, O and U, so nothing reads like something else
+#: (0/O, 1/I/L) and no accidental word forms; what a citizen reads out on the phone is what is typed.
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: 4 groups of 4 characters: 80 random bits. The token is the only key to the status page, so it must stay
+#: unguessable; four groups of four are still read out and typed without mistakes ("K7QM-4XTR-9BQ2-H3ZP").
+TOKEN_GROUPS = 4
+TOKEN_GROUP_LEN = 4
+_TOKEN_LEN = TOKEN_GROUPS * TOKEN_GROUP_LEN
+# What a person may type for a Crockford character: lower case, and the look-alikes Crockford folds.
+_CROCKFORD_IN = str.maketrans({"O": "0", "I": "1", "L": "1"})
+_TOKEN_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015.]+")
+#: Tokens made before the readable ones (``secrets.token_urlsafe(12)``): case-sensitive, still accepted.
+_OLD_TOKEN = re.compile(r"[A-Za-z0-9_-]{16}")
+_TOKEN_RE = re.compile(r"\[#([A-Za-z0-9_-]{16,24})\]")
 
 
 def new_case_token() -> str:
-    """An unguessable case reference (96 random bits) that the citizen quotes in follow-ups."""
-    return secrets.token_urlsafe(12)
+    """An unguessable case reference (80 random bits) that can be read out: ``K7QM-4XTR-9BQ2-H3ZP``."""
+    value = secrets.randbits(5 * _TOKEN_LEN)
+    chars = "".join(CROCKFORD[(value >> (5 * i)) & 31] for i in range(_TOKEN_LEN))
+    return "-".join(chars[i : i + TOKEN_GROUP_LEN] for i in range(0, _TOKEN_LEN, TOKEN_GROUP_LEN))
+
+
+def normalise_token(raw: str | None) -> str | None:
+    """The readable token a person typed, in its stored form; None if it is none.
+
+    Hyphens, blanks and dots anywhere are optional, case does not matter, and O, I, L are read as 0, 1, 1
+    (Crockford's decoding rules): ``k7qm 4xtr 9bq2 h3zp`` → ``K7QM-4XTR-9BQ2-H3ZP``.
+    """
+    if not isinstance(raw, str) or len(raw) > 64:
+        return None
+    compact = _TOKEN_SEPARATORS.sub("", raw.strip()).upper().translate(_CROCKFORD_IN)
+    if len(compact) != _TOKEN_LEN or any(c not in CROCKFORD for c in compact):
+        return None
+    return "-".join(compact[i : i + TOKEN_GROUP_LEN] for i in range(0, _TOKEN_LEN, TOKEN_GROUP_LEN))
+
+
+def token_variants(raw: str | None) -> tuple[str, ...]:
+    """Every stored token ``raw`` may stand for: the readable form it normalises to, and ``raw`` itself if
+    it has the shape of an old (case-sensitive) token. Empty when it can be no token at all.
+
+    The one rule for every place a token is typed or quoted: the web status page, the console's search,
+    the APIs and intake's threading (``[#token]`` in a subject, a follow-up's ``case_token``)."""
+    if not isinstance(raw, str):
+        return ()
+    out: list[str] = []
+    readable = normalise_token(raw)
+    if readable:
+        out.append(readable)
+    old = raw.strip()
+    if _OLD_TOKEN.fullmatch(old) and old not in out:
+        out.append(old)
+    return tuple(out)
+
+
+def token_clause(raw: str | None):
+    """SQL condition: the case whose token ``raw`` stands for (:func:`token_variants`); None when it is none."""
+    variants = token_variants(raw)
+    return case_t.c.token.in_(variants) if variants else None
 
 
 def subject_tag(token: str) -> str:

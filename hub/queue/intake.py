@@ -60,6 +60,7 @@ from hub.queue.cases import (
     case_t,
     message_t,
     new_case_token,
+    token_clause,
     token_in_subject,
     transition,
 )
@@ -417,9 +418,10 @@ class _Batch:
                 if same_citizen(row, contact):
                     return self._known(row)
         token = req.case_token or token_in_subject(req.subject)
-        if token:
+        clause = token_clause(token) if token else None
+        if clause is not None:
             row = self.conn.execute(
-                select(case_t).where(case_t.c.token == token, case_t.c.state.in_(_OPEN))
+                select(case_t).where(clause, case_t.c.state.in_(_OPEN))
             ).mappings().first()
             if row is not None and same_citizen(row, contact):
                 return self._known(row)

@@ -116,7 +116,7 @@ def test_the_direct_answer_always_fits(service, office, phone, spans, segments):
 
 
 @FAST
-@given(token=st.from_regex(r"\A[A-Za-z0-9_-]{16}\Z"), service=st.one_of(st.none(), names), joined=st.booleans())
+@given(token=st.from_regex(r"\A[A-Za-z0-9_-]{16}\Z|\A[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}\Z"), service=st.one_of(st.none(), names), joined=st.booleans())
 def test_acknowledgements_always_fit_and_keep_the_token(token, service, joined):
     text = ack_text(token, joined=joined, ask_place_for=service)
     assert gsm7.segments(text) <= 2 and token in text

@@ -167,7 +167,7 @@ async def test_type_see_suggestions_submit_and_open_the_status_page(browser, ser
     )
     await page.click("#submit-button")
     token = (await page.locator("#case-token").inner_text()).strip()
-    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", token)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}", token)
     assert case_tokens(engine) == [token]
     with engine.connect() as conn:
         assert conn.execute(select(attachment_t.c.filename)).scalar_one() == "foto.png"

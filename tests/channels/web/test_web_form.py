@@ -116,7 +116,7 @@ async def test_submit_stores_the_request_and_shows_token_and_status_link(client)
     resp = await post_form(client, fields, files=[("foto.png", png(2000), "image/png")])
     html = await resp.text()
     assert resp.status == 200, html
-    token = re.search(r'id="case-token">([A-Za-z0-9_-]{16})<', html).group(1)
+    token = re.search(r'id="case-token">([0-9A-Z-]{19})<', html).group(1)
     assert f'href="/status/{token}"' in html
     # The language switch of the confirmation leads to the status page, so the token is not lost.
     assert f'class="lang-switch"><a href="/status/{token}?lang=en"' in html

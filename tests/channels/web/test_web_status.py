@@ -75,10 +75,12 @@ async def test_tokens_are_unguessable_and_case_ids_open_nothing(make_client):
     tokens = [await submit(client, text=f"Anliegen Nummer {i}") for i in range(8)]
     assert len(set(tokens)) == 8
     for token in tokens:
-        assert re.fullmatch(r"[A-Za-z0-9_-]{16}", token)  # 16 URL-safe base64 characters: 96 random bits
+        # 16 Crockford base32 characters in groups of four: 80 random bits, no look-alikes, no case
+        assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}", token)
     ids = [c["id"] for c in cases(client.engine)]
-    flipped = tokens[0].swapcase()
-    for guess in [*map(str, ids), "0" * 16, tokens[0][:-1], tokens[0] + "x", flipped]:
+    # one character changed (to another that is no look-alike of it)
+    changed = tokens[0][:-1] + ("2" if tokens[0][-1] != "2" else "3")
+    for guess in [*map(str, ids), "0" * 16, tokens[0][:-1], tokens[0] + "X", changed]:
         if guess in tokens:
             continue
         resp = await client.get(f"/status/{guess}")
@@ -155,3 +157,83 @@ async def test_open311_answers_no_id_when_the_store_fails(make_client):
             assert conn.execute(select(case_t.c.id)).scalars().all() == [int(request_id)]
     finally:
         fresh.dispose()
+
+
+# -- readable tokens, the legal links, and what the status page promises (issue 15) --------------------------
+
+
+async def test_a_token_typed_in_lower_case_without_hyphens_opens_the_case(make_client):
+    client = await make_client()
+    token = await submit(client, text="Reisepass beantragen", location="Norderstedt")
+    typed = token.replace("-", "").lower()
+    resp = await client.get(f"/status/{typed}", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == f"/status/{token}"
+    resp = await client.get(f"/status/{typed}")
+    assert resp.status == 200 and token in await resp.text()
+    # a follow-up posted to the typed address joins the same case, not a new one
+    page = await client.get(f"/status/{token}")
+    html = await page.text()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert csrf, "the status page carries a form token"
+    before = len(cases(client.engine))
+    resp = await client.post(f"/status/{typed}", data={"csrf_token": csrf.group(1),
+                                                       "text": "Noch eine Frage zum Pass"}, allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    assert len(cases(client.engine)) == before
+
+
+async def test_an_old_token_still_opens_its_case(make_client):
+    client = await make_client()
+    token = await submit(client, text="Wohngeld beantragen", location="Norderstedt")
+    old = "aB3_x-Yz09QWerTy"
+    with client.engine.begin() as conn:
+        conn.execute(case_t.update().where(case_t.c.token == token).values(token=old))
+    resp = await client.get(f"/status/{old}")
+    assert resp.status == 200 and old in await resp.text()
+    assert (await client.get(f"/status/{old.swapcase()}")).status == 404
+
+
+async def test_the_status_page_names_service_office_and_the_answer_due(make_client):
+    from zoneinfo import ZoneInfo
+
+    client = await make_client()
+    token = await submit(client, text="Ich möchte einen Reisepass beantragen", location="Norderstedt")
+    await asyncio.to_thread(client.service.routing.run_until_empty)
+    row = next(c for c in cases(client.engine) if c["token"] == token)
+    assert row["service_name"] and row["authority_name"] and row["first_response_due"]
+    html = await (await client.get(f"/status/{token}")).text()
+    assert re.search(r'id="status-service">[^<]*Reisepass', html)
+    assert f'id="status-office">{row["authority_name"]}<'.replace("&", "&amp;") in html
+    due = row["first_response_due"].astimezone(ZoneInfo("Europe/Berlin")).strftime("%d.%m.%Y, %H:%M Uhr")
+    assert f'id="status-due">{due}<' in html
+    assert "Antwort erwartet bis" in html
+
+
+async def test_no_due_time_while_the_hub_waits_for_the_citizen(make_client):
+    client = await make_client()
+    token = await submit(client, text="Reisepass beantragen", location="Norderstedt")
+    await asyncio.to_thread(client.service.routing.run_until_empty)
+    with client.engine.begin() as conn:
+        conn.execute(case_t.update().where(case_t.c.token == token).values(state="waiting_for_citizen"))
+    html = await (await client.get(f"/status/{token}")).text()
+    assert 'id="status-due"' not in html
+
+
+async def test_the_footer_links_the_legal_pages_from_the_config(make_client):
+    client = await make_client(imprint_url="https://www.example.de/impressum", privacy_url="/datenschutz",
+                               accessibility_url="https://www.example.de/barrierefreiheit")
+    for path in ("/", "/status/nonexistenttoken00"):
+        html = await (await client.get(path)).text()
+        assert '<a href="https://www.example.de/impressum">Impressum</a>' in html, path
+        assert '<a href="/datenschutz">Datenschutz</a>' in html
+        assert '<a href="https://www.example.de/barrierefreiheit">Barrierefreiheit</a>' in html
+
+
+def test_legal_links_must_be_web_addresses():
+    import pytest
+
+    from channels.web.settings import WebSettings
+
+    for bad in ("javascript:alert(1)", "//evil.example/x", "ftp://x"):
+        with pytest.raises(ValueError):
+            WebSettings(imprint_url=bad)
