@@ -79,15 +79,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     from knowledge.importers import CatalogFormatError, parse_dldb
     from knowledge.importers.csv_import import parse_csv
     from knowledge.importers.store import store_batch
+    from knowledge.regions import check_region
     from knowledge.sync import SyncError
-    from knowledge.sync_models import check_ars
 
+    engine = _engine(args)
     try:
-        region = check_ars(args.region)
+        with engine.connect() as conn:
+            region = check_region(conn, args.region)
     except ValueError as exc:
         raise UsageError(f"--region: {exc}") from None
     prefix = args.id_prefix or region
-    engine = _engine(args)
     try:
         if args.format == "dldb":
             batch = parse_dldb(
