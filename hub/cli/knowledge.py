@@ -52,6 +52,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="with --evaluate: no progress bar")
     p.set_defaults(func=cmd_route)
 
+    p = sub.add_parser("region", help="regions: find one by name, ARS, AGS or postcode")
+    rsub = p.add_subparsers(dest="region_command", metavar="ACTION")
+    rsub.required = True
+    p = rsub.add_parser(
+        "find",
+        help="print ARS, AGS, level, kind and the chain above every region a name or key may mean",
+        description="Find regions by name ('Konstanz', 'Kreis Segeberg', 'Amt Leezen', typos allowed), ARS, "
+        "AGS or postcode; several matches are all printed, best first.",
+    )
+    add_common_options(p)
+    p.add_argument("query", help="name, ARS, AGS or postcode")
+    p.add_argument("--limit", type=int, default=10, help="most regions printed (default 10)")
+    p.add_argument("--json", action="store_true", help="print the matches as JSON")
+    p.set_defaults(func=cmd_region_find)
+
     p = sub.add_parser("config", help="print the documented configuration reference (TOML)")
     p.set_defaults(func=lambda args: print(reference_toml()) or 0)
 
@@ -390,3 +405,49 @@ def format_evaluation(f: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+# -- region find ---------------------------------------------------------------------------------------
+
+
+def cmd_region_find(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from knowledge.regions import RegionIndex, describe_region, find_regions
+
+    if not args.query.strip():
+        raise UsageError("the query is empty: give a name, ARS, AGS or postcode, e.g. citizen-hub region find Konstanz")
+    if not 1 <= args.limit <= 100:
+        raise UsageError("--limit must be between 1 and 100")
+    settings = settings_from_args(args)
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            index = RegionIndex.from_session(session, home_region=settings.regions.home_region)
+    except Exception as exc:
+        raise UsageError(
+            f"cannot read the regions at {settings.database.url}: run 'citizen-hub init' first ({exc.__class__.__name__})"
+        ) from None
+    if not len(index):
+        raise UsageError("no regions loaded: run 'citizen-hub init' first")
+    found = find_regions(index, args.query, args.limit)
+    if args.json:
+        rows = [
+            {
+                "ars": r.ars, "ags": r.ags, "name": r.display_name, "level": r.level, "kind": r.kind,
+                "chain": [{"ars": c.ars, "name": c.display_name, "level": c.level} for c in index.chain(r.ars)[1:]],
+            }
+            for r in found
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0 if found else 1
+    if not found:
+        print(f"no region found for {args.query.strip()[:60]!r}", file=sys.stderr)
+        return 1
+    key = "".join(args.query.split())
+    if key.isdigit() and not any(key in (r.ars, r.ags) for r in found) and not index.postcode_regions(key):
+        print(f"no region has the key {key}; the closest:", file=sys.stderr)
+    for i, region in enumerate(found, 1):
+        print(f"{i}. {describe_region(index, region)}")
+    return 0
