@@ -1072,7 +1072,7 @@ def check_ars(value: Any) -> str:
     """``value`` if it is shaped like an ARS (2, 5, 9 or 12 digits), else ``ValueError`` saying so."""
     if not isinstance(value, str) or not ARS_FORMAT.fullmatch(value):
         shown = value if isinstance(value, str) else type(value).__name__
-        raise ValueError(f"not an ARS of 2, 5, 9 or 12 digits: {str(shown)[:40]!r}")
+        raise ValueError(f"not an ARS (regional key) of 2, 5, 9 or 12 digits: {str(shown)[:40]!r}")
     return value
 
 
