@@ -24,6 +24,17 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from knowledge.clarify import (
+    AMBIGUOUS,
+    KNOWN,
+    MISSING,
+    UNKNOWN,
+    Clarification,
+    Margins,
+    Option,
+    PlaceState,
+    clarify,
+)
 from knowledge.lookup import ServiceIndex
 from knowledge.models import Authority, Responsibility, Service
 from knowledge.regions import PlaceResolution, QueryPlace, RegionIndex, RegionInfo
@@ -33,6 +44,9 @@ from knowledge.text import safe_html
 
 # How many candidate places are checked when a place is ambiguous (23795 has 14).
 MAX_PLACE_CANDIDATES = 25
+# A request without a place is checked against every municipality of the home region up to this many (a
+# Kreis has at most a few hundred); above it (a Land) a missing place always needs clarifying.
+MAX_HOME_PLACES = 400
 
 # C0/C1 control characters except tab and newline: they carry no meaning in a request and would
 # end up in logs and pages.
@@ -207,6 +221,7 @@ class KnowledgeBase:
         self.authorities: dict[str, Authority] = {a.id: a for a in authorities}
         self.responsibility = ResponsibilityIndex(responsibilities)
         self.index = ServiceIndex.from_services(self.services.values())
+        self._home: list[RegionInfo] | None = None  # the home region's municipalities, built on first use
 
     @classmethod
     def load(cls, engine: Engine, settings: KnowledgeSettings | None = None) -> KnowledgeBase:
@@ -362,37 +377,62 @@ class KnowledgeBase:
             confidence=candidates[0][1] if candidates else 0.0,
         )
         if not candidates:
-            result.reason = "no matching service" if text.strip() else "empty request"
+            result.reason = "keine passende Leistung gefunden" if text.strip() else "leere Anfrage"
             return result
-        service, score = candidates[0]
-        result.service = service
+        return self._clarify(result, place)
+
+    def _clarify(self, result: RouteResult, place: PlaceResolution | None) -> RouteResult:
+        """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`."""
+        margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
         if place is None:
-            result.reason = "no place given for a place-dependent service"
-            return result
-        if place.match is not None:
-            resp = self.responsible_for(service, place.match)
-            if resp.authority_id is None:
-                result.reason = resp.reason
-                return result
-            result.authority = self.authorities.get(resp.authority_id)
-            result.authority_level = self.acting_level(resp)
+            places = self._home_places()
+            state = PlaceState(MISSING, None, len(places))
+        elif place.match is not None:
+            places = [place.match]
+            state = PlaceState(KNOWN)
         elif place.ambiguous:
-            groups = self._authority_groups(service, location_candidates)
-            if len(groups) == 1 and None not in groups:
-                (authority_id, (resp, _)), = groups.items()
-                result.authority = self.authorities.get(authority_id)
-                result.authority_level = self.acting_level(resp)
-            else:
-                result.reason = (
-                    f"the place is ambiguous ({len(location_candidates)} candidates) and they have "
-                    f"{len(groups)} different responsible authorities for this service"
-                )
-                return result
+            places = result.location_candidates[:MAX_PLACE_CANDIDATES]
+            state = PlaceState(AMBIGUOUS, place.reason, len(result.location_candidates))
         else:
-            result.reason = place.reason or "unknown place"
-            return result
-        if score < self.settings.confident_score:
-            result.reason = f"low confidence in the service ({score:.0f} < {self.settings.confident_score:.0f})"
-            return result
-        result.needs_clarification = False
+            places = []
+            state = PlaceState(UNKNOWN, place.reason or "unbekannter Ort")
+        reach = max(margins.office, margins.service)
+        top = result.candidates[0][1] / 100.0
+        options: list[Option] = []
+        responsible: dict[str, Responsible] = {}
+        for rank, (service, score) in enumerate(result.candidates):
+            confidence = score / 100.0
+            offices: set[str | None] = set()
+            if rank == 0 or top - confidence < reach:  # only a close competitor can change the verdict
+                for region in places:
+                    resp = self.responsible_for(service, region)
+                    responsible.setdefault(service.id, resp)
+                    offices.add(resp.authority_id)
+            options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika))
+        verdict = clarify(options, state, margins)
+        service = result.candidates[0][0]
+        result.service = service
+        result.confidence = result.candidates[0][1]
+        best = options[0]
+        if len(best.offices) == 1 and None not in best.offices:
+            resp = responsible[service.id]
+            result.authority = self.authorities.get(resp.authority_id or "")
+            result.authority_level = self.acting_level(resp)
+        elif state.status == KNOWN and responsible.get(service.id) and responsible[service.id].reason:
+            # Nobody is registered at the place: the registry's own words say which level is missing.
+            verdict = Clarification(True, responsible[service.id].reason)
+        result.needs_clarification = verdict.needed or result.authority is None
+        result.reason = verdict.reason if result.needs_clarification else None
         return result
+
+    def _home_places(self) -> list[RegionInfo]:
+        """The municipalities of the home region: the candidate places of a request without a place.
+
+        Empty when the home region has more than :data:`MAX_HOME_PLACES` (a Land): then a missing place
+        always matters.
+        """
+        if self._home is None:
+            home = self.regions.home_region
+            places = [r for r in self.regions if r.level == "gemeinde" and home and r.ars.startswith(home)]
+            self._home = places if len(places) <= MAX_HOME_PLACES else []
+        return self._home

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from sqlmodel import Session, SQLModel, select
 
 from knowledge.models import LEVELS, Authority, Responsibility, Service, utcnow
+from knowledge.regions import check_ars
 
 __all__ = ["DEMO_DIR", "CatalogueError", "load_catalogue_dir", "load_demo"]
 
@@ -48,7 +49,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # SQLite before 3.32 allows 999 bound parameters per statement; stay well below.
 _CHUNK = 500
 
-_ARS = re.compile(r"^(\d{2}|\d{5}|\d{9}|\d{12})$")
 _LEIKA = re.compile(r"^\d{14}$")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -65,9 +65,7 @@ class _Row(BaseModel):
 
 
 def _check_ars(value: str) -> str:
-    if not _ARS.match(value):
-        raise ValueError(f"{value!r} is not a regional key (ARS) of 2, 5, 9 or 12 digits")
-    return value
+    return check_ars(value)  # the one format check of an ARS
 
 
 class ServiceRow(_Row):

@@ -1137,3 +1137,135 @@ def _with_reason(result: PlaceResolution, reason: str | None) -> PlaceResolution
 
 def _with_method(result: PlaceResolution, method: str) -> PlaceResolution:
     return PlaceResolution(result.match, result.candidates, result.ambiguous, result.reason, method)
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding a region, and the one check of an ARS a person typed
+# --------------------------------------------------------------------------------------------------
+
+ARS_FORMAT = re.compile(r"\d{2}|\d{5}|\d{9}|\d{12}")
+MAX_SUGGESTIONS = 5
+
+
+class UnknownRegionError(ValueError):
+    """An ARS that names no region; ``suggestions`` are the closest regions, best first."""
+
+    def __init__(self, message: str, suggestions: list[RegionInfo] | None = None) -> None:
+        super().__init__(message)
+        self.suggestions = suggestions or []
+
+
+def check_ars(value: Any) -> str:
+    """``value`` if it is shaped like an ARS (2, 5, 9 or 12 digits), else ``ValueError`` saying so."""
+    if not isinstance(value, str) or not ARS_FORMAT.fullmatch(value):
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise ValueError(f"not an ARS (regional key) of 2, 5, 9 or 12 digits: {str(shown)[:40]!r}")
+    return value
+
+
+def find_regions(index: RegionIndex, query: str, limit: int = 10) -> list[RegionInfo]:
+    """Every region a name, ARS, AGS or postcode may mean, best first (all levels: Gemeinde to Land).
+
+    "Konstanz" gives the town, its Verwaltungsgemeinschaft and the Landkreis. A number is matched as ARS,
+    AGS or postcode, and an unknown one gives its closest keys (:func:`closest_by_key`).
+    """
+    clean = _clean(query if isinstance(query, str) else "")[:MAX_QUERY_CHARS]
+    compact = re.sub(r"[\s.\-/]", "", clean)
+    if compact.isdigit():
+        exact = [r for r in (index.get(compact), index.by_ags(compact)) if r is not None]
+        exact += [r for r in index.postcode_regions(compact) if r not in exact] if len(compact) == 5 else []
+        return exact[:limit] or closest_by_key(index, compact, limit)
+    norm = normalize_place(clean)
+    if not norm:
+        return []
+    scores: dict[str, float] = {}
+    for ars, score in index._name_hits(norm).items():
+        scores[ars] = max(scores.get(ars, 0.0), score)
+    for table in (index._kreis_names, index._verband_names):
+        for key in (norm, _strip_prefix(norm, _KREIS_PREFIXES + _VERBAND_PREFIXES)):
+            for ars, score in table.get(key or "", ()):
+                scores[ars] = max(scores.get(ars, 0.0), score)
+    if norm in index._land_names:
+        scores[index._land_names[norm]] = EXACT
+    # A Verband named after its seat ("VVG der Stadt Konstanz", "Amt Leezen") contains the name as words.
+    padded = f" {norm} "
+    for key, hits in index._verband_names.items():
+        if padded in f" {key} ":
+            for ars, _ in hits:
+                scores[ars] = max(scores.get(ars, 0.0), ALIAS - 5)
+    if not scores:
+        scores = index._fuzzy_hits(norm)
+    level_rank = {"gemeinde": 0, "amt": 1, "kreis": 2, "land": 3}
+    ranked = sorted(
+        (index._by_ars[a] for a in scores if a in index._by_ars),
+        key=lambda r: (-scores[r.ars], level_rank.get(r.level, 4), -(r.population or 0), r.ars),
+    )
+    return ranked[:limit]
+
+
+def closest_by_key(index: RegionIndex, digits: str, limit: int = MAX_SUGGESTIONS) -> list[RegionInfo]:
+    """The regions whose key is closest to an unknown one: the same AGS (Kreis + Gemeinde digits of a
+    12-digit ARS with a wrong Verband part: 083350043043 → Konstanz 083355004043) first, then by edit
+    distance of the ARS, larger places first among equals."""
+    from rapidfuzz.distance import Levenshtein
+
+    ags = digits[:5] + digits[9:] if len(digits) == 12 else digits if len(digits) == 8 else None
+    scored = []
+    for info in index:
+        distance = Levenshtein.distance(digits, info.ars, score_cutoff=4)
+        same_ags = ags is not None and info.ags == ags
+        if same_ags or distance <= 3:
+            scored.append(((not same_ags, distance, -(info.population or 0), info.ars), info))
+    scored.sort(key=lambda item: item[0])
+    return [info for _, info in scored[:limit]]
+
+
+def describe_region(index: RegionIndex, info: RegionInfo) -> str:
+    """One line: name, ARS, AGS, level, kind and the chain above it."""
+    above = " → ".join(r.display_name for r in index.chain(info.ars)[1:])
+    return (
+        f"{info.display_name}  ARS {info.ars}  AGS {info.ags or '-'}  {info.level} ({info.kind})"
+        + (f"  in {above}" if above else "")
+    )
+
+
+def check_region(conn: Any, value: Any, index: RegionIndex | None = None) -> str:
+    """The one check of an ARS a person typed (``catalog import --region``, ``token add --region``,
+    ``user add --region``, ``catalog scope grant``, the catalogue API's path).
+
+    ``ValueError`` for a malformed key; :class:`UnknownRegionError` for a key no region has, naming the
+    closest regions by key, or by name when a name was typed. A database without any regions yet is not
+    checked beyond the format (a fresh hub may be set up before ``init`` loads them). ``conn`` is a
+    SQLAlchemy connection or session; ``index`` an already built :class:`RegionIndex` to search.
+    """
+    if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+        name = value.strip()
+        index = index or _index_from(conn)
+        found = find_regions(index, name, MAX_SUGGESTIONS) if index is not None and len(index) else []
+        hint = "; ".join(f"{r.ars} {index.qualified_name(r)}" for r in found) if found else ""
+        raise UnknownRegionError(
+            f"{name[:40]!r} is not an ARS (2, 5, 9 or 12 digits)"
+            + (f"; regions of that name: {hint}" if hint else ""),
+            found,
+        )
+    check_ars(value)
+    region_t = Region.__table__
+    if conn.execute(select(region_t.c.ars).where(region_t.c.ars == value)).first() is not None:
+        return value
+    if conn.execute(select(region_t.c.ars).limit(1)).first() is None:
+        return value  # no regions loaded yet: nothing to check against
+    index = index or _index_from(conn)
+    close = closest_by_key(index, value)
+    hint = "; ".join(f"{r.ars} {index.qualified_name(r)}" for r in close)
+    raise UnknownRegionError(
+        f"unknown region: no region with ARS {value}"
+        + (f"; closest: {hint}" if hint else "")
+        + " (search by name: citizen-hub region find NAME)",
+        close,
+    )
+
+
+def _index_from(conn: Any) -> RegionIndex:
+    cols = (Region.ars, Region.ags, Region.name, Region.level, Region.kind, Region.parent_ars, Region.population,
+            Region.postcode)
+    return RegionIndex(conn.execute(select(*cols)).all(), (), home_region="")

@@ -62,7 +62,22 @@ class LookupSettings(Section):
         80.0,
         ge=0,
         le=100,
-        description="Score from which the best service is taken without asking; below it routing asks an agent.",
+        description="Score from which the SMS and voice channels treat the best service as certain enough to ask "
+        "only for the place; routing does not use it (a clear best candidate is not flagged for its score).",
+    )
+    clarify_office_margin: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="Routing asks an agent when a candidate that leads to another office is this close to the "
+        "best one. Scale 0-1: the lexical match score / 100, or a learned router's probability.",
+    )
+    clarify_service_margin: float = Field(
+        0.06,
+        ge=0,
+        le=1,
+        description="Routing asks an agent when a clearly different service (not a variant of the same "
+        "Leistung) is this close to the best one, even at the same office. Same 0-1 scale.",
     )
     max_query_chars: int = Field(
         2000, ge=10, description="Longer queries are cut to this many characters before matching."

@@ -62,6 +62,7 @@ from sqlalchemy.orm import Session
 
 from knowledge.columns import utcnow
 from knowledge.models import Authority, Region, Responsibility, Service
+from knowledge.regions import check_region
 from knowledge.sync_models import change_t, online_t, version_t
 
 __all__ = [
@@ -863,6 +864,10 @@ def plan(
                 f"the catalogue of region {region} is at version {base}, not {shown}", current=base
             )
     if not _known_regions(conn, [region]):
+        try:
+            check_region(conn, region)  # names the closest regions when regions are loaded
+        except ValueError as exc:
+            raise UnknownRegion(str(exc)) from None
         raise UnknownRegion(f"no region with ARS {region} (are the regions loaded? run 'citizen-hub init')")
 
     errors = list(cs.errors)

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = csub.add_parser(
         "import",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_csv_help(),
         help="import a DLDB (München, Berlin) or CSV catalogue into a region's catalogue",
         description="Import a catalogue export as the catalogue of region ARS: services, offices, which "
         "office does which service, online services. Goes through the same validation, versioning and "
@@ -63,6 +65,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def _csv_help() -> str:
+    """The CSV format for ``catalog import --help``: its columns and what splits a list in a cell."""
+    from knowledge.importers.csv_import import COLUMN_HELP, COLUMNS, SYNONYM_SEPARATORS
+
+    width = max(len(c) for c in COLUMNS)
+    lines = [
+        "CSV columns (--format csv; a header row names them, any order; the delimiter , ; or tab is detected):",
+        *(f"  {c.ljust(width)}  {COLUMN_HELP[c]}" for c in COLUMNS),
+        "",
+        f"Keyword lists (synonyms) are split at {' and '.join(repr(x) for x in SYNONYM_SEPARATORS)} only; a comma is",
+        "part of a keyword: 'Strassen, Fahrrad & Verkehr' stays one. documents are split at '|'.",
+        "--region takes an ARS; find one with: citizen-hub region find NAME",
+    ]
+    return "\n".join(lines)
+
+
 def _engine(args: argparse.Namespace):
     return open_engine(settings_from_args(args))
 
@@ -79,15 +97,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     from knowledge.importers import CatalogFormatError, parse_dldb
     from knowledge.importers.csv_import import parse_csv
     from knowledge.importers.store import store_batch
+    from knowledge.regions import check_region
     from knowledge.sync import SyncError
-    from knowledge.sync_models import check_ars
 
+    engine = _engine(args)
     try:
-        region = check_ars(args.region)
+        with engine.connect() as conn:
+            region = check_region(conn, args.region)
     except ValueError as exc:
         raise UsageError(f"--region: {exc}") from None
     prefix = args.id_prefix or region
-    engine = _engine(args)
     try:
         if args.format == "dldb":
             batch = parse_dldb(

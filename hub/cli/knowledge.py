@@ -37,9 +37,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "route",
         help="route JSON lines from stdin ({text, location}) to JSON lines on stdout, in order",
+        description="Route JSON lines from stdin to JSON lines on stdout. With --evaluate FILE: route a "
+        "labelled set instead and print how often the answer is right and how often the clarification "
+        "rule asks when it should.",
     )
     add_common_options(p)
+    p.add_argument(
+        "--evaluate",
+        metavar="FILE",
+        help='labelled JSON lines {"text", "location", "service": [ids], "authority": [ids]}; an empty '
+        "list means no service (office) can be right; prints n, top-1 accuracy and the clarification shares",
+    )
+    p.add_argument("--json", action="store_true", help="with --evaluate: print the figures as JSON")
+    p.add_argument("--quiet", action="store_true", help="with --evaluate: no progress bar")
     p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("region", help="regions: find one by name, ARS, AGS or postcode")
+    rsub = p.add_subparsers(dest="region_command", metavar="ACTION")
+    rsub.required = True
+    p = rsub.add_parser(
+        "find",
+        help="print ARS, AGS, level, kind and the chain above every region a name or key may mean",
+        description="Find regions by name ('Konstanz', 'Kreis Segeberg', 'Amt Leezen', typos allowed), ARS, "
+        "AGS or postcode; several matches are all printed, best first.",
+    )
+    add_common_options(p)
+    p.add_argument("query", help="name, ARS, AGS or postcode")
+    p.add_argument("--limit", type=int, default=10, help="most regions printed (default 10)")
+    p.add_argument("--json", action="store_true", help="print the matches as JSON")
+    p.set_defaults(func=cmd_region_find)
 
     p = sub.add_parser("config", help="print the documented configuration reference (TOML)")
     p.set_defaults(func=lambda args: print(reference_toml()) or 0)
@@ -249,6 +275,179 @@ def route_lines(kb, stdin: Any, stdout: TextIO, stderr: TextIO) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    if args.evaluate:
+        items = read_labelled(args.evaluate)
+        kb = _load_kb(args)
+        figures = evaluate_routes(kb, items, progress=not args.quiet)
+        if args.json:
+            json.dump(figures, sys.stdout, ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(format_evaluation(figures))
+        return 0
     kb = _load_kb(args)
     errors = route_lines(kb, sys.stdin.buffer, sys.stdout, sys.stderr)
     return 1 if errors else 0
+
+
+# -- route --evaluate --------------------------------------------------------------------------------
+
+MAX_LABELLED_LINES = 1_000_000
+
+
+def read_labelled(path: str) -> list[dict[str, Any]]:
+    """The labelled requests of a JSON-lines file; :class:`UsageError` names the first bad line."""
+    items: list[dict[str, Any]] = []
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed below; the error must name the file
+    except OSError as exc:
+        raise UsageError(f"--evaluate: cannot read {path}: {exc.strerror or exc}") from None
+    with fh:
+        try:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if len(items) >= MAX_LABELLED_LINES:
+                    raise UsageError(f"--evaluate: {path} has more than {MAX_LABELLED_LINES} lines")
+                try:
+                    item = json.loads(line)
+                    _check_labelled(item)
+                except ValueError as exc:
+                    raise UsageError(f"--evaluate: {path} line {number}: {exc}") from None
+                items.append(item)
+        except UnicodeDecodeError:
+            raise UsageError(f"--evaluate: {path} is not UTF-8") from None
+    if not items:
+        raise UsageError(f"--evaluate: {path} holds no labelled request")
+    return items
+
+
+def _check_labelled(item: Any) -> None:
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        raise ValueError('expected an object {"text": str, "location": str|null, "service": [...], "authority": [...]}')
+    if item.get("location") is not None and not isinstance(item["location"], str):
+        raise ValueError("'location' must be a string or null")
+    for key in ("service", "authority"):
+        value = item.get(key, [])
+        if isinstance(value, str):
+            item[key] = [value]
+        elif not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"'{key}' must be a list of ids (empty: none can be right)")
+        else:
+            item[key] = value
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def evaluate_routes(kb: Any, items: list[dict[str, Any]], progress: bool = False) -> dict[str, Any]:
+    """Route every labelled request and measure the answers and the clarification rule.
+
+    *Correct* means the top service is one of the labelled ``service`` ids and the office one of the
+    labelled ``authority`` ids (an empty label: nothing can be right, e.g. an unmatched request or a place
+    whose candidate places have different offices). The targets of issue 13: at least 0.90 of the correct
+    answers pass unflagged, at least 0.80 of the wrong ones are flagged.
+    """
+    from tqdm import tqdm
+
+    n = service_n = service_ok = office_n = office_ok = 0
+    correct = correct_pass = wrong = wrong_flagged = 0
+    by_kind: dict[str, dict[str, int]] = {}
+    for item in tqdm(items, desc="route --evaluate", unit="req", file=sys.stderr, disable=not progress):
+        route = kb.route(item["text"], item.get("location"))
+        service = route.service.id if route.service else None
+        authority = route.authority.id if route.authority else None
+        services, offices = item.get("service") or [], item.get("authority") or []
+        n += 1
+        if services:
+            service_n += 1
+            service_ok += service in services
+        if offices:
+            office_n += 1
+            office_ok += authority in offices
+        right = service in services and authority in offices
+        flagged = bool(route.needs_clarification)
+        kind = by_kind.setdefault(str(item.get("kind") or "-"), {"n": 0, "correct": 0, "flagged": 0})
+        kind["n"] += 1
+        kind["correct"] += right
+        kind["flagged"] += flagged
+        if right:
+            correct += 1
+            correct_pass += not flagged
+        else:
+            wrong += 1
+            wrong_flagged += flagged
+    return {
+        "n": n,
+        "service_top1_accuracy": _share(service_ok, service_n),
+        "office_top1_accuracy": _share(office_ok, office_n),
+        "correct": correct,
+        "correct_unflagged_share": _share(correct_pass, correct),
+        "wrong": wrong,
+        "wrong_flagged_share": _share(wrong_flagged, wrong),
+        "by_kind": by_kind,
+    }
+
+
+def format_evaluation(f: dict[str, Any]) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"n = {f['n']}",
+        f"top-1 accuracy, service: {pct(f['service_top1_accuracy'])}",
+        f"top-1 accuracy, office:  {pct(f['office_top1_accuracy'])}",
+        f"correctly routed that pass unflagged: {pct(f['correct_unflagged_share'])} of {f['correct']} (target >= 0.90)",
+        f"wrong top-1 answers that are flagged: {pct(f['wrong_flagged_share'])} of {f['wrong']} (target >= 0.80)",
+        "by kind: " + "; ".join(
+            f"{k} n={v['n']} correct={v['correct']} flagged={v['flagged']}" for k, v in sorted(f["by_kind"].items())
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# -- region find ---------------------------------------------------------------------------------------
+
+
+def cmd_region_find(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from knowledge.regions import RegionIndex, describe_region, find_regions
+
+    if not args.query.strip():
+        raise UsageError("the query is empty: give a name, ARS, AGS or postcode, e.g. citizen-hub region find Konstanz")
+    if not 1 <= args.limit <= 100:
+        raise UsageError("--limit must be between 1 and 100")
+    settings = settings_from_args(args)
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            index = RegionIndex.from_session(session, home_region=settings.regions.home_region)
+    except Exception as exc:
+        raise UsageError(
+            f"cannot read the regions at {settings.database.url}: run 'citizen-hub init' first ({exc.__class__.__name__})"
+        ) from None
+    if not len(index):
+        raise UsageError("no regions loaded: run 'citizen-hub init' first")
+    found = find_regions(index, args.query, args.limit)
+    if args.json:
+        rows = [
+            {
+                "ars": r.ars, "ags": r.ags, "name": r.display_name, "level": r.level, "kind": r.kind,
+                "chain": [{"ars": c.ars, "name": c.display_name, "level": c.level} for c in index.chain(r.ars)[1:]],
+            }
+            for r in found
+        ]
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0 if found else 1
+    if not found:
+        print(f"no region found for {args.query.strip()[:60]!r}", file=sys.stderr)
+        return 1
+    key = "".join(args.query.split())
+    if key.isdigit() and not any(key in (r.ars, r.ags) for r in found) and not index.postcode_regions(key):
+        print(f"no region has the key {key}; the closest:", file=sys.stderr)
+    for i, region in enumerate(found, 1):
+        print(f"{i}. {describe_region(index, region)}")
+    return 0

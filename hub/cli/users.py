@@ -73,7 +73,8 @@ def _read_password(args: argparse.Namespace) -> str:
 def _check_scopes(engine, authorities: list[str], regions: list[str]) -> None:
     from sqlalchemy import select
 
-    from knowledge.models import Authority, Region
+    from knowledge.models import Authority
+    from knowledge.regions import check_region
 
     with engine.connect() as conn:
         if authorities:
@@ -82,12 +83,11 @@ def _check_scopes(engine, authorities: list[str], regions: list[str]) -> None:
             missing = [a for a in authorities if a not in known]
             if missing:
                 raise UsageError(f"unknown authority: {', '.join(missing)} (see the catalogue's authority ids)")
-        if regions:
-            known = set(conn.execute(select(Region.__table__.c.ars)
-                                     .where(Region.__table__.c.ars.in_(regions))).scalars())
-            missing = [r for r in regions if r not in known]
-            if missing:
-                raise UsageError(f"unknown region (ARS): {', '.join(missing)}; run 'citizen-hub init' first?")
+        for ars in regions:
+            try:
+                check_region(conn, ars)
+            except ValueError as exc:
+                raise UsageError(f"--region: {exc}") from None
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ from sqlmodel import Field, SQLModel
 
 from hub.scope import Scope, make_scope
 from knowledge.columns import UtcDateTime, utcnow
-from knowledge.sync_models import check_ars
+from knowledge.regions import check_region
 
 # -- tables ------------------------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ def hash_token(token: str) -> str:
 def _case_scope_rows(conn: Any, authorities: list[str], regions: list[str],
                      all_authorities: bool) -> list[tuple[str, str]]:
     """The checked scope rows of an agent token; :class:`TokenError` says what is wrong."""
-    from knowledge.models import Authority, Region
+    from knowledge.models import Authority
 
     if all_authorities and (authorities or regions):
         raise TokenError("--all-authorities already covers every authority; leave out --authority and --region")
@@ -134,24 +134,19 @@ def _case_scope_rows(conn: Any, authorities: list[str], regions: list[str],
         return [ALL_AUTHORITIES]
     for ars in regions:
         try:
-            check_ars(ars)
+            check_region(conn, ars)  # the one check: format, then a known region (with suggestions)
         except ValueError as exc:
             raise TokenError(str(exc)) from None
     for authority in authorities:
         if not authority or len(authority) > 100:
             raise TokenError("an authority id is 1-100 characters")
     # Checked against the catalogue when one is loaded (a fresh database may be scoped before its import).
-    authority_t, region_t = Authority.__table__, Region.__table__
+    authority_t = Authority.__table__
     if authorities and conn.execute(select(authority_t.c.id).limit(1)).first() is not None:
         known = set(conn.execute(select(authority_t.c.id).where(authority_t.c.id.in_(authorities))).scalars())
         missing = [a for a in authorities if a not in known]
         if missing:
             raise TokenError(f"unknown authority: {', '.join(missing)} (see the catalogue's authority ids)")
-    if regions and conn.execute(select(region_t.c.ars).limit(1)).first() is not None:
-        known = set(conn.execute(select(region_t.c.ars).where(region_t.c.ars.in_(regions))).scalars())
-        missing = [r for r in regions if r not in known]
-        if missing:
-            raise TokenError(f"unknown region (ARS): {', '.join(missing)}")
     return [("authority", a) for a in authorities] + [("region", r) for r in regions]
 
 
@@ -337,15 +332,9 @@ def grant_region(session: Any, token_id: int, region_ars: str) -> bool:
     scope was there already. ``ValueError`` for a malformed ARS, an unknown region (when regions are
     loaded) or an unknown token. Does not commit: the caller's transaction decides.
     """
-    from knowledge.models import Region
-
-    check_ars(region_ars)
+    check_region(session, region_ars)
     if session.execute(select(token_t.c.id).where(token_t.c.id == token_id)).first() is None:
         raise ValueError(f"no API token with id {token_id}")
-    region_t = Region.__table__
-    if session.execute(select(region_t.c.ars).limit(1)).first() is not None:
-        if session.execute(select(region_t.c.ars).where(region_t.c.ars == region_ars)).first() is None:
-            raise ValueError(f"no region with ARS {region_ars}")
     have = session.execute(
         select(scope_t.c.token_id).where(scope_t.c.token_id == token_id, scope_t.c.region_ars == region_ars)
     ).first()

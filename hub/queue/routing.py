@@ -178,7 +178,7 @@ class RoutingStage:
         engine: Engine,
         router: Router | Callable[[], Router | None] | None,
         *,
-        min_confidence: float = 80.0,
+        min_confidence: float = 0.0,
         policy: SlaPolicy | None = None,
         observe: Callable[[float, datetime, str], None] | None = None,
     ) -> None:

@@ -289,11 +289,11 @@ class QueueService:
         self.queue = queue_settings(settings)
         sla_settings = getattr(settings, "sla", None)
         self.policy = SlaPolicy(sla_settings if isinstance(sla_settings, SlaSettings) else None)
-        lookup = getattr(settings, "lookup", None)
-        min_confidence = float(getattr(lookup, "confident_score", 80.0))
         self.metrics = metrics or Metrics()
         self.writer = IntakeWriter(engine, self.queue, self.policy)
-        self.stage = RoutingStage(engine, router, min_confidence=min_confidence, policy=self.policy,
+        # No score floor: the knowledge base's one clarification rule (knowledge.clarify) decides; a clear
+        # best candidate is not sent to an agent for its absolute score (issue 13).
+        self.stage = RoutingStage(engine, router, policy=self.policy,
                                   observe=self.metrics.observe_routing)
         self.routing = RoutingRunner(engine, self.stage, self.queue, yield_to=lambda: self.writer.saturated)
         self.sla = SlaRunner(engine, self.queue)

@@ -9,8 +9,8 @@ column                  required   meaning
 name                    yes        name of the service ("Hund anmelden")
 id                      no         the service's key in your catalogue; default: made from the name
 leika                   no         LeiKa key, 14 digits
-synonyms                no         other words citizens use, separated by ``|``, ``;`` or ``,``
-                                   (the first of these that occurs in the cell)
+synonyms                no         other words citizens use, separated by ``|`` (or ``;``); a comma
+                                   is part of a keyword ("Strassen, Fahrrad & Verkehr" is one)
 level                   no         gemeinde (default) | amt | kreis | land
 short_text, full_text   no         description
 documents               no         what to bring, separated by ``|``
@@ -43,7 +43,7 @@ from typing import Any
 from knowledge.importers.dldb import MAX_FILE_BYTES, CatalogFormatError, DldbBatch
 from knowledge.models import LEVELS, Authority, Service
 
-__all__ = ["COLUMNS", "REQUIRED", "parse_csv", "parse_csv_text"]
+__all__ = ["COLUMNS", "COLUMN_HELP", "REQUIRED", "SYNONYM_SEPARATORS", "parse_csv", "parse_csv_text"]
 
 COLUMNS = (
     "id",
@@ -67,6 +67,28 @@ COLUMNS = (
     "authority_hours",
 )
 REQUIRED = ("name",)
+# The columns as ``catalog import --help`` lists them (the table above says the same).
+COLUMN_HELP = {
+    "name": "name of the service (required)",
+    "id": "the service's key in your catalogue; default: made from the name",
+    "leika": "LeiKa key, 14 digits",
+    "synonyms": "other words citizens use, separated by | (or ;); a comma does not split",
+    "level": "gemeinde (default) | amt | kreis | land",
+    "short_text": "short description",
+    "full_text": "full description",
+    "documents": "what to bring, separated by |",
+    "fees": "fees (text)",
+    "processing_time": "processing time (text)",
+    "online_url": "https link that does the service online",
+    "topic": "topic / life situation",
+    "authority_id": "the office's key; default: made from its name",
+    "authority_name": "the office that does the service; empty: no office (level mark only)",
+    "authority_phone": "phone",
+    "authority_email": "e-mail",
+    "authority_address": '"Street 1, 12345 Town"',
+    "authority_website": "http(s) link",
+    "authority_hours": '"Mo-Fr 08:00-12:00; Do 14:00-18:00"',
+}
 _SERVICE_COLUMNS = (
     "name",
     "leika",
@@ -361,9 +383,15 @@ def _authority_fields(a: Authority) -> tuple:
     return (a.name, a.street, a.postcode, a.city, a.phone, a.email, a.website, repr(a.opening_hours))
 
 
+# What splits a keyword list: ``|`` (recommended) or ``;``. A comma never splits (until 2026 it did when the
+# cell had neither ``|`` nor ``;``, which cut "Strassen, Fahrrad & Verkehr" in two): keywords and category
+# names contain commas. Shown by ``catalog import --help``.
+SYNONYM_SEPARATORS = ("|", ";")
+_SYNONYM_SPLIT = re.compile(r"[|;]")
+
+
 def _split_synonyms(cell: str, name: str) -> list[str]:
-    sep = next((s for s in "|;," if s in cell), None)
-    parts = cell.split(sep) if sep else [cell]
+    parts = _SYNONYM_SPLIT.split(cell)
     out: dict[str, str] = {}
     for part in parts:
         part = part.strip()

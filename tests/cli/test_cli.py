@@ -137,3 +137,60 @@ def test_init_is_idempotent_and_loads_demo(tmp_path, capsys):
 def test_config_command_prints_the_reference(capsys):
     assert main(["config"]) == 0
     assert "[database]" in capsys.readouterr().out
+
+
+LABELLED = Path(__file__).resolve().parents[1] / "data" / "route-labelled"
+
+
+def test_route_evaluate_prints_the_figures_with_progress(demo_db_url):
+    out = run("route", "--evaluate", str(LABELLED / "segeberg.heldout.jsonl"), "--db", demo_db_url)
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    for words in ("n = 136", "top-1 accuracy, service", "top-1 accuracy, office", "pass unflagged", "are flagged"):
+        assert words in text
+    assert "route --evaluate" in out.stderr.decode()  # the progress bar
+
+
+def test_route_evaluate_json_counts_a_wrong_answer_and_its_flag(demo_db_url, tmp_path, capsys):
+    labelled = tmp_path / "set.jsonl"
+    labelled.write_text(
+        "\n".join(
+            json.dumps(x, ensure_ascii=False)
+            for x in (
+                {"text": "Reisepass beantragen", "location": "Henstedt-Ulzburg", "service": ["sh-reisepass"],
+                 "authority": ["gemeinde-010600039039"]},
+                # labelled with the wrong office on purpose: routed unflagged, so a wrong answer not flagged
+                {"text": "Reisepass beantragen", "location": "Norderstedt", "service": "sh-reisepass",
+                 "authority": ["kreis-01060"]},
+                {"text": "asdf qwer", "location": "Norderstedt", "service": [], "authority": []},
+            )
+        ),
+        encoding="utf-8",
+    )
+    assert main(["route", "--evaluate", str(labelled), "--json", "--quiet", "--db", demo_db_url]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["n"] == 3 and figures["correct"] == 1 and figures["wrong"] == 2
+    assert figures["correct_unflagged_share"] == 1.0 and figures["wrong_flagged_share"] == 0.5
+    assert figures["service_top1_accuracy"] == 1.0 and figures["office_top1_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "holds no labelled request"),
+        (b'{"text": 1}\n', "line 1"),
+        (b'{"text": "x", "service": [1]}\n', "list of ids"),
+        (b"not json\n", "line 1"),
+        (b"\xff\xfe\n", "not UTF-8"),
+    ],
+)
+def test_route_evaluate_bad_files_are_clear_errors(demo_db_url, tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    assert main(["route", "--evaluate", str(bad), "--db", demo_db_url]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_route_evaluate_missing_file(demo_db_url, tmp_path, capsys):
+    assert main(["route", "--evaluate", str(tmp_path / "nope.jsonl"), "--db", demo_db_url]) == 2
+    assert "cannot read" in capsys.readouterr().err

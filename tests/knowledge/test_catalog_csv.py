@@ -162,3 +162,20 @@ def test_the_cli_imports_a_good_csv_with_a_bom(engine, tmp_path, capsys):
     out = capsys.readouterr()
     assert "version 0 → 1" in out.out and "leistung +1" in out.out
     assert counts(engine, TODESFELDE)["service"] == 1
+
+
+@pytest.mark.parametrize(
+    "cell, synonyms",
+    [
+        # the bug of issue 13: a keyword with a comma was split at it
+        ('"Strassen, Fahrrad & Verkehr"', ["Strassen, Fahrrad & Verkehr"]),
+        ('"Strassen, Fahrrad & Verkehr|Schlagloch"', ["Strassen, Fahrrad & Verkehr", "Schlagloch"]),
+        ('"Hundesteuer; Hund ummelden"', ["Hundesteuer", "Hund ummelden"]),  # ; still splits (older files)
+        ('"a|b;c"', ["a", "b", "c"]),
+        ('" | |Hundesteuer|hundesteuer|Hund anmelden"', ["Hundesteuer"]),  # empty, duplicate and the name dropped
+    ],
+)
+def test_keyword_lists_split_at_bar_and_semicolon_never_at_a_comma(cell, synonyms):
+    text = f"name,synonyms\nHund anmelden,{cell}\n"
+    batch = csv_import.parse_csv_text(text, id_prefix="tf", region_ars=TODESFELDE)
+    assert batch.services[0].synonyms == synonyms

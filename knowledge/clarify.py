@@ -1,0 +1,156 @@
+"""When a routed request must go to a person: the one clarification rule.
+
+A request is routed without asking only when the answer would not change with what is still unclear.
+It is flagged for clarification when
+
+* **nothing matches** (no candidate service at all);
+* **the place is missing, ambiguous or unknown and it matters**: the candidate places (the places a
+  postcode or name fits; the deployment's home region when no place is given) have different offices
+  for the leading service, or no office at all;
+* **the leading candidates disagree and the margin is small**: the best candidate that leads to another
+  office is within ``office_margin`` of the best one, or the best candidate that is clearly another
+  service (not a variant of the same Leistung) is within ``service_margin``;
+* the best service has **no responsible office** at the place.
+
+A clear best candidate is never flagged for its absolute score: a lone "Reisepass beantragen" at 74 of
+100 is as clear as one at 100.
+
+**Scale.** Every candidate carries a *confidence* in ``[0, 1]``: the lexical index's score divided by
+100, or a learned router's calibrated probability. The margin is the plain difference of two
+confidences, so a margin of 0.10 means "ten points of the lexical score" or "ten percentage points of
+probability". :func:`clarify` is pure (no I/O, no knowledge base): the caller (``KnowledgeBase.route``,
+or a learned router) hands it the candidates with their offices and the state of the place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from knowledge.text import analyze
+
+# Place states (``PlaceState.status``).
+KNOWN, MISSING, AMBIGUOUS, UNKNOWN = "known", "missing", "ambiguous", "unknown"
+
+# Action words: two service names that share only these ("Hund anmelden", "Wohnsitz anmelden") are
+# still clearly different services. Stems as :func:`knowledge.text.analyze` makes them.
+_ACTION_STEMS = frozenset(
+    """
+    beantrag antrag anmeld anmeldung abmeld ummeld meld aender aenderung ausstell ausstellung erteil
+    erteilung verlaenger verlaengerung neu erneuer ersatz verlust diebstahl umtausch umtausch auskunft
+    bescheinig bestaetig genehmig erlaubnis registrier eintrag eintragung beantragung abgeb abgab
+    anzeig einreich pruef zulass zulassung ausweis
+    """.split()
+)
+_MIN_STEM = 4  # shorter stems are too unspecific to tie two names together
+
+
+@dataclass(frozen=True)
+class Option:
+    """One candidate service as the rule sees it.
+
+    ``confidence`` is in ``[0, 1]`` (see the module's scale). ``offices`` are the distinct responsible
+    offices at the candidate places (one id at a known place; ``None`` stands for "nobody is registered").
+    ``leika`` and ``name`` tell variants of one Leistung from clearly different services.
+    """
+
+    key: str
+    name: str
+    confidence: float
+    offices: frozenset[str | None] = frozenset()
+    leika: str | None = None
+
+
+@dataclass(frozen=True)
+class PlaceState:
+    """What is known of the place: ``status`` is known / missing / ambiguous / unknown."""
+
+    status: str
+    reason: str | None = None
+    candidates: int = 0  # how many candidate places (ambiguous), or home-region places (missing)
+
+
+@dataclass(frozen=True)
+class Margins:
+    """The two margins on the ``[0, 1]`` confidence scale (``[lookup] clarify_*`` in config.toml)."""
+
+    # The defaults of LookupSettings, calibrated on tests/data/route-labelled/*.dev.jsonl.
+    office: float = 0.10
+    service: float = 0.06
+
+
+@dataclass(frozen=True)
+class Clarification:
+    """The rule's verdict: ``needed`` and, when so, a reason a person can act on."""
+
+    needed: bool
+    reason: str | None = None
+    margin: float | None = None  # to the closest competitor that mattered, on the [0, 1] scale
+    competitor: str | None = field(default=None)  # that competitor's key
+
+
+def same_service(a: Option, b: Option) -> bool:
+    """Whether ``a`` and ``b`` are variants of one Leistung rather than clearly different services.
+
+    Same LeiKa Leistungsobjekt (the first 8 digits: "Reisepass" and "vorläufiger Reisepass"), or, when a
+    key is missing, a shared content word of the names beyond the action ("Hund anmelden" and
+    "Hundehaltung – Anmeldung"; compounds count: "Wohnsitzanmeldung" and "Wohnsitz anmelden").
+    """
+    if a.leika and b.leika and len(a.leika) >= 8 and len(b.leika) >= 8:
+        return a.leika[:8] == b.leika[:8]
+    sa, sb = _objects(a.name), _objects(b.name)
+    return any(x in y or y in x for x in sa for y in sb)
+
+
+def _objects(name: str) -> set[str]:
+    return {s for s in analyze(name) if len(s) >= _MIN_STEM and s not in _ACTION_STEMS}
+
+
+def clarify(options: Sequence[Option], place: PlaceState, margins: Margins | None = None) -> Clarification:
+    """Decide whether a person must clarify the request; ``options`` best first.
+
+    The first option is the answer the router would give. Its ``offices`` hold the offices at every
+    candidate place; the other options' ``offices`` are compared with it to find a competitor that
+    would send the case elsewhere.
+    """
+    margins = margins or Margins()
+    if not options:
+        return Clarification(True, "keine passende Leistung gefunden")
+    best = options[0]
+    offices = best.offices
+    if place.status == UNKNOWN:
+        return Clarification(True, f"Ort nicht gefunden: {place.reason}" if place.reason else "Ort nicht gefunden")
+    if place.status in (MISSING, AMBIGUOUS) and (len(offices) != 1 or None in offices):
+        if place.status == MISSING:
+            return Clarification(True, "kein Ort angegeben, und die Zuständigkeit hängt vom Ort ab")
+        return Clarification(
+            True,
+            f"Ort mehrdeutig ({place.candidates} mögliche Orte) mit {len(offices - {None})} verschiedenen "
+            f"zuständigen Stellen für diese Leistung"
+            + (f": {place.reason}" if place.reason else ""),
+        )
+    if not offices or None in offices:
+        return Clarification(True, "für diese Leistung ist an diesem Ort keine Stelle zuständig")
+    for other in options[1:]:
+        margin = round(best.confidence - other.confidence, 4)
+        if margin >= max(margins.office, margins.service):
+            break  # the options are sorted: every later one is further behind
+        if not other.offices - {None}:
+            continue  # nobody does it at these places: no answer for this place, so no competitor
+        if other.offices and other.offices != offices and margin < margins.office:
+            return Clarification(
+                True,
+                f"zwei Leistungen kommen in Frage, die zu verschiedenen Stellen führen: {best.name!r} und "
+                f"{other.name!r} (Abstand {margin:.2f})",
+                margin,
+                other.key,
+            )
+        if not same_service(best, other) and margin < margins.service:
+            return Clarification(
+                True,
+                f"zwei verschiedene Leistungen kommen in Frage: {best.name!r} und {other.name!r} "
+                f"(Abstand {margin:.2f})",
+                margin,
+                other.key,
+            )
+    return Clarification(False)
