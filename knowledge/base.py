@@ -24,6 +24,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from knowledge.learning.router import CATALOGUE_HITS, LearnedRouting
+from knowledge.learning.store import load_learned_models
 from knowledge.lookup import ServiceIndex
 from knowledge.models import Authority, Responsibility, Service
 from knowledge.regions import PlaceResolution, RegionIndex, RegionInfo
@@ -152,6 +154,11 @@ class RouteResult:
     needs_clarification: bool
     reason: str | None
     confidence: float = 0.0
+    # Set when the area's learned model ranked the candidates (knowledge.learning): the calibrated
+    # probabilities of every candidate service, best first, summing to 1; the candidates' scores are
+    # then these probabilities in percent. None: the scores are the catalogue's match scores (0..100).
+    probabilities: list[tuple[str, float]] | None = None
+    learned_area: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,6 +200,7 @@ class KnowledgeBase:
         self.authorities: dict[str, Authority] = {a.id: a for a in authorities}
         self.responsibility = ResponsibilityIndex(responsibilities)
         self.index = ServiceIndex.from_services(self.services.values())
+        self.learning = LearnedRouting(home_region=getattr(regions, "home_region", "") or "")
 
     @classmethod
     def load(cls, engine: Engine, settings: KnowledgeSettings | None = None) -> KnowledgeBase:
@@ -207,7 +215,11 @@ class KnowledgeBase:
             authorities = list(session.exec(select(Authority)))
             responsibilities = list(session.exec(select(Responsibility)))
             session.expunge_all()
-        return cls(regions, services, authorities, responsibilities, settings.lookup)
+        kb = cls(regions, services, authorities, responsibilities, settings.lookup)
+        learning = getattr(settings, "learning", None)
+        if learning is None or learning.enabled:
+            kb.learning.replace(load_learned_models(engine))
+        return kb
 
     # -- incremental updates (catalogue sync) -------------------------------------------------
 
@@ -302,9 +314,14 @@ class KnowledgeBase:
     def route(self, text: str, location: str | None = None) -> RouteResult:
         """Decide service, place and authority for one request; say when a person must clarify."""
         text = clean_input(text)[: self.settings.max_query_chars]
-        hits = [h for h in self.index.search(text, limit=5) if h.score >= self.settings.min_score]
+        all_hits = self.index.search(text, limit=CATALOGUE_HITS)
+        hits = [h for h in all_hits[:5] if h.score >= self.settings.min_score]
         candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
         place = self.resolve_place(location, text)
+        # The one hook of the learned router: with a model for the place's area, it ranks the candidates.
+        learned = self.learning.rank(text, place, all_hits, self.services, self.regions.chain) if text.strip() else None
+        if learned is not None and learned.probabilities:
+            candidates = [(self.services[sid], 100.0 * p) for sid, p in learned.probabilities[:5]]
         location_candidates = [r for r, _ in place.candidates] if place and place.ambiguous else []
         result = RouteResult(
             service=None,
@@ -316,6 +333,8 @@ class KnowledgeBase:
             needs_clarification=True,
             reason=None,
             confidence=candidates[0][1] if candidates else 0.0,
+            probabilities=learned.probabilities if learned is not None else None,
+            learned_area=learned.area if learned is not None else None,
         )
         if not candidates:
             result.reason = "no matching service" if text.strip() else "empty request"
