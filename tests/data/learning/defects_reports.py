@@ -1,5 +1,6 @@
 # Source of defects.jsonl: hand-written German defect reports in the style of municipal "Mängelmelder"
 # services (Klarschiff, Sag's uns, Maerker); regenerate with `python defects_reports.py > defects.jsonl`.
+import csv
 import json
 
 R = {
@@ -313,8 +314,9 @@ Radfahrstreifen verblasst, Autos fahren drauf
 Poller mitten auf dem Radweg ohne Reflektoren""",
 }
 
-import csv  # noqa: E402
-NAMES = {r["id"]: r["name"] for r in csv.DictReader(open("defects_catalogue.csv", encoding="utf-8"), delimiter=";")}
+
+with open("defects_catalogue.csv", encoding="utf-8") as fh:
+    NAMES = {r["id"]: r["name"] for r in csv.DictReader(fh, delimiter=";")}
 for service, block in R.items():
     for line in block.strip().splitlines():
         print(json.dumps({"text": line.strip(), "location": None, "service": NAMES[service], "authority": None},
