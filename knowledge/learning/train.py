@@ -2,7 +2,7 @@
 
 1. Features (:class:`~knowledge.learning.features.Featurizer`) from the area's example texts.
 2. Out-of-fold decisions of a linear SVM (scikit-learn ``LinearSVC``, one-vs-rest, squared hinge) on
-   ``folds`` splits: the catalogue weight ``β`` is chosen on them (the grid value with the best
+   ``folds`` splits (of at most ``CV_MAX`` examples): the catalogue weight ``β`` is chosen on them (the grid value with the best
    out-of-fold top-1), then the temperature ``T`` of the softmax that minimises the out-of-fold negative
    log-likelihood (temperature scaling, Guo et al. 2017: one parameter, so it cannot over-fit a few
    hundred cases and does not change the ranking), and the floor of catalogue-only services.
@@ -29,6 +29,8 @@ __all__ = ["Example", "MIN_EXAMPLES", "data_version", "fit"]
 
 MIN_EXAMPLES = 10
 BETA_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+CV_MAX = 3000  # out-of-fold decisions on at most this many examples: enough for two parameters, and it
+# keeps training on 10,000+ examples to one full fit plus three small ones
 SVM_C = 0.5  # scikit-learn's default 1.0 over-fits a few cases per service; 0.5 is the usual text setting
 
 
@@ -127,27 +129,29 @@ def fit(
     texts = [e.text for e in examples]
     y = np.array([row[e.service_id] for e in examples], dtype=np.int64)
     say(f"Merkmale aus {len(texts)} Beispielen")
-    featurizer = Featurizer.fit(texts, min_df=min_df, extra_stems=extra_stems)
-    x = featurizer.transform(texts)
-    cat = np.zeros((len(texts), len(classes)), dtype=np.float64)
+    featurizer, x = Featurizer.fit_transform(texts, min_df=min_df, extra_stems=extra_stems)
+    # Out-of-fold decisions: what the model says about cases it has not seen.
+    k = max(2, min(folds, min(counts.values())))
+    sub = np.arange(len(y))
+    if len(y) > CV_MAX:
+        sub = np.sort(np.random.default_rng(0).choice(len(y), CV_MAX, replace=False))
+    xs, ys = x[sub], y[sub]
+    cat = np.zeros((len(sub), len(classes)), dtype=np.float64)
     if catalogue is not None:
         say("Katalogabgleich")
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts[n] for n in sub):
             for sid, score in catalogue(text).items():
                 j = row.get(sid)
                 if j is not None:
                     cat[i, j] = score / 100.0
-    # Out-of-fold decisions: what the model says about cases it has not seen.
-    k = max(2, min(folds, min(counts.values()) if min(counts.values()) >= 2 else 2))
-    oof = np.zeros((len(texts), len(classes)), dtype=np.float64)
-    for f, test in enumerate(_folds(y, k)):
+    oof = np.zeros((len(sub), len(classes)), dtype=np.float64)
+    for f, test in enumerate(_folds(ys, k)):
         say(f"Kreuzvalidierung {f + 1}/{k}")
-        train = np.setdiff1d(np.arange(len(y)), test)
-        present = np.unique(y[train])
-        if len(present) < 2:
+        train = np.setdiff1d(np.arange(len(ys)), test)
+        if len(np.unique(ys[train])) < 2:
             continue
-        svm = _svm(x[train], y[train])
-        dec = svm.decision_function(x[test])
+        svm = _svm(xs[train], ys[train])
+        dec = svm.decision_function(xs[test])
         if dec.ndim == 1:  # two classes: one column for the second
             dec = np.stack([-dec, dec], axis=1)
         fold_d = np.full((len(test), len(classes)), -1.5)
@@ -155,16 +159,16 @@ def fit(
         oof[test] = fold_d
     best_beta, best_acc = 0.0, -1.0
     for beta in BETA_GRID:
-        acc = float(((oof + beta * cat).argmax(axis=1) == y).mean())
+        acc = float(((oof + beta * cat).argmax(axis=1) == ys).mean())
         if acc > best_acc + 1e-9:
             best_beta, best_acc = beta, acc
     d = oof + best_beta * cat
-    temperature = _fit_temperature(d, y)
+    temperature = _fit_temperature(d, ys)
     wrong = np.ones_like(oof, dtype=bool)
-    wrong[np.arange(len(y)), y] = False
+    wrong[np.arange(len(ys)), ys] = False
     floor = float(np.median(oof[wrong])) if wrong.any() else -1.0
     p = _softmax_rows(d, temperature)
-    top3 = float((np.argsort(-d, axis=1)[:, :3] == y[:, None]).any(axis=1).mean())
+    top3 = float((np.argsort(-d, axis=1)[:, :3] == ys[:, None]).any(axis=1).mean())
     say("Endgültiges Modell")
     svm = _svm(x, y)
     coef = svm.coef_.astype(np.float32)
