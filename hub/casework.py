@@ -327,3 +327,16 @@ def close(conn: Connection, row: dict[str, Any], *, agent: str, policy: SlaPolic
     transition(conn, row, CaseState.CLOSED, actor=actor_name(agent), reason=reason or "closed by an agent",
                policy=policy, now=now, values=_assign(row, agent))
     return {"state": CaseState.CLOSED.value}
+
+
+def import_examples(conn: Connection, rows: list[Mapping[str, Any]], *, agent: str,
+                    now: datetime | None = None) -> int:
+    """Store past decisions (``{"text", "location", "service_id", "authority_id"}`` each) as labelled
+    examples without a case: ``citizen-hub history import``. The caller's transaction makes it all or none."""
+    now = now or utcnow()
+    if rows:
+        conn.execute(insert(example_t), [
+            {"case_id": None, "created_at": now, "agent": agent, "text": r["text"], "location": r.get("location"),
+             "predicted_service_id": None, "predicted_authority_id": None, "service_id": r["service_id"],
+             "authority_id": r.get("authority_id")} for r in rows])
+    return len(rows)

@@ -32,6 +32,7 @@ from hub.http.ratelimit import IntakeLimitSettings
 from hub.plugins import settings_sections
 from hub.queue.settings import PrivacySettings, QueueSettings
 from hub.queue.sla import SlaSettings
+from knowledge.learning.settings import LearningSettings
 from knowledge.settings import ConfigError, LookupSettings, RegionSettings, Section
 
 ENV_PREFIX = "CITIZEN_HUB_"
@@ -109,6 +110,7 @@ _HUB_SECTIONS_BEFORE_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
 _HUB_SECTIONS_AFTER_CHANNELS: tuple[tuple[str, type[Section], str], ...] = (
     ("catalog", CatalogSettings, "Catalogue sync API and importers."),
     ("console", ConsoleSettings, "Agent console: log-in, sessions, live updates."),
+    ("learning", LearningSettings, "Learned routing: models trained on agents' confirmed decisions."),
 )
 
 

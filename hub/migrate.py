@@ -37,6 +37,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "hub.console.calls",
     "channels.twilio.store",
     "channels.paper.store",
+    "knowledge.learning.store",
 )
 
 

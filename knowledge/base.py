@@ -35,6 +35,8 @@ from knowledge.clarify import (
     PlaceState,
     clarify,
 )
+from knowledge.learning.router import CATALOGUE_HITS, LearnedRouting
+from knowledge.learning.store import load_learned_models
 from knowledge.lookup import ServiceIndex
 from knowledge.models import Authority, Responsibility, Service
 from knowledge.regions import PlaceResolution, QueryPlace, RegionIndex, RegionInfo
@@ -176,6 +178,11 @@ class RouteResult:
     needs_clarification: bool
     reason: str | None
     confidence: float = 0.0
+    # Set when the area's learned model ranked the candidates (knowledge.learning): the calibrated
+    # probabilities of every candidate service, best first, summing to 1; the candidates' scores are
+    # then these probabilities in percent. None: the scores are the catalogue's match scores (0..100).
+    probabilities: list[tuple[str, float]] | None = None
+    learned_area: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +229,7 @@ class KnowledgeBase:
         self.responsibility = ResponsibilityIndex(responsibilities)
         self.index = ServiceIndex.from_services(self.services.values())
         self._home: list[RegionInfo] | None = None  # the home region's municipalities, built on first use
+        self.learning = LearnedRouting(home_region=getattr(regions, "home_region", "") or "")
 
     @classmethod
     def load(cls, engine: Engine, settings: KnowledgeSettings | None = None) -> KnowledgeBase:
@@ -236,8 +244,12 @@ class KnowledgeBase:
             authorities = list(session.exec(select(Authority)))
             responsibilities = list(session.exec(select(Responsibility)))
             session.expunge_all()
-        return cls(regions, services, authorities, responsibilities, settings.lookup,
-                   clarification_team=getattr(settings.regions, "clarification_team", ()))
+        kb = cls(regions, services, authorities, responsibilities, settings.lookup,
+                 clarification_team=getattr(settings.regions, "clarification_team", ()))
+        learning = getattr(settings, "learning", None)
+        if learning is None or learning.enabled:
+            kb.learning.replace(load_learned_models(engine))
+        return kb
 
     # -- incremental updates (catalogue sync) -------------------------------------------------
 
@@ -358,12 +370,18 @@ class KnowledgeBase:
         """
         text = clean_input(text)[: self.settings.max_query_chars]
         named = self.services.get(service_id) if service_id else None
+        all_hits = self.index.search(text, limit=CATALOGUE_HITS) if named is None else []
         if named is not None:
             candidates = [(named, 100.0)]
         else:
-            hits = [h for h in self.index.search(text, limit=5) if h.score >= self.settings.min_score]
+            hits = [h for h in all_hits[:5] if h.score >= self.settings.min_score]
             candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
         place = self.resolve_place(location, text)
+        # The one hook of the learned router: with a model for the place's area, it ranks the candidates.
+        learned = (self.learning.rank(text, place, all_hits, self.services, self.regions.chain)
+                   if text.strip() and named is None else None)  # a named service is not second-guessed
+        if learned is not None and learned.probabilities:
+            candidates = [(self.services[sid], 100.0 * p) for sid, p in learned.probabilities[:5]]
         location_candidates = [r for r, _ in place.candidates] if place and place.ambiguous else []
         result = RouteResult(
             service=None,
@@ -375,6 +393,8 @@ class KnowledgeBase:
             needs_clarification=True,
             reason=None,
             confidence=candidates[0][1] if candidates else 0.0,
+            probabilities=learned.probabilities if learned is not None else None,
+            learned_area=learned.area if learned is not None else None,
         )
         if not candidates:
             result.reason = "keine passende Leistung gefunden" if text.strip() else "leere Anfrage"

@@ -13,6 +13,7 @@ HUB_COMMAND_MODULES: tuple[str, ...] = (
     "hub.cli.queue",  # token add/list/revoke, queue status, purge, forget, worker
     "hub.cli.users",  # user add/list/...
     "hub.cli.catalog",  # catalog import, scope, status
+    "hub.cli.history",  # history import, train, evaluate (learned routing)
 )
 
 

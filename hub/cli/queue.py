@@ -182,6 +182,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         router = KnowledgeBase.load(engine, settings)
     service = QueueService(engine, settings, router=router, adapters=load_adapters(settings))
+    learning = None
+    if router is not None and not args.once:
+        from hub.learning import LearningThread
+
+        learning = LearningThread(engine, router, settings.learning)  # the schedule of [learning]
 
     async def run() -> None:
         if args.once:
@@ -197,6 +202,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         if not args.no_routing:
             service.routing.start()
+        if learning is not None:
+            learning.start()
         service.sla.start()
         task = None if args.no_outbox else asyncio.create_task(service.dispatcher.run_forever())
         print(f"citizen-hub worker {service.routing.worker} running (Ctrl-C stops)", file=sys.stderr)
@@ -205,6 +212,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if task is not None:
             await task
         await asyncio.to_thread(service.routing.stop)
+        if learning is not None:
+            await asyncio.to_thread(learning.stop)
         await asyncio.to_thread(service.sla.stop)
 
     asyncio.run(run())

@@ -680,10 +680,44 @@ async def page_case(request: web.Request) -> web.Response:
     answer_channel, answer_recipient = answer_route(row)  # the channel the citizen chose, else the case's
     can_answer = answer_channel in casework.PICKUP_CHANNELS or answer_recipient is not None
     channel_missing = adapters is not None and answer_channel not in adapters
+    nearest = await asyncio.to_thread(_nearest_cases, request, data) if kb is not None else []
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
                   can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
-                  answer_recipient=answer_recipient)
+                  answer_recipient=answer_recipient, nearest=nearest)
+
+
+def _nearest_cases(request: web.Request, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The past confirmed cases behind the learned router's suggestion (hub.learning.nearest_cases).
+
+    A neighbour's text is shown only when the agent may see its case (or it is imported history, which
+    belongs to the area); otherwise only its service and similarity.
+    """
+    from sqlalchemy import select
+
+    from hub.learning import nearest_cases
+    from hub.queue.cases import case_t
+
+    engine, kb = request.app[ENGINE], request.app[KB]
+    row = data["row"]
+    text = "\n\n".join(m["text"] for m in data["messages"] if m["direction"] == "in" and m.get("text"))
+    if not text.strip():
+        return []
+    found = nearest_cases(engine, kb, text, row["location"])
+    ids = [n["case_id"] for n in found if n["case_id"] is not None and n["case_id"] != row["id"]]
+    rows = {}
+    if ids:
+        with engine.connect() as conn:
+            rows = {r["id"]: r for r in conn.execute(select(case_t).where(case_t.c.id.in_(ids))).mappings()}
+    scope = _principal(request).scope
+    out = []
+    for n in found:
+        if n["case_id"] == row["id"]:
+            continue
+        other = rows.get(n["case_id"]) if n["case_id"] is not None else None
+        visible = n["case_id"] is None or (other is not None and scope.covers_case(other, kb))
+        out.append({**n, "text": n["text"][:300] if visible else None})
+    return out
 
 
 def _casework(engine, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:

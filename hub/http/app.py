@@ -95,6 +95,21 @@ def create_app(settings: Any, kb: KnowledgeBase | None = None,
                      len(app[KB].services), len(app[KB].authorities))
 
         app.on_startup.append(load_kb)
+    learning = getattr(settings, "learning", None)
+    if learning is not None and learning.enabled:
+        from hub.learning import LearningThread
+
+        # Retrains on the [learning] schedule and swaps in models trained elsewhere; routing never waits.
+        thread = LearningThread(app[ENGINE], lambda: app.get(KB), learning)
+
+        async def start_learning(app: web.Application) -> None:
+            thread.start()
+
+        async def stop_learning(app: web.Application) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.stop)
+
+        app.on_startup.append(start_learning)
+        app.on_cleanup.append(stop_learning)
     for target in route_setups():
         resolve(target)(app)
     return app

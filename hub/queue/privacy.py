@@ -8,7 +8,10 @@ made from its text, the router's reasons (they can quote the citizen). External 
 a one-way hash, so they stay unique.
 
 ``forget`` deletes every case whose contact is the given e-mail address or phone number, with all
-messages, attachments and labelled examples, whatever the state.
+messages, attachments and labelled examples, whatever the state, and the imported routing history
+(examples without a case) whose text names that address or number. ``purge`` also deletes imported
+history after ``imported_history_days``. Learned routers keep no example texts (only features seen in
+at least two examples); the next training notices the changed data version and retrains or drops them.
 
 Channels that keep personal data in tables of their own (the phone menu's calls, SMS opt-outs) declare a
 ``privacy`` handler (:class:`hub.plugins.Channel`); both functions run it in the same transaction.
@@ -121,6 +124,7 @@ def purge(
             report.channel_rows += sum(handler.purge(conn, list(ids), now) for handler in privacy_handlers())
             freed = _channel_files(conn)
             if not ids:
+                report.examples += _purge_imported_history(conn, settings, now)
                 if store is not None:
                     report.files += store.delete_unreferenced(conn, freed)
                 return report
@@ -157,6 +161,26 @@ def purge(
                 report.files += store.delete_unreferenced(conn, digests + freed)
 
 
+def _purge_imported_history(conn, settings: PrivacySettings, now: datetime) -> int:
+    """Imported history (labelled examples without a case) past its retention. Learned models trained on
+    it are retrained or dropped at the next training, whose data version no longer matches."""
+    if not settings.imported_history_days:
+        return 0
+    cutoff = now - timedelta(days=settings.imported_history_days)
+    return conn.execute(delete(example_t).where(example_t.c.case_id.is_(None), example_t.c.created_at < cutoff)
+                        ).rowcount or 0
+
+
+def _forget_imported_history(conn, emails: list[str], phones: list[str]) -> int:
+    """Imported history has no contact: the examples whose text names the citizen's address or number."""
+    needles = [e for e in emails if e] + [p for p in phones if p and len(p) >= 6]
+    if not needles:
+        return 0
+    return conn.execute(delete(example_t).where(example_t.c.case_id.is_(None),
+                                                or_(*(example_t.c.text.contains(n, autoescape=True)
+                                                      for n in needles)))).rowcount or 0
+
+
 def forget(
     engine: Engine,
     *,
@@ -189,6 +213,7 @@ def forget(
         report.channel_rows = sum(handler.forget(conn, list(ids), emails, phones) for handler in privacy_handlers())
         freed = _channel_files(conn)
         if not ids:
+            report.examples = _forget_imported_history(conn, emails, phones)
             if store is not None:
                 report.files = store.delete_unreferenced(conn, freed)
             return report
@@ -196,6 +221,7 @@ def forget(
             select(func.count()).select_from(message_t).where(message_t.c.case_id.in_(ids))).scalar_one()
         report.attachments, digests = _drop_attachments(conn, ids)
         report.examples = conn.execute(delete(example_t).where(example_t.c.case_id.in_(ids))).rowcount or 0
+        report.examples += _forget_imported_history(conn, emails, phones)
         conn.execute(delete(message_t).where(message_t.c.case_id.in_(ids)))
         conn.execute(delete(case_t).where(case_t.c.id.in_(ids)))
         for case_id in ids:

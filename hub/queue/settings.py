@@ -114,6 +114,13 @@ class PrivacySettings(Section):
         ge=0,
         description="Cases in the dead-letter state are anonymised this many days after their last change.",
     )
+    imported_history_days: int = Field(
+        730,
+        ge=0,
+        description="Imported routing history ('citizen-hub history import', labelled examples without a case) "
+        "is deleted by 'citizen-hub purge' this many days after its import; examples made from cases go with "
+        "their case. 0 = kept until deleted.",
+    )
 
 
 def queue_settings(settings: Any) -> QueueSettings:

@@ -1,0 +1,174 @@
+"""One area's learned router: a linear model over text features plus the catalogue match, calibrated.
+
+For a request with feature vector ``x`` and catalogue scores ``cat_s`` (0..1, the catalogue match of
+:class:`knowledge.lookup.ServiceIndex` divided by 100) the score of service ``s`` is
+
+    d_s = w_s · x + b_s + β · cat_s          (services with confirmed cases)
+    d_s = floor + β · cat_s                  (services of the area the catalogue found but no case named)
+
+and the probabilities are ``softmax(d / T)`` over these services. ``w``, ``b`` come from a linear SVM,
+``β`` (how much the catalogue counts) and ``T`` (the temperature that makes the probabilities calibrated:
+of the requests routed with probability 0.8, about 80 % are right) are fitted on out-of-fold decisions
+(:mod:`knowledge.learning.train`); ``floor`` is the median out-of-fold score of a wrong service.
+
+Persistence is plain data: a ``.npz`` archive (``numpy.load(..., allow_pickle=False)``) of float and
+int arrays and one UTF-8 JSON header. :meth:`AreaModel.to_bytes` returns it with its SHA-256, which the
+store keeps beside it and :meth:`AreaModel.from_bytes` checks before reading anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from knowledge.learning.features import Featurizer
+
+__all__ = ["AreaModel", "ModelIntegrityError", "FORMAT"]
+
+FORMAT = "citizen-hub-learned-router/1"
+
+
+class ModelIntegrityError(ValueError):
+    """A stored model whose bytes do not match its hash, or that is not in this format."""
+
+
+@dataclass
+class AreaModel:
+    """The learned router of one catalogue area (ARS). Immutable once built: swapped whole, never edited."""
+
+    area: str
+    featurizer: Featurizer
+    classes: list[str]  # service ids, row order of coef
+    coef: np.ndarray  # (n_classes, n_features) float32
+    intercept: np.ndarray  # (n_classes,) float32
+    beta: float  # weight of the catalogue match
+    temperature: float
+    floor: float
+    data_version: dict[str, Any]  # {"count", "max_id", "digest"} of the examples it was trained on
+    authorities: dict[str, str] = field(default_factory=dict)  # service id → most confirmed authority id
+    metrics: dict[str, Any] = field(default_factory=dict)  # out-of-fold figures of the training run
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self._row = {sid: i for i, sid in enumerate(self.classes)}
+        # Column-major: routing gathers the columns of the few features a request has.
+        self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float32)
+        self.coef = self._coef_t.T  # a view: the weights are held once
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.data_version.get("count", 0))
+
+    def decision(self, text: str) -> np.ndarray:
+        """``w · x + b`` for every class (no catalogue part)."""
+        cols, vals = self.featurizer.vector(text)
+        if len(cols) == 0:
+            return self.intercept.astype(np.float64)
+        return vals @ self._coef_t[cols] + self.intercept
+
+    def scores(self, text: str, catalogue: dict[str, float], allowed: set[str] | None = None
+               ) -> tuple[list[str], np.ndarray]:
+        """Service ids and their combined decision values ``d`` (see the module docstring).
+
+        ``catalogue`` maps service id → catalogue score 0..100; catalogue-only services are added when
+        ``allowed`` (the area's services) contains them.
+        """
+        d = self.decision(text).astype(np.float64)
+        ids = list(self.classes)
+        for sid, score in catalogue.items():
+            row = self._row.get(sid)
+            if row is not None:
+                d[row] += self.beta * score / 100.0
+        extra = [(sid, self.floor + self.beta * score / 100.0) for sid, score in catalogue.items()
+                 if sid not in self._row and (allowed is None or sid in allowed)]
+        if extra:
+            ids += [sid for sid, _ in extra]
+            d = np.concatenate([d, np.array([v for _, v in extra])])
+        return ids, d
+
+    def probabilities(self, text: str, catalogue: dict[str, float], allowed: set[str] | None = None
+                      ) -> list[tuple[str, float]]:
+        """Calibrated probabilities, best first: ``[(service id, p), ...]`` summing to 1."""
+        ids, d = self.scores(text, catalogue, allowed)
+        return ranked(ids, softmax(d, self.temperature))
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def to_bytes(self) -> tuple[bytes, str]:
+        """The model as an ``.npz`` archive and its SHA-256 (hex)."""
+        header = {
+            "format": FORMAT,
+            "area": self.area,
+            "classes": self.classes,
+            "beta": self.beta,
+            "temperature": self.temperature,
+            "floor": self.floor,
+            "data_version": self.data_version,
+            "authorities": self.authorities,
+            "metrics": self.metrics,
+            "featurizer": self.featurizer.state(),
+        }
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            header=np.frombuffer(json.dumps(header, ensure_ascii=False).encode("utf-8"), dtype=np.uint8),
+            idf=self.featurizer.idf.astype(np.float32),
+            coef=self.coef.astype(np.float32),
+            intercept=self.intercept.astype(np.float32),
+        )
+        data = buf.getvalue()
+        return data, hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, sha256: str) -> AreaModel:
+        """Read a stored model; raises :class:`ModelIntegrityError` when it is not exactly what was stored."""
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ModelIntegrityError(f"model hash mismatch (stored {sha256[:12]}…, bytes {digest[:12]}…)")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                header = json.loads(npz["header"].tobytes().decode("utf-8"))
+                idf, coef, intercept = npz["idf"], npz["coef"], npz["intercept"]
+        except (ValueError, KeyError, OSError) as exc:
+            raise ModelIntegrityError(f"not a learned-router archive: {exc}") from exc
+        if header.get("format") != FORMAT:
+            raise ModelIntegrityError(f"unknown model format {header.get('format')!r}")
+        classes = [str(c) for c in header["classes"]]
+        if coef.shape != (len(classes), len(idf)) or intercept.shape != (len(classes),):
+            raise ModelIntegrityError("model arrays have inconsistent shapes")
+        return cls(
+            area=str(header["area"]),
+            featurizer=Featurizer.from_state(header["featurizer"], idf),
+            classes=classes,
+            coef=coef,
+            intercept=intercept,
+            beta=float(header["beta"]),
+            temperature=float(header["temperature"]),
+            floor=float(header["floor"]),
+            data_version=dict(header["data_version"]),
+            authorities=dict(header.get("authorities") or {}),
+            metrics=dict(header.get("metrics") or {}),
+            sha256=sha256,
+        )
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size: arrays plus the vocabulary dictionary."""
+        vocab = sum(len(k) + 90 for k in self.featurizer.vocabulary)  # key str + dict slot + int
+        return int(self._coef_t.nbytes + self.featurizer.idf.nbytes + vocab)
+
+
+def softmax(d: np.ndarray, temperature: float) -> np.ndarray:
+    z = d / max(temperature, 1e-6)
+    z = z - z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def ranked(ids: list[str], p: np.ndarray) -> list[tuple[str, float]]:
+    order = np.argsort(-p, kind="stable")
+    return [(ids[i], float(p[i])) for i in order]
