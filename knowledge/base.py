@@ -24,8 +24,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from knowledge.lookup import ServiceIndex
-from knowledge.models import Authority, Responsibility, Service
+from knowledge.federation import BUND, Federation, ServiceView
+from knowledge.models import Authority, CatalogArea, Responsibility, Service
 from knowledge.regions import PlaceResolution, RegionIndex, RegionInfo
 from knowledge.responsibility import ResponsibilityIndex, Responsible
 from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
@@ -72,9 +72,13 @@ def authority_json(a: Authority) -> dict[str, Any]:
     }
 
 
-def service_json(s: Service) -> dict[str, Any]:
-    """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`)."""
-    return {
+def service_json(s: Service | ServiceView) -> dict[str, Any]:
+    """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`).
+
+    A federated description (:class:`~knowledge.federation.ServiceView`) also says which catalogue
+    (owner ARS, ``""`` for the Bund) each part came from (``sources``) and the catalogue of its text.
+    """
+    out = {
         "id": s.id,
         "name": s.name,
         "leika": s.leika,
@@ -85,7 +89,12 @@ def service_json(s: Service) -> dict[str, Any]:
         "processing_time": safe_html(s.processing_time),
         "online_url": s.online_url,
         "topic": s.topic,
+        "catalogue": s.owner_ars or BUND,
     }
+    if isinstance(s, ServiceView):
+        out["leistung"] = s.leistung
+        out["sources"] = s.sources_json()
+    return out
 
 
 @dataclass
@@ -186,13 +195,17 @@ class KnowledgeBase:
         authorities: Iterable[Authority],
         responsibilities: Iterable[Responsibility],
         settings: LookupSettings | None = None,
+        lent: Iterable[tuple[str, str]] = (),
     ) -> None:
+        """``lent``: (catalogue owner, area) pairs, the areas a catalogue's texts are valid in beyond its own."""
         self.settings = settings or LookupSettings()
         self.regions = regions
         self.services: dict[str, Service] = {s.id: s for s in services}
         self.authorities: dict[str, Authority] = {a.id: a for a in authorities}
         self.responsibility = ResponsibilityIndex(responsibilities)
-        self.index = ServiceIndex.from_services(self.services.values())
+        # One search document per Leistung; descriptions valid per area (knowledge/federation.py).
+        self.federation = Federation(self.services, lent)
+        self.index = self.federation.index
 
     @classmethod
     def load(cls, engine: Engine, settings: KnowledgeSettings | None = None) -> KnowledgeBase:
@@ -206,19 +219,22 @@ class KnowledgeBase:
             services = list(session.exec(select(Service)))
             authorities = list(session.exec(select(Authority)))
             responsibilities = list(session.exec(select(Responsibility)))
+            lent = [(c.owner_ars, c.area_ars) for c in session.exec(select(CatalogArea))]
             session.expunge_all()
-        return cls(regions, services, authorities, responsibilities, settings.lookup)
+        return cls(regions, services, authorities, responsibilities, settings.lookup, lent)
 
     # -- incremental updates (catalogue sync) -------------------------------------------------
 
     def apply_service(self, service: Service) -> None:
         """Add or replace one service; visible to the next lookup."""
+        old = self.services.get(service.id)
         self.services[service.id] = service
-        self.index.upsert_service(service)
+        self.federation.replace(old, service)
 
     def remove_service(self, service_id: str) -> None:
-        self.services.pop(service_id, None)
-        self.index.remove(service_id)
+        old = self.services.pop(service_id, None)
+        if old is not None:
+            self.federation.remove(service_id, old)
 
     def apply_authority(self, authority: Authority) -> None:
         self.authorities[authority.id] = authority
@@ -242,8 +258,61 @@ class KnowledgeBase:
             return self.regions.find_in_text(text)
         return None
 
-    def responsible_for(self, service: Service, region: RegionInfo) -> Responsible:
-        return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
+    def chain_areas(self, region: RegionInfo) -> list[str]:
+        """The catalogue areas valid at a place: its region chain, most local first, then the Bund."""
+        return [r.ars for r in self.regions.chain(region.ars)] + [BUND]
+
+    def view_at(self, service: Service | ServiceView, region: RegionInfo) -> ServiceView | None:
+        """The Leistung of ``service`` as ``region`` sees it (None when it has no text valid there)."""
+        key = service.leistung if isinstance(service, ServiceView) else self.federation.leistung_of(service.id)
+        return self.federation.view(key, self.chain_areas(region)) if key else None
+
+    def responsible_for(self, service: Service | ServiceView, region: RegionInfo) -> Responsible:
+        """Who does the service at ``region``: registrations for any of the Leistung's texts valid there."""
+        view = self.view_at(service, region)
+        if view is None:
+            return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
+        ids = [t.id for t in view.texts]
+        return self.responsibility.resolve(ids, view.level, self.regions.chain(region.ars))
+
+    def services_at(self, location: str | None = None) -> list[ServiceView]:
+        """The catalogue as a place sees it, one row per Leistung (without a place: across all catalogues).
+
+        The one implementation behind every catalogue listing (Open311 ``GET services``, the console).
+        """
+        place = self.resolve_place(location) if location else None
+        chain = self.chain_areas(place.match) if place is not None and place.match is not None else None
+        views = (self.federation.view(k, chain) for k in sorted(self.federation.leistungen))
+        return sorted((v for v in views if v is not None), key=lambda v: (v.topic or "", v.name, v.id))
+
+    def search(self, text: str, place: PlaceResolution | None, limit: int) -> list[tuple[ServiceView, float, str]]:
+        """Ranked Leistungen for ``text`` as ``place`` sees them: (merged description, score, matched phrase).
+
+        One implementation for lookup and route (and so for the console, the JSON API, the web form and
+        the queue). A known place sees only descriptions valid on its chain; an ambiguous place those valid
+        at any of its candidates (the text shown is the best-ranked candidate's); no place: every Leistung
+        once, represented by its widest text.
+        """
+        chains: list[list[str]] = []
+        if place is not None and place.match is not None:
+            chains = [self.chain_areas(place.match)]
+        elif place is not None and place.ambiguous:
+            chains = [self.chain_areas(r) for r, _ in place.candidates[:MAX_PLACE_CANDIDATES]]
+        if not chains:
+            hits = self.federation.search(text, None, limit)
+            views = [(self.federation.view(h.id, None, h.stems), h) for h in hits]
+        else:
+            union = list(dict.fromkeys(a for c in chains for a in c))
+            hits = self.federation.search(text, union, limit)
+            views = []
+            for h in hits:
+                view = None
+                for chain in chains:
+                    view = self.federation.view(h.id, chain, h.stems)
+                    if view is not None:
+                        break
+                views.append((view, h))
+        return [(v, h.score, h.matched) for v, h in views if v is not None]
 
     def acting_level(self, resp: Responsible) -> str:
         """The level the authority acts at: the level mark, or for an override the overriding region's level."""
@@ -290,21 +359,34 @@ class KnowledgeBase:
         query = clean_input(query)[: self.settings.max_query_chars]
         limit = limit or self.settings.max_results
         place = self.resolve_place(location)
-        answers = []
-        for hit in self.index.search(query, limit=limit):
-            if hit.score < self.settings.min_score:
-                continue
-            service = self.services.get(hit.id)
-            if service is not None:
-                answers.append(self._answer(service, hit.score, hit.matched, place))
+        answers = [
+            self._answer(view, score, matched, place)
+            for view, score, matched in self.search(query, place, limit)
+            if score >= self.settings.min_score
+        ]
         return LookupResult(query, place, answers)
+
+    def _nothing_here(self, text: str, place: PlaceResolution | None) -> str:
+        """Why nothing matched: an empty request, nothing anywhere, or nothing valid at this place."""
+        if not text.strip():
+            return "empty request"
+        if place is not None and place.match is not None:
+            elsewhere = [v for v, score, _m in self.search(text, None, 3) if score >= self.settings.min_score]
+            if elsewhere:
+                owners = sorted({v.owner_ars or "Bund" for v in elsewhere})
+                return (
+                    f"no catalogue valid at {place.match.display_name} describes this service "
+                    f"(only the catalogue(s) of {', '.join(owners)})"
+                )
+        return "no matching service"
 
     def route(self, text: str, location: str | None = None) -> RouteResult:
         """Decide service, place and authority for one request; say when a person must clarify."""
         text = clean_input(text)[: self.settings.max_query_chars]
-        hits = [h for h in self.index.search(text, limit=5) if h.score >= self.settings.min_score]
-        candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
         place = self.resolve_place(location, text)
+        candidates = [
+            (view, score) for view, score, _m in self.search(text, place, 5) if score >= self.settings.min_score
+        ]
         location_candidates = [r for r, _ in place.candidates] if place and place.ambiguous else []
         result = RouteResult(
             service=None,
@@ -318,7 +400,7 @@ class KnowledgeBase:
             confidence=candidates[0][1] if candidates else 0.0,
         )
         if not candidates:
-            result.reason = "no matching service" if text.strip() else "empty request"
+            result.reason = self._nothing_here(text, place)
             return result
         service, score = candidates[0]
         result.service = service

@@ -103,3 +103,19 @@ class Responsibility(SQLModel, table=True):
     level: str | None = None
     authority_id: str = Field(foreign_key="authority.id", index=True)
     owner_ars: str = Field(default="", index=True)
+    # XZuFi role: "zustaendig" (does it; routing follows these) or "ansprechpunkt" (a contact point).
+    role: str = Field(default="zustaendig", sa_column_kwargs={"server_default": "zustaendig"})
+
+
+class CatalogArea(SQLModel, table=True):
+    """An area a catalogue lends its texts to, beyond its owner's region (issue 13).
+
+    A description is valid in its catalogue's area: the owner's region (``Service.owner_ars``; ``""`` is
+    the Bund, valid nationwide) and every ``area_ars`` of a row here with that ``owner_ars``. The demo's
+    Land catalogue (owner ``01``) is lent to Kreis Soest this way (``knowledge/demo/areas.json``).
+    """
+
+    __tablename__ = "catalog_area"
+
+    owner_ars: str = Field(primary_key=True, max_length=12)
+    area_ars: str = Field(primary_key=True, max_length=12)

@@ -71,14 +71,20 @@ class ResponsibilityIndex:
         else:
             self._levels.pop((row.region_ars, getattr(row, "level", None)), None)  # type: ignore[attr-defined]
 
-    def resolve(self, service_id: str, level: str, chain: Sequence[RegionLike]) -> Responsible:
-        """Resolve one service for a place given as its region chain, most local region first."""
+    def resolve(self, service_id: str | Sequence[str], level: str, chain: Sequence[RegionLike]) -> Responsible:
+        """Resolve one service for a place given as its region chain, most local region first.
+
+        ``service_id`` may be the ids of all texts of one Leistung valid at the place (most local first):
+        a registration for any of them counts, the most local region first.
+        """
         if not chain:
             return Responsible(None, "none", None, None, level, "no place given")
+        ids = (service_id,) if isinstance(service_id, str) else tuple(service_id)
         for region in chain:
-            authority = self._overrides.get((service_id, region.ars))
-            if authority:
-                return Responsible(authority, "override", region.ars, region.display_name, level)
+            for sid in ids:
+                authority = self._overrides.get((sid, region.ars))
+                if authority:
+                    return Responsible(authority, "override", region.ars, region.display_name, level)
         for region in chain:
             authority = self._levels.get((region.ars, level))
             if authority:
