@@ -17,9 +17,9 @@ The search index (:class:`~knowledge.lookup.ServiceIndex`) holds **one document 
 per description: its phrases are the distinct names and synonyms of all its texts (counted, so a phrase
 leaves the document when its last text goes), its context the union of their topics and descriptions.
 A national federation of a million descriptions is then an index of a few thousand documents plus, per
-Leistung, a map area → description ids. A search for a place only lets a phrase count for a Leistung when a
-text *on the place's chain* has that phrase, and drops Leistungen without a text there: a place never
-gets a description, nor a match, from outside its chain.
+Leistung, a map area → description ids. A search for a place drops, inside the index's candidate walk,
+every Leistung without a text on the place's chain, and shows only the chain's texts: a place never gets a
+description from outside its chain.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ class Federation:
             self.index.remove(key)
             return
         names = sorted((p for p in le.phrases.values() if p[2]), key=lambda p: (-p[0], p[1]))
-        synonyms = sorted((p[1] for p in le.phrases.values() if not p[2]))
+        synonyms = sorted(p[1] for p in le.phrases.values() if not p[2])
         head = names[0][1] if names else (synonyms.pop(0) if synonyms else key)
         self.index.upsert(
             SearchDoc(
@@ -353,18 +353,25 @@ class Federation:
         return ServiceView(key, rows, area) if rows else None
 
     def allow_for(self, chain: Sequence[str] | None):
-        """The search filter of a place: which phrases of which Leistung may count (see the module doc)."""
+        """The search filter of a place: a Leistung may be found only when it has a text on ``chain``.
+
+        Its words are shared: a Leistung is one service nationwide, so a synonym one catalogue gives it
+        helps every place find it; what a place is *shown* is only its own chain's texts (:meth:`view`).
+        """
         if chain is None:
             return None
+        chain = tuple(chain)
+        leistungen = self.leistungen
 
-        def allow(key: str) -> frozenset | None:
-            found = self.texts_on(key, chain)
-            if not found:
+        def allow(key: str) -> bool | None:
+            le = leistungen.get(key)
+            if le is None:
                 return None
-            out: set[tuple[str, ...]] = set()
-            for _area, sid in found:
-                out |= self.phrase_keys(self.services[sid])
-            return frozenset(out)
+            by_area = le.by_area
+            for area in chain:
+                if area in by_area:
+                    return True
+            return None
 
         return allow
 

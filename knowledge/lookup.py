@@ -646,6 +646,11 @@ class _Query:
                     for gid in p:
                         if gid in acc:
                             acc[gid] += w
+            elif self.allow is not None:  # only groups the place may see open candidates
+                get = acc.get
+                for gid in p:
+                    if gid in acc or self.group_allowed(gid):
+                        acc[gid] = get(gid, 0.0) + w
             else:
                 get = acc.get
                 for gid in p:
@@ -706,6 +711,11 @@ class _Query:
         scored.sort(key=itemgetter(0), reverse=True)
         self.evidence = {gid: evidence for _s, gid, _qc, evidence in scored}
         return scored
+
+    def group_allowed(self, gid: int) -> bool:
+        """Whether some document may be found through this group's phrase (the place filter)."""
+        group = self.index._groups[gid]
+        return any(self.allowed(doc_id, group.stems) for doc_id, _w, _n in group.members.values())
 
     def allowed(self, doc_id: str, stems: tuple[str, ...] | None) -> bool:
         """Whether the filter lets this document be found (through this phrase, when ``stems``)."""

@@ -1,0 +1,179 @@
+"""Issue 13 items 1-3: every place answered from its own catalogue.
+
+The setting of the issue: ``init --demo`` (Land Schleswig-Holstein's texts, Kreis Segeberg and Kreis Soest
+offices) with the real München (09162) and Berlin (11000) DLDB exports imported beside it.
+"""
+
+from __future__ import annotations
+
+import pytest
+from federation_support import BERLIN_AREA, federated_db
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hub.db import make_engine
+from knowledge.base import KnowledgeBase
+from knowledge.federation import BUND, ServiceView
+from knowledge.models import Authority, Service
+from knowledge.regions import RegionIndex
+
+MUENCHEN = "09162"
+
+
+@pytest.fixture(scope="module")
+def fed_kb(tmp_path_factory):
+    url = federated_db(tmp_path_factory.mktemp("fed") / "fed.sqlite3")
+    engine = make_engine(url)
+    kb = KnowledgeBase.load(engine)
+    engine.dispose()
+    return kb
+
+
+def test_wohnsitz_anmelden_in_bad_segeberg_is_schleswig_holsteins_text_and_office(fed_kb):
+    route = fed_kb.route("Wohnsitz anmelden", "Bad Segeberg")
+    assert route.service.owner_ars == "01" and route.service.id == "sh-wohnsitz-anmelden"
+    assert route.authority is not None and route.authority.region_ars.startswith("01060")
+    answer = fed_kb.lookup("Wohnsitz anmelden", "Bad Segeberg").answers[0]
+    body = answer.to_json()["service"]
+    assert body["catalogue"] == "01" and body["sources"]["fees"]["catalogue"] == "01"
+    assert "München" not in body["fees"] + body["short_text"]
+
+
+def test_wohnsitz_anmelden_in_berlin_is_berlins_or_says_honestly_there_is_none(fed_kb):
+    route = fed_kb.route("Wohnsitz anmelden", "Berlin")
+    if route.service is None:
+        # Berlin's 2016 export has "Anmeldung einer Wohnung" without the word Wohnsitz and no LeiKa key.
+        assert "no catalogue valid at Berlin" in route.reason
+    else:
+        assert route.service.owner_ars == BERLIN_AREA
+    for answer in fed_kb.lookup("Wohnsitz anmelden", "Berlin").answers:
+        assert answer.service.owner_ars in (BERLIN_AREA, "11", BUND), answer.service.id
+    top = fed_kb.lookup("Anmeldung einer Wohnung", "Berlin").answers[0]
+    assert top.service.id == "ber-120686" and top.authority is not None
+    assert top.authority.region_ars.startswith("11")
+
+
+def test_hund_anmelden_in_muenchen_never_answers_with_berlin(fed_kb):
+    route = fed_kb.route("Hund anmelden", "München")
+    assert route.service is None or route.service.owner_ars == MUENCHEN
+    if route.authority is not None:
+        assert route.authority.region_ars.startswith(MUENCHEN)
+    for answer in fed_kb.lookup("Hund anmelden", "München").answers:
+        assert answer.service.owner_ars == MUENCHEN, answer.service.id
+        assert answer.authority is None or answer.authority.region_ars.startswith(MUENCHEN)
+    # In Berlin the same words find Berlin's service, with a Berlin office or an honest "none".
+    berlin = fed_kb.route("Hund anmelden", "Berlin")
+    assert berlin.service.id == "ber-121494"
+    assert berlin.authority is None or berlin.authority.region_ars.startswith("11")
+
+
+def test_personalausweis_in_muenchen_is_muenchens_text_and_office(fed_kb):
+    route = fed_kb.route("Personalausweis beantragen", "München")
+    assert route.service.owner_ars == MUENCHEN and route.service.leika == "99008001000000"
+    assert route.authority is not None and route.authority.region_ars.startswith(MUENCHEN)
+    # The same Leistung in Bad Segeberg: Schleswig-Holstein's text, a Segeberg office.
+    sh = fed_kb.route("Personalausweis beantragen", "Bad Segeberg")
+    assert sh.service.owner_ars == "01" and sh.service.leika == "99008001000000"
+    assert sh.authority.region_ars.startswith("01060")
+
+
+def test_without_a_place_one_row_per_leistung(fed_kb):
+    for query in ("Wohnsitz anmelden", "Personalausweis", "Reisepass beantragen", "Führerschein"):
+        answers = fed_kb.lookup(query, limit=10).answers
+        keys = [a.service.leistung for a in answers]
+        assert len(keys) == len(set(keys)), (query, [a.service.id for a in answers])
+        assert all(a.authority is None for a in answers)
+    listing = fed_kb.services_at()
+    assert len({v.leistung for v in listing}) == len(listing) == len(fed_kb.federation)
+    # München and Schleswig-Holstein share the Personalausweis: one row for both.
+    assert sum(1 for v in listing if v.leika == "99008001000000") == 1
+
+
+# -- the rule itself, on a small federation ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(region_index):
+    """A Land text with every field, a Kreis text and a Gemeinde text of the same Leistung that leave gaps."""
+    leika = "99999999999999"
+    land = Service(id="land-x", leika=leika, name="Baumfällung genehmigen", owner_ars="01", level="kreis",
+                   short_text="Landestext", fees="50 Euro", documents=["Lageplan"], processing_time="2 Wochen",
+                   online_url="https://land.example/baum")
+    kreis = Service(id="kreis-x", leika=leika, name="Baum fällen im Kreis", owner_ars="01060", level="kreis",
+                    short_text="Kreistext", fees="40 Euro")
+    gemeinde = Service(id="gem-x", leika=leika, name="Baumfällung in Todesfelde", owner_ars="010605053088",
+                       level="gemeinde", short_text="Gemeindetext")
+    alone = Service(id="alone", name="Baumschutzsatzung Auskunft", owner_ars="010605053088")
+    office = Authority(id="a-gem", name="Amt Leezen", region_ars="010605053")
+    return KnowledgeBase(region_index, [land, kreis, gemeinde, alone], [office], [])
+
+
+from catalog_support import region_index_fixture, regions_template_fixture  # noqa: E402,F401
+
+
+def test_the_most_local_text_wins_and_gaps_fall_back_field_by_field(small):
+    todesfelde = small.regions.get("010605053088")
+    view = small.view_at(small.services["land-x"], todesfelde)
+    assert isinstance(view, ServiceView)
+    assert view.id == "gem-x" and view.name == "Baumfällung in Todesfelde" and view.short_text == "Gemeindetext"
+    assert view.fees == "40 Euro" and view.sources["fees"] == ("01060", "kreis-x")
+    assert view.documents == ["Lageplan"] and view.sources["documents"] == ("01", "land-x")
+    assert view.online_url == "https://land.example/baum" and view.processing_time == "2 Wochen"
+    # Next door (Bark, same Amt) there is no Gemeinde text: the Kreis text wins.
+    bark = small.view_at(small.services["land-x"], small.regions.get("010605053007"))
+    assert bark.id == "kreis-x" and bark.fees == "40 Euro" and bark.sources["fees"] == ("01060", "kreis-x")
+    # Outside Kreis Segeberg (Kiel) only the Land's text.
+    kiel = small.regions.resolve("Kiel").match
+    assert small.view_at(small.services["land-x"], kiel).id == "land-x"
+    # A text without LeiKa stands alone, in its area: Todesfelde has it, Bark does not.
+    assert [a.service.id for a in small.lookup("Baumschutzsatzung", "010605053088").answers][:1] == ["alone"]
+    assert "alone" not in [a.service.id for a in small.lookup("Baumschutzsatzung", "010605053007").answers]
+
+
+def test_a_synced_text_is_visible_at_once_and_its_removal_falls_back(small):
+    todesfelde = "010605053088"
+    text = Service(id="gem-y", leika="99999999999998", name="Osterfeuer anmelden", owner_ars=todesfelde)
+    small.apply_service(text)
+    assert small.lookup("Osterfeuer anmelden", todesfelde).answers[0].service.id == "gem-y"
+    assert not small.lookup("Osterfeuer anmelden", "010605053007").answers
+    small.remove_service("gem-y")
+    assert not small.lookup("Osterfeuer anmelden", todesfelde).answers
+    # Changing the Gemeinde's text in place: the new name is found, the old one is not.
+    renamed = Service(id="gem-x", leika="99999999999999", name="Gehölz entfernen", owner_ars=todesfelde)
+    old = small.services["gem-x"]
+    small.apply_service(renamed)
+    try:
+        assert small.lookup("Gehölz entfernen", todesfelde).answers[0].service.id == "gem-x"
+    finally:
+        small.apply_service(old)
+
+
+QUERIES = ["Wohnsitz anmelden", "Hund anmelden", "Personalausweis beantragen", "Reisepass", "Gewerbe anmelden",
+           "Führerschein", "Baugenehmigung", "Kfz zulassen", "Geburtsurkunde", "Sperrmüll"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_place_never_gets_a_description_from_outside_its_chain(fed_kb, data):
+    places = _places(fed_kb.regions)
+    ars = data.draw(st.sampled_from(places))
+    query = data.draw(st.sampled_from(QUERIES))
+    region = fed_kb.regions.get(ars)
+    chain = fed_kb.chain_areas(region)
+    result = fed_kb.lookup(query, ars)
+    for answer in result.answers:
+        for text in answer.service.texts:
+            assert any(a in chain for a in fed_kb.federation.areas_of(text)), (ars, query, text.id)
+        for owner, _sid in answer.service.sources.values():
+            assert owner in chain or any(owner in fed_kb.federation.lent and a in chain
+                                         for a in fed_kb.federation.lent[owner])
+    route = fed_kb.route(query, ars)
+    if route.service is not None:
+        assert any(a in chain for t in route.service.texts for a in fed_kb.federation.areas_of(t))
+
+
+def _places(regions: RegionIndex) -> list[str]:
+    # Places in and out of every catalogue: Segeberg, Soest, München, Berlin, Hamburg, Kiel, and more.
+    picked = ["010605053088", "010600005005", "059740028028", "091620000000", "110000000000", "020000000000"]
+    others = sorted(r.ars for r in regions if r.level == "gemeinde")[::700]
+    return picked + others
