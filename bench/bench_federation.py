@@ -234,7 +234,8 @@ def main() -> int:
     mix = [texts_q[i % len(texts_q)] for i in range(N_TIMED)]
     rng.shuffle(mix)
     flat_cold = timed(lambda q: flat.search(q, 10), texts_q, "flat 10k (cold)")  # first sight of each word
-    flat_lat = timed(lambda q: flat.search(q, 10), mix, "flat 10k")
+    flat_cpu: list[float] = []
+    flat_lat = timed(lambda q: flat.search(q, 10), mix, "flat 10k", flat_cpu)
     del flat, docs
     gc.collect()
 
@@ -250,11 +251,13 @@ def main() -> int:
     n_texts = len(texts)
     del texts
     gc.collect()
+    gc.freeze()  # as hub/runtime.py does after loading: the collector no longer walks the catalogue
     fed_rss = proc.memory_info().rss
     places = [rng.choice(gemeinden) for _ in range(N_TIMED)]
     pairs = list(zip(mix, places, strict=True))
     cold = timed(lambda qp: kb.lookup(qp[0], qp[1]), pairs[: len(texts_q)], "federation (cold)")
-    lat = timed(lambda qp: kb.lookup(qp[0], qp[1]), pairs, "federation")
+    cpu: list[float] = []
+    lat = timed(lambda qp: kb.lookup(qp[0], qp[1]), pairs, "federation", cpu)
     no_place = timed(lambda q: kb.lookup(q), mix[:500], "federation, no place")
     # Correctness on the way: every answer's texts are valid at the place.
     for q, place in pairs[:300]:
@@ -269,7 +272,7 @@ def main() -> int:
     print(f"queries        {note}, +typo variants; {N_TIMED} timed, places: random Gemeinden")
     print(f"flat 10k       {len(_origin)} services: load {flat_load:.1f} s, index {flat_rss / 2**20:.0f} MB, "
           f"lookup p50 {percentile(flat_lat, .5):.2f} ms p99 {percentile(flat_lat, .99):.2f} ms "
-          f"(target p99 ≤ {TARGET_FLAT_P99_MS:.0f} ms); first sight of each query p99 "
+          f"(target p99 ≤ {TARGET_FLAT_P99_MS:.0f} ms; CPU p99 {percentile(flat_cpu, .99):.2f} ms); first sight of each query p99 "
           f"{percentile(flat_cold, .99):.2f} ms")
     print(f"federation     scale {share:g}: {n_texts} descriptions, {len(kb.federation)} Leistungen, "
           f"{len(gemeinden)} Gemeinden, generated in {gen_s:.1f} s")
@@ -277,7 +280,7 @@ def main() -> int:
     print(f"  memory       RSS {fed_rss / 2**30:.2f} GB (process; +{(fed_rss - rss1) / 2**30:.2f} GB for the "
           f"federation; target ≤ {TARGET_RSS_GB:.0f} GB)")
     print(f"  lookup       p50 {percentile(lat, .5):.2f} ms p99 {percentile(lat, .99):.2f} ms at a place "
-          f"(target p99 ≤ {TARGET_P99_MS:.0f} ms); without a place p50 {percentile(no_place, .5):.2f} ms "
+          f"(target p99 ≤ {TARGET_P99_MS:.0f} ms; CPU p99 {percentile(cpu, .99):.2f} ms); without a place p50 {percentile(no_place, .5):.2f} ms "
           f"p99 {percentile(no_place, .99):.2f} ms; first sight of each query p99 {percentile(cold, .99):.2f} ms")
     print(f"  ratio        place-aware p99 / flat 10k p99 = {percentile(lat, .99) / percentile(flat_lat, .99):.2f}")
     print(f"  sync         100 changed services of one Gemeinde visible after {visible * 1000:.0f} ms "
@@ -285,6 +288,7 @@ def main() -> int:
           f"target ≤ {TARGET_VISIBLE_S:.0f} s; probe {probe!r})")
     ok = (percentile(lat, .99) <= TARGET_P99_MS and fed_rss <= TARGET_RSS_GB * 2**30
           and visible <= TARGET_VISIBLE_S and percentile(flat_lat, .99) <= TARGET_FLAT_P99_MS)
+    print(f"machine        load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall-clock p99 suffers)")
     print(f"targets        {'met' if ok else 'MISSED'}" + ("" if share == 1.0 else " (at reduced scale)"))
     return 0
 

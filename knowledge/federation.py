@@ -228,8 +228,9 @@ class Federation:
         n = le.contexts.get(ctx, 0)
         le.contexts[ctx] = n + 1
         changed = changed or n == 0
+        if le.n_texts == 0 or (le.rep is not None and self._width(s) < self._width(self.services[le.rep])):
+            le.rep = s.id
         le.n_texts += 1
-        le.rep = None
         self._of[s.id] = key
         if changed or le.n_texts == 1:
             self._dirty.add(key)
@@ -237,9 +238,9 @@ class Federation:
     def _drop(self, sid: str, s: Any) -> None:
         key = self._of.pop(sid)
         le = self.leistungen[key]
-        for area in list(le.by_area):
-            ids = le.by_area[area]
-            if sid in ids:
+        for area in self.areas_of(s):
+            ids = le.by_area.get(area)
+            if ids is not None and sid in ids:
                 ids.remove(sid)
                 if not ids:
                     del le.by_area[area]
@@ -264,11 +265,24 @@ class Federation:
         else:
             le.contexts[ctx] = n - 1
         le.n_texts -= 1
-        le.rep = None
+        if le.rep == sid:
+            le.rep = None  # found again when asked (:meth:`_rep`)
         if le.n_texts <= 0:
             del self.leistungen[key]
         if changed or le.n_texts <= 0:
             self._dirty.add(key)
+
+    @staticmethod
+    def _width(s: Any) -> tuple[int, str, str]:
+        # The widest catalogue first (the Bund, then a Land, ...), then by owner and id: deterministic.
+        owner = s.owner_ars or BUND
+        return (len(owner), owner, s.id)
+
+    def _rep(self, le: _Leistung) -> str:
+        """The Leistung's widest text (kept up to date on adds; searched again after it was removed)."""
+        if le.rep is None:
+            le.rep = min((sid for v in le.by_area.values() for sid in v), key=lambda i: self._width(self.services[i]))
+        return le.rep
 
     @staticmethod
     def _union(le: _Leistung) -> frozenset[str]:
@@ -293,10 +307,7 @@ class Federation:
                 synonyms=synonyms,
                 context_stems=self._union(le),
                 leika=key[6:] if key.startswith("leika:") else None,
-                order=min(
-                    (sid for v in le.by_area.values() for sid in v),
-                    key=lambda i: (len(self.services[i].owner_ars or ""), i),
-                ),
+                order=self._rep(le),
             )
         )
 
@@ -326,12 +337,7 @@ class Federation:
         if le is None:
             return None
         if chain is None:
-            if le.rep is None:
-                le.rep = min(
-                    (sid for v in le.by_area.values() for sid in v),
-                    key=lambda i: (len(self.services[i].owner_ars or ""), self.services[i].owner_ars or "", i),
-                )
-            rows = [self.services[le.rep]]
+            rows = [self.services[self._rep(le)]]
             area = rows[0].owner_ars or BUND
         else:
             found = self.texts_on(key, chain)

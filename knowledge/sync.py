@@ -81,6 +81,9 @@ __all__ = [
     "UnknownRegion",
     "VersionConflict",
     "Zustaendigkeit",
+    "DeletionRefused",
+    "MAX_DELETE_SHARE",
+    "check_deletions",
     "apply_change_set",
     "changes_since",
     "current_version",
@@ -95,6 +98,8 @@ __all__ = [
 ]
 
 KINDS = ("leistung", "organisationseinheit", "zustaendigkeit", "onlinedienst")
+# A snapshot may delete at most this share of what its region owns unless forced ([catalog] max_delete_share).
+MAX_DELETE_SHARE = 0.2
 _CHUNK = 500  # ids per IN (...) and rows per executemany batch
 
 service_t = Service.__table__
@@ -172,6 +177,20 @@ class VersionConflict(SyncError):
     def __init__(self, message: str, current: int) -> None:
         super().__init__(message)
         self.current = current
+
+
+class DeletionRefused(SyncError):
+    """A snapshot would delete more than the allowed share of the region's objects (HTTP 409).
+
+    PVOG's own warning: an incomplete export silently deletes. ``would_delete`` lists the ids per kind;
+    nothing was changed. Sent again with ``force`` it is applied.
+    """
+
+    status = 409
+
+    def __init__(self, message: str, errors: Sequence[ObjectError], would_delete: dict[str, list[str]]) -> None:
+        super().__init__(message, errors)
+        self.would_delete = would_delete
 
 
 class ConcurrentChange(SyncError):
@@ -800,6 +819,8 @@ class Plan:
     errors: list[ObjectError] = field(default_factory=list)
     # Services whose online_url execute() recomputed (their online services changed).
     online_affected: set[str] = field(default_factory=set)
+    # What the region owned before, per kind (a snapshot's plan only): the deletion guard's measure.
+    owned: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -1037,6 +1058,8 @@ def plan(
 
     # -- the diff
     result = Plan(region=region, mode=cs.mode, base_version=base, removed=removed, errors=errors)
+    if cs.mode == "snapshot":
+        result.owned = {k: len(cur[k]) for k in cur} | {"zustaendigkeit": len(cur_resp)}
     for kind in ("leistung", "organisationseinheit", "onlinedienst"):
         for key, obj in cs.writes[kind].items():
             if key in bad[kind]:
@@ -1065,6 +1088,37 @@ def plan(
         if key not in bad["zustaendigkeit"] and key not in cur_resp:
             result.added["zustaendigkeit"].append(obj)
     return result
+
+
+def check_deletions(p: Plan, max_share: float = MAX_DELETE_SHARE, *, force: bool = False) -> None:
+    """Refuse a snapshot that would delete more than ``max_share`` of what its region owns.
+
+    Raises :class:`DeletionRefused` naming what would go (counts per kind and the ids), unless ``force``.
+    Only snapshots (``PUT …/snapshot``, ``catalog import --replace``) are checked: they delete by leaving
+    out, which is how an incomplete export empties a catalogue; a change set names each delete.
+    """
+    if force or p.mode != "snapshot" or not p.owned:
+        return
+    owned = sum(p.owned.values())
+    gone = {k: sorted(p.removed[k]) for k in KINDS if p.removed[k]}
+    n = sum(len(v) for v in gone.values())
+    if not owned or n / owned <= max_share:
+        return
+    counts = ", ".join(f"{len(v)} {k}" for k, v in gone.items())
+    shown = "; ".join(f"{k}: {', '.join(v[:5])}{' …' if len(v) > 5 else ''}" for k, v in gone.items())
+    errors = [
+        ObjectError(f"{k} id={key}" if k != "zustaendigkeit" else f"{k} {key}", "", "would be deleted")
+        for k, v in gone.items()
+        for key in v[:100]
+    ]
+    raise DeletionRefused(
+        f"this snapshot would delete {n} of the {owned} objects of region {p.region} ({n / owned:.0%}, "
+        f"more than the allowed {max_share:.0%}): {counts} ({shown}); nothing was changed. If the export is "
+        "complete and these are meant to go, send it again with force (API: ?force=true, "
+        "CLI: catalog import --replace --force)",
+        errors,
+        gone,
+    )
 
 
 # ============================================================================ writing
@@ -1440,8 +1494,13 @@ def apply_change_set(
     expected_version: int | Collection[int] | None = None,
     progress: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
+    max_delete_share: float = MAX_DELETE_SHARE,
+    force: bool = False,
 ) -> ApplyResult:
     """Plan and (unless ``dry_run``) write ``cs`` for ``region``; see :func:`plan` and :func:`execute`.
+
+    A snapshot that would delete more than ``max_delete_share`` of the region's objects raises
+    :class:`DeletionRefused` unless ``force`` (:func:`check_deletions`); a dry run shows the diff either way.
 
     Without ``expected_version`` a writer that lost a race plans again on the new state (up to eight
     times); with it, the race is the caller's :class:`VersionConflict`. An empty diff writes nothing and
@@ -1457,6 +1516,7 @@ def apply_change_set(
             p = plan(conn, region, cs, scopes=scopes, partial=partial, expected_version=expected_version)
         if dry_run or p.empty:
             return ApplyResult(region, p.base_version, p.base_version, False, dry_run, p)
+        check_deletions(p, max_delete_share, force=force)
         try:
             version = execute(engine, p, actor=actor, partial=partial, progress=progress, audit=audit)
         except VersionConflict:
