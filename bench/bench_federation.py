@@ -236,7 +236,7 @@ def main() -> int:
     flat_cold = timed(lambda q: flat.search(q, 10), texts_q, "flat 10k (cold)")  # first sight of each word
     flat_cpu: list[float] = []
     flat_lat = timed(lambda q: flat.search(q, 10), mix, "flat 10k", flat_cpu)
-    del flat, docs
+    flat = docs = None  # the flat index is freed before the federation is built
     gc.collect()
 
     # -- the federation

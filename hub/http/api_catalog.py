@@ -42,8 +42,8 @@ from hub.http.tokens import Principal, TokenVerifier, scope_t, token_t
 from hub.queue.cases import catalog_audit
 from knowledge.sync import (
     ApplyResult,
-    PayloadError,
     DeletionRefused,
+    PayloadError,
     SyncError,
     VersionConflict,
     apply_change_set,
