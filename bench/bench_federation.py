@@ -286,10 +286,12 @@ def main() -> int:
     print(f"  sync         100 changed services of one Gemeinde visible after {visible * 1000:.0f} ms "
           f"(sync write + read-back + in-memory apply {in_memory * 1000:.0f} ms + lookup; "
           f"target ≤ {TARGET_VISIBLE_S:.0f} s; probe {probe!r})")
-    ok = (percentile(lat, .99) <= TARGET_P99_MS and fed_rss <= TARGET_RSS_GB * 2**30
-          and visible <= TARGET_VISIBLE_S and percentile(flat_lat, .99) <= TARGET_FLAT_P99_MS)
+    rest = fed_rss <= TARGET_RSS_GB * 2**30 and visible <= TARGET_VISIBLE_S
+    wall = rest and percentile(lat, .99) <= TARGET_P99_MS and percentile(flat_lat, .99) <= TARGET_FLAT_P99_MS
+    cpu_ok = rest and percentile(cpu, .99) <= TARGET_P99_MS and percentile(flat_cpu, .99) <= TARGET_FLAT_P99_MS
     print(f"machine        load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall-clock p99 suffers)")
-    print(f"targets        {'met' if ok else 'MISSED'}" + ("" if share == 1.0 else " (at reduced scale)"))
+    scale_note = "" if share == 1.0 else " (at reduced scale)"
+    print(f"targets        wall clock {'met' if wall else 'MISSED'}, CPU time {'met' if cpu_ok else 'MISSED'}{scale_note}")
     return 0
 
 

@@ -295,11 +295,12 @@ def service_record(service: Any, settings: WebSettings) -> dict[str, Any]:
 
 @handler
 async def get_services(request: web.Request, fmt: str) -> web.Response:
-    """GET services: every service of the catalogue."""
+    """GET services: the catalogue, one service per Leistung; with a jurisdiction_id region, as it sees it."""
     kb = _kb(request)
-    _jurisdiction(request, request.query)
+    region = _jurisdiction(request, request.query)
     settings = _settings(request)
-    services = sorted(kb.services.values(), key=lambda s: (s.topic or "", s.name))
+    # The knowledge base's one listing (KnowledgeBase.services_at): never the same service once per catalogue.
+    services = kb.services_at(region.ars if region is not None else None)
     return render(fmt, "services", Many("service", [service_record(s, settings) for s in services]))
 
 

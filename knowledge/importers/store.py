@@ -7,7 +7,8 @@ nothing to change and makes no version), is audited, and is served to pull consu
 ``GET /api/catalog/{ars}?since=``.
 
 Mapping: services → leistung, offices (DLDB locations) → organisationseinheit, each (service, office)
-link → a zustaendigkeit of that service in the region (an override), a service's online link →
+link → a zustaendigkeit of that service in the region (an override; in its areas when the CSV's
+``authority_areas`` lists them: one row per area), a service's online link →
 an onlinedienst ``<service id>-online``.
 
 ``replace=False`` (the default) adds and updates but never removes; ``replace=True`` makes the region's
@@ -46,7 +47,9 @@ def batch_change_set(batch: DldbBatch, region_ars: str, *, replace: bool = False
     services = [s.model_dump(exclude={"owner_ars", "updated_at", "online_url"}) for s in batch.services]
     authorities = [a.model_dump(exclude={"owner_ars", "is_demo"}) for a in batch.authorities]
     links = [
-        {"service_id": s, "level": None, "region_ars": region_ars, "authority_id": a} for s, a in batch.links
+        {"service_id": s, "level": None, "region_ars": area, "authority_id": a}
+        for s, a in batch.links
+        for area in batch.link_areas.get((s, a), [region_ars])
     ]
     online = [
         {"id": f"{s.id}-online", "service_id": s.id, "url": s.online_url, "name": ""}

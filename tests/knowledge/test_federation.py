@@ -177,3 +177,13 @@ def _places(regions: RegionIndex) -> list[str]:
     picked = ["010605053088", "010600005005", "059740028028", "091620000000", "110000000000", "020000000000"]
     others = sorted(r.ars for r in regions if r.level == "gemeinde")[::700]
     return picked + others
+
+
+def test_the_catalogue_listing_of_a_place_is_its_own(fed_kb):
+    # KnowledgeBase.services_at is what Open311 GET services lists (with jurisdiction_id: the place's view).
+    muenchen = fed_kb.services_at("091620000000")
+    assert muenchen and all(v.owner_ars == MUENCHEN for v in muenchen)
+    segeberg = fed_kb.services_at("010600005005")
+    assert segeberg and {v.owner_ars for v in segeberg} == {"01"}
+    keys = [v.leistung for v in segeberg]
+    assert len(keys) == len(set(keys))

@@ -190,3 +190,23 @@ def test_area_list_and_role_are_validated():
         assert cs.errors and not cs.writes["zustaendigkeit"], item
     with pytest.raises(PayloadError):
         parse_changes({"write": {"zustaendigkeit": {"not": "a list"}}})
+
+
+def test_the_csv_gives_an_office_an_area_list(engine):
+    from knowledge.importers.csv_import import parse_csv_text
+    from knowledge.importers.store import store_batch
+
+    text = (
+        "name;leika;level;authority_name;authority_areas\n"
+        f"Fahrzeug zulassen;{LEIKA};kreis;Kreisverwaltung;\n"
+        f"Fahrzeug zulassen;{LEIKA};kreis;Außenstelle Leezen;{TODESFELDE}|{BARK}\n"
+    )
+    batch = parse_csv_text(text, id_prefix="se", region_ars=SEGEBERG)
+    result = store_batch(engine, batch, SEGEBERG)
+    assert result.plan.summary()["zustaendigkeit"]["added"] == 3
+    kb = KnowledgeBase.load(engine)
+    assert kb.route("Fahrzeug zulassen", TODESFELDE).authority.name == "Außenstelle Leezen"
+    with pytest.raises(ValueError, match="authority_areas"):
+        parse_csv_text("name;authority_name;authority_areas\nA;Amt;0106\n", id_prefix="x", region_ars=SEGEBERG)
+    with pytest.raises(ValueError, match="not inside region"):
+        parse_csv_text("name;authority_name;authority_areas\nA;Amt;02000\n", id_prefix="x", region_ars=SEGEBERG)
