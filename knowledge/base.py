@@ -31,6 +31,15 @@ from knowledge.responsibility import ResponsibilityIndex, Responsible
 from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
 from knowledge.text import safe_html
 
+# The fields a description may inherit from a wider catalogue, as the console names them.
+_FIELD_LABELS = {
+    "short_text": "Beschreibung",
+    "documents": "Unterlagen",
+    "fees": "Gebühren",
+    "processing_time": "Bearbeitungszeit",
+    "online_url": "Online-Dienst",
+}
+
 # How many candidate places are checked when a place is ambiguous (23795 has 14).
 MAX_PLACE_CANDIDATES = 25
 
@@ -94,6 +103,7 @@ def service_json(s: Service | ServiceView) -> dict[str, Any]:
     if isinstance(s, ServiceView):
         out["leistung"] = s.leistung
         out["sources"] = s.sources_json()
+        out["origin"] = s.origin
     return out
 
 
@@ -312,7 +322,27 @@ class KnowledgeBase:
                     if view is not None:
                         break
                 views.append((view, h))
-        return [(v, h.score, h.matched) for v, h in views if v is not None]
+        out = [(v, h.score, h.matched) for v, h in views if v is not None]
+        for v, _s, _m in out:
+            v.origin = self.origin_text(v)
+        return out
+
+    def catalogue_name(self, owner: str) -> str:
+        """A catalogue as an agent reads it: its region's name, or the Bund."""
+        if not owner:
+            return "Bund"
+        region = self.regions.get(owner)
+        return region.display_name if region is not None else owner
+
+    def origin_text(self, view: ServiceView) -> str:
+        """Where the parts of a description come from, in German: "Katalog München; Gebühren: Katalog …"."""
+        main = view.primary.owner_ars or BUND
+        parts = [f"Katalog {self.catalogue_name(main)}"]
+        for name, label in _FIELD_LABELS.items():
+            owner, _sid = view.sources.get(name, (main, ""))
+            if owner != main and getattr(view, name, None):
+                parts.append(f"{label}: Katalog {self.catalogue_name(owner)}")
+        return "; ".join(parts)
 
     def acting_level(self, resp: Responsible) -> str:
         """The level the authority acts at: the level mark, or for an override the overriding region's level."""

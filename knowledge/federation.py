@@ -69,7 +69,7 @@ class ServiceView:
     for the Bund) and which description it came from. ``texts`` are the descriptions used, most local first.
     """
 
-    __slots__ = ("texts", "primary", "sources", "_merged", "leistung", "area")
+    __slots__ = ("texts", "primary", "sources", "_merged", "leistung", "area", "origin")
 
     def __init__(self, leistung: str, texts: Sequence[Any], area: str | None) -> None:
         self.leistung = leistung
@@ -77,6 +77,7 @@ class ServiceView:
         self.primary = self.texts[0]
         self.area = area  # the catalogue area of the primary text as found on the chain
         self.sources: dict[str, tuple[str, str]] = {}
+        self.origin = ""  # in words, for agents (set by the knowledge base, which knows the region names)
         self._merged: dict[str, Any] = {}
         p = self.primary
         for name in ("name", "level", "synonyms", "topic", "life_situation"):

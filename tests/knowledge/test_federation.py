@@ -187,3 +187,11 @@ def test_the_catalogue_listing_of_a_place_is_its_own(fed_kb):
     assert segeberg and {v.owner_ars for v in segeberg} == {"01"}
     keys = [v.leistung for v in segeberg]
     assert len(keys) == len(set(keys))
+
+
+def test_the_answer_says_in_words_which_catalogue_each_part_came_from(small):
+    body = small.lookup("Baumfällung", "010605053088").answers[0].to_json()["service"]
+    assert body["id"] == "gem-x" and body["catalogue"] == "010605053088"
+    assert body["sources"]["fees"] == {"catalogue": "01060", "id": "kreis-x"}
+    assert body["origin"].startswith("Katalog Todesfelde")
+    assert "Gebühren: Katalog Kreis Segeberg" in body["origin"] and "Unterlagen: Katalog Schleswig-Holstein" in body["origin"]
