@@ -35,14 +35,24 @@ from knowledge.clarify import (
     PlaceState,
     clarify,
 )
+from knowledge.federation import BUND, Federation, ServiceView
 from knowledge.learning.router import CATALOGUE_HITS, LearnedRouting
 from knowledge.learning.store import load_learned_models
-from knowledge.lookup import ServiceIndex
-from knowledge.models import Authority, Responsibility, Service
+from knowledge.lookup import Hit
+from knowledge.models import Authority, CatalogArea, Responsibility, Service
 from knowledge.regions import PlaceResolution, QueryPlace, RegionIndex, RegionInfo
 from knowledge.responsibility import ResponsibilityIndex, Responsible
 from knowledge.settings import DefaultKnowledgeSettings, KnowledgeSettings, LookupSettings
 from knowledge.text import safe_html
+
+# The fields a description may inherit from a wider catalogue, as the console names them.
+_FIELD_LABELS = {
+    "short_text": "Beschreibung",
+    "documents": "Unterlagen",
+    "fees": "Gebühren",
+    "processing_time": "Bearbeitungszeit",
+    "online_url": "Online-Dienst",
+}
 
 # How many candidate places are checked when a place is ambiguous (23795 has 14).
 MAX_PLACE_CANDIDATES = 25
@@ -88,9 +98,13 @@ def authority_json(a: Authority) -> dict[str, Any]:
     }
 
 
-def service_json(s: Service) -> dict[str, Any]:
-    """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`)."""
-    return {
+def service_json(s: Service | ServiceView) -> dict[str, Any]:
+    """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`).
+
+    A federated description (:class:`~knowledge.federation.ServiceView`) also says which catalogue
+    (owner ARS, ``""`` for the Bund) each part came from (``sources``) and the catalogue of its text.
+    """
+    out = {
         "id": s.id,
         "name": s.name,
         "leika": s.leika,
@@ -101,7 +115,13 @@ def service_json(s: Service) -> dict[str, Any]:
         "processing_time": safe_html(s.processing_time),
         "online_url": s.online_url,
         "topic": s.topic,
+        "catalogue": s.owner_ars or BUND,
     }
+    if isinstance(s, ServiceView):
+        out["leistung"] = s.leistung
+        out["sources"] = s.sources_json()
+        out["origin"] = s.origin
+    return out
 
 
 def _same_place(a: PlaceResolution, b: PlaceResolution) -> bool:
@@ -217,8 +237,10 @@ class KnowledgeBase:
         authorities: Iterable[Authority],
         responsibilities: Iterable[Responsibility],
         settings: LookupSettings | None = None,
+        lent: Iterable[tuple[str, str]] = (),
         clarification_team: Iterable[str] = (),
     ) -> None:
+        """``lent``: (catalogue owner, area) pairs, the areas a catalogue's texts are valid in beyond its own."""
         self.settings = settings or LookupSettings()
         #: Authorities whose agents work the clarification queue ([regions] clarification_team); empty =
         #: those of the home region (hub.scope decides who that is).
@@ -227,7 +249,9 @@ class KnowledgeBase:
         self.services: dict[str, Service] = {s.id: s for s in services}
         self.authorities: dict[str, Authority] = {a.id: a for a in authorities}
         self.responsibility = ResponsibilityIndex(responsibilities)
-        self.index = ServiceIndex.from_services(self.services.values())
+        # One search document per Leistung; descriptions valid per area (knowledge/federation.py).
+        self.federation = Federation(self.services, lent)
+        self.index = self.federation.index
         self._home: list[RegionInfo] | None = None  # the home region's municipalities, built on first use
         self.learning = LearnedRouting(home_region=getattr(regions, "home_region", "") or "")
 
@@ -243,8 +267,9 @@ class KnowledgeBase:
             services = list(session.exec(select(Service)))
             authorities = list(session.exec(select(Authority)))
             responsibilities = list(session.exec(select(Responsibility)))
+            lent = [(c.owner_ars, c.area_ars) for c in session.exec(select(CatalogArea))]
             session.expunge_all()
-        kb = cls(regions, services, authorities, responsibilities, settings.lookup,
+        kb = cls(regions, services, authorities, responsibilities, settings.lookup, lent,
                  clarification_team=getattr(settings.regions, "clarification_team", ()))
         learning = getattr(settings, "learning", None)
         if learning is None or learning.enabled:
@@ -255,12 +280,14 @@ class KnowledgeBase:
 
     def apply_service(self, service: Service) -> None:
         """Add or replace one service; visible to the next lookup."""
+        old = self.services.get(service.id)
         self.services[service.id] = service
-        self.index.upsert_service(service)
+        self.federation.replace(old, service)
 
     def remove_service(self, service_id: str) -> None:
-        self.services.pop(service_id, None)
-        self.index.remove(service_id)
+        old = self.services.pop(service_id, None)
+        if old is not None:
+            self.federation.remove(service_id, old)
 
     def apply_authority(self, authority: Authority) -> None:
         self.authorities[authority.id] = authority
@@ -296,8 +323,81 @@ class KnowledgeBase:
             return keywords
         return QueryPlace(found, -1, -1, "") if found is not None else None
 
-    def responsible_for(self, service: Service, region: RegionInfo) -> Responsible:
-        return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
+    def chain_areas(self, region: RegionInfo) -> list[str]:
+        """The catalogue areas valid at a place: its region chain, most local first, then the Bund."""
+        return [r.ars for r in self.regions.chain(region.ars)] + [BUND]
+
+    def view_at(self, service: Service | ServiceView, region: RegionInfo) -> ServiceView | None:
+        """The Leistung of ``service`` as ``region`` sees it (None when it has no text valid there)."""
+        key = service.leistung if isinstance(service, ServiceView) else self.federation.leistung_of(service.id)
+        return self.federation.view(key, self.chain_areas(region)) if key else None
+
+    def responsible_for(self, service: Service | ServiceView, region: RegionInfo) -> Responsible:
+        """Who does the service at ``region``: registrations for any of the Leistung's texts valid there."""
+        view = self.view_at(service, region)
+        if view is None:
+            return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
+        ids = [t.id for t in view.texts]
+        return self.responsibility.resolve(ids, view.level, self.regions.chain(region.ars))
+
+    def services_at(self, location: str | None = None) -> list[ServiceView]:
+        """The catalogue as a place sees it, one row per Leistung (without a place: across all catalogues).
+
+        The one implementation behind every catalogue listing (Open311 ``GET services``, the console).
+        """
+        place = self.resolve_place(location) if location else None
+        chain = self.chain_areas(place.match) if place is not None and place.match is not None else None
+        views = (self.federation.view(k, chain) for k in sorted(self.federation.leistungen))
+        return sorted((v for v in views if v is not None), key=lambda v: (v.topic or "", v.name, v.id))
+
+    def search(self, text: str, place: PlaceResolution | None, limit: int) -> list[tuple[ServiceView, float, str]]:
+        """Ranked Leistungen for ``text`` as ``place`` sees them: (merged description, score, matched phrase).
+
+        One implementation for lookup and route (and so for the console, the JSON API, the web form and
+        the queue). A known place sees only descriptions valid on its chain; an ambiguous place those valid
+        at any of its candidates (the text shown is the best-ranked candidate's); no place: every Leistung
+        once, represented by its widest text.
+        """
+        chains: list[list[str]] = []
+        if place is not None and place.match is not None:
+            chains = [self.chain_areas(place.match)]
+        elif place is not None and place.ambiguous:
+            chains = [self.chain_areas(r) for r, _ in place.candidates[:MAX_PLACE_CANDIDATES]]
+        if not chains:
+            hits = self.federation.search(text, None, limit)
+            views = [(self.federation.view(h.id, None, h.stems), h) for h in hits]
+        else:
+            union = list(dict.fromkeys(a for c in chains for a in c))
+            hits = self.federation.search(text, union, limit)
+            views = []
+            for h in hits:
+                view = None
+                for chain in chains:
+                    view = self.federation.view(h.id, chain, h.stems)
+                    if view is not None:
+                        break
+                views.append((view, h))
+        out = [(v, h.score, h.matched) for v, h in views if v is not None]
+        for v, _s, _m in out:
+            v.origin = self.origin_text(v)
+        return out
+
+    def catalogue_name(self, owner: str) -> str:
+        """A catalogue as an agent reads it: its region's name, or the Bund."""
+        if not owner:
+            return "Bund"
+        region = self.regions.get(owner)
+        return region.display_name if region is not None else owner
+
+    def origin_text(self, view: ServiceView) -> str:
+        """Where the parts of a description come from, in German: "Katalog München; Gebühren: Katalog …"."""
+        main = view.primary.owner_ars or BUND
+        parts = [f"Katalog {self.catalogue_name(main)}"]
+        for name, label in _FIELD_LABELS.items():
+            owner, _sid = view.sources.get(name, (main, ""))
+            if owner != main and getattr(view, name, None):
+                parts.append(f"{label}: Katalog {self.catalogue_name(owner)}")
+        return "; ".join(parts)
 
     def acting_level(self, resp: Responsible) -> str:
         """The level the authority acts at: the level mark, or for an override the overriding region's level."""
@@ -352,14 +452,26 @@ class KnowledgeBase:
                 place = named.resolution
                 if named.start >= 0:
                     words = named.rest(query)
-        answers = []
-        for hit in self.index.search(words, limit=limit):
-            if hit.score < self.settings.min_score:
-                continue
-            service = self.services.get(hit.id)
-            if service is not None:
-                answers.append(self._answer(service, hit.score, hit.matched, place))
+        answers = [
+            self._answer(view, score, matched, place)
+            for view, score, matched in self.search(words, place, limit)
+            if score >= self.settings.min_score
+        ]
         return LookupResult(query, place, answers, named.text or None if named else None)
+
+    def _nothing_here(self, text: str, place: PlaceResolution | None) -> str:
+        """Why nothing matched: an empty request, nothing anywhere, or nothing valid at this place."""
+        if not text.strip():
+            return "leere Anfrage"
+        if place is not None and place.match is not None:
+            elsewhere = [v for v, score, _m in self.search(text, None, 3) if score >= self.settings.min_score]
+            if elsewhere:
+                owners = sorted({self.catalogue_name(v.owner_ars or BUND) for v in elsewhere})
+                return (
+                    f"kein in {place.match.display_name} gültiger Katalog beschreibt diese Leistung "
+                    f"(nur der Katalog von {', '.join(owners)})"
+                )
+        return "keine passende Leistung gefunden"
 
     def route(self, text: str, location: str | None = None, *, service_id: str | None = None) -> RouteResult:
         """Decide service, place and authority for one request; say when a person must clarify.
@@ -369,19 +481,25 @@ class KnowledgeBase:
         is ignored (the text decides as for any request).
         """
         text = clean_input(text)[: self.settings.max_query_chars]
-        named = self.services.get(service_id) if service_id else None
-        all_hits = self.index.search(text, limit=CATALOGUE_HITS) if named is None else []
-        if named is not None:
-            candidates = [(named, 100.0)]
-        else:
-            hits = [h for h in all_hits[:5] if h.score >= self.settings.min_score]
-            candidates = [(self.services[h.id], h.score) for h in hits if h.id in self.services]
         place = self.resolve_place(location, text)
-        # The one hook of the learned router: with a model for the place's area, it ranks the candidates.
-        learned = (self.learning.rank(text, place, all_hits, self.services, self.regions.chain)
-                   if text.strip() and named is None else None)  # a named service is not second-guessed
+        named = self.services.get(service_id) if service_id else None
+        if named is not None:
+            view = self.view_at(named, place.match) if place is not None and place.match is not None else None
+            candidates: list[tuple[Service | ServiceView, float]] = [(view or named, 100.0)]
+            found = []
+        else:
+            found = self.search(text, place, CATALOGUE_HITS)
+            candidates = [(v, score) for v, score, _m in found[:5] if score >= self.settings.min_score]
+        # The one hook of the learned router: with a model for the place's area, it ranks the candidates
+        # (the catalogue's hits, valid at the place, by the id of the text the place sees).
+        learned = None
+        if text.strip() and named is None:
+            hits = [Hit(v.id, score, matched) for v, score, matched in found]
+            learned = self.learning.rank(text, place, hits, self.services, self.regions.chain)
         if learned is not None and learned.probabilities:
-            candidates = [(self.services[sid], 100.0 * p) for sid, p in learned.probabilities[:5]]
+            views = {v.id: v for v, _s, _m in found}
+            candidates = [(views.get(sid) or self.services[sid], 100.0 * p) for sid, p in learned.probabilities[:5]
+                          if sid in views or sid in self.services]
         location_candidates = [r for r, _ in place.candidates] if place and place.ambiguous else []
         result = RouteResult(
             service=None,
@@ -397,7 +515,7 @@ class KnowledgeBase:
             learned_area=learned.area if learned is not None else None,
         )
         if not candidates:
-            result.reason = "keine passende Leistung gefunden" if text.strip() else "leere Anfrage"
+            result.reason = self._nothing_here(text, place)
             return result
         return self._clarify(result, place)
 

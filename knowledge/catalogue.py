@@ -37,13 +37,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 from sqlmodel import Session, SQLModel, select
 
-from knowledge.models import LEVELS, Authority, Responsibility, Service, utcnow
-from knowledge.regions import check_ars
+from knowledge.models import LEVELS, Authority, CatalogArea, Responsibility, Service, utcnow
+from knowledge.regions import ARS_FORMAT, check_ars
 
 __all__ = ["DEMO_DIR", "CatalogueError", "load_catalogue_dir", "load_demo"]
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 FILES = ("services.json", "authorities.json", "responsibilities.json")
+AREAS_FILE = "areas.json"  # optional: areas a catalogue lends its texts to
 MAX_FILE_BYTES = 64 * 1024 * 1024
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # SQLite before 3.32 allows 999 bound parameters per statement; stay well below.
@@ -333,6 +334,7 @@ def load_catalogue_dir(session: Session, path: str | Path) -> dict[str, int]:
     # Services and authorities must exist before responsibilities point at them (foreign keys).
     session.flush()
     r_ins, r_upd, r_del = _sync_responsibilities(session, resps) if resps else (0, 0, 0)
+    areas = _load_areas(session, root / AREAS_FILE)
     session.flush()
     return {
         "services": len(services),
@@ -341,7 +343,34 @@ def load_catalogue_dir(session: Session, path: str | Path) -> dict[str, int]:
         "inserted": s_ins + a_ins + r_ins,
         "updated": s_upd + a_upd + r_upd,
         "deleted": r_del,
+        "areas": areas,
     }
+
+
+def _load_areas(session: Session, path: Path) -> int:
+    """``areas.json``: ``[{"owner_ars": ..., "area_ars": ...}]``, areas a catalogue lends its texts to
+    (:class:`~knowledge.models.CatalogArea`). Rows are added, never removed; returns how many were new."""
+    if not path.is_file():
+        return 0
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CatalogueError(f"{path}: not readable JSON: {exc}") from None
+    if not isinstance(rows, list):
+        raise CatalogueError(f"{path}: expected a JSON list")
+    new = 0
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or set(row) != {"owner_ars", "area_ars"}:
+            raise CatalogueError(f"{path}: row {i}: expected exactly owner_ars and area_ars")
+        owner, area = row["owner_ars"], row["area_ars"]
+        if not isinstance(owner, str) or not isinstance(area, str) or not ARS_FORMAT.fullmatch(area):
+            raise CatalogueError(f"{path}: row {i}: owner_ars and area_ars must be regional keys (ARS)")
+        if owner and not ARS_FORMAT.fullmatch(owner):
+            raise CatalogueError(f"{path}: row {i}: owner_ars {owner!r} is not a regional key (ARS)")
+        if session.get(CatalogArea, (owner, area)) is None:
+            session.add(CatalogArea(owner_ars=owner, area_ars=area))
+            new += 1
+    return new
 
 
 def load_demo(session: Session) -> dict[str, int]:

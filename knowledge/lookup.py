@@ -36,10 +36,10 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rapidfuzz.distance import OSA
 from rapidfuzz.fuzz import token_sort_ratio
@@ -70,6 +70,9 @@ _MAX_WORD = 48  # longer query words are only matched exactly
 _FUZZY_MIN_LEN = 5  # shorter words are not typo-corrected: too many neighbours
 _EXPANSION_CACHE = 50_000
 _EQUIVALENT_QUALITY = 0.85  # a word of the same meaning (knowledge.text.equivalents) as a match of the word
+_UNSEEN = object()
+# The place filter of a search: per document, the phrase stems that may count, True for all, None for none.
+Allow = Callable[[str], "Container[tuple[str, ...]] | bool | None"]
 
 
 @dataclass(slots=True)
@@ -82,6 +85,11 @@ class SearchDoc:
     text: str = ""
     topic: str = ""
     leika: str | None = None
+    # More names (indexed with a name's weight): a Leistung's document names every text's name.
+    names: list[str] = field(default_factory=list)
+    # The context's stems, when the caller has them already (then ``text`` and ``topic`` are not read).
+    context_stems: frozenset[str] | None = None
+    order: str = ""  # what ties are broken by (default: the id)
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,6 +99,7 @@ class Hit:
     id: str
     score: float
     matched: str
+    stems: tuple[str, ...] = ()  # the matched phrase's stems (its group), () for a context-only hit
 
 
 class _Group:
@@ -230,6 +239,8 @@ class ServiceIndex:
         pids: list[int] = []
         seen: set[tuple[str, ...]] = set()
         sources = [(doc.name or "", _NAME_WEIGHT)]
+        sources += [(n, _NAME_WEIGHT) for n in doc.names or () if isinstance(n, str)]
+        n_names = len(sources)
         sources += [(syn, _SYNONYM_WEIGHT) for syn in doc.synonyms or () if isinstance(syn, str)]
         for n, (text, weight) in enumerate(sources):
             pairs = terms(text)
@@ -240,8 +251,11 @@ class ServiceIndex:
                 continue
             seen.add(stems)
             surfaces = tuple(dict.fromkeys(t for t, s in pairs if t != s))
-            pids.append(self._add_phrase(doc.id, weight, " ".join(text.split()), stems, surfaces, n == 0))
-        context = frozenset(s for _t, s in terms(f"{doc.topic or ''} {doc.text or ''}"))
+            pids.append(self._add_phrase(doc.id, weight, " ".join(text.split()), stems, surfaces, n < n_names))
+        if doc.context_stems is not None:
+            context = doc.context_stems
+        else:
+            context = frozenset(s for _t, s in terms(f"{doc.topic or ''} {doc.text or ''}"))
         for s in context:
             post = self._ctx_post.get(s)
             if post is None:
@@ -382,8 +396,13 @@ class ServiceIndex:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query: str, limit: int = 10) -> list[Hit]:
-        """The best ``limit`` services for ``query``, best first. Never raises on odd text."""
+    def search(self, query: str, limit: int = 10, allow: Allow | None = None) -> list[Hit]:
+        """The best ``limit`` services for ``query``, best first. Never raises on odd text.
+
+        ``allow``, if given, says per document which of its phrases may count (a container of phrase
+        stems, or True for all) or that it may not be found at all (None): the place filter of
+        :mod:`knowledge.federation`.
+        """
         if not isinstance(query, str) or limit <= 0 or not self._entries:
             return []
         query = query[:MAX_QUERY_CHARS]
@@ -391,6 +410,8 @@ class ServiceIndex:
         if len(key) == 14 and key.isascii() and key.isdigit():  # a LeiKa key
             with self._lock:
                 ids = sorted(self._leika.get(key, ()))
+            if allow is not None:
+                ids = [i for i in ids if allow(i) is not None]
             if ids:
                 return [Hit(i, 100.0, key) for i in ids[:limit]]
         words: dict[str, str] = {}
@@ -403,6 +424,7 @@ class ServiceIndex:
             return []
         with self._lock:
             q = _Query(self, list(words), [self._expand(surface, s) for s, surface in words.items()])
+            q.allow = allow
             pool_size = limit + 5
             return q.rank(q.collect_docs(q.score_groups(q.candidates()), pool_size), limit, pool_size)
 
@@ -563,6 +585,8 @@ class _Query:
         self, index: ServiceIndex, words: list[str], expansions: list[tuple[tuple[str, float, bool, float], ...]]
     ):
         self.index = index
+        self.allow: Allow | None = None
+        self._allowed: dict[str, Any] = {}
         self.words = words
         self.expansions = expansions
         self.nwords = len(expansions)
@@ -637,6 +661,11 @@ class _Query:
                     for gid in p:
                         if gid in acc:
                             acc[gid] += w
+            elif self.allow is not None:  # only groups the place may see open candidates
+                get = acc.get
+                for gid in p:
+                    if gid in acc or self.group_allowed(gid):
+                        acc[gid] = get(gid, 0.0) + w
             else:
                 get = acc.get
                 for gid in p:
@@ -698,6 +727,21 @@ class _Query:
         self.evidence = {gid: evidence for _s, gid, _qc, evidence in scored}
         return scored
 
+    def group_allowed(self, gid: int) -> bool:
+        """Whether some document may be found through this group's phrase (the place filter)."""
+        group = self.index._groups[gid]
+        return any(self.allowed(doc_id, group.stems) for doc_id, _w, _n in group.members.values())
+
+    def allowed(self, doc_id: str, stems: tuple[str, ...] | None) -> bool:
+        """Whether the filter lets this document be found (through this phrase, when ``stems``)."""
+        cache = self._allowed
+        a = cache.get(doc_id, _UNSEEN)
+        if a is _UNSEEN:
+            a = cache[doc_id] = self.allow(doc_id)  # type: ignore[misc]
+        if a is None:
+            return False
+        return a is True or stems is None or stems in a
+
     def collect_docs(self, scored: list[tuple[float, int, float, list[float]]], pool_size: int) -> dict[str, list]:
         """Service id → [best phrase score, its phrase id, its query coverage, score of the name].
 
@@ -716,8 +760,12 @@ class _Query:
                 bar = heapq.nlargest(pool_size, [d[0] + _NAME_BONUS * d[3] for d in docs.values()])[-1]
                 if base + _NAME_BONUS < bar:
                     break
-            members = groups[gid].members
+            group = groups[gid]
+            members = group.members
+            allow = self.allow
             for pid, (doc_id, weight, is_name) in members.items():
+                if allow is not None and not self.allowed(doc_id, group.stems):
+                    continue
                 d = get(doc_id)
                 if d is None:
                     docs[doc_id] = [weight * base, pid, qc, base if is_name else 0.0]
@@ -750,6 +798,8 @@ class _Query:
                 for t in ts:
                     if len(ctx_post[t]) <= common:
                         found.update(ctx_post[t])
+            if self.allow is not None:
+                found = {d for d in found if self.allowed(d, None)}
             docs = {doc_id: [0.0, -1, 0.0, 0.0] for doc_id in found}
         if len(docs) > pool_size:
             best = heapq.nlargest(pool_size, [(d[0] + _NAME_BONUS * d[3], doc_id) for doc_id, d in docs.items()])
@@ -759,13 +809,15 @@ class _Query:
         phrases = index._phrases
         group_evidence = self.evidence
         wi, total = self.word_idf, self.total_idf
-        results: list[tuple[float, str, str]] = []
+        results: list[tuple[float, str, str, tuple[str, ...]]] = []
         qtext = " ".join(self.words)
         groups = index._groups
         for doc_id, (score, pid, qc, name_base) in pool:
             entry = index._entries[doc_id]
             evidence = [0.0] * self.nwords
             for gid in entry.gids:
+                if self.allow is not None and not self.allowed(doc_id, groups[gid].stems):
+                    continue
                 ev = group_evidence.get(gid)
                 if ev is not None:
                     evidence = [a if a > b else b for a, b in zip(evidence, ev, strict=True)]
@@ -775,6 +827,7 @@ class _Query:
                     if evidence[i] < _CONTEXT_WEIGHT and ts and not context.isdisjoint(ts):
                         evidence[i] = _CONTEXT_WEIGHT
             qc_all = min(1.0, sum(e * w for e, w in zip(evidence, wi, strict=True)) / total)
+            stems: tuple[str, ...] = ()
             if pid < 0:
                 raw, matched = _CONTEXT_ONLY_CAP * qc_all, entry.doc.name
             else:
@@ -782,10 +835,13 @@ class _Query:
                 phrase = phrases[pid]
                 raw += _RF_WEIGHT / 100.0 * token_sort_ratio(qtext, " ".join(groups[phrase.gid].stems))
                 matched = phrase.text
+                stems = groups[phrase.gid].stems
             if raw > 0.0:
-                results.append((raw, doc_id, matched))
-        results.sort(key=lambda x: (-x[0], x[1]))
-        return [Hit(doc_id, round(100.0 * min(raw, 1.0), 1), matched) for raw, doc_id, matched in results[:limit]]
+                results.append((raw, doc_id, matched, stems))
+        # Ties go by the documents' ``order`` (a Leistung's is its widest text's id), then id.
+        entries = index._entries
+        results.sort(key=lambda x: (-x[0], entries[x[1]].doc.order or x[1], x[1]))
+        return [Hit(d, round(100.0 * min(raw, 1.0), 1), m, st) for raw, d, m, st in results[:limit]]
 
 
 def doc_from_service(service: Service) -> SearchDoc:

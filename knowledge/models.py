@@ -8,6 +8,7 @@ lets a catalogue sync address its own objects.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
@@ -103,3 +104,43 @@ class Responsibility(SQLModel, table=True):
     level: str | None = None
     authority_id: str = Field(foreign_key="authority.id", index=True)
     owner_ars: str = Field(default="", index=True)
+    # XZuFi role: "zustaendig" (does it; routing follows these) or "ansprechpunkt" (a contact point).
+    role: str = Field(default="zustaendig", sa_column_kwargs={"server_default": "zustaendig"})
+
+
+class CatalogArea(SQLModel, table=True):
+    """An area a catalogue lends its texts to, beyond its owner's region (issue 13).
+
+    A description is valid in its catalogue's area: the owner's region (``Service.owner_ars``; ``""`` is
+    the Bund, valid nationwide) and every ``area_ars`` of a row here with that ``owner_ars``. The demo's
+    Land catalogue (owner ``01``) is lent to Kreis Soest this way (``knowledge/demo/areas.json``).
+    """
+
+    __tablename__ = "catalog_area"
+
+    owner_ars: str = Field(primary_key=True, max_length=12)
+    area_ars: str = Field(primary_key=True, max_length=12)
+
+
+# -- an office's opening hours: whether it is open now, and how people read them ("Mo 08:00–12:00") --
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def open_now(hours: dict[str, list[list[str]]], now: datetime | None = None) -> bool | None:
+    """Whether an office with these opening hours is open at ``now`` (Europe/Berlin); None if unknown."""
+    if not hours:
+        return None
+    now = now or datetime.now(ZoneInfo("Europe/Berlin"))
+    hhmm = now.strftime("%H:%M")
+    return any(start <= hhmm < end for start, end in hours.get(WEEKDAYS[now.weekday()], []))
+
+
+def format_hours(hours: dict[str, list[list[str]]]) -> str:
+    names = {"mon": "Mo", "tue": "Di", "wed": "Mi", "thu": "Do", "fri": "Fr", "sat": "Sa", "sun": "So"}
+    parts = []
+    for day in WEEKDAYS:
+        spans = hours.get(day)
+        if spans:
+            parts.append(f"{names[day]} " + ", ".join(f"{a}–{b}" for a, b in spans))
+    return "; ".join(parts)

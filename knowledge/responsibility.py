@@ -21,6 +21,12 @@ from typing import Protocol
 
 from knowledge.models import LEVELS
 
+ROUTED_ROLE = "zustaendig"  # the role whose registrations decide the office (XZuFi Zuständigkeit)
+
+
+def _role(row: object) -> str:
+    return getattr(row, "role", None) or ROUTED_ROLE
+
 
 class RegionLike(Protocol):
     ars: str
@@ -47,6 +53,8 @@ class ResponsibilityIndex:
         # (service_id, region_ars) -> authority_id; (region_ars, level) -> authority_id
         self._overrides: dict[tuple[str, str], str] = {}
         self._levels: dict[tuple[str, str], str] = {}
+        # Contact points (role "ansprechpunkt"): shown beside the office, never routed to.
+        self._contacts: dict[tuple[str, str], str] = {}
         for row in rows:
             self.add(row)
 
@@ -55,6 +63,9 @@ class ResponsibilityIndex:
         service_id = getattr(row, "service_id", None)
         region = row.region_ars  # type: ignore[attr-defined]
         authority = row.authority_id  # type: ignore[attr-defined]
+        if _role(row) != ROUTED_ROLE:
+            self._contacts[(service_id or f"ebene={getattr(row, 'level', None)}", region)] = authority
+            return
         if service_id:
             self._overrides[(service_id, region)] = authority
         else:
@@ -66,19 +77,28 @@ class ResponsibilityIndex:
     def discard(self, row: object) -> None:
         """Forget one registration (no error when it is not there: deletes are idempotent)."""
         service_id = getattr(row, "service_id", None)
+        if _role(row) != ROUTED_ROLE:
+            self._contacts.pop((service_id or f"ebene={getattr(row, 'level', None)}", row.region_ars), None)  # type: ignore[attr-defined]
+            return
         if service_id:
             self._overrides.pop((service_id, row.region_ars), None)  # type: ignore[attr-defined]
         else:
             self._levels.pop((row.region_ars, getattr(row, "level", None)), None)  # type: ignore[attr-defined]
 
-    def resolve(self, service_id: str, level: str, chain: Sequence[RegionLike]) -> Responsible:
-        """Resolve one service for a place given as its region chain, most local region first."""
+    def resolve(self, service_id: str | Sequence[str], level: str, chain: Sequence[RegionLike]) -> Responsible:
+        """Resolve one service for a place given as its region chain, most local region first.
+
+        ``service_id`` may be the ids of all texts of one Leistung valid at the place (most local first):
+        a registration for any of them counts, the most local region first.
+        """
         if not chain:
             return Responsible(None, "none", None, None, level, "no place given")
+        ids = (service_id,) if isinstance(service_id, str) else tuple(service_id)
         for region in chain:
-            authority = self._overrides.get((service_id, region.ars))
-            if authority:
-                return Responsible(authority, "override", region.ars, region.display_name, level)
+            for sid in ids:
+                authority = self._overrides.get((sid, region.ars))
+                if authority:
+                    return Responsible(authority, "override", region.ars, region.display_name, level)
         for region in chain:
             authority = self._levels.get((region.ars, level))
             if authority:
@@ -93,5 +113,15 @@ class ResponsibilityIndex:
             f"no authority is registered for {level}-level services at {place} or above",
         )
 
+    def contact_points(self, service_ids: Sequence[str], level: str, chain: Sequence[RegionLike]) -> list[str]:
+        """Offices registered as contact points (role ``ansprechpunkt``) for the service on the chain."""
+        out: list[str] = []
+        for region in chain:
+            for head in (*service_ids, f"ebene={level}"):
+                aid = self._contacts.get((head, region.ars))
+                if aid and aid not in out:
+                    out.append(aid)
+        return out
+
     def __len__(self) -> int:
-        return len(self._overrides) + len(self._levels)
+        return len(self._overrides) + len(self._levels) + len(self._contacts)

@@ -82,6 +82,10 @@ __all__ = [
     "UnknownRegion",
     "VersionConflict",
     "Zustaendigkeit",
+    "DeletionRefused",
+    "ZustaendigkeitConflict",
+    "MAX_DELETE_SHARE",
+    "check_deletions",
     "apply_change_set",
     "changes_since",
     "current_version",
@@ -96,6 +100,8 @@ __all__ = [
 ]
 
 KINDS = ("leistung", "organisationseinheit", "zustaendigkeit", "onlinedienst")
+# A snapshot may delete at most this share of what its region owns unless forced ([catalog] max_delete_share).
+MAX_DELETE_SHARE = 0.2
 _CHUNK = 500  # ids per IN (...) and rows per executemany batch
 
 service_t = Service.__table__
@@ -175,6 +181,26 @@ class VersionConflict(SyncError):
         self.current = current
 
 
+class DeletionRefused(SyncError):
+    """A snapshot would delete more than the allowed share of the region's objects (HTTP 409).
+
+    PVOG's own warning: an incomplete export silently deletes. ``would_delete`` lists the ids per kind;
+    nothing was changed. Sent again with ``force`` it is applied.
+    """
+
+    status = 409
+
+    def __init__(self, message: str, errors: Sequence[ObjectError], would_delete: dict[str, list[str]]) -> None:
+        super().__init__(message, errors)
+        self.would_delete = would_delete
+
+
+class ZustaendigkeitConflict(SyncError):
+    """Another region already gives the same area of the same Leistung (or level) another office (409)."""
+
+    status = 409
+
+
 class ConcurrentChange(SyncError):
     """Another region changed an object this change set refers to while it was written (HTTP 409)."""
 
@@ -207,6 +233,9 @@ Ident = Annotated[
 Ars = Annotated[str, StringConstraints(pattern=r"^(\d{2}|\d{5}|\d{9}|\d{12})$")]
 LeikaKey = Annotated[str, StringConstraints(pattern=r"^\d{14}$")]
 Level = Literal["gemeinde", "amt", "kreis", "land"]
+# The role of a Zuständigkeit (XZuFi): the office that does it (routing follows these), or a contact point.
+Role = Literal["zustaendig", "ansprechpunkt"]
+DEFAULT_ROLE = "zustaendig"
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 HHMM = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
 Url = Annotated[
@@ -292,14 +321,24 @@ class Zustaendigkeit(_Model):
 
     leistung_id: Ident | None = None
     ebene: Level | None = None
-    gebiet_ars: Ars
+    gebiet_ars: Ars | None = None
+    # An area list (XZuFi: a Zuständigkeit names several Gebiete): one Bürgeramt for the whole of Berlin,
+    # an Amt for its member municipalities, a branch office for part of a county. Give it or gebiet_ars.
+    gebiete: list[Ars] | None = Field(default=None, min_length=1, max_length=20_000)
     organisationseinheit_id: Ident
+    rolle: Role = "zustaendig"
 
     @model_validator(mode="after")
     def _override_or_level(self) -> Zustaendigkeit:
         if (self.leistung_id is None) == (self.ebene is None):
             raise ValueError("give exactly one of leistung_id (an override) and ebene (a level registration)")
+        if (self.gebiet_ars is None) == (self.gebiete is None):
+            raise ValueError("give exactly one of gebiet_ars (one area) and gebiete (a list of areas)")
         return self
+
+    def areas(self) -> list[str]:
+        """The areas, each once, in the order given."""
+        return list(dict.fromkeys(self.gebiete)) if self.gebiete is not None else [self.gebiet_ars]  # type: ignore[list-item]
 
 
 class Onlinedienst(_Model):
@@ -350,13 +389,17 @@ ONLINE_FIELDS = {"service_id": "leistung_id", "url": "url", "name": "name"}
 FIELDS = {"leistung": SERVICE_FIELDS, "organisationseinheit": AUTHORITY_FIELDS, "onlinedienst": ONLINE_FIELDS}
 
 
-def zustaendigkeit_key(service_id: str | None, level: str | None, area: str, authority_id: str) -> str:
+def zustaendigkeit_key(
+    service_id: str | None, level: str | None, area: str, authority_id: str, role: str | None = None
+) -> str:
     """The identity of a responsibility: ``SERVICE@AREA>OFFICE`` or ``ebene=LEVEL@AREA>OFFICE``.
 
-    ``@``, ``>`` and ``=`` cannot occur in ids, so the key is unambiguous.
+    A role other than ``zustaendig`` is appended as ``#ROLE``. ``@``, ``>``, ``=`` and ``#`` cannot occur
+    in ids, so the key is unambiguous. A zustaendigkeit with an area list is one key per area.
     """
     head = service_id if service_id else f"ebene={level}"
-    return f"{head}@{area}>{authority_id}"
+    tail = f"#{role}" if role and role != DEFAULT_ROLE else ""
+    return f"{head}@{area}>{authority_id}{tail}"
 
 
 def _leistung_row(o: Leistung) -> dict[str, Any]:
@@ -396,13 +439,18 @@ def _authority_row(o: Organisationseinheit) -> dict[str, Any]:
     }
 
 
-def _resp_row(o: Zustaendigkeit) -> dict[str, Any]:
-    return {
-        "service_id": o.leistung_id,
-        "level": o.ebene,
-        "region_ars": o.gebiet_ars,
-        "authority_id": o.organisationseinheit_id,
-    }
+def _resp_rows_of(o: Zustaendigkeit) -> list[dict[str, Any]]:
+    """One table row per area of the zustaendigkeit."""
+    return [
+        {
+            "service_id": o.leistung_id,
+            "level": o.ebene,
+            "region_ars": area,
+            "authority_id": o.organisationseinheit_id,
+            "role": o.rolle,
+        }
+        for area in o.areas()
+    ]
 
 
 def _online_row(o: Onlinedienst) -> dict[str, Any]:
@@ -447,6 +495,9 @@ def zustaendigkeit_json(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"leistung_id": r["service_id"]} if r["service_id"] else {"ebene": r["level"]}
     out["gebiet_ars"] = r["region_ars"]
     out["organisationseinheit_id"] = r["authority_id"]
+    role = r.get("role") if hasattr(r, "get") else None
+    if role and role != DEFAULT_ROLE:
+        out["rolle"] = role
     return out
 
 
@@ -525,16 +576,18 @@ def _pydantic_errors(label: str, exc: ValidationError) -> list[ObjectError]:
 
 
 _ROW_OF = {
-    "leistung": _leistung_row,
-    "organisationseinheit": _authority_row,
-    "zustaendigkeit": _resp_row,
-    "onlinedienst": _online_row,
+    "leistung": lambda o: [_leistung_row(o)],
+    "organisationseinheit": lambda o: [_authority_row(o)],
+    "zustaendigkeit": _resp_rows_of,
+    "onlinedienst": lambda o: [_online_row(o)],
 }
 
 
 def _key_of(kind: str, row: dict[str, Any]) -> str:
     if kind == "zustaendigkeit":
-        return zustaendigkeit_key(row["service_id"], row["level"], row["region_ars"], row["authority_id"])
+        return zustaendigkeit_key(
+            row["service_id"], row["level"], row["region_ars"], row["authority_id"], row.get("role")
+        )
     return row["id"]
 
 
@@ -547,7 +600,8 @@ def _raw_key(kind: str, item: dict[str, Any]) -> str | None:
     if not all(isinstance(x, str) for x in parts) or not any(isinstance(x, str) for x in head):
         return None
     service_id = head[0] if isinstance(head[0], str) else None
-    return zustaendigkeit_key(service_id, head[1] if service_id is None else None, parts[0], parts[1])
+    role = item.get("rolle") if isinstance(item.get("rolle"), str) else None
+    return zustaendigkeit_key(service_id, head[1] if service_id is None else None, parts[0], parts[1], role)
 
 
 def _read_writes(cs: ChangeSet, data: Any, prefix: str) -> None:
@@ -572,15 +626,15 @@ def _read_writes(cs: ChangeSet, data: Any, prefix: str) -> None:
                 if key:
                     cs.rejected[kind].add(key)
                 continue
-            row = _ROW_OF[kind](obj)
-            key = _key_of(kind, row)
-            if kind == "zustaendigkeit":
-                label = f"{prefix}{kind}[{i}] {key}"
-            if key in cs.writes[kind]:
-                cs.errors.append(ObjectError(label, "id", f"{kind} {key} occurs twice in this change set"))
-                cs.rejected[kind].add(key)
-                continue
-            cs.writes[kind][key] = Obj(kind, key, label, row)
+            for row in _ROW_OF[kind](obj):
+                key = _key_of(kind, row)
+                if kind == "zustaendigkeit":
+                    label = f"{prefix}{kind}[{i}] {key}"
+                if key in cs.writes[kind]:
+                    cs.errors.append(ObjectError(label, "id", f"{kind} {key} occurs twice in this change set"))
+                    cs.rejected[kind].add(key)
+                    continue
+                cs.writes[kind][key] = Obj(kind, key, label, row)
 
 
 def _check_top(data: Any, allowed: Iterable[str], what: str) -> None:
@@ -627,12 +681,13 @@ def _read_deletes(cs: ChangeSet, data: Any) -> None:
                     )
                     continue
                 try:
-                    row = _resp_row(Zustaendigkeit.model_validate(item))
+                    rows = _resp_rows_of(Zustaendigkeit.model_validate(item))
                 except ValidationError as exc:
                     cs.errors.extend(_pydantic_errors(label, exc))
                     continue
-                key = _key_of(kind, row)
-                cs.deletes[kind][key] = Obj(kind, key, f"{label} {key}", row, delete=True)
+                for row in rows:
+                    key = _key_of(kind, row)
+                    cs.deletes[kind][key] = Obj(kind, key, f"{label} {key}", row, delete=True)
                 continue
             label = _label("delete.", kind, i, item)
             if not isinstance(item, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}", item):
@@ -679,7 +734,8 @@ def snapshot_from_rows(
             organisationseinheit_json(_defaults(r, _AUTHORITY_DEFAULTS)) for r in authorities
         ],
         "zustaendigkeit": [
-            zustaendigkeit_json(_defaults(r, {"service_id": None, "level": None})) for r in responsibilities
+            zustaendigkeit_json(_defaults(r, {"service_id": None, "level": None, "role": DEFAULT_ROLE}))
+            for r in responsibilities
         ],
         "onlinedienst": [onlinedienst_json(_defaults(r, {"name": ""})) for r in online],
     }
@@ -773,6 +829,7 @@ _RESP_COLS = (
     resp_t.c.region_ars,
     resp_t.c.authority_id,
     resp_t.c.owner_ars,
+    resp_t.c.role,
 )
 
 
@@ -801,6 +858,8 @@ class Plan:
     errors: list[ObjectError] = field(default_factory=list)
     # Services whose online_url execute() recomputed (their online services changed).
     online_affected: set[str] = field(default_factory=set)
+    # What the region owned before, per kind (a snapshot's plan only): the deletion guard's measure.
+    owned: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -1037,11 +1096,26 @@ def plan(
                     )
                     break
 
+    # -- equal specificity, different offices: the same area of the same Leistung (or level) and role
+    #    already goes to another office through another region's catalogue
+    conflicts = _conflicts(conn, region, cs, bad, cur_resp)
+    if conflicts and not partial:
+        raise ZustaendigkeitConflict(
+            f"{len(conflicts)} zustaendigkeit(en) conflict with another region's for the same area; "
+            "nothing was changed",
+            conflicts,
+        )
+    for e in conflicts:
+        errors.append(e)
+        bad["zustaendigkeit"].add(e.object.rsplit(" ", 1)[-1])
+
     if errors and not partial:
         raise PayloadError(f"{len(errors)} error(s) in the change set; nothing was changed", errors)
 
     # -- the diff
     result = Plan(region=region, mode=cs.mode, base_version=base, removed=removed, errors=errors)
+    if cs.mode == "snapshot":
+        result.owned = {k: len(cur[k]) for k in cur} | {"zustaendigkeit": len(cur_resp)}
     for kind in ("leistung", "organisationseinheit", "onlinedienst"):
         for key, obj in cs.writes[kind].items():
             if key in bad[kind]:
@@ -1070,6 +1144,105 @@ def plan(
         if key not in bad["zustaendigkeit"] and key not in cur_resp:
             result.added["zustaendigkeit"].append(obj)
     return result
+
+
+def check_deletions(p: Plan, max_share: float = MAX_DELETE_SHARE, *, force: bool = False) -> None:
+    """Refuse a snapshot that would delete more than ``max_share`` of what its region owns.
+
+    Raises :class:`DeletionRefused` naming what would go (counts per kind and the ids), unless ``force``.
+    Only snapshots (``PUT …/snapshot``, ``catalog import --replace``) are checked: they delete by leaving
+    out, which is how an incomplete export empties a catalogue; a change set names each delete.
+    """
+    if force or p.mode != "snapshot" or not p.owned:
+        return
+    owned = sum(p.owned.values())
+    gone = {k: sorted(p.removed[k]) for k in KINDS if p.removed[k]}
+    n = sum(len(v) for v in gone.values())
+    if not owned or n / owned <= max_share:
+        return
+    counts = ", ".join(f"{len(v)} {k}" for k, v in gone.items())
+    shown = "; ".join(f"{k}: {', '.join(v[:5])}{' …' if len(v) > 5 else ''}" for k, v in gone.items())
+    errors = [
+        ObjectError(f"{k} id={key}" if k != "zustaendigkeit" else f"{k} {key}", "", "would be deleted")
+        for k, v in gone.items()
+        for key in v[:100]
+    ]
+    raise DeletionRefused(
+        f"this snapshot would delete {n} of the {owned} objects of region {p.region} ({n / owned:.0%}, "
+        f"more than the allowed {max_share:.0%}): {counts} ({shown}); nothing was changed. If the export is "
+        "complete and these are meant to go, send it again with force (API: ?force=true, "
+        "CLI: catalog import --replace --force)",
+        errors,
+        gone,
+    )
+
+
+def _conflicts(
+    conn: Connection, region: str, cs: ChangeSet, bad: dict[str, set[str]], cur_resp: dict[str, Any]
+) -> list[ObjectError]:
+    """Written zustaendigkeiten whose (Leistung or level, area, role) another region gives another office.
+
+    The most specific area wins when a place is resolved; two offices for the *same* area cannot be told
+    apart, so the second one is refused. Services of one Leistung (one LeiKa key) count as one. Several
+    offices of one catalogue for one area are that catalogue's locations (a DLDB service is done at
+    several Bürgerbüros) and not a conflict.
+    """
+    writes = [
+        o for o in cs.writes["zustaendigkeit"].values()
+        if o.key not in bad["zustaendigkeit"] and o.key not in cur_resp
+        and (o.row.get("role") or DEFAULT_ROLE) == DEFAULT_ROLE
+    ]
+    if not writes:
+        return []
+    areas = sorted({o.row["region_ars"] for o in writes})
+    others: list[dict[str, Any]] = []
+    for chunk in _chunks(areas):
+        others += [
+            dict(r)
+            for r in conn.execute(
+                select(*_RESP_COLS).where(
+                    resp_t.c.region_ars.in_(chunk), resp_t.c.owner_ars != region, resp_t.c.role == DEFAULT_ROLE
+                )
+            ).mappings()
+        ]
+    if not others:
+        return []
+    sids = {r["service_id"] for r in [*others, *(o.row for o in writes)] if r["service_id"]}
+    leika: dict[str, str | None] = {}
+    for chunk in _chunks(sorted(sids)):
+        leika.update(conn.execute(select(service_t.c.id, service_t.c.leika).where(service_t.c.id.in_(chunk))).all())
+    for o in cs.writes["leistung"].values():
+        leika[o.key] = o.row.get("leika")
+
+    def head(r: dict[str, Any]) -> str:
+        sid = r["service_id"]
+        if not sid:
+            return f"ebene={r['level']}"
+        return f"leika:{leika[sid]}" if leika.get(sid) else f"id:{sid}"
+
+    taken: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in others:
+        taken.setdefault((head(r), r["region_ars"]), r)
+    out = []
+    for o in writes:
+        r = taken.get((head(o.row), o.row["region_ars"]))
+        if r is None or r["authority_id"] == o.row["authority_id"]:
+            continue
+        what = f"level {o.row['level']}" if not o.row["service_id"] else (
+            f"Leistung {leika.get(o.row['service_id'])}" if leika.get(o.row["service_id"]) else
+            f"leistung {o.row['service_id']}"
+        )
+        out.append(
+            ObjectError(
+                o.label,
+                "organisationseinheit_id",
+                f"area {o.row['region_ars']} already goes to office {r['authority_id']} for {what} through "
+                f"the catalogue of region {r['owner_ars']} (zustaendigkeit "
+                f"{_key_of('zustaendigkeit', r)}); the same area with different offices cannot be routed: "
+                "register a more specific area, or have one of them removed",
+            )
+        )
+    return out
 
 
 # ============================================================================ writing
@@ -1295,13 +1468,13 @@ def kb_update(engine: Engine, p: Plan) -> KbUpdate:
     }
     upd.removed_services = sorted(p.removed["leistung"])
     upd.removed_authorities = sorted(p.removed["organisationseinheit"])
-    keys: dict[str, tuple[str | None, str | None, str]] = {}  # index key → (service, level, area)
+    keys: dict[str, tuple[str | None, str | None, str, str]] = {}  # index key → (service, level, area, role)
     for o in p.added["zustaendigkeit"]:
         r = o.row
-        keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"])
+        keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"], r.get("role") or DEFAULT_ROLE)
     for rows in p.removed["zustaendigkeit"].values():
         for r in rows:
-            keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"])
+            keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"], r.get("role") or DEFAULT_ROLE)
     upd.services, upd.authorities = _orm_rows(engine, sids, aids)
     with engine.connect() as conn:
         upd.responsibilities = _responsibility_updates(conn, keys)
@@ -1325,9 +1498,11 @@ def parse_zustaendigkeit_key(key: str) -> dict[str, Any]:
     """The row fields a :func:`zustaendigkeit_key` stands for."""
     head, _, rest = key.partition("@")
     area, _, authority = rest.partition(">")
+    authority, _, role = authority.partition("#")
+    role = role or DEFAULT_ROLE
     if head.startswith("ebene="):
-        return {"service_id": None, "level": head[6:], "region_ars": area, "authority_id": authority}
-    return {"service_id": head, "level": None, "region_ars": area, "authority_id": authority}
+        return {"service_id": None, "level": head[6:], "region_ars": area, "authority_id": authority, "role": role}
+    return {"service_id": head, "level": None, "region_ars": area, "authority_id": authority, "role": role}
 
 
 def kb_update_from_log(engine: Engine, versions: Iterable[tuple[str, int]]) -> KbUpdate:
@@ -1339,7 +1514,7 @@ def kb_update_from_log(engine: Engine, versions: Iterable[tuple[str, int]]) -> K
     versions = sorted(set(versions))
     sids: set[str] = set()
     aids: set[str] = set()
-    keys: dict[str, tuple[str | None, str | None, str]] = {}
+    keys: dict[str, tuple[str | None, str | None, str, str]] = {}
     with engine.connect() as conn:
         by_region: dict[str, list[int]] = {}
         for region, version in versions:
@@ -1359,7 +1534,7 @@ def kb_update_from_log(engine: Engine, versions: Iterable[tuple[str, int]]) -> K
                         sids.add(ref)
                     elif kind == "zustaendigkeit":
                         r = parse_zustaendigkeit_key(object_id)
-                        keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"])
+                        keys[_index_key(r)] = (r["service_id"], r["level"], r["region_ars"], r.get("role") or DEFAULT_ROLE)
         upd = KbUpdate()
         upd.responsibilities = _responsibility_updates(conn, keys)
     upd.services, upd.authorities = _orm_rows(engine, sids, aids)
@@ -1369,23 +1544,25 @@ def kb_update_from_log(engine: Engine, versions: Iterable[tuple[str, int]]) -> K
 
 
 def _responsibility_updates(
-    conn: Connection, keys: dict[str, tuple[str | None, str | None, str]]
+    conn: Connection, keys: dict[str, tuple[str | None, str | None, str, str]]
 ) -> list[tuple[ResponsibilityRow, ResponsibilityRow | None]]:
-    # The index holds one office per (service, area) and per (area, level); the newest row wins, as in
-    # KnowledgeBase.load. Forget each touched key and put back whichever row holds it now.
-    areas = sorted({area for _s, _l, area in keys.values()})
+    # The index holds one office per (service, area, role) and per (area, level, role); the newest row
+    # wins, as in KnowledgeBase.load. Forget each touched key and put back whichever row holds it now.
+    areas = sorted({area for _s, _l, area, _r in keys.values()})
     holders: dict[str, ResponsibilityRow] = {}
-    cols = (resp_t.c.service_id, resp_t.c.region_ars, resp_t.c.level, resp_t.c.authority_id)
+    cols = (resp_t.c.service_id, resp_t.c.region_ars, resp_t.c.level, resp_t.c.authority_id, resp_t.c.role)
     for chunk in _chunks(areas):
         # Plain tuples, in id order so the newest row of a key ends up holding it.
-        for sid, area, level, aid in conn.execute(
+        for sid, area, level, aid, role in conn.execute(
             select(*cols).where(resp_t.c.region_ars.in_(chunk)).order_by(resp_t.c.id)
         ):
-            k = f"s:{sid}@{area}" if sid else f"l:{level}@{area}"
+            row = ResponsibilityRow(sid, area, level, aid, role or DEFAULT_ROLE)
+            k = _index_key({"service_id": sid, "level": level, "region_ars": area, "role": row.role})
             if k in keys:
-                holders[k] = ResponsibilityRow(sid, area, level, aid)
+                holders[k] = row
     return [
-        (ResponsibilityRow(sid, area, level, ""), holders.get(k)) for k, (sid, level, area) in keys.items()
+        (ResponsibilityRow(sid, area, level, "", role), holders.get(k))
+        for k, (sid, level, area, role) in keys.items()
     ]
 
 
@@ -1397,12 +1574,13 @@ class ResponsibilityRow:
     region_ars: str
     level: str | None
     authority_id: str
+    role: str = DEFAULT_ROLE
 
 
 def _index_key(r: Any) -> str:
-    return (
-        f"s:{r['service_id']}@{r['region_ars']}" if r["service_id"] else f"l:{r['level']}@{r['region_ars']}"
-    )
+    head = f"s:{r['service_id']}@{r['region_ars']}" if r["service_id"] else f"l:{r['level']}@{r['region_ars']}"
+    role = r.get("role") if hasattr(r, "get") else None
+    return head if not role or role == DEFAULT_ROLE else f"{head}#{role}"
 
 
 # ============================================================================ one call
@@ -1445,8 +1623,13 @@ def apply_change_set(
     expected_version: int | Collection[int] | None = None,
     progress: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
+    max_delete_share: float = MAX_DELETE_SHARE,
+    force: bool = False,
 ) -> ApplyResult:
     """Plan and (unless ``dry_run``) write ``cs`` for ``region``; see :func:`plan` and :func:`execute`.
+
+    A snapshot that would delete more than ``max_delete_share`` of the region's objects raises
+    :class:`DeletionRefused` unless ``force`` (:func:`check_deletions`); a dry run shows the diff either way.
 
     Without ``expected_version`` a writer that lost a race plans again on the new state (up to eight
     times); with it, the race is the caller's :class:`VersionConflict`. An empty diff writes nothing and
@@ -1462,6 +1645,7 @@ def apply_change_set(
             p = plan(conn, region, cs, scopes=scopes, partial=partial, expected_version=expected_version)
         if dry_run or p.empty:
             return ApplyResult(region, p.base_version, p.base_version, False, dry_run, p)
+        check_deletions(p, max_delete_share, force=force)
         try:
             version = execute(engine, p, actor=actor, partial=partial, progress=progress, audit=audit)
         except VersionConflict:

@@ -315,7 +315,9 @@ def services_for(kb: Any, region: Any) -> list[Any]:
     The one place that asks the knowledge base which services a region has, through its public API
     (``services``, ``responsible_for``); an area-aware catalogue replaces this function alone.
     """
-    services = list(kb.services.values())
+    # The knowledge base's one listing (KnowledgeBase.services_at): one row per Leistung, the texts valid
+    # in the region's area; never the same service once per catalogue.
+    services = kb.services_at(region.ars if region is not None else None)
     if region is None:
         return services
     return [s for s in services if kb.responsible_for(s, region).authority_id is not None]
@@ -323,7 +325,7 @@ def services_for(kb: Any, region: Any) -> list[Any]:
 
 @handler
 async def get_services(request: web.Request, fmt: str) -> web.Response:
-    """GET services: the services of the catalogue valid in the jurisdiction (every one without)."""
+    """GET services: one service per Leistung, as the jurisdiction sees it (its area's catalogue), with an office."""
     kb = _kb(request)
     region = _jurisdiction(request, request.query)
     settings = _settings(request)

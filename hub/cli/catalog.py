@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="make the region's catalogue exactly this file: remove what it no longer has",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --replace: apply even when it deletes more than [catalog] max_delete_share of the region's "
+        "objects (default 20 %%); without it such an import is refused and says what it would delete",
+    )
     p.add_argument("--partial", action="store_true", help="skip invalid objects instead of importing nothing")
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON (as the HTTP API does)")
@@ -93,6 +99,7 @@ def _error_lines(errors) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from hub.http.catalog_settings import catalog_settings
     from hub.queue.cases import catalog_audit
     from knowledge.importers import CatalogFormatError, parse_dldb
     from knowledge.importers.csv_import import parse_csv
@@ -133,6 +140,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             partial=args.partial,
             dry_run=args.dry_run,
             progress=not args.quiet and not args.json,
+            force=args.force,
+            max_delete_share=catalog_settings(settings_from_args(args)).max_delete_share,
         )
     except SyncError as exc:
         details = _error_lines(exc.errors)

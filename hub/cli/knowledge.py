@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from hub.cli import UsageError, add_common_options, open_engine, settings_from_args
 from hub.config import reference_toml
-from knowledge.hours import format_hours, open_now
+from knowledge.models import format_hours, open_now
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ from hub.queue.cases import CaseState, SlaPolicy, StaleState, TransitionError, U
 from hub.queue.intake import write_requests
 from hub.queue.requests import Contact, InboundRequest
 from hub.queue.settings import QueueSettings
-from knowledge.hours import format_hours
+from knowledge.models import format_hours
 
 OUTCOMES = ("first_contact", "forwarded")
 CARD_CHANNELS = ("sms", "email")

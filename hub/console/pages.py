@@ -96,7 +96,7 @@ from hub.queue.outbox import answer_route
 from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
-from knowledge.hours import format_hours, open_now
+from knowledge.models import format_hours, open_now
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +372,8 @@ def resolve_answer(kb, service_id: str | None, place: str | None, authority_id: 
         if resolution is not None and resolution.ambiguous:
             raise BadInput("the place is ambiguous: choose the authority or the exact place")
         return service_json(service), None
+    # The description as this place sees it: gaps of the chosen text filled from wider catalogues.
+    service = kb.view_at(service, resolution.match) or service
     responsible = kb.responsible_for(service, resolution.match)
     authority = kb.authorities.get(responsible.authority_id or "")
     return service_json(service), authority_json(authority) if authority else None

@@ -42,6 +42,7 @@ from hub.http.tokens import Principal, TokenVerifier, scope_t, token_t
 from hub.queue.cases import catalog_audit
 from knowledge.sync import (
     ApplyResult,
+    DeletionRefused,
     PayloadError,
     SyncError,
     VersionConflict,
@@ -108,6 +109,8 @@ def _sync_error(exc: SyncError) -> web.Response:
     if isinstance(exc, VersionConflict):
         extra["version"] = exc.current
         headers["ETag"] = _etag(exc.current)
+    if isinstance(exc, DeletionRefused):
+        extra["would_delete"] = exc.would_delete
     response = json_error(exc.status, exc.message, **extra)
     response.headers.update(headers)
     return response
@@ -255,6 +258,7 @@ async def _write(request: web.Request, mode: str) -> web.Response:
         region = _region(request)
         principal, scopes = await _writer(request, region)
         partial, dry_run = _flag(request, "partial"), _flag(request, "dry_run")
+        force = _flag(request, "force")
         expected = _if_match(request, dry_run)
         raw = await _read_body(request)
     except CatalogHttpError as exc:
@@ -262,7 +266,7 @@ async def _write(request: web.Request, mode: str) -> web.Response:
     # Shielded: once the write runs, a client that hangs up must not stop the knowledge-base update
     # halfway through (the database has committed by then).
     work = asyncio.ensure_future(
-        _write_locked(request.app, region, raw, mode, principal, scopes, partial, dry_run, expected)
+        _write_locked(request.app, region, raw, mode, principal, scopes, partial, dry_run, expected, force)
     )
     try:
         result = await asyncio.shield(work)
@@ -273,13 +277,14 @@ async def _write(request: web.Request, mode: str) -> web.Response:
 
 async def _write_locked(
     app: web.Application, region: str, raw: bytes, mode: str, principal: Principal, scopes: list[str],
-    partial: bool, dry_run: bool, expected: set[int] | None,
+    partial: bool, dry_run: bool, expected: set[int] | None, force: bool = False,
 ) -> ApplyResult:  # fmt: skip
     state = app[CATALOG]
     async with state.lock:
         result = await asyncio.to_thread(
             _apply, app[ENGINE], region, raw, mode, actor=f"token:{principal.name}", scopes=scopes,
-            partial=partial, dry_run=dry_run, expected_version=expected,
+            partial=partial, dry_run=dry_run, expected_version=expected, force=force,
+            max_delete_share=catalog_settings(app[SETTINGS]).max_delete_share,
         )  # fmt: skip
         if result.applied:
             state.applied.add((region, result.version))

@@ -37,6 +37,15 @@ class CatalogSettings(Section):
         "this interval (0.5 s keeps them inside the 1 s the sync promises).",
     )
 
+    max_delete_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="A snapshot (PUT /api/catalog/ARS/snapshot, catalog import --replace) that would delete "
+        "more than this share of the region's objects is refused (409) with what it would delete, unless "
+        "forced (?force=true, --force): an incomplete export must not silently empty a catalogue.",
+    )
+
 
 def catalog_settings(settings: Any) -> CatalogSettings:
     """The ``[catalog]`` section of ``settings``, or the defaults when it has none."""

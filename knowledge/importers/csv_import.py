@@ -24,6 +24,10 @@ authority_email         no
 authority_address       no         "Street 1, 12345 Town"
 authority_website       no
 authority_hours         no         "Mo-Fr 08:00-12:00; Do 14:00-18:00"
+authority_areas         no         the areas (ARS, each inside the catalogue's region) where the office
+                                   does the service, separated by ``|``, ``;``, ``,`` or spaces; default:
+                                   the whole region ("010605053088|010605053007": a branch office for two
+                                   municipalities). One Zuständigkeit with an area list.
 ======================  =========  =============================================================
 
 The delimiter (``,``, ``;`` or tab) is detected; the file is UTF-8 (with or without BOM) or, as
@@ -65,6 +69,7 @@ COLUMNS = (
     "authority_address",
     "authority_website",
     "authority_hours",
+    "authority_areas",
 )
 REQUIRED = ("name",)
 # The columns as ``catalog import --help`` lists them (the table above says the same).
@@ -88,6 +93,7 @@ COLUMN_HELP = {
     "authority_address": '"Street 1, 12345 Town"',
     "authority_website": "http(s) link",
     "authority_hours": '"Mo-Fr 08:00-12:00; Do 14:00-18:00"',
+    "authority_areas": "ARS (each inside the catalogue's region) where this office is responsible, separated by |",
 }
 _SERVICE_COLUMNS = (
     "name",
@@ -333,6 +339,15 @@ def parse_csv_text(text: str, *, id_prefix: str, region_ars: str, source: str = 
                 "authority_name", f"office {aid} is described twice, differently; repeat only its name"
             )
         links.add((sid, aid))
+        areas_cell = cells.get("authority_areas", "")
+        if areas_cell:
+            areas = [a for a in re.split(r"[|;,\s]+", areas_cell) if a]
+            for area in areas:
+                if not re.fullmatch(r"\d{2}|\d{5}|\d{9}|\d{12}", area):
+                    raise fail("authority_areas", f"{area[:20]!r} is not an ARS of 2, 5, 9 or 12 digits")
+                if not area.startswith(region_ars):
+                    raise fail("authority_areas", f"{area} is not inside region {region_ars}")
+            batch.link_areas[(sid, aid)] = list(dict.fromkeys(areas))
     if not services:
         raise CatalogFormatError(f"{source}: no services: the file has a header row and nothing else")
     batch.services = list(services.values())

@@ -48,6 +48,8 @@ class DldbBatch:
     services: list[Service] = field(default_factory=list)
     authorities: list[Authority] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)  # (service id, authority id)
+    # Where a link holds when not in the whole region: (service id, authority id) → area ARS list.
+    link_areas: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 

@@ -522,9 +522,17 @@ async def test_a_dry_run_answers_added_changed_and_removed_and_writes_nothing(en
     assert "se-fisch" not in env.kb.services and "se-jagd" in env.kb.services
     assert env.kb.services["se-wkz"].synonyms == ["Kennzeichen reservieren"]
 
-    # The same body for real gives the same diff.
+    # For real, deleting se-jagd is more than 20 % of this small catalogue: refused, naming it, until forced.
     resp = await env.client.put(
         f"{url}/snapshot", json=second, headers=auth(env, "segeberg", **{"If-Match": '"1"'})
+    )
+    refused = await resp.json()
+    assert resp.status == 409 and refused["would_delete"] == {"leistung": ["se-jagd"]}
+    assert "se-jagd" in refused["error"] and "force" in refused["error"]
+    assert counts(env.engine) == before
+    # Forced, the same body gives the same diff.
+    resp = await env.client.put(
+        f"{url}/snapshot?force=true", json=second, headers=auth(env, "segeberg", **{"If-Match": '"1"'})
     )
     applied = await resp.json()
     assert applied["applied"] and applied["version"] == 2 and applied["diff"] == result["diff"]

@@ -88,10 +88,11 @@ def test_ambiguous_postcode_asks_for_amt_services_but_not_for_county_services(kb
 
 
 def test_no_registration_is_said_explicitly(kb):
-    # Kreis Segeberg is registered, but nothing is registered for Hamburg in the demo: no silent fallback.
+    # The demo's texts are Schleswig-Holstein's (and lent to Kreis Soest): Hamburg has no valid text,
+    # and that is said, instead of answering with another Land's service or a silent fallback.
     result = kb.route("Wunschkennzeichen reservieren", "Hamburg")
-    assert result.authority is None and result.needs_clarification
-    assert "no authority is registered" in result.reason
+    assert result.authority is None and result.needs_clarification and result.service is None
+    assert "kein in Hamburg gültiger Katalog" in result.reason and "Schleswig-Holstein" in result.reason
 
 
 @pytest.mark.parametrize("query", ["", "   ", "\x00\x01\x02", "x" * 10_000, "😀😀😀", "%%%%''\"\"<>"])

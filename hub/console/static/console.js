@@ -123,6 +123,7 @@
       dl.appendChild(el("dd", null, el("a", { href: s.online_url, rel: "noopener noreferrer", target: "_blank", class: "online" }, s.online_url)));
     }
     card.appendChild(dl);
+    if (s.origin) card.appendChild(el("p", { class: "origin" }, s.origin));
     if (a) {
       var sec = el("section", { class: "authority", "data-authority-id": a.id });
       sec.appendChild(el("h3", null, "Zuständig: ", el("span", { class: "authority-name" }, a.name),

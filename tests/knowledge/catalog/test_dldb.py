@@ -13,7 +13,7 @@ from knowledge.importers import CatalogFormatError, DldbBatch, html_to_text, par
 from knowledge.importers import dldb as dldb_module
 from knowledge.models import Authority, Service
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CATALOGS = Path(os.environ.get("CITIZEN_HUB_SHARED", ROOT.parent / "shared")) / "data" / "catalogs"
 MUENCHEN = CATALOGS / "muenchen"
 BERLIN = CATALOGS / "berlin-2016"

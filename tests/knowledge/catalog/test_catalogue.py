@@ -24,7 +24,7 @@ from knowledge.catalogue import DEMO_DIR, CatalogueError, load_catalogue_dir, lo
 from knowledge.models import LEVELS, Authority, Responsibility, Service
 from knowledge.responsibility import ResponsibilityIndex
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUERIES = ROOT / "tests" / "data" / "lookup_queries.jsonl"
 DESTATIS = ROOT / "knowledge" / "data" / "destatis_gv_2019q4.csv.gz"
 NORDERSTEDT = "010600063063"

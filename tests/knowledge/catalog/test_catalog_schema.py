@@ -226,6 +226,17 @@ MUTATIONS: list[tuple[str, str, Any]] = [
     ("zustaendigkeit", "organisationseinheit_id", "a b"),
     ("zustaendigkeit", "gebiet_ars", "123"),
     ("zustaendigkeit", "id", "z1"),
+    # Area lists (issue 13): instead of gebiet_ars, never beside it; and the role.
+    ("zustaendigkeit", "gebiete", ["01060", "010605053088"]),
+    ("zustaendigkeit", "gebiete", []),
+    ("zustaendigkeit", "gebiete", ["0106"]),
+    ("zustaendigkeit", "gebiete", "01060"),
+    ("zustaendigkeit", "gebiete", None),
+    ("zustaendigkeit", "gebiet_ars", None),
+    ("zustaendigkeit", "rolle", "ansprechpunkt"),
+    ("zustaendigkeit", "rolle", "zustaendig"),
+    ("zustaendigkeit", "rolle", "chef"),
+    ("zustaendigkeit", "rolle", None),
     # onlinedienst
     ("onlinedienst", "url", DROP),
     ("onlinedienst", "url", "http://x.de"),
