@@ -97,7 +97,7 @@ def test_lookup_bad_arguments_are_clear_errors(demo_db_url, capsys, args, messag
 def test_lookup_json_matches_the_http_shape(demo_db_url, capsys):
     assert main(["lookup", "Führerschien", "--location", "Norderstedt", "--json", "--db", demo_db_url]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"query", "location", "location_candidates", "location_reason", "results"}
+    assert set(data) == {"query", "location", "location_candidates", "location_reason", "place_from_query", "results"}
     assert data["location"]["name"] == "Norderstedt"
     assert "Fahrerlaubnis" in data["results"][0]["service"]["name"] or "Führerschein" in data["results"][0]["service"]["name"]
 
