@@ -39,6 +39,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Services and places for the text typed so far (needs the form's CSRF token in X-CSRF-Token)",
         security=PUBLIC, body=json_body({"type": "object", "properties": {"text": STR, "location": STR, "lang": STR}}),
         responses={"200": response("The suggestions", _SUGGEST), **errors(400, 403, 413, 429)}),
+    ("GET", "/status"): operation(
+        "Look up a case by its reference number as the citizen types it (hyphens and case optional)",
+        security=PUBLIC, parameters=[query("token", {"type": "string", "maxLength": 64}, "The reference number"),
+                                     _LANG],
+        responses={"303": redirect("To the case's status page"), **_PAGE}),
     ("GET", "/status/{token}"): operation(
         "The case's state and answers", security=PUBLIC, parameters=[_TOKEN, _LANG,
                                                                      query("sent", STR, "1 after a message")],

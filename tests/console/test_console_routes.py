@@ -55,6 +55,7 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/"): "citizen form",
     ("POST", "/"): "citizen form post (CSRF of the web channel)",
     ("POST", "/web/suggest"): "citizen form suggestions (CSRF header)",
+    ("GET", "/status"): "citizen status look-up by reference number (redirects to the token's page)",
     ("GET", "/status/{token}"): "citizen status page (token is the key)",
     ("POST", "/status/{token}"): "citizen reply on the status page (token + CSRF)",
     ("GET", "/static/web"): "static files of the citizen form",
