@@ -94,7 +94,10 @@ class _CachingHeaderRegistry(HeaderRegistry):
     ``(name, value)`` pairs can share one. This halves the CPU cost of parsing a small mail.
     """
 
-    _MAX = 4096
+    # Most header values are unique to one mail (Message-ID, Date, From, Subject): across mails the cache
+    # mostly holds garbage. 4096 entries kept ~20 MB resident in a long-running IMAP poller (make soak);
+    # 512 keeps the within-mail re-use that saves the CPU, at ~2 MB.
+    _MAX = 512
 
     def __init__(self) -> None:
         super().__init__()
