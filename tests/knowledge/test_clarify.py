@@ -24,6 +24,7 @@ from knowledge.clarify import (
     PlaceState,
     clarify,
     same_service,
+    too_general,
 )
 
 LABELLED = Path(__file__).resolve().parents[1] / "data" / "route-labelled"
@@ -115,7 +116,28 @@ def test_same_service_by_leika_object_or_shared_word():
     assert not same_service(opt("a", 1, name="Hund anmelden"), opt("b", 1, name="Wohnsitz anmelden"))
 
 
+def test_one_general_word_that_explains_little_of_the_name_is_too_general():
+    weak = Option("pflege", "Hilfe zur Pflege", 0.70, frozenset({"a"}), coverage=0.37, words=1)
+    assert too_general(weak)
+    verdict = clarify([weak], PlaceState(KNOWN))
+    assert verdict.needed and verdict.general and "zu allgemein" in verdict.reason
+    # Most of the name explained by one word ("Pflege"), or two words of the request: a real answer.
+    assert not clarify([Option("p", "Hilfe zur Pflege", 0.8, frozenset({"a"}), coverage=0.55, words=1)],
+                       PlaceState(KNOWN)).needed
+    assert not too_general(Option("p", "Reisepass beantragen", 0.6, frozenset({"a"}), coverage=0.3, words=2))
+    assert not too_general(opt("named", 1.0))  # a client-named service: coverage 1
+
+
 # -- on the demo knowledge base ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, location", [("Können Sie mir helfen?", None), ("Können Sie mir helfen?", HU),
+                                            ("Ich brauche Hilfe", "Bad Segeberg"),
+                                            ("Wann haben Sie geöffnet?", "Bad Segeberg")])
+def test_a_general_request_is_flagged_and_gets_no_office_from_a_guess(kb, text, location):
+    route = kb.route(text, location)
+    assert route.needs_clarification and route.authority is None, (route.service and route.service.name)
+    assert "zu allgemein" in route.reason
 
 
 def test_reisepass_in_henstedt_ulzburg_is_routed_without_asking(kb):
