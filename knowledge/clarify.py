@@ -49,7 +49,7 @@ _ACTION_STEMS = frozenset(
 _MIN_STEM = 4  # shorter stems are too unspecific to tie two names together
 # A best candidate that one query word explains to less than this share of its matched name (idf-weighted,
 # ``Option.coverage``) is too general to act on. Calibrated on tests/data/route-labelled/*.dev.jsonl.
-GENERAL_COVERAGE = 0.5
+GENERAL_COVERAGE = 0.65
 
 
 @dataclass(frozen=True)
