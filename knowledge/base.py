@@ -613,9 +613,7 @@ class KnowledgeBase:
         result.service = service
         result.confidence = result.candidates[0][1]
         best = options[0]
-        if verdict.general:
-            pass  # a guess from one general word: no office is taken from it
-        elif len(best.offices) == 1 and None not in best.offices:
+        if len(best.offices) == 1 and None not in best.offices:
             resp = responsible[service.id]
             result.authority = self.authorities.get(resp.authority_id or "")
             result.authority_level = self.acting_level(resp)

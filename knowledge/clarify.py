@@ -7,7 +7,7 @@ It is flagged for clarification when
 * **the request is too general**: one word of it carries the best match, and that word explains less than
   ``GENERAL_COVERAGE`` of the matched name ("Können Sie mir helfen?" matches only the "Hilfe" of "Hilfe zur
   Pflege"; a single "Pflege" explains most of it, a "Reisepass beantragen" all of "Reisepass beantragen").
-  Such a best candidate is a guess, not an answer: no office is taken from it;
+  such a best candidate is a guess: an agent confirms it;
 * **the place is missing, ambiguous or unknown and it matters**: the candidate places (the places a
   postcode or name fits; the deployment's home region when no place is given) have different offices
   for the leading service, or no office at all;
@@ -98,7 +98,7 @@ class Clarification:
     reason: str | None = None
     margin: float | None = None  # to the closest competitor that mattered, on the [0, 1] scale
     competitor: str | None = field(default=None)  # that competitor's key
-    general: bool = False  # the request is too general: the best candidate is a guess (no office from it)
+    general: bool = False  # the request is too general: the best candidate is a guess an agent confirms
 
 
 def too_general(best: Option) -> bool:
