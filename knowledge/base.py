@@ -327,14 +327,63 @@ class KnowledgeBase:
         """The catalogue areas valid at a place: its region chain, most local first, then the Bund."""
         return [r.ars for r in self.regions.chain(region.ars)] + [BUND]
 
-    def view_at(self, service: Service | ServiceView, region: RegionInfo) -> ServiceView | None:
+    def _view_on(self, service: Service | ServiceView, region: RegionInfo) -> ServiceView | None:
         """The Leistung of ``service`` as ``region`` sees it (None when it has no text valid there)."""
         key = service.leistung if isinstance(service, ServiceView) else self.federation.leistung_of(service.id)
         return self.federation.view(key, self.chain_areas(region)) if key else None
 
+    def view_at(
+        self, service: str | Service | ServiceView | None, place: str | RegionInfo | PlaceResolution | None = None
+    ) -> ServiceView | None:
+        """A service as a place sees it: the one rule behind every answer that shows a chosen service.
+
+        ``service`` is a description id (as a case, an SMS answer or an Open311 ``service_code`` names it)
+        or a description; ``place`` a place as typed, a resolved place or a region. The answer is what a
+        lookup at that place shows for the Leistung: the most local text valid there, its gaps filled from
+        wider catalogues, with ``sources`` and ``origin``. Without a known place, or when the Leistung has no
+        text valid at the place, the description as its own catalogue sees it (its own text first, gaps
+        filled from the catalogues above it). None for an unknown id.
+        """
+        if isinstance(service, str) or service is None:
+            service = self.services.get((service or "").strip())
+            if service is None:
+                return None
+        region = None
+        if isinstance(place, str):
+            place = self.resolve_place(place) if place.strip() else None
+        if isinstance(place, PlaceResolution):
+            if place.match is not None:
+                region = place.match
+            elif place.ambiguous:
+                # As search() shows an ambiguous place: the first candidate with a text of the Leistung.
+                for candidate, _score in place.candidates[:MAX_PLACE_CANDIDATES]:
+                    if self._view_on(service, candidate) is not None:
+                        region = candidate
+                        break
+        elif isinstance(place, RegionInfo):
+            region = place
+        view = self._view_on(service, region) if region is not None else None
+        if view is None:
+            row = service.primary if isinstance(service, ServiceView) else service
+            key = self.federation.leistung_of(row.id)
+            view = self.federation.view(key, self._own_chain(row)) if key else None
+            if view is not None and view.primary.id != row.id:
+                view = ServiceView(view.leistung, [row, *(t for t in view.texts if t.id != row.id)], view.area)
+            if view is None:
+                view = ServiceView(key or f"id:{row.id}", [row], row.owner_ars or BUND)
+        view.origin = self.origin_text(view)
+        return view
+
+    def _own_chain(self, row: Service) -> list[str]:
+        """The catalogue areas above a description's own catalogue (its owner's chain, then the Bund)."""
+        owner = row.owner_ars or BUND
+        if owner and self.regions.get(owner) is not None:
+            return self.chain_areas(self.regions.get(owner))
+        return [owner, BUND] if owner else [BUND]
+
     def responsible_for(self, service: Service | ServiceView, region: RegionInfo) -> Responsible:
         """Who does the service at ``region``: registrations for any of the Leistung's texts valid there."""
-        view = self.view_at(service, region)
+        view = self._view_on(service, region)
         if view is None:
             return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
         ids = [t.id for t in view.texts]
@@ -351,6 +400,11 @@ class KnowledgeBase:
         return sorted((v for v in views if v is not None), key=lambda v: (v.topic or "", v.name, v.id))
 
     def search(self, text: str, place: PlaceResolution | None, limit: int) -> list[tuple[ServiceView, float, str]]:
+        """Ranked Leistungen for ``text`` as ``place`` sees them: (merged description, score, matched phrase);
+        see :meth:`search_hits`."""
+        return [(v, h.score, h.matched) for v, h in self.search_hits(text, place, limit)]
+
+    def search_hits(self, text: str, place: PlaceResolution | None, limit: int) -> list[tuple[ServiceView, Hit]]:
         """Ranked Leistungen for ``text`` as ``place`` sees them: (merged description, score, matched phrase).
 
         One implementation for lookup and route (and so for the console, the JSON API, the web form and
@@ -377,8 +431,8 @@ class KnowledgeBase:
                     if view is not None:
                         break
                 views.append((view, h))
-        out = [(v, h.score, h.matched) for v, h in views if v is not None]
-        for v, _s, _m in out:
+        out = [(v, h) for v, h in views if v is not None]
+        for v, _h in out:
             v.origin = self.origin_text(v)
         return out
 
@@ -483,12 +537,15 @@ class KnowledgeBase:
         text = clean_input(text)[: self.settings.max_query_chars]
         place = self.resolve_place(location, text)
         named = self.services.get(service_id) if service_id else None
+        evidence: dict[str, tuple[float, int]] = {}  # candidate id → (Hit.coverage, Hit.words)
         if named is not None:
-            view = self.view_at(named, place.match) if place is not None and place.match is not None else None
+            view = self._view_on(named, place.match) if place is not None and place.match is not None else None
             candidates: list[tuple[Service | ServiceView, float]] = [(view or named, 100.0)]
             found = []
         else:
-            found = self.search(text, place, CATALOGUE_HITS)
+            hits = self.search_hits(text, place, CATALOGUE_HITS)
+            found = [(v, h.score, h.matched) for v, h in hits]
+            evidence = {v.id: (h.coverage, h.words) for v, h in hits}
             candidates = [(v, score) for v, score, _m in found[:5] if score >= self.settings.min_score]
         # The one hook of the learned router: with a model for the place's area, it ranks the candidates
         # (the catalogue's hits, valid at the place, by the id of the text the place sees).
@@ -517,9 +574,11 @@ class KnowledgeBase:
         if not candidates:
             result.reason = self._nothing_here(text, place)
             return result
-        return self._clarify(result, place)
+        return self._clarify(result, place, evidence)
 
-    def _clarify(self, result: RouteResult, place: PlaceResolution | None) -> RouteResult:
+    def _clarify(
+        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None
+    ) -> RouteResult:
         """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`."""
         margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
         if place is None:
@@ -546,7 +605,9 @@ class KnowledgeBase:
                     resp = self.responsible_for(service, region)
                     responsible.setdefault(service.id, resp)
                     offices.add(resp.authority_id)
-            options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika))
+            coverage, words = (evidence or {}).get(service.id, (1.0, 1))
+            options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika,
+                                  coverage, words))
         verdict = clarify(options, state, margins)
         service = result.candidates[0][0]
         result.service = service

@@ -4,6 +4,10 @@ A request is routed without asking only when the answer would not change with wh
 It is flagged for clarification when
 
 * **nothing matches** (no candidate service at all);
+* **the request is too general**: one word of it carries the best match, and that word explains less than
+  ``GENERAL_COVERAGE`` of the matched name ("Können Sie mir helfen?" matches only the "Hilfe" of "Hilfe zur
+  Pflege"; a single "Pflege" explains most of it, a "Reisepass beantragen" all of "Reisepass beantragen").
+  such a best candidate is a guess: an agent confirms it;
 * **the place is missing, ambiguous or unknown and it matters**: the candidate places (the places a
   postcode or name fits; the deployment's home region when no place is given) have different offices
   for the leading service, or no office at all;
@@ -43,6 +47,9 @@ _ACTION_STEMS = frozenset(
     """.split()
 )
 _MIN_STEM = 4  # shorter stems are too unspecific to tie two names together
+# A best candidate that one query word explains to less than this share of its matched name (idf-weighted,
+# ``Option.coverage``) is too general to act on. Calibrated on tests/data/route-labelled/*.dev.jsonl.
+GENERAL_COVERAGE = 0.65
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,10 @@ class Option:
     confidence: float
     offices: frozenset[str | None] = frozenset()
     leika: str | None = None
+    # How much of its matched name the request explains (0..1, idf-weighted) and how many of the
+    # request's words it explains (``knowledge.lookup.Hit``); a client-named service has 1.0 and 1.
+    coverage: float = 1.0
+    words: int = 1
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,12 @@ class Clarification:
     reason: str | None = None
     margin: float | None = None  # to the closest competitor that mattered, on the [0, 1] scale
     competitor: str | None = field(default=None)  # that competitor's key
+    general: bool = False  # the request is too general: the best candidate is a guess an agent confirms
+
+
+def too_general(best: Option) -> bool:
+    """Whether one word of the request carries a match that explains little of the matched name."""
+    return best.words <= 1 and best.coverage < GENERAL_COVERAGE
 
 
 def same_service(a: Option, b: Option) -> bool:
@@ -118,6 +135,12 @@ def clarify(options: Sequence[Option], place: PlaceState, margins: Margins | Non
         return Clarification(True, "keine passende Leistung gefunden")
     best = options[0]
     offices = best.offices
+    if too_general(best):
+        return Clarification(
+            True,
+            f"Anliegen zu allgemein: nur ein einzelnes Wort passt, und es erklärt nur einen Teil von {best.name!r}",
+            general=True,
+        )
     if place.status == UNKNOWN:
         return Clarification(True, f"Ort nicht gefunden: {place.reason}" if place.reason else "Ort nicht gefunden")
     if place.status in (MISSING, AMBIGUOUS) and (len(offices) != 1 or None in offices):

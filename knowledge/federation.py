@@ -6,8 +6,14 @@ Modelled on PVOG / XZuFi 2.2 and LeiKa:
   owner (``owner_ars``). The catalogue's **area** is the owner's region (a Land, Kreis, Amt/Verband or
   Gemeinde; ``""`` is the Bund: valid nationwide), plus any areas the catalogue lends its texts to
   (:class:`~knowledge.models.CatalogArea`; the demo's Land catalogue is lent to Kreis Soest).
-* Descriptions with the same LeiKa key are one **Leistung**. A description without a LeiKa key is a
-  Leistung of its own, valid in its area only.
+* Descriptions with the same LeiKa key are one **Leistung**. A description without a LeiKa key (the
+  2016 Berlin export has none) **joins a Leistung by its name**: when its normalised name (the content
+  words of the name, stemmed, in any order) is the name of a keyed text in another catalogue and of no
+  other keyed Leistung (a keyed name also counts without its brackets: "Anmeldung einer Wohnung
+  (Wohnsitz an- und ummelden)" is an "Anmeldung einer Wohnung"; the unkeyed name counts whole, so
+  "Reisepass (vorläufiger Reisepass)" is not a "Reisepass"), it is a text of that Leistung (it is found through the
+  Leistung's words and inherits its gaps, its own text stays its own). A name that no keyed Leistung has,
+  or that two keyed Leistungen share, stands alone: a Leistung of its own, valid in its area only.
 * For a place (its region chain, most local first, then the Bund), the Leistung's texts are the
   descriptions whose area is on the chain; the most local one wins, and a field it leaves empty
   (``MERGED_FIELDS``) comes from the next wider one. :class:`ServiceView` is that merged description and
@@ -24,6 +30,7 @@ description from outside its chain.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +38,7 @@ from typing import Any
 from knowledge.lookup import Hit, SearchDoc, ServiceIndex
 from knowledge.text import terms
 
-__all__ = ["BUND", "MERGED_FIELDS", "Federation", "ServiceView", "leistung_key"]
+__all__ = ["BUND", "MERGED_FIELDS", "Federation", "ServiceView", "leistung_key", "name_key"]
 
 BUND = ""  # the area of a nationwide catalogue (owner_ars "")
 # Fields a more local text may leave empty and inherit from the next wider one (issue 13, item 2).
@@ -40,9 +47,20 @@ _CACHE_MAX = 500_000
 
 
 def leistung_key(service: Any) -> str:
-    """The Leistung a description belongs to: its LeiKa key, or itself when it has none."""
+    """A description's own Leistung key: its LeiKa key, or itself when it has none (before any join by
+    name, :meth:`Federation.key_of`)."""
     leika = getattr(service, "leika", None)
     return f"leika:{leika}" if leika else f"id:{service.id}"
+
+
+_BRACKETS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+
+
+def name_key(name: str | None, brackets: bool = True) -> frozenset[str]:
+    """A name as the join by name compares it: its stemmed content words in any order ("Gewerbe-Anmeldung"
+    and "Gewerbe - Anmeldung" are one name); with ``brackets=False`` without what stands in brackets."""
+    text = name or "" if brackets else _BRACKETS.sub(" ", name or "")
+    return frozenset(s for _t, s in terms(text))
 
 
 def _stems(text: str) -> tuple[str, ...]:
@@ -123,6 +141,10 @@ class Federation:
             self.lent.setdefault(owner, set()).add(area)
         self.leistungen: dict[str, _Leistung] = {}
         self._of: dict[str, str] = {}  # description id → Leistung key
+        # The join by name: name key → keyed Leistung → catalogue owner → texts; name key → unkeyed ids.
+        self._keyed_names: dict[frozenset[str], dict[str, dict[str, int]]] = {}
+        self._unkeyed: dict[frozenset[str], set[str]] = {}
+        self._name_keys: dict[str, tuple[frozenset[str], ...]] = {}
         self._phrase_cache: dict[tuple, tuple[tuple[tuple[str, ...], str, bool], ...]] = {}
         self._context_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._dirty: set[str] = set()
@@ -171,6 +193,62 @@ class Federation:
             self._context_cache[key] = got
         return got
 
+    # ---------------------------------------------------------------- the join by name
+
+    def _name_keys_of(self, name: str) -> tuple[frozenset[str], ...]:
+        """(the whole name's key, and its key without brackets when that differs), empty keys left out."""
+        got = self._name_keys.get(name)
+        if got is None:
+            if len(self._name_keys) >= _CACHE_MAX:
+                self._name_keys.clear()
+            keys = dict.fromkeys(k for k in (name_key(name), name_key(name, brackets=False)) if k)
+            got = self._name_keys[name] = tuple(keys)
+        return got
+
+    def _name_key(self, s: Any) -> frozenset[str]:
+        keys = self._name_keys_of(s.name or "")
+        return keys[0] if keys else frozenset()
+
+    def joined_to(self, s: Any) -> str | None:
+        """The keyed Leistung an unkeyed description joins by its name, or None (no key, or ambiguous)."""
+        if getattr(s, "leika", None):
+            return None
+        nk = self._name_key(s)
+        found = self._keyed_names.get(nk) if len(nk) > 0 else None
+        if not found or len(found) != 1:
+            return None
+        (key, owners), = found.items()
+        own = s.owner_ars or BUND
+        return key if any(o != own for o in owners) else None
+
+    def key_of(self, s: Any) -> str:
+        """The Leistung a description belongs to: its LeiKa key, the keyed Leistung it joins by its name,
+        or itself."""
+        if getattr(s, "leika", None):
+            return leistung_key(s)
+        return self.joined_to(s) or leistung_key(s)
+
+    def _count_name(self, s: Any, key: str, delta: int) -> None:
+        """Count a keyed text under its name; re-home the unkeyed texts of that name when the join changes."""
+        for nk in self._name_keys_of(s.name or ""):
+            self._count_one(nk, s.owner_ars or BUND, key, delta)
+
+    def _count_one(self, nk: frozenset[str], owner: str, key: str, delta: int) -> None:
+        by_key = self._keyed_names.setdefault(nk, {})
+        owners = by_key.setdefault(key, {})
+        owners[owner] = owners.get(owner, 0) + delta
+        if owners[owner] <= 0:
+            del owners[owner]
+            if not owners:
+                del by_key[key]
+                if not by_key:
+                    del self._keyed_names[nk]
+        for sid in sorted(self._unkeyed.get(nk, ())):
+            row = self.services.get(sid)
+            if row is not None and self._of.get(sid) != self.key_of(row):
+                self._drop(sid, row)
+                self._add(row)
+
     # ---------------------------------------------------------------- updates
 
     def begin(self) -> None:
@@ -204,7 +282,7 @@ class Federation:
             self.commit()
 
     def _add(self, s: Any) -> None:
-        key = leistung_key(s)
+        key = self.key_of(s)
         le = self.leistungen.get(key)
         if le is None:
             le = self.leistungen[key] = _Leistung(key)
@@ -235,6 +313,12 @@ class Federation:
         self._of[s.id] = key
         if changed or le.n_texts == 1:
             self._dirty.add(key)
+        if getattr(s, "leika", None):
+            self._count_name(s, key, +1)
+        else:
+            nk = self._name_key(s)
+            if nk:
+                self._unkeyed.setdefault(nk, set()).add(s.id)
 
     def _drop(self, sid: str, s: Any) -> None:
         key = self._of.pop(sid)
@@ -272,6 +356,15 @@ class Federation:
             del self.leistungen[key]
         if changed or le.n_texts <= 0:
             self._dirty.add(key)
+        if getattr(s, "leika", None):
+            self._count_name(s, key, -1)
+        else:
+            nk = self._name_key(s)
+            ids = self._unkeyed.get(nk)
+            if ids is not None:
+                ids.discard(sid)
+                if not ids:
+                    del self._unkeyed[nk]
 
     @staticmethod
     def _width(s: Any) -> tuple[int, str, str]:

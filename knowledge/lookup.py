@@ -70,6 +70,7 @@ _MAX_WORD = 48  # longer query words are only matched exactly
 _FUZZY_MIN_LEN = 5  # shorter words are not typo-corrected: too many neighbours
 _EXPANSION_CACHE = 50_000
 _EQUIVALENT_QUALITY = 0.85  # a word of the same meaning (knowledge.text.equivalents) as a match of the word
+_WORD_EXPLAINED = 0.5  # a query word counts as explained by a service from this evidence (Hit.words)
 _UNSEEN = object()
 # The place filter of a search: per document, the phrase stems that may count, True for all, None for none.
 Allow = Callable[[str], "Container[tuple[str, ...]] | bool | None"]
@@ -100,6 +101,10 @@ class Hit:
     score: float
     matched: str
     stems: tuple[str, ...] = ()  # the matched phrase's stems (its group), () for a context-only hit
+    # How much of the matched phrase the query explains (idf-weighted, 0..1; 0 for a context-only hit), and
+    # how many of the query's words it explains: "helfen" explains a small part of "Hilfe zur Pflege".
+    coverage: float = 1.0
+    words: int = 1
 
 
 class _Group:
@@ -601,6 +606,7 @@ class _Query:
         unknown_idf = _UNKNOWN_WORD * log(1.0 + n)
         self.idf_cache = index._idf
         self.evidence: dict[int, list[float]] = {}  # group → evidence, filled by score_groups
+        self.coverage: dict[int, float] = {}  # group → share of its phrase the query explains
         hits: dict[str, list[tuple[int, float, bool, float]]] = {}  # term → [(word, quality, part, cover)]
         self.word_idf: list[float] = []
         for i, exp in enumerate(expansions):
@@ -643,16 +649,28 @@ class _Query:
         return v
 
     def candidates(self) -> list[int]:
-        """Groups sharing a term with the query, best guesses first; rare terms open candidates."""
+        """Groups sharing a term with the query, best guesses first; rare terms open candidates.
+
+        With a place filter only groups the place may see count. The filter is asked as late as possible:
+        terms are accumulated for every group, and only the groups that would be returned (and, once, whether
+        any group found so far is visible, which decides if a common term may still open candidates) are
+        checked; a visible group's weight does not depend on the invisible ones, so the outcome is that of
+        filtering every posting, at a fraction of the checks (a national catalogue shows a place most groups).
+        """
         post = self.index._post
         common = max(256, self.n // 50)
         acc: dict[int, float] = {}
+        filtered = self.allow is not None
+        opened = False  # whether acc holds a group the place may see (with a filter)
         for term in sorted(self.terms, key=lambda t: len(post.get(t, ()))):
             p = post.get(term)
             if not p:
                 continue
             w = self.terms[term][3]
-            if acc and len(p) > common:  # a very common term only adds to what is found already
+            if len(p) > common and acc and not opened and filtered:
+                opened = any(self.group_allowed(gid) for gid in acc)
+            if len(p) > common and acc and (opened or not filtered):
+                # A very common term only adds to what is found already.
                 if len(acc) < len(p):
                     for gid in acc:
                         if gid in p:
@@ -661,20 +679,34 @@ class _Query:
                     for gid in p:
                         if gid in acc:
                             acc[gid] += w
-            elif self.allow is not None:  # only groups the place may see open candidates
-                get = acc.get
-                for gid in p:
-                    if gid in acc or self.group_allowed(gid):
-                        acc[gid] = get(gid, 0.0) + w
             else:
                 get = acc.get
                 for gid in p:
                     acc[gid] = get(gid, 0.0) + w
-        if len(acc) <= _MAX_CANDIDATES:
-            return list(acc)
         groups = self.index._groups
-        ranked = heapq.nlargest(_MAX_CANDIDATES, [(v * groups[g].rank_factor, g) for g, v in acc.items()])
-        return [g for _v, g in ranked]
+        if not filtered:
+            if len(acc) <= _MAX_CANDIDATES:
+                return list(acc)
+            ranked = heapq.nlargest(_MAX_CANDIDATES, [(v * groups[g].rank_factor, g) for g, v in acc.items()])
+            return [g for _v, g in ranked]
+        if len(acc) <= _MAX_CANDIDATES:
+            return [g for g in acc if self.group_allowed(g)]
+        # The best visible groups, when more than the maximum are visible; else all visible, as found.
+        order = [(v * groups[g].rank_factor, g) for g, v in acc.items()]
+        ranked = heapq.nlargest(2 * _MAX_CANDIDATES, order)
+        if len(ranked) < len(order):
+            ranked.append((-math.inf, -1))  # a marker: the rest is sorted only when needed
+        best: list[int] = []
+        for n, (_v, g) in enumerate(ranked):
+            if g < 0:
+                ranked[n:] = sorted(order, reverse=True)[n:]
+                g = ranked[n][1]
+            if self.group_allowed(g):
+                best.append(g)
+                if len(best) > _MAX_CANDIDATES:
+                    return best[:_MAX_CANDIDATES]
+        visible = set(best)
+        return [g for g in acc if g in visible]
 
     def score_groups(self, gids: list[int]) -> list[tuple[float, int, float, list[float]]]:
         """``(score, group, query coverage, evidence)`` per group, best first.
@@ -725,12 +757,21 @@ class _Query:
             scored.append((_PC_WEIGHT * pc + (1.0 - _PC_WEIGHT) * qc, gid, qc, evidence))
         scored.sort(key=itemgetter(0), reverse=True)
         self.evidence = {gid: evidence for _s, gid, _qc, evidence in scored}
+        self.coverage = {gid: pc for gid, pc, _e in rows}
         return scored
 
     def group_allowed(self, gid: int) -> bool:
         """Whether some document may be found through this group's phrase (the place filter)."""
         group = self.index._groups[gid]
-        return any(self.allowed(doc_id, group.stems) for doc_id, _w, _n in group.members.values())
+        stems = group.stems
+        cache, allow = self._allowed, self.allow
+        for doc_id, _w, _n in group.members.values():
+            a = cache.get(doc_id, _UNSEEN)
+            if a is _UNSEEN:
+                a = cache[doc_id] = allow(doc_id)  # type: ignore[misc]
+            if a is True or (a is not None and stems in a):
+                return True
+        return False
 
     def allowed(self, doc_id: str, stems: tuple[str, ...] | None) -> bool:
         """Whether the filter lets this document be found (through this phrase, when ``stems``)."""
@@ -753,6 +794,7 @@ class _Query:
         get = docs.get
         visits = 0
         bar = -1.0
+        allow, cache = self.allow, self._allowed
         for base, gid, qc, _evidence in scored:
             if base + _NAME_BONUS < bar:
                 break
@@ -762,10 +804,14 @@ class _Query:
                     break
             group = groups[gid]
             members = group.members
-            allow = self.allow
+            stems = group.stems
             for pid, (doc_id, weight, is_name) in members.items():
-                if allow is not None and not self.allowed(doc_id, group.stems):
-                    continue
+                if allow is not None:
+                    a = cache.get(doc_id, _UNSEEN)
+                    if a is _UNSEEN:
+                        a = cache[doc_id] = allow(doc_id)
+                    if not (a is True or (a is not None and stems in a)):
+                        continue
                 d = get(doc_id)
                 if d is None:
                     docs[doc_id] = [weight * base, pid, qc, base if is_name else 0.0]
@@ -809,25 +855,25 @@ class _Query:
         phrases = index._phrases
         group_evidence = self.evidence
         wi, total = self.word_idf, self.total_idf
-        results: list[tuple[float, str, str, tuple[str, ...]]] = []
+        results: list[tuple[float, str, str, tuple[str, ...], float, int]] = []
         qtext = " ".join(self.words)
         groups = index._groups
         for doc_id, (score, pid, qc, name_base) in pool:
             entry = index._entries[doc_id]
             evidence = [0.0] * self.nwords
             for gid in entry.gids:
-                if self.allow is not None and not self.allowed(doc_id, groups[gid].stems):
-                    continue
-                ev = group_evidence.get(gid)
-                if ev is not None:
+                ev = group_evidence.get(gid)  # only the scored groups (a Leistung has hundreds of phrases)
+                if ev is not None and (self.allow is None or self.allowed(doc_id, groups[gid].stems)):
                     evidence = [a if a > b else b for a, b in zip(evidence, ev, strict=True)]
             if any_ctx:
                 context = entry.context
                 for i, ts in enumerate(ctx_terms):
                     if evidence[i] < _CONTEXT_WEIGHT and ts and not context.isdisjoint(ts):
                         evidence[i] = _CONTEXT_WEIGHT
+            words = sum(1 for e in evidence if e >= _WORD_EXPLAINED)
             qc_all = min(1.0, sum(e * w for e, w in zip(evidence, wi, strict=True)) / total)
             stems: tuple[str, ...] = ()
+            coverage = 0.0
             if pid < 0:
                 raw, matched = _CONTEXT_ONLY_CAP * qc_all, entry.doc.name
             else:
@@ -836,12 +882,14 @@ class _Query:
                 raw += _RF_WEIGHT / 100.0 * token_sort_ratio(qtext, " ".join(groups[phrase.gid].stems))
                 matched = phrase.text
                 stems = groups[phrase.gid].stems
+                coverage = self.coverage.get(phrase.gid, 0.0)
             if raw > 0.0:
-                results.append((raw, doc_id, matched, stems))
+                results.append((raw, doc_id, matched, stems, coverage, words))
         # Ties go by the documents' ``order`` (a Leistung's is its widest text's id), then id.
         entries = index._entries
         results.sort(key=lambda x: (-x[0], entries[x[1]].doc.order or x[1], x[1]))
-        return [Hit(d, round(100.0 * min(raw, 1.0), 1), m, st) for raw, d, m, st in results[:limit]]
+        return [Hit(d, round(100.0 * min(raw, 1.0), 1), m, st, round(cov, 3), n)
+                for raw, d, m, st, cov, n in results[:limit]]
 
 
 def doc_from_service(service: Service) -> SearchDoc:

@@ -337,12 +337,12 @@ async def get_services(request: web.Request, fmt: str) -> web.Response:
 async def get_service_definition(request: web.Request, fmt: str) -> web.Response:
     """GET services/{service_code}: the attributes of one service."""
     kb = _kb(request)
-    _jurisdiction(request, request.query)
+    region = _jurisdiction(request, request.query)
     code = request.match_info["code"]
-    service = kb.services.get(code)
+    service = kb.view_at(code, region)  # as the jurisdiction's catalogue shows it
     if service is None:
         raise Open311Error(404, f"service_code {code[:100]!r} was not found")
-    body = {"service_code": service.id, "attributes": Many("attribute", attributes(service))}
+    body = {"service_code": code, "attributes": Many("attribute", attributes(service))}
     return render(fmt, "service_definition", body)
 
 
@@ -832,7 +832,7 @@ def request_record(row: dict[str, Any], kb: Any, tz: ZoneInfo, public: bool = Fa
     re-routed it), else the one the client named. ``public`` (the key-less status query): the status
     fields only, no description, place or media."""
     code = row.get("service_id") or row.get("requested_service_id") or _code_of(row["external_id"])
-    service = kb.services.get(code) if kb is not None else None
+    service = kb.view_at(code, row.get("location")) if kb is not None else None
     name = row.get("service_name") if row.get("service_id") else None
     description, meta = parse_text(row["text"] or "")
     address = meta.get("address")

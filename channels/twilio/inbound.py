@@ -200,7 +200,7 @@ class ReplyJob:
         case = None
         if reply.answer is not None:
             answer = reply.answer
-            case = answered(conn, result.case_id, service=service_json(self.kb.services[answer.service_id]),
+            case = answered(conn, result.case_id, service=service_json(self.kb.view_at(answer.service_id, answer.place)),
                             authority=authority_json(self.kb.authorities[answer.office_id]), agent=AUTO,
                             reason="answered automatically by SMS", policy=self.service.policy, now=self.now)
         message_id = record_reply(conn, result.case_id, text=reply.text, channel="sms", recipient=self.sender,
@@ -235,7 +235,7 @@ class ReplyJob:
         service = new[0][1].service
         rows = {row["id"]: dict(row) for row in conn.execute(
             select(case_t).where(case_t.c.id.in_([result.case_id for _, _, result, _ in new]))).mappings()}
-        answers = [(rows[result.case_id], service_json(job.kb.services[reply.answer.service_id]),
+        answers = [(rows[result.case_id], service_json(job.kb.view_at(reply.answer.service_id, reply.answer.place)),
                     authority_json(job.kb.authorities[reply.answer.office_id]))
                    for _, job, result, reply in new if reply.answer is not None]
         if answers:

@@ -275,7 +275,7 @@ def record_turn(conn, kb, flow: voice.VoiceFlow, service: Any, seen: dict[str, A
     service_row = authority_row = None
     if turn.answer is not None:
         values |= {"service_id": turn.answer.service_id, "authority_id": turn.answer.office_id}
-        service_row = service_json(kb.services[turn.answer.service_id]) if turn.answer.service_id in kb.services \
+        service_row = service_json(kb.view_at(turn.answer.service_id, turn.answer.place)) if turn.answer.service_id in kb.services \
             else {"id": turn.answer.service_id, "name": turn.answer.service}
         authority_row = authority_json(kb.authorities[turn.answer.office_id]) \
             if turn.answer.office_id in kb.authorities else {"id": turn.answer.office_id, "name": turn.answer.office}
@@ -286,7 +286,7 @@ def record_turn(conn, kb, flow: voice.VoiceFlow, service: Any, seen: dict[str, A
                      recipient=row["caller"], agent=IVR, settings=service.queue, now=now, case=case)
     if turn.send_details and case_id is not None and row["caller"] and not extra.get("details_sent") \
             and row["service_id"]:
-        svc = kb.services.get(row["service_id"])
+        svc = kb.view_at(row["service_id"], row["place"])
         office = kb.authorities.get(row["authority_id"] or "")
         if svc is not None:  # the answer card, as an agent sends it during a call
             casework.send(conn, casework.load(conn, case_id),

@@ -359,7 +359,7 @@ def resolve_answer(kb, service_id: str | None, place: str | None, authority_id: 
     """The service and the authority for a call action; the authority from the place unless one is chosen."""
     from knowledge.base import authority_json, service_json
 
-    service = kb.services.get(service_id or "")
+    service = kb.view_at(service_id)
     if service is None:
         raise BadInput("choose a service from the search results")
     if authority_id:
@@ -373,7 +373,7 @@ def resolve_answer(kb, service_id: str | None, place: str | None, authority_id: 
             raise BadInput("the place is ambiguous: choose the authority or the exact place")
         return service_json(service), None
     # The description as this place sees it: gaps of the chosen text filled from wider catalogues.
-    service = kb.view_at(service, resolution.match) or service
+    service = kb.view_at(service, resolution.match)
     responsible = kb.responsible_for(service, resolution.match)
     authority = kb.authorities.get(responsible.authority_id or "")
     return service_json(service), authority_json(authority) if authority else None
@@ -762,7 +762,7 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
             _wake_outbox(request)
         elif action == "reroute":
             kb = _kb(request)
-            service = kb.services.get(_field(body, "service_id", max_len=100, required=True) or "")
+            service = kb.view_at(_field(body, "service_id", max_len=100, required=True) or "")
             authority = kb.authorities.get(_field(body, "authority_id", max_len=100, required=True) or "")
             if service is None or authority is None:
                 raise BadInput("unknown service or authority")

@@ -576,7 +576,7 @@ def _knowledge_names(request: web.Request, service_id: str | None, authority_id:
     kb = request.app.get(KB)
     service = authority = None
     if kb is not None:
-        s = kb.services.get(service_id) if service_id else None
+        s = kb.view_at(service_id) if service_id else None
         a = kb.authorities.get(authority_id) if authority_id else None
         service = {"id": s.id, "name": s.name} if s else None
         authority = {"id": a.id, "name": a.name, "email": a.email} if a else None

@@ -62,18 +62,68 @@ def test_wohnsitz_anmelden_in_bad_segeberg_is_schleswig_holsteins_text_and_offic
     assert "München" not in body["fees"] + body["short_text"]
 
 
-def test_wohnsitz_anmelden_in_berlin_is_berlins_or_says_honestly_there_is_none(fed_kb):
-    route = fed_kb.route("Wohnsitz anmelden", "Berlin")
-    if route.service is None:
-        # Berlin's 2016 export has "Anmeldung einer Wohnung" without the word Wohnsitz and no LeiKa key.
-        assert "kein in Berlin gültiger Katalog" in route.reason
-    else:
-        assert route.service.owner_ars == BERLIN_AREA
+def test_wohnsitz_anmelden_in_berlin_is_berlins_own_text_with_a_berlin_office(fed_kb):
+    # Berlin's 2016 export has "Anmeldung einer Wohnung" without the word Wohnsitz and no LeiKa key: it
+    # joins the keyed Leistung of that name (Schleswig-Holstein's "Anmeldung einer Wohnung (Wohnsitz an- und
+    # ummelden)") and is found by its words; the text shown stays Berlin's.
+    for text in ("Wohnsitz anmelden", "Wohnsitz ummelden", "Wohnsitzanmeldung"):
+        route = fed_kb.route(text, "Berlin")
+        assert route.service is not None and route.service.id == "ber-120686", (text, route.reason)
+        assert route.service.owner_ars == BERLIN_AREA and route.service.name == "Anmeldung einer Wohnung"
+        assert route.authority is not None and route.authority.region_ars.startswith("11"), text
+        assert not route.needs_clarification, (text, route.reason)
+    assert fed_kb.federation.leistung_of("ber-120686") == "leika:99115005000000"
+    # "Ummelden" alone is several services everywhere (Wohnsitz, Gewerbe, Fahrzeug): asked about, as in
+    # München, and every candidate in Berlin is a Berlin text.
+    ummelden = fed_kb.route("Ummelden", "Berlin")
+    assert "ber-120686" in [s.id for s, _score in ummelden.candidates]
+    assert all(s.owner_ars == BERLIN_AREA for s, _score in ummelden.candidates)
+    assert ummelden.needs_clarification == fed_kb.route("Ummelden", "München").needs_clarification
     for answer in fed_kb.lookup("Wohnsitz anmelden", "Berlin").answers:
         assert answer.service.owner_ars in (BERLIN_AREA, "11", BUND), answer.service.id
     top = fed_kb.lookup("Anmeldung einer Wohnung", "Berlin").answers[0]
     assert top.service.id == "ber-120686" and top.authority is not None
     assert top.authority.region_ars.startswith("11")
+
+
+def test_one_function_shows_a_chosen_service_as_the_place_sees_it_at_every_call_site(fed_kb):
+    """KnowledgeBase.view_at: an SMS/phone answer, a paper form, the case API, Open311 and the console card
+    show the same text and fees as the lookup at that place."""
+    from datetime import datetime
+
+    from channels.open311.api import attributes
+    from channels.paper.forms.spec import form_spec
+    from channels.twilio.answer import direct_answer
+    from hub.console.pages import resolve_answer
+    from knowledge.base import service_json
+
+    looked = fed_kb.lookup("Personalausweis beantragen", "München").answers[0]
+    card = looked.to_json()["service"]
+    assert card["catalogue"] == MUENCHEN
+    # The SMS/phone answer: the routed answer's id and place, through view_at (channels/twilio call sites).
+    answer = direct_answer(fed_kb.route("Personalausweis beantragen", "München"), datetime(2026, 12, 2, 10))
+    assert answer is not None and answer.place
+    assert service_json(fed_kb.view_at(answer.service_id, answer.place)) == card
+    # Chosen by any text of the Leistung (here Schleswig-Holstein's), a München case sees München's.
+    sh_id = next(s.id for s in fed_kb.services.values() if s.leika == "99008001000000" and s.owner_ars == "01")
+    assert service_json(fed_kb.view_at(sh_id, "München")) == card
+    console_card, office = resolve_answer(fed_kb, sh_id, "München", None)
+    assert console_card == card and office["region_ars"].startswith(MUENCHEN)
+    # The paper form of a München case: München's documents and a München office.
+    case = {"id": 7, "token": "T", "location": "München", "service_id": sh_id}
+    spec = form_spec(fed_kb, sh_id, None, case)
+    assert spec.service_id == card["id"] and spec.service_name == card["name"]
+    assert list(spec.documents) == card["documents"] and spec.office.name
+    # Open311: the service definition at the jurisdiction München carries München's fees.
+    muc = fed_kb.regions.get("091620000000")
+    attrs = {a["code"]: a["description"] for a in attributes(fed_kb.view_at(sh_id, muc))}
+    if card["fees"]:
+        assert card["fees"] in attrs["fees"]
+    # The same id in Bad Segeberg: Schleswig-Holstein's text; without a place: the text's own catalogue.
+    assert fed_kb.view_at(sh_id, "Bad Segeberg").owner_ars == "01"
+    own = fed_kb.view_at(sh_id)
+    assert own.id == sh_id and own.origin.startswith("Katalog Schleswig-Holstein")
+    assert fed_kb.view_at("no-such-id", "München") is None
 
 
 def test_hund_anmelden_in_muenchen_never_answers_with_berlin(fed_kb):
@@ -396,3 +446,82 @@ def test_the_csv_gives_an_office_an_area_list(engine):
         parse_csv_text("name;authority_name;authority_areas\nA;Amt;0106\n", id_prefix="x", region_ars=SEGEBERG)
     with pytest.raises(ValueError, match="not inside region"):
         parse_csv_text("name;authority_name;authority_areas\nA;Amt;02000\n", id_prefix="x", region_ars=SEGEBERG)
+
+
+# -- unkeyed descriptions join their Leistung by name (issue 13, Berlin 2016) -------------------------------
+
+
+def _join_kb(region_index, *texts):
+    return KnowledgeBase(region_index, list(texts), [], [])
+
+
+def test_an_unkeyed_text_joins_the_one_keyed_leistung_of_its_name_and_keeps_its_own_text(region_index):
+    land = Service(id="land-b", leika="99999999999997", name="Baumfällung genehmigen (Baumschutz)",
+                   synonyms=["Baum fällen"], owner_ars="01", fees="50 Euro", short_text="Landestext")
+    gem = Service(id="gem-b", name="Baumfällung genehmigen", owner_ars="010605053088", short_text="Gemeindetext")
+    kb = _join_kb(region_index, gem, land)  # the unkeyed text first: the join follows when the key arrives
+    assert kb.federation.leistung_of("gem-b") == "leika:99999999999997"
+    top = kb.lookup("Baum fällen", "010605053088").answers[0].service
+    assert top.id == "gem-b" and top.short_text == "Gemeindetext"  # its own text
+    assert top.fees == "50 Euro" and top.sources["fees"] == ("01", "land-b")  # the Leistung's gap filling
+    # Next door (Bark) only the Land's text: the Gemeinde's text never leaves its area.
+    assert kb.lookup("Baum fällen", "010605053007").answers[0].service.id == "land-b"
+
+
+def test_an_ambiguous_or_different_name_stays_alone_and_the_join_follows_changes(region_index):
+    a = Service(id="land-a", leika="99999999999996", name="Sondernutzung Straße", owner_ars="01")
+    b = Service(id="kreis-a", leika="99999999999995", name="Straße Sondernutzung", owner_ars="01060")
+    alone = Service(id="gem-a", name="Sondernutzung der Straße", owner_ars="010605053088")
+    other = Service(id="gem-c", name="Sondernutzung für Cafés", owner_ars="010605053088")
+    kb = _join_kb(region_index, a, b, alone, other)
+    assert kb.federation.leistung_of("gem-a") == "id:gem-a"  # two keyed Leistungen have this name
+    assert kb.federation.leistung_of("gem-c") == "id:gem-c"  # no keyed Leistung has this name
+    kb.remove_service("kreis-a")  # now the name is unambiguous: the text joins
+    assert kb.federation.leistung_of("gem-a") == "leika:99999999999996"
+    kb.apply_service(b)  # and leaves again when a second Leistung takes the name
+    assert kb.federation.leistung_of("gem-a") == "id:gem-a"
+    # A keyed text of its own catalogue only is no Leistung to join ("in another catalogue").
+    same = Service(id="gem-k", leika="99999999999994", name="Osterfeuer anmelden", owner_ars="010605053088")
+    own = Service(id="gem-o", name="Osterfeuer anmelden", owner_ars="010605053088")
+    kb = _join_kb(region_index, same, own)
+    assert kb.federation.leistung_of("gem-o") == "id:gem-o"
+    # A qualifier in the unkeyed name's brackets is part of its name: "(vorläufig)" is another service.
+    land = Service(id="land-p", leika="99999999999993", name="Reisepass", owner_ars="01")
+    temp = Service(id="gem-p", name="Reisepass (vorläufig)", owner_ars="010605053088")
+    assert _join_kb(region_index, land, temp).federation.leistung_of("gem-p") == "id:gem-p"
+
+
+NAMES = ["Hund anmelden", "Anmeldung Hund", "Hund anmelden (Steuer)", "Gewerbe anmelden", "Gewerbe-Anmeldung",
+         "Baum fällen", "Fällen Baum (Genehmigung)"]
+OWNERS = ["01", "01060", "010605053088", "010605053007", "09162"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(OWNERS),
+                               st.sampled_from([None, "99999999999901", "99999999999902"])), min_size=1, max_size=8),
+       drop=st.integers(0, 7))
+def test_the_join_by_name_is_the_rule_whatever_the_order_of_changes(region_index, rows, drop):
+    from knowledge.federation import name_key
+
+    texts = [Service(id=f"t{i}", name=n, owner_ars=o, leika=k) for i, (n, o, k) in enumerate(rows)]
+    kb = _join_kb(region_index, *texts)
+    if drop < len(texts):  # an incremental change gives what a fresh build gives
+        kb.remove_service(texts[drop].id)
+        texts = texts[:drop] + texts[drop + 1:]
+    fresh = _join_kb(region_index, *texts)
+    for t in texts:
+        assert kb.federation.leistung_of(t.id) == fresh.federation.leistung_of(t.id)
+        if t.leika:
+            assert kb.federation.leistung_of(t.id) == f"leika:{t.leika}"
+            continue
+        whole = name_key(t.name)
+        named = [k for k in texts if k.leika and whole in (name_key(k.name), name_key(k.name, brackets=False))]
+        keyed = {k.leika for k in named}
+        others = [k for k in named if k.owner_ars != t.owner_ars]  # the name is used in another catalogue
+        expect = f"leika:{keyed.pop()}" if len(keyed) == 1 and others else f"id:{t.id}"
+        assert kb.federation.leistung_of(t.id) == expect, (t.name, t.owner_ars)
+    # Whatever joined, a place sees only texts valid on its chain.
+    for ars in ("010605053088", "010605053007", "091620000000"):
+        chain = kb.chain_areas(kb.regions.get(ars))
+        for answer in kb.lookup("Hund anmelden", ars).answers + kb.lookup("Baum fällen", ars).answers:
+            assert all(x.owner_ars in chain for x in answer.service.texts)

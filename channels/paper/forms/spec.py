@@ -31,7 +31,7 @@ def prefill_from_case(case: Mapping[str, Any]) -> Prefill:
 def form_spec(kb: Any, service_id: str, location: str | None = None,
               case: Mapping[str, Any] | None = None) -> FormSpec:
     """The form for ``service_id`` at ``location`` (default: the case's place). Raises :class:`FormProblem`."""
-    service = kb.services.get((service_id or "").strip())
+    service = kb.view_at(service_id)
     if service is None:
         raise FormProblem(f"no service with id {service_id!r}", 404)
     location = (location or "").strip() or (case.get("location") if case else None) or ""
@@ -40,11 +40,12 @@ def form_spec(kb: Any, service_id: str, location: str | None = None,
     place = kb.resolve_place(location)
     if place is None or (place.match is None and not place.ambiguous):
         raise FormProblem(f"no place found for {location!r}" + (f": {place.reason}" if place and place.reason else ""))
+    service = kb.view_at(service, place)  # the text and fees the place's lookup shows (knowledge base rule)
     # The knowledge base's own rule for "this service at this place" (overrides, level marks, a
     # shared postcode whose places all have one office), the same a lookup shows the agent.
     answer = kb._answer(service, 100.0, "form", place)
     authority = answer.authority
-    if case is not None and case.get("authority_id") and case.get("service_id") == service.id:
+    if case is not None and case.get("authority_id") and case.get("service_id") in (service.id, service_id.strip()):
         # An agent routed or corrected this case: its office is the one to write to.
         authority = kb.authorities.get(case["authority_id"]) or authority
     if authority is None:
