@@ -33,9 +33,10 @@ from hub.casework import import_examples
 from hub.queue.cases import example_t
 from knowledge.base import KnowledgeBase
 from knowledge.learning import AreaModel, Example, fit
-from knowledge.learning.router import CATALOGUE_HITS, allowed_owner
+from knowledge.learning.router import CATALOGUE_HITS, allowed_owner, catalogue_scorer, catalogue_texts
 from knowledge.learning.settings import LearningSettings
 from knowledge.learning.store import delete_model, model_versions, read_models, write_model
+from knowledge.lookup import Hit
 from knowledge.text import normalize, terms
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,6 @@ def area_of(kb: KnowledgeBase, owners: set[str], text: str, location: str | None
     return service.owner_ars or None
 
 
-def catalogue_scorer(kb: KnowledgeBase) -> Callable[[str], dict[str, float]]:
-    def score(text: str) -> dict[str, float]:
-        return {h.id: h.score for h in kb.index.search(text, limit=CATALOGUE_HITS)}
-    return score
-
-
 @dataclass
 class AreaExamples:
     area: str
@@ -94,7 +89,9 @@ def load_examples(conn: Connection, kb: KnowledgeBase, max_per_area: int = 50_00
             continue
         area = area_of(kb, owners, text, location, service_id)
         if area is not None:
-            by_area.setdefault(area, []).append(Example(eid, text, service_id, authority_id))
+            place = kb.resolve_place(location, text) if authority_id else None
+            ars = place.match.ars if place is not None and place.match is not None else None
+            by_area.setdefault(area, []).append(Example(eid, text, service_id, authority_id, ars))
     return {area: exs[-max_per_area:] for area, exs in by_area.items()}
 
 
@@ -155,8 +152,9 @@ def train(engine: Engine, kb: KnowledgeBase, settings: LearningSettings | None =
                 kb.learning.put(old)
             continue
         say(f"Bereich {area}: {len(examples)} Beispiele")
-        model = fit(area, examples, catalogue_scorer(kb), folds=settings.folds, min_examples=settings.min_examples,
-                    extra_stems=area_stems(kb, area), progress=lambda m, a=area: say(f"Bereich {a}: {m}"))
+        model = fit(area, examples, catalogue_scorer(kb, area), folds=settings.folds, min_examples=settings.min_examples,
+                    extra_stems=area_stems(kb, area), catalogue_texts=catalogue_texts(kb.services.values(), area),
+                    progress=lambda m, a=area: say(f"Bereich {a}: {m}"))
         if model is None:
             report.too_few[area] = len(examples)
             continue
@@ -348,7 +346,7 @@ def nearest_cases(engine: Engine, kb: KnowledgeBase, text: str, location: str | 
     model covers the place. Looks at the area's newest ``scan`` examples.
     """
     place = kb.resolve_place(location, text)
-    hits = kb.index.search(text, limit=CATALOGUE_HITS)
+    hits = [Hit(view.id, score, matched) for view, score, matched in kb.search(text, place, CATALOGUE_HITS)]
     ranking = kb.learning.rank(text, place, hits, kb.services, kb.regions.chain)
     if ranking is None:
         return []

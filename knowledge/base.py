@@ -203,6 +203,9 @@ class RouteResult:
     # then these probabilities in percent. None: the scores are the catalogue's match scores (0..100).
     probabilities: list[tuple[str, float]] | None = None
     learned_area: str | None = None
+    # "learned": the office is the one agents confirmed for this service at this place, where it differs
+    # from the catalogue's responsible office (knowledge.learning); None: the catalogue's.
+    authority_source: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -574,7 +577,12 @@ class KnowledgeBase:
         if not candidates:
             result.reason = self._nothing_here(text, place)
             return result
-        return self._clarify(result, place, evidence)
+        result = self._clarify(result, place, evidence)
+        if learned is not None and result.service is not None:  # the office agents confirmed at this place
+            office = self.authorities.get(learned.offices.get(result.service.id, ""))
+            if office is not None and office is not result.authority:
+                result.authority, result.authority_level, result.authority_source = office, None, "learned"
+        return result
 
     def _clarify(
         self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from knowledge.learning.router import catalogue_scorer, catalogue_texts
 from knowledge.learning.train import Example, fit
 
 __all__ = ["EvalItem", "Evaluation", "cross_validate"]
@@ -82,9 +83,6 @@ def cross_validate(kb: Any, items: Sequence[EvalItem], folds: int = 5, *, min_ex
     fold_of = _folds(len(items), folds)
     saved = dict(kb.learning.models)
 
-    def catalogue(text: str) -> dict[str, float]:
-        return {h.id: h.score for h in kb.index.search(text, limit=10)}
-
     try:
         for f in range(folds):
             say(f"Fold {f + 1}/{folds}: Training")
@@ -94,7 +92,8 @@ def cross_validate(kb: Any, items: Sequence[EvalItem], folds: int = 5, *, min_ex
                     by_area.setdefault(item.area, []).append(Example(i + 1, item.text, item.service_id))
             models = {}
             for area, examples in by_area.items():
-                model = fit(area, examples, catalogue, folds=train_folds, min_examples=min_examples,
+                model = fit(area, examples, catalogue_scorer(kb, area), folds=train_folds, min_examples=min_examples,
+                            catalogue_texts=catalogue_texts(kb.services.values(), area),
                             extra_stems=extra_stems(area) if extra_stems else ())
                 if model is not None:
                     models[area] = model

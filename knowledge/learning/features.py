@@ -113,7 +113,8 @@ class Featurizer:
 
     @classmethod
     def fit_transform(cls, texts: Sequence[str], *, min_df: int = 2, word_weight: float = 1.0,
-                      extra_stems: Iterable[str] = ()) -> tuple[Featurizer, sparse.csr_matrix]:
+                      extra_stems: Iterable[str] = (), char_min_df: int | None = None
+                      ) -> tuple[Featurizer, sparse.csr_matrix]:
         """:meth:`fit` and the rows of ``texts``, analysing each text once."""
         stems: set[str] = set(extra_stems)
         for text in texts:
@@ -124,7 +125,8 @@ class Featurizer:
         for words, chars in analyses:
             df.update(words.keys())
             df.update(chars.keys())
-        keys = sorted(k for k, n in df.items() if n >= min_df)
+        char_min = min_df if char_min_df is None else char_min_df
+        keys = sorted(k for k, n in df.items() if n >= (min_df if ":" in k else char_min))
         n = len(texts)
         idf = np.array([math.log((1 + n) / (1 + df[k])) + 1.0 for k in keys], dtype=np.float32)
         featurizer = cls({k: i for i, k in enumerate(keys)}, idf, known, word_weight)

@@ -4,12 +4,17 @@ For a request with feature vector ``x`` and catalogue scores ``cat_s`` (0..1, th
 :class:`knowledge.lookup.ServiceIndex` divided by 100) the score of service ``s`` is
 
     d_s = w_s · x + b_s + β · cat_s          (services with confirmed cases)
-    d_s = floor + β · cat_s                  (services of the area the catalogue found but no case named)
+    d_s = w_o · x + b_o + γ · cat_s          (services of the area the catalogue found but no case named)
 
 and the probabilities are ``softmax(d / T)`` over these services. ``w``, ``b`` come from a linear SVM,
 ``β`` (how much the catalogue counts) and ``T`` (the temperature that makes the probabilities calibrated:
 of the requests routed with probability 0.8, about 80 % are right) are fitted on out-of-fold decisions
-(:mod:`knowledge.learning.train`); ``floor`` is the median out-of-fold score of a wrong service.
+(:mod:`knowledge.learning.train`). ``w_o``, ``b_o`` are one class more, "the rest of the catalogue", learnt
+from the catalogue texts of the area's services without cases (a model without it uses ``floor``, the
+median out-of-fold score of a wrong service); ``γ``
+(≥ β) how much the catalogue counts for a service the model has no case of: the largest weight that costs
+the confirmed cases (almost) nothing, so a well-worded request for such a service keeps its catalogue
+answer.
 
 Persistence is plain data: a ``.npz`` archive (``numpy.load(..., allow_pickle=False)``) of float and
 int arrays and one UTF-8 JSON header. :meth:`AreaModel.to_bytes` returns it with its SHA-256, which the
@@ -50,12 +55,17 @@ class AreaModel:
     temperature: float
     floor: float
     data_version: dict[str, Any]  # {"count", "max_id", "digest"} of the examples it was trained on
-    authorities: dict[str, str] = field(default_factory=dict)  # service id → most confirmed authority id
+    # service id → most confirmed authority id; "service id@ARS" → the one most confirmed at that place
+    authorities: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # out-of-fold figures of the training run
     sha256: str = ""
+    gamma: float | None = None  # weight of the catalogue match of services without cases (None: β)
+    rest_offset: float = 0.0  # added to the "rest of the catalogue" decision
 
     def __post_init__(self) -> None:
         self._row = {sid: i for i, sid in enumerate(self.classes)}
+        # One row more than classes: "the rest of the catalogue" (services without cases).
+        self.has_other = self.coef.shape[0] == len(self.classes) + 1
         # Column-major: routing gathers the columns of the few features a request has.
         self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float32)
         self.coef = self._coef_t.T  # a view: the weights are held once
@@ -79,17 +89,30 @@ class AreaModel:
         ``allowed`` (the area's services) contains them.
         """
         d = self.decision(text).astype(np.float64)
+        rest = self.floor
+        if self.has_other:
+            rest, d = float(d[-1]) + self.rest_offset, d[:-1]
         ids = list(self.classes)
         for sid, score in catalogue.items():
             row = self._row.get(sid)
             if row is not None:
                 d[row] += self.beta * score / 100.0
-        extra = [(sid, self.floor + self.beta * score / 100.0) for sid, score in catalogue.items()
+        gamma = self.beta if self.gamma is None else self.gamma
+        extra = [(sid, rest + gamma * score / 100.0) for sid, score in catalogue.items()
                  if sid not in self._row and (allowed is None or sid in allowed)]
         if extra:
             ids += [sid for sid, _ in extra]
             d = np.concatenate([d, np.array([v for _, v in extra])])
         return ids, d
+
+    def confirmed_office(self, service_id: str, places: list[str]) -> str | None:
+        """The office agents confirmed most for ``service_id`` at the first of ``places`` (ARS, most local
+        first) that has confirmed cases of it; None when none has."""
+        for ars in places:
+            office = self.authorities.get(f"{service_id}@{ars}")
+            if office is not None:
+                return office
+        return None
 
     def probabilities(self, text: str, catalogue: dict[str, float], allowed: set[str] | None = None
                       ) -> list[tuple[str, float]]:
@@ -106,6 +129,8 @@ class AreaModel:
             "area": self.area,
             "classes": self.classes,
             "beta": self.beta,
+            "gamma": self.gamma,
+            "rest_offset": self.rest_offset,
             "temperature": self.temperature,
             "floor": self.floor,
             "data_version": self.data_version,
@@ -139,7 +164,9 @@ class AreaModel:
         if header.get("format") != FORMAT:
             raise ModelIntegrityError(f"unknown model format {header.get('format')!r}")
         classes = [str(c) for c in header["classes"]]
-        if coef.shape != (len(classes), len(idf)) or intercept.shape != (len(classes),):
+        rows = coef.shape[0] if coef.ndim == 2 else -1
+        if (rows not in (len(classes), len(classes) + 1) or coef.shape != (rows, len(idf))
+                or intercept.shape != (rows,)):
             raise ModelIntegrityError("model arrays have inconsistent shapes")
         return cls(
             area=str(header["area"]),
@@ -148,6 +175,8 @@ class AreaModel:
             coef=coef,
             intercept=intercept,
             beta=float(header["beta"]),
+            gamma=None if header.get("gamma") is None else float(header["gamma"]),
+            rest_offset=float(header.get("rest_offset") or 0.0),
             temperature=float(header["temperature"]),
             floor=float(header["floor"]),
             data_version=dict(header["data_version"]),

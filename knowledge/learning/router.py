@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from knowledge.learning.model import AreaModel
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from knowledge.models import Service
     from knowledge.regions import PlaceResolution, RegionInfo
 
-__all__ = ["LearnedRanking", "LearnedRouting", "allowed_owner"]
+__all__ = ["LearnedRanking", "LearnedRouting", "allowed_owner", "catalogue_scorer", "catalogue_texts"]
 
 # Catalogue hits the combined router looks at; lower ones than the lookup's min_score count too, as
 # evidence beside the model.
@@ -43,6 +43,8 @@ class LearnedRanking:
     area: str
     probabilities: list[tuple[str, float]]  # (service id, p), summing to 1 over the area's candidates
     model_sha256: str
+    # service id → the office agents confirmed for it at the request's place (the place known).
+    offices: dict[str, str] = field(default_factory=dict)
 
 
 def allowed_owner(owner: str, places: Iterable[str], area: str) -> bool:
@@ -57,6 +59,35 @@ def allowed_owner(owner: str, places: Iterable[str], area: str) -> bool:
     if places:
         return owner in places
     return area.startswith(owner) or owner.startswith(area)
+
+
+def catalogue_scorer(kb: Any, area: str | None) -> Callable[[str], dict[str, float]]:
+    """``text → {service id: catalogue score 0..100}`` as a request in ``area`` sees it: the same
+    ``KnowledgeBase.search`` (and so the same service ids) that ``route`` hands to :meth:`LearnedRouting.rank`,
+    so the catalogue weight a model learns is the one it is used with. ``kb`` is a
+    ``knowledge.base.KnowledgeBase`` (not imported: it imports this package)."""
+    from knowledge.regions import PlaceResolution
+
+    region = kb.regions.get(area) if area else None
+    place = PlaceResolution(region) if region is not None else None
+
+    def score(text: str) -> dict[str, float]:
+        return {view.id: s for view, s, _m in kb.search(text, place, CATALOGUE_HITS)}
+
+    return score
+
+
+def catalogue_texts(services: Iterable[Service], area: str, max_chars: int = 500) -> list[tuple[str, str]]:
+    """``(text, service id)``: the name, each synonym and the short text of every service of ``area``'s
+    catalogues (those :func:`allowed_owner` lets a request in the area see); training adds them as one
+    example each (:func:`knowledge.learning.train.fit`)."""
+    out: list[tuple[str, str]] = []
+    for s in services:
+        if allowed_owner(s.owner_ars, [], area):
+            for phrase in (s.name, *(s.synonyms or ()), (s.short_text or "")[:max_chars]):
+                if isinstance(phrase, str) and phrase.strip():
+                    out.append((phrase, s.id))
+    return out
 
 
 class LearnedRouting:
@@ -146,4 +177,10 @@ class LearnedRouting:
             if allowed_owner(service.owner_ars, places, model.area):
                 allowed.add(hit.id)
         probabilities = [(sid, p) for sid, p in model.probabilities(text, catalogue, allowed) if sid in services]
-        return LearnedRanking(model.area, probabilities, model.sha256)
+        offices = {}
+        if places:
+            for sid, _p in probabilities[:5]:
+                office = model.confirmed_office(sid, places)
+                if office is not None:
+                    offices[sid] = office
+        return LearnedRanking(model.area, probabilities, model.sha256, offices)

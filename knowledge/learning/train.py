@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from knowledge.learning.features import Featurizer
 from knowledge.learning.model import AreaModel
@@ -28,10 +29,17 @@ from knowledge.learning.model import AreaModel
 __all__ = ["Example", "MIN_EXAMPLES", "data_version", "fit"]
 
 MIN_EXAMPLES = 10
-BETA_GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+BETA_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 CV_MAX = 3000  # out-of-fold decisions on at most this many examples: enough for two parameters, and it
 # keeps training on 10,000+ examples to one full fit plus three small ones
-SVM_C = 0.5  # scikit-learn's default 1.0 over-fits a few cases per service; 0.5 is the usual text setting
+# Chosen by cross-validation on the training side of tests/data/learning (defects + defects_more, never the
+# held-out file; see its README): C 0.3..2, word weight 0.25..2, minimum document frequency 1 or 2.
+SVM_C = 1.0
+GAMMA_GRID = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+OFFSET_GRID = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
+OTHER_MAX = 5000  # catalogue texts of services without cases (a sample of them in a large catalogue)
+WORD_WEIGHT = 0.4  # the word block counts 0.4 of the character block: n-grams carry typos and compounds
+CHAR_MIN_DF = 1  # an n-gram (2..5 characters) seen once still counts; words keep min_df (names stay out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,7 @@ class Example:
     text: str
     service_id: str
     authority_id: str | None = None
+    place: str | None = None  # ARS of the place the case was at (None: no single place)
 
 
 def data_version(examples: Sequence[Example]) -> dict[str, object]:
@@ -104,6 +113,35 @@ def _fit_temperature(d: np.ndarray, truth: np.ndarray) -> float:
     return math.exp((lo + hi) / 2)
 
 
+def _rest_weights(d: np.ndarray, truth: np.ndarray, other: np.ndarray, base: np.ndarray, rest_d: np.ndarray,
+                  rest_base: np.ndarray, rest_other: np.ndarray) -> tuple[float, float, float]:
+    """``γ`` and the offset ``c`` of services without confirmed cases: ``d = w_o · x + b_o + c + γ · cat``.
+
+    The model has no case of such a service; the "rest of the catalogue" class and the catalogue match
+    speak for it. A well-worded request for it ("Wohnsitz ummelden" in an area whose history is all defect
+    reports) must not be taken by the nearest service the model knows, and a defect report must not be
+    taken by a catalogue service it merely shares a word with. Both kinds are out of fold here: the
+    confirmed cases (``d``, ``truth``; ``other`` their best catalogue score of a service without cases)
+    and the catalogue texts of those services (``rest_d``, ``rest_base``, ``rest_other``). ``(γ, c)``
+    maximise the mean of the two shares right; returns them and the share of rest texts right.
+    """
+    rows = np.arange(len(truth))
+    own = d[rows, truth]
+    first = d.argmax(axis=1) == truth
+    hit = other > 0  # a service without cases is a candidate only where the catalogue found one
+    best_known = rest_d.max(axis=1) if rest_d.shape[1] else np.full(len(rest_base), -np.inf)
+    best = (-1.0, GAMMA_GRID[0], 0.0, 0.0)
+    for gamma in GAMMA_GRID:
+        for offset in OFFSET_GRID:
+            known = float((first & (~hit | (own > base + offset + gamma * other))).mean())
+            shown = rest_other > 0
+            rest = float((shown & (rest_base + offset + gamma * rest_other > best_known)).mean()) if len(rest_base) else 1.0
+            score = (known + rest) / 2
+            if score > best[0] + 1e-9:
+                best = (score, gamma, offset, rest)
+    return best[1], best[2], round(best[3], 4)
+
+
 def fit(
     area: str,
     examples: Sequence[Example],
@@ -113,12 +151,16 @@ def fit(
     min_df: int = 2,
     min_examples: int = MIN_EXAMPLES,
     extra_stems: Sequence[str] = (),
+    catalogue_texts: Sequence[tuple[str, str]] = (),
     progress: Callable[[str], None] | None = None,
 ) -> AreaModel | None:
     """Train the router of ``area`` on ``examples``; None when there is not enough to learn.
 
     ``catalogue(text)`` gives the catalogue's scores (service id → 0..100) for a text; without it the
-    model uses text features only.
+    model uses text features only. ``catalogue_texts`` are ``(text, service id)`` pairs of the catalogue
+    itself (names, synonyms, short descriptions): those of services with confirmed cases join every
+    training set as one more example each (never a test case), so a service's own words count even when
+    its few cases used others.
     """
     say = progress or (lambda _msg: None)
     counts = Counter(e.service_id for e in examples)
@@ -128,35 +170,73 @@ def fit(
     row = {sid: i for i, sid in enumerate(classes)}
     texts = [e.text for e in examples]
     y = np.array([row[e.service_id] for e in examples], dtype=np.int64)
+    # The catalogue's own texts: of a service with cases, one more example of it; of every other service
+    # of the area, an example of one class more, "the rest of the catalogue" (OTHER): its decision value
+    # says how much a text reads like a service the model has no case of.
+    n_cls = len(classes)
+    pairs = [(t, sid) for t, sid in dict.fromkeys(catalogue_texts) if t and t.strip()]
+    seeds = [(t, row[sid]) for t, sid in pairs if sid in row]
+    rest = [(t, n_cls) for t, sid in pairs if sid not in row]
+    if len(rest) > OTHER_MAX:
+        keep = np.sort(np.random.default_rng(0).choice(len(rest), OTHER_MAX, replace=False))
+        rest = [rest[i] for i in keep]
+    seeds += rest
+    has_other = bool(rest)
     say(f"Merkmale aus {len(texts)} Beispielen")
-    featurizer, x = Featurizer.fit_transform(texts, min_df=min_df, extra_stems=extra_stems)
+    featurizer, x_all = Featurizer.fit_transform(texts + [t for t, _ in seeds], min_df=min_df,
+                                                 char_min_df=CHAR_MIN_DF, word_weight=WORD_WEIGHT,
+                                                 extra_stems=extra_stems)
+    x, x_seed = x_all[: len(texts)], x_all[len(texts):]
+    y_seed = np.array([j for _, j in seeds], dtype=np.int64)
     # Out-of-fold decisions: what the model says about cases it has not seen.
     k = max(2, min(folds, min(counts.values())))
     sub = np.arange(len(y))
     if len(y) > CV_MAX:
         sub = np.sort(np.random.default_rng(0).choice(len(y), CV_MAX, replace=False))
     xs, ys = x[sub], y[sub]
-    cat = np.zeros((len(sub), len(classes)), dtype=np.float64)
-    if catalogue is not None:
-        say("Katalogabgleich")
-        for i, text in enumerate(texts[n] for n in sub):
-            for sid, score in catalogue(text).items():
-                j = row.get(sid)
-                if j is not None:
-                    cat[i, j] = score / 100.0
-    oof = np.zeros((len(sub), len(classes)), dtype=np.float64)
+    # Rest texts are cross-validated too: out of fold they stand for requests of services without cases.
+    n_seed_cls = len(seeds) - len(rest)
+    x_known, y_known = x_seed[:n_seed_cls], y_seed[:n_seed_cls]
+    x_rest = x_seed[n_seed_cls:]
+    rest_texts = [t for t, _ in rest]
+
+    def scores_of(batch: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        cat = np.zeros((len(batch), n_cls), dtype=np.float64)
+        other = np.zeros(len(batch), dtype=np.float64)  # best catalogue score of a service without cases
+        if catalogue is not None:
+            for i, text in enumerate(batch):
+                for sid, score in catalogue(text).items():
+                    j = row.get(sid)
+                    if j is not None:
+                        cat[i, j] = score / 100.0
+                    else:
+                        other[i] = max(other[i], score / 100.0)
+        return cat, other
+
+    say("Katalogabgleich")
+    cat, other = scores_of([texts[n] for n in sub])
+    rest_cat, rest_other = scores_of(rest_texts)
+    oof = np.zeros((len(sub), n_cls + 1), dtype=np.float64)
+    rest_oof = np.zeros((len(rest), n_cls + 1), dtype=np.float64)
+    rest_fold = np.arange(len(rest)) % k
     for f, test in enumerate(_folds(ys, k)):
         say(f"Kreuzvalidierung {f + 1}/{k}")
         train = np.setdiff1d(np.arange(len(ys)), test)
-        if len(np.unique(ys[train])) < 2:
+        rest_train, rest_test = np.flatnonzero(rest_fold != f), np.flatnonzero(rest_fold == f)
+        labels = np.concatenate([ys[train], y_known, np.full(len(rest_train), n_cls)])
+        if len(np.unique(labels)) < 2:
             continue
-        svm = _svm(xs[train], ys[train])
-        dec = svm.decision_function(xs[test])
-        if dec.ndim == 1:  # two classes: one column for the second
-            dec = np.stack([-dec, dec], axis=1)
-        fold_d = np.full((len(test), len(classes)), -1.5)
-        fold_d[:, svm.classes_] = dec
-        oof[test] = fold_d
+        svm = _svm(sparse.vstack([xs[train], x_known, x_rest[rest_train]]).tocsr(), labels)
+        for rows_, target, xt in ((test, oof, xs[test]), (rest_test, rest_oof, x_rest[rest_test])):
+            if len(rows_) == 0:
+                continue
+            dec = svm.decision_function(xt)
+            if dec.ndim == 1:  # two classes: one column for the second
+                dec = np.stack([-dec, dec], axis=1)
+            fold_d = np.full((len(rows_), n_cls + 1), -1.5)
+            fold_d[:, svm.classes_] = dec
+            target[rows_] = fold_d
+    oof, oof_other = oof[:, :n_cls], oof[:, n_cls]
     best_beta, best_acc = 0.0, -1.0
     for beta in BETA_GRID:
         acc = float(((oof + beta * cat).argmax(axis=1) == ys).mean())
@@ -167,13 +247,18 @@ def fit(
     wrong = np.ones_like(oof, dtype=bool)
     wrong[np.arange(len(ys)), ys] = False
     floor = float(np.median(oof[wrong])) if wrong.any() else -1.0
+    if has_other:
+        gamma, offset, rest_acc = _rest_weights(d, ys, other, oof_other, rest_oof[:, :n_cls] + best_beta * rest_cat,
+                                                rest_oof[:, n_cls], rest_other)
+    else:
+        gamma, offset, rest_acc = best_beta, 0.0, None
     p = _softmax_rows(d, temperature)
     top3 = float((np.argsort(-d, axis=1)[:, :3] == ys[:, None]).any(axis=1).mean())
     say("Endgültiges Modell")
-    svm = _svm(x, y)
+    svm = _svm(x_all, np.concatenate([y, y_seed]))
     coef = svm.coef_.astype(np.float32)
     intercept = svm.intercept_.astype(np.float32)
-    if len(classes) == 2:  # LinearSVC keeps one row for two classes
+    if coef.shape[0] == 1:  # LinearSVC keeps one row for two classes
         coef = np.vstack([-coef[0], coef[0]])
         intercept = np.array([-intercept[0], intercept[0]], dtype=np.float32)
     authorities: dict[str, str] = {}
@@ -181,11 +266,14 @@ def fit(
     for e in examples:
         if e.authority_id:
             by_service.setdefault(e.service_id, Counter())[e.authority_id] += 1
-    for sid, c in by_service.items():
-        authorities[sid] = c.most_common(1)[0][0]
+            if e.place:  # the office confirmed for this service at this place
+                by_service.setdefault(f"{e.service_id}@{e.place}", Counter())[e.authority_id] += 1
+    for key, c in by_service.items():
+        authorities[key] = c.most_common(1)[0][0]
     metrics = {"oof_top1": round(best_acc, 4), "oof_top3": round(top3, 4),
                "oof_mean_p": round(float(p.max(axis=1).mean()), 4), "folds": k,
-               "features": featurizer.n_features, "classes": len(classes)}
+               "features": featurizer.n_features, "classes": len(classes),
+               "rest_top1": rest_acc}
     return AreaModel(area=area, featurizer=featurizer, classes=classes, coef=coef, intercept=intercept,
-                     beta=best_beta, temperature=temperature, floor=floor, data_version=data_version(examples),
+                     beta=best_beta, gamma=gamma, rest_offset=offset, temperature=temperature, floor=floor, data_version=data_version(examples),
                      authorities=authorities, metrics=metrics)

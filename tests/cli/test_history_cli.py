@@ -167,3 +167,74 @@ def test_evaluate_reports_top1_top3_flagged_and_confusions(hub_db, tmp_path, cap
     assert "Fold 2/2" in captured.err  # progress
     assert examples(engine) == 0  # evaluation stores nothing
     assert main(["history", "evaluate", str(tmp_path / "missing.jsonl"), "--db", url]) == 2
+
+
+def route_top1(kb: KnowledgeBase, queries: list[dict]) -> float:
+    hits = 0
+    for q in queries:
+        routed = kb.route(q["query"], q["location"])
+        hits += bool(routed.candidates) and routed.candidates[0][0].id == q["service"]
+    return hits / len(queries)
+
+
+def test_well_worded_requests_do_not_lose_with_a_model_in_the_demo_area(hub_db, tmp_path, capsys):
+    """Issue 18: the labelled set of well-worded requests (tests/data/lookup_queries.jsonl, demo catalogue)
+    routes at least as well with a model trained on imported defect history in Kreis Segeberg, the demo
+    area, as with the catalogue alone."""
+    engine, url = hub_db
+    lines = history_lines() + history_lines_of("defects_more.jsonl")
+    assert main(["history", "import", write(tmp_path / "h.jsonl", lines), "--db", url, "--quiet"]) == 0
+    kb = KnowledgeBase.load(engine)
+    assert SEGEBERG in kb.learning.models
+    queries = [json.loads(x) for x in (DATA.parent / "lookup_queries.jsonl").read_text(encoding="utf-8").splitlines()
+               if x.strip()]
+    with_model = route_top1(kb, queries)
+    in_area = sum(kb.route(q["query"], q["location"]).learned_area == SEGEBERG for q in queries)
+    saved = kb.learning.models
+    kb.learning.replace({})
+    alone = route_top1(kb, queries)
+    kb.learning.replace(saved)
+    with capsys.disabled():
+        print(f"\nlookup_queries.jsonl ({len(queries)}, {in_area} routed by the Segeberg model): route top-1 "
+              f"catalogue alone {alone:.1%}, with the model {with_model:.1%}")
+    assert in_area >= len(queries) // 2  # the model really is asked
+    assert with_model >= 0.909  # the issue's figure of today (catalogue lookup, no model)
+    assert with_model >= alone - 0.01  # at most 1 % of the well-worded requests change their answer
+
+
+def history_lines_of(name: str, location: str | None = "Bad Segeberg") -> list[str]:
+    out = []
+    for line in (DATA / name).read_text(encoding="utf-8").splitlines():
+        obj = json.loads(line)
+        obj["location"] = location
+        out.append(json.dumps(obj, ensure_ascii=False))
+    return out
+
+
+def test_the_office_agents_confirmed_at_a_place_is_suggested_where_it_differs(hub_db, tmp_path):
+    """Issue 18: "service and, where it differs, the responsible office". In Bad Segeberg agents sent the
+    street-light cases to the Gebäudemanagement, not to the catalogue's Tiefbauamt: the route there says so;
+    elsewhere in the Kreis, and for services without a confirmed office, the catalogue's office stays."""
+    engine, url = hub_db
+    lines = []
+    for line in history_lines():
+        obj = json.loads(line)
+        if obj["service"] == "Straßenbeleuchtung":
+            obj["authority"] = "Gebäudemanagement"
+        lines.append(json.dumps(obj, ensure_ascii=False))
+    assert main(["history", "import", write(tmp_path / "h.jsonl", lines), "--db", url, "--quiet"]) == 0
+    kb = KnowledgeBase.load(engine)
+    here = kb.route("Die Laterne vor Haus 3 im Eichenweg ist seit Tagen aus", "Bad Segeberg")
+    assert here.service.name == "Straßenbeleuchtung"
+    assert here.authority.name == "Gebäudemanagement" and here.authority_source == "learned"
+    assert here.to_json()["authority"]["name"] == "Gebäudemanagement"
+    kb.learning.replace({})
+    plain = kb.route("Die Laterne vor Haus 3 im Eichenweg ist seit Tagen aus", "Bad Segeberg")
+    assert plain.authority.name == "Tiefbauamt" and plain.authority_source is None  # the catalogue's office
+    kb = KnowledgeBase.load(engine)
+    elsewhere = kb.route("Die Laterne vor Haus 3 im Eichenweg ist seit Tagen aus", "Wahlstedt")
+    assert elsewhere.learned_area == SEGEBERG and elsewhere.service.name == "Straßenbeleuchtung"
+    assert elsewhere.authority.name == "Tiefbauamt" and elsewhere.authority_source is None
+    other = kb.route("Riesiges Schlagloch in der Kurhausstraße", "Bad Segeberg")
+    assert other.service.name == "Schlaglöcher und Fahrbahnschäden"
+    assert other.authority.name == "Tiefbauamt" and other.authority_source is None

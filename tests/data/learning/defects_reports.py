@@ -1,5 +1,7 @@
-# Source of defects.jsonl: hand-written German defect reports in the style of municipal "Mängelmelder"
-# services (Klarschiff, Sag's uns, Maerker); regenerate with `python defects_reports.py > defects.jsonl`.
+# Source of defects.jsonl, defects_more.jsonl and defects_heldout.jsonl: hand-written German defect reports
+# in the style of municipal "Mängelmelder" services (Klarschiff, Sag's uns, Maerker); see README.md.
+# Regenerate all three with `python defects_reports.py` in this folder. defects.jsonl is the block R below;
+# defects_more.jsonl and defects_heldout.jsonl come from the "== <service id>" blocks of the .txt files.
 import csv
 import json
 
@@ -317,7 +319,31 @@ Poller mitten auf dem Radweg ohne Reflektoren""",
 
 with open("defects_catalogue.csv", encoding="utf-8") as fh:
     NAMES = {r["id"]: r["name"] for r in csv.DictReader(fh, delimiter=";")}
-for service, block in R.items():
-    for line in block.strip().splitlines():
-        print(json.dumps({"text": line.strip(), "location": None, "service": NAMES[service], "authority": None},
-                         ensure_ascii=False))
+
+
+def line(text: str, service: str) -> str:
+    return json.dumps({"text": text, "location": None, "service": NAMES[service], "authority": None},
+                      ensure_ascii=False) + "\n"
+
+
+def blocks(path: str) -> list[tuple[str, str]]:
+    out, service = [], None
+    with open(path, encoding="utf-8") as fh:
+        for raw in fh:
+            text = raw.strip()
+            if text.startswith("== "):
+                service = text[3:].strip()
+            elif text:
+                out.append((text, service))
+    return out
+
+
+if __name__ == "__main__":
+    with open("defects.jsonl", "w", encoding="utf-8") as out:
+        for service, block in R.items():
+            for text in block.strip().splitlines():
+                out.write(line(text.strip(), service))
+    for name in ("defects_more", "defects_heldout"):
+        with open(f"{name}.jsonl", "w", encoding="utf-8") as out:
+            for text, service in blocks(f"{name}.txt"):
+                out.write(line(text, service))
