@@ -139,6 +139,11 @@ def bare(port: int) -> None:
 # -- the client --------------------------------------------------------------------------------------------
 
 
+#: The citizens' numbers of the whole run. Each burst used to count from the same start, so from the second
+#: burst on every SMS was a follow-up of the same number's open case (threaded, looked up with its history).
+_NUMBERS = itertools.count(10_000_000)
+
+
 class Webhooks:
     """Signed webhook bodies as Twilio sends them: each SMS from a new number, each call with its own SID."""
 
@@ -148,7 +153,7 @@ class Webhooks:
 
         self.validator = RequestValidator(AUTH_TOKEN)
         self.MultiDict = MultiDict
-        self.numbers = itertools.count(10_000_000)
+        self.numbers = _NUMBERS  # shared by every burst: a number never comes back (no follow-ups)
         self.texts = itertools.cycle(SMS_TEXTS)
         self.calls = itertools.cycle(CALL_TEXTS)
 

@@ -159,3 +159,21 @@ def test_the_menu_always_answers_valid_twiml(flow, step, speech, digits, tries, 
         assert gather.get("speechTimeout", "").isdigit() and gather.get("language") == "de-DE"
     if turn.callback_number:
         assert turn.callback_number.startswith("+")
+
+
+@FAST
+@given(text=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)),
+       action=st.one_of(st.none(), st.just(""), st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+                        .map(lambda t: PUBLIC_URL + "/twilio/status?message_id=1&x=" + t)))
+def test_the_sms_twiml_is_what_twilios_messaging_response_writes(text, action):
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    from channels.twilio.inbound import message_twiml
+
+    expected = MessagingResponse()
+    if text:
+        if action:
+            expected.message(text, action=action, method="POST")
+        else:
+            expected.message(text)
+    assert message_twiml(text, action) == expected.to_xml()
