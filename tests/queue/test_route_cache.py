@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from hub.queue.routing import RouteCache, RoutingStage, catalogue_changed, route_cache
 from knowledge.base import KnowledgeBase
 
