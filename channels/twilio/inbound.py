@@ -235,7 +235,7 @@ class ReplyJob:
     @staticmethod
     def batch(conn, items: list[tuple[ReplyJob, Any]]) -> list[Any]:
         """The same for the SMS of one intake batch, with a few statements for all of them: one query for the
-        opt-outs, one for the cases, :func:`hub.casework.answer_many` for the direct answers and
+        opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many` for the direct answers and
         :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
         case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
         :class:`AfterCommit` writes the batch again one SMS at a time."""
@@ -258,8 +258,12 @@ class ReplyJob:
             return results
         now = max(job.now for _, job, _, _ in new)
         service = new[0][1].service
-        rows = {row["id"]: dict(row) for row in conn.execute(
-            select(case_t).where(case_t.c.id.in_([result.case_id for _, _, result, _ in new]))).mappings()}
+        # The cases as intake wrote them a moment ago (read back only for a result without them).
+        rows = {result.case_id: dict(result.case) for _, _, result, _ in new if result.case is not None}
+        unread = [result.case_id for _, _, result, _ in new if result.case_id not in rows]
+        if unread:
+            rows.update((row["id"], dict(row)) for row in conn.execute(
+                select(case_t).where(case_t.c.id.in_(unread))).mappings())
         answers = [(rows[result.case_id], service_json(job.kb.services[reply.answer.service_id]),
                     authority_json(job.kb.authorities[reply.answer.office_id]))
                    for _, job, result, reply in new if reply.answer is not None]
