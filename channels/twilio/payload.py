@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote
 
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -370,7 +370,7 @@ def parse_webhook(
 
     Never raises anything else. Signature failures are logged and counted by ``checker`` under ``route``.
     """
-    headers = headers if isinstance(headers, CIMultiDict) else CIMultiDict(headers)
+    headers = headers if isinstance(headers, CIMultiDict | CIMultiDictProxy) else CIMultiDict(headers)
     form = parse_form(body, headers.get("Content-Type"), max_bytes=max_bytes)
     reason = checker.check(route or url, url, form, headers)
     if reason is not None:
