@@ -18,7 +18,20 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Text, delete, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
@@ -170,7 +183,11 @@ def start_call(conn: Connection, call_sid: str, caller: str | None, step: str,
 
 
 def update_call(conn: Connection, call_id: int, now: datetime | None = None, **values: Any) -> None:
-    conn.execute(update(call_t).where(call_t.c.id == call_id).values(updated_at=_now(now), **values))
+    # One statement built once: the columns set are the parameters' (compiled once per set of columns).
+    conn.execute(_UPDATE_CALL, {**values, "updated_at": _now(now), "_call_id": call_id})
+
+
+_UPDATE_CALL = update(call_t).where(call_t.c.id == bindparam("_call_id"))
 
 
 def end_call(conn: Connection, call_sid: str, *, duration: int | None, now: datetime | None = None
