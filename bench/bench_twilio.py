@@ -21,7 +21,9 @@ Targets (issue 16): p99 ≤ 50 ms at 50 concurrent signed webhooks, and at least
 throughput. Afterwards the database must hold exactly one request per SMS answered with 200.
 
 Run: ``.venv/bin/python -m bench twilio`` (about two minutes), or
-``python -m bench.bench_twilio [--seconds 5] [--rounds 3] [--clients 50]``.
+``python -m bench.bench_twilio [--seconds 5] [--rounds 3] [--clients 50] [--uncached]``. The texts repeat (ten
+questions), so the hub answers most from its remembered decisions (``hub.queue.routing.RouteCache``);
+``--uncached`` makes every text new (the letters' case differs) for the figures of questions never asked.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -139,8 +142,18 @@ def bare(port: int) -> None:
 # -- the client --------------------------------------------------------------------------------------------
 
 
+#: The citizens' numbers of the whole run. Each burst used to count from the same start, so from the second
+#: burst on every SMS was a follow-up of the same number's open case (threaded, looked up with its history).
+_NUMBERS = itertools.count(10_000_000)
+_DISTINCT = itertools.count(1)
+
+
 class Webhooks:
     """Signed webhook bodies as Twilio sends them: each SMS from a new number, each call with its own SID."""
+
+    #: ``--uncached``: every text differs from every other of the run (the case of its letters spells a
+    #: counter), so the hub remembers no decision: the figures of questions never asked before.
+    distinct = False
 
     def __init__(self) -> None:
         from multidict import MultiDict
@@ -148,7 +161,7 @@ class Webhooks:
 
         self.validator = RequestValidator(AUTH_TOKEN)
         self.MultiDict = MultiDict
-        self.numbers = itertools.count(10_000_000)
+        self.numbers = _NUMBERS  # shared by every burst: a number never comes back (no follow-ups)
         self.texts = itertools.cycle(SMS_TEXTS)
         self.calls = itertools.cycle(CALL_TEXTS)
 
@@ -163,10 +176,23 @@ class Webhooks:
                 "FromCity": "", "FromZip": "", "To": HUB_NUMBER, "From": number, "AccountSid": ACCOUNT_SID,
                 "ApiVersion": "2010-04-01"}
 
+    def _text(self, texts: Iterator[str]) -> str:
+        text = next(texts)
+        if not self.distinct:
+            return text
+        n = next(_DISTINCT)
+        letters = [i for i, c in enumerate(text) if c.isalpha()]
+        chars = list(text)
+        for bit, i in enumerate(letters):
+            if n >> bit & 1:
+                chars[i] = chars[i].swapcase()
+        return "".join(chars)
+
     def sms(self) -> list[tuple[str, bytes, dict[str, str]]]:
         sid = "SM" + secrets.token_hex(16)
         fields = self._common(f"+49151{next(self.numbers)}") | {
-            "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received", "Body": next(self.texts),
+            "SmsMessageSid": sid, "NumMedia": "0", "SmsSid": sid, "SmsStatus": "received",
+            "Body": self._text(self.texts),
             "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid}
         return [self._signed("/twilio/sms", fields)]
 
@@ -177,7 +203,8 @@ class Webhooks:
                                        "Called": HUB_NUMBER, "CallerCountry": "DE", "CalledCountry": "DE"}
         return [self._signed("/twilio/voice", base | {"CallStatus": "ringing"}),
                 self._signed("/twilio/voice/concern", base | {"CallStatus": "in-progress",
-                                                              "SpeechResult": next(self.calls), "Confidence": "0.93"})]
+                                                              "SpeechResult": self._text(self.calls),
+                                                              "Confidence": "0.93"})]
 
 
 def prepare(kind: str, count: int) -> list[list[tuple[str, bytes, dict[str, str]]]]:
@@ -274,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--uncached", action="store_true",
+                        help="every text differs (letter case), so no routing decision is remembered")
     args = parser.parse_args(argv if argv is not None else [])
+    Webhooks.distinct = args.uncached
     workdir = tempfile.mkdtemp(prefix="bench-twilio-")
     url = f"sqlite:///{workdir}/hub.sqlite3"
     started = time.perf_counter()
@@ -319,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
     print(f"load           {args.clients} concurrent connections, {args.rounds} rounds of {args.seconds:g} s per "
-          "server, alternating")
+          f"server, alternating; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+          + ("; every text new (--uncached)" if args.uncached else ""))
     for kind in ("sms", "voice"):
         bare_lat, _, bare_n, bare_s, bare_cpu = results[(kind, "bare")]
         hub_lat, hub_errors, hub_n, hub_s, hub_cpu = results[(kind, "hub")]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from hub.queue.routing import route_cache
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = {"mon": "Montag", "tue": "Dienstag", "wed": "Mittwoch", "thu": "Donnerstag", "fri": "Freitag",
              "sat": "Samstag", "sun": "Sonntag"}
@@ -146,7 +148,11 @@ def route_text(kb: Any, text: str, location: str | None = None) -> Any:
     without the place 98). So when the text names one place, the service is looked up without the place's
     words, at that place; only when that is not certain (the "place" may have been words of the request)
     is the whole text routed as well, and the better decision counts.
+
+    The decisions come through the knowledge base's :class:`~hub.queue.routing.RouteCache`: a text asked
+    again (by another citizen, or by the routing stage for the case the webhook stored) is decided once.
     """
+    kb = route_cache(kb)
     if location is None:
         place = kb.resolve_place(None, text)
         found = place.match if place is not None else None

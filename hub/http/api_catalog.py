@@ -40,6 +40,7 @@ from hub.http.catalog_settings import catalog_settings
 from hub.http.inputs import BadParameter, StrictJsonError, int_param, strict_loads
 from hub.http.tokens import Principal, TokenVerifier, scope_t, token_t
 from hub.queue.cases import catalog_audit
+from hub.queue.routing import catalogue_changed
 from knowledge.sync import (
     ApplyResult,
     DeletionRefused,
@@ -292,6 +293,7 @@ async def _write_locked(
             if kb is not None:
                 for _ in result.kb.steps(kb):
                     await asyncio.sleep(0)  # lookups are answered between a large snapshot's slices
+                catalogue_changed(kb)  # the routing decisions remembered so far may be others now
             log.info("catalog %s: version %d by %s (%s)", region, result.version, principal.name, mode)
     return result
 
@@ -417,6 +419,7 @@ async def catch_up(app: web.Application) -> int:
             update = await asyncio.to_thread(kb_update_from_log, engine, foreign)
             for _ in update.steps(kb):
                 await asyncio.sleep(0)
+            catalogue_changed(kb)
         state.last_seen_id = max(state.last_seen_id, rows[-1][0])
         state.applied.difference_update((region, version) for _id, region, version in rows)
     return len(foreign)

@@ -13,8 +13,10 @@ hub without a catalogue).
 from __future__ import annotations
 
 import re
+import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,6 +148,132 @@ class NoRouter:
         return SimpleRouteResult(reason="no knowledge base is loaded; an agent routes this case")
 
 
+# -- the knowledge base's decisions, remembered ---------------------------------------------------------------
+
+
+class RouteCache:
+    """The routing decisions of one knowledge base for texts it has seen lately, shared by every caller.
+
+    ``route(text, location, service_id=…)`` and ``resolve_place(location, text)`` answer exactly what the
+    knowledge base answers for the same arguments (the arguments are the key, unchanged): a decision is a
+    pure function of the text, the place and what the knowledge base knows. An SMS channel that looked a
+    text up to answer it in its webhook and the routing stage that routes the same case afterwards (when the
+    SMS could not be answered directly) ask once; a question many citizens send ("Personalausweis
+    beantragen") is decided once.
+
+    What the knowledge base knows changes in two ways, and both empty the cache before the next decision:
+    a catalogue change applied to it (whoever applies one calls :func:`catalogue_changed`) and a new set of
+    learned models (``kb.learning.models`` is swapped whole, so its identity tells). A decision is kept at
+    most ``ttl`` seconds (a change applied without the call shows after that, and citizens' texts do not
+    stay in memory), and at most ``size`` of them (the oldest go first). The decisions are shared: callers
+    read them and never change them.
+    """
+
+    def __init__(self, kb: Any, *, size: int = 4096, ttl: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._kb = weakref.ref(kb)
+        self.size = size
+        self.ttl = ttl
+        self.clock = clock
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[tuple, tuple[float, Any]] = {}
+        self._models = self._models_of(kb)
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _models_of(kb: Any) -> Any:
+        learning = getattr(kb, "learning", None)
+        return getattr(learning, "models", None)
+
+    @property
+    def kb(self) -> Any:
+        kb = self._kb()
+        if kb is None:  # pragma: no cover - the cache lives as long as its knowledge base
+            raise RuntimeError("the knowledge base of this cache is gone")
+        return kb
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._generation += 1
+
+    def remember(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()``, kept under ``key`` like the decisions: for what a caller derives from them alone (and
+        from the key), such as a channel's answer to a text on a given day. ``key[0]`` names the caller."""
+        kb = self.kb
+        now = self.clock()
+        models = self._models_of(kb)
+        if models is not self._models:  # the learned router changed: every decision may be another now
+            with self._lock:
+                self._entries.clear()
+                self._generation += 1
+                self._models = models
+        found = self._entries.get(key)
+        if found is not None and found[0] > now:
+            self.hits += 1
+            return found[1]
+        self.misses += 1
+        generation = self._generation
+        value = compute()
+        with self._lock:
+            # Not kept when the knowledge base changed while it was computed (another thread's clear).
+            if generation == self._generation and models is self._models_of(kb):
+                entries = self._entries
+                if len(entries) >= self.size:
+                    for old in list(entries)[: max(1, self.size // 8)]:
+                        del entries[old]
+                entries[key] = (now + self.ttl, value)
+        return value
+
+    def route(self, text: str, location: str | None = None, *, service_id: str | None = None) -> Any:
+        """``kb.route(text, location, service_id=service_id)``, remembered."""
+        kb = self.kb
+        if service_id is None:
+            return self.remember(("route", text, location), lambda: kb.route(text, location))
+        return self.remember(("route", text, location, service_id),
+                         lambda: kb.route(text, location, service_id=service_id))
+
+    def resolve_place(self, location: str | None, text: str = "") -> Any:
+        """``kb.resolve_place(location, text)``, remembered."""
+        kb = self.kb
+        return self.remember(("place", location, text), lambda: kb.resolve_place(location, text))
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, RouteCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def route_cache(kb: Any) -> RouteCache:
+    """The one :class:`RouteCache` of the knowledge base ``kb`` (made on first use)."""
+    cache = _CACHES.get(kb)
+    if cache is None:
+        with _CACHES_LOCK:
+            cache = _CACHES.get(kb)
+            if cache is None:
+                cache = _CACHES[kb] = RouteCache(kb)
+    return cache
+
+
+def catalogue_changed(kb: Any) -> None:
+    """``kb``'s catalogue changed (services, offices, responsibilities): forget its remembered decisions.
+
+    Called by whoever applies a change to a running knowledge base, once it is applied: what was decided
+    while a large change was applied in slices is forgotten with the rest."""
+    cache = _CACHES.get(kb)
+    if cache is not None:
+        cache.clear()
+
+
+def _cached(router: Router) -> Router:
+    """The knowledge base through its :class:`RouteCache`; any other router as it is (a test's router may
+    answer differently each time)."""
+    from knowledge.base import KnowledgeBase  # late: the knowledge base is heavy, tests route without it
+
+    return route_cache(router) if isinstance(router, KnowledgeBase) else router
+
+
 # Built once: the routing stage reads the texts of every batch it claims.
 _CASE_TEXTS = (
     select(message_t.c.case_id, message_t.c.text, message_t.c.location)
@@ -193,7 +321,7 @@ class RoutingStage:
         router = self._router
         if router is not None and not hasattr(router, "route") and callable(router):
             router = router()  # a late-bound router (the knowledge base loads after start-up)
-        return router or NoRouter()
+        return _cached(router) if router is not None else NoRouter()
 
     def decide(self, result: RouteResultLike) -> tuple[str, dict[str, Any], str | None]:
         """The new state, the columns to write, and why (for the audit log)."""

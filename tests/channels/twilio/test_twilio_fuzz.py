@@ -159,3 +159,53 @@ def test_the_menu_always_answers_valid_twiml(flow, step, speech, digits, tries, 
         assert gather.get("speechTimeout", "").isdigit() and gather.get("language") == "de-DE"
     if turn.callback_number:
         assert turn.callback_number.startswith("+")
+
+
+@FAST
+@given(text=st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)),
+       action=st.one_of(st.none(), st.just(""), st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+                        .map(lambda t: PUBLIC_URL + "/twilio/status?message_id=1&x=" + t)))
+def test_the_sms_twiml_is_what_twilios_messaging_response_writes(text, action):
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    from channels.twilio.inbound import message_twiml
+
+    expected = MessagingResponse()
+    if text:
+        if action:
+            expected.message(text, action=action, method="POST")
+        else:
+            expected.message(text)
+    assert message_twiml(text, action) == expected.to_xml()
+
+
+@FAST
+@given(pairs=st.lists(st.tuples(st.text(max_size=12), st.text(max_size=30)), max_size=25),
+       algorithm=st.sampled_from(["HMAC_SHA1", "HMAC_SHA256", "hmac_sha256"]))
+def test_the_signature_is_the_one_twilios_validator_computes(pairs, algorithm):
+    from multidict import MultiDict
+    from twilio.request_validator import RequestValidator
+
+    form = MultiDict(pairs)
+    url = PUBLIC_URL + "/twilio/sms?x=1"
+    assert CHECKER.expected(url, form, algorithm) == RequestValidator(AUTH_TOKEN).compute_signature(url, form,
+                                                                                                    algorithm)
+
+
+@FAST
+@given(text=st.one_of(st.text(alphabet="ab=&+%2C3Fé€\x00 ", max_size=60), st.text(max_size=60),
+                      st.lists(st.tuples(st.text(max_size=10), st.text(max_size=20)), max_size=10).map(urlencode)))
+def test_the_form_is_read_as_parse_qsl_reads_it(text):
+    from urllib.parse import parse_qsl
+
+    from channels.twilio.payload import MAX_FIELDS, form_pairs
+
+    def outcome(read):
+        try:
+            return read()
+        except (UnicodeDecodeError, ValueError) as exc:
+            return type(exc)
+
+    expected = outcome(lambda: parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
+                                         max_num_fields=MAX_FIELDS))
+    assert outcome(lambda: form_pairs(text)) == expected
