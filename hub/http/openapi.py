@@ -285,9 +285,12 @@ def _schemas() -> dict[str, Any]:
 
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"},
+                  "properties": {"error": {"type": "string", "description": "What went wrong, in German, for people."},
+                                 "code": {"type": "string", "description": "The stable kind of error, for programs "
+                                          "(e.g. not_found, stale_state, invalid_transition, token_required)."},
                                  "details": {"type": "array", "items": {"type": "object", "properties": {
-                                     "field": {"type": "string"}, "message": {"type": "string"}}}}}},
+                                     "field": {"type": "string"}, "message": {"type": "string"},
+                                     "type": {"type": "string"}}}}}},
     }
     for name, model in BODY_MODELS.items():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

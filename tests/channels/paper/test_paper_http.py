@@ -93,11 +93,11 @@ async def test_the_form_api_for_a_case(env):
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [
-    ({"service": "nope", "location": "Hitzhusen"}, 404, "no service"),
-    ({"location": "Hitzhusen"}, 400, "service"),
-    ({"service": SERVICE}, 400, "place is needed"),
-    ({"service": SERVICE, "case": "987654"}, 404, "no such case"),
-    ({"service": SERVICE, "case": "abc"}, 404, "no such case"),
+    ({"service": "nope", "location": "Hitzhusen"}, 404, "Keine Leistung mit der Kennung 'nope'"),
+    ({"location": "Hitzhusen"}, 400, "Leistung"),
+    ({"service": SERVICE}, 400, "Ort gebraucht"),
+    ({"service": SERVICE, "case": "987654"}, 404, "Fall 987654 nicht gefunden"),
+    ({"service": SERVICE, "case": "abc"}, 404, "Fall nicht gefunden"),
 ])
 async def test_the_form_api_says_what_is_wrong(env, params, status, words):
     got, body = await api_form(env, **params)
