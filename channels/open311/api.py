@@ -552,13 +552,13 @@ def _attributes(lists: dict[str, list[str]]) -> list[tuple[str, str]]:
             continue
         code = match.group(1).strip()
         if not _one_line(code):
-            raise Open311Error(400, "ein Attributcode muss eine Zeile sein")
+            raise Open311Error(400, "ein attribute-Code muss eine Zeile sein")
         for raw in values:
             value = _values(raw, key, 500)
             if value and code:
                 out.append((code, value))
     if len(out) > MAX_ATTRIBUTES:
-        raise Open311Error(400, f"höchstens {MAX_ATTRIBUTES} Attributwerte")
+        raise Open311Error(400, f"höchstens {MAX_ATTRIBUTES} attribute-Werte")
     return out
 
 

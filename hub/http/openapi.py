@@ -270,7 +270,8 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
                                                                  "text/javascript": {"schema": STR}}},
                    **page_errors()}),
     ("POST", "/console/calls"): _console(
-        "Start a call note (phone agent)", "post", body=form_body({"csrf_token": STR, "phone": STR})),
+        "Start a call record (phone agent); with case_id the call back of a citizen who asked for one", "post",
+        body=form_body({"csrf_token": STR, "answered_within_s": STR, "case_id": STR, "place": STR})),
     ("POST", "/console/calls/{call_id}/first-contact"): _console(
         "Answered on the first contact", "post", (_CALL_ID,), _CONSOLE_FORM),
     ("POST", "/console/calls/{call_id}/forward"): _console(

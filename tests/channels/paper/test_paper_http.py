@@ -128,7 +128,7 @@ async def test_the_scan_api_refuses_what_it_cannot_take(env):
     form = FormData()
     form.add_field("note", "no file here", content_type="text/plain")  # multipart, but no file part
     resp = await post("/api/paper/scans", data=form, headers=bearer(env.service))
-    assert resp.status == 400 and "no file" in (await resp.json())["error"]
+    assert resp.status == 400 and "keine Datei" in (await resp.json())["error"]
     env.settings.paper = PaperSettings(hmac_key=P.KEY, max_file_bytes=4096)
     resp = await post("/api/paper/scans", data=upload(("gross.pdf", b"%PDF-" + b"0" * 10_000)),
                       headers=bearer(env.service))
