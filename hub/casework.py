@@ -21,7 +21,9 @@ The actions:
 * :func:`send` – a message to the citizen that does not change the state (the answer card of a call);
   :func:`send_many` the same for many, e.g. answers a channel delivered itself;
 * :func:`answer_many` – cases a channel answered itself (the direct answer of an SMS or of the phone menu);
-* :func:`move` – any other transition the state table allows.
+* :func:`move` – any other transition the state table allows;
+* :func:`request_callback` – the citizen asked to be called back (web form, phone menu): the case's number and
+  reply channel (:func:`hub.queue.outbox.callback_number`); the agent's call answers it (:mod:`hub.console.calls`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from hub.queue.cases import (
     CaseState,
     SlaPolicy,
     StaleState,
-    TransitionError,
     audit,
     case_t,
     example_t,
@@ -45,7 +46,15 @@ from hub.queue.cases import (
     transition_many,
     utcnow,
 )
-from hub.queue.outbox import answer_route, enqueue, enqueue_many, message_row
+from hub.queue.outbox import (
+    CALLBACK_CHANNEL,
+    answer_route,
+    callback_number,
+    enqueue,
+    enqueue_many,
+    message_row,
+)
+from hub.queue.requests import channel_label
 from hub.queue.routing import case_text
 from hub.queue.settings import QueueSettings
 
@@ -63,6 +72,7 @@ __all__ = [
     "move",
     "reply",
     "reroute",
+    "request_callback",
     "route_values",
     "run",
     "send",
@@ -78,16 +88,19 @@ T = TypeVar("T")
 
 
 class CaseworkError(Exception):
-    """An action that cannot be done as asked; ``status`` is the HTTP status the entry points answer."""
+    """An action that cannot be done as asked; the message says why in German, ``status`` is the HTTP
+    status the entry points answer and ``code`` the stable, machine-readable kind (the API's ``code``)."""
 
-    def __init__(self, message: str, status: int = 409) -> None:
+    def __init__(self, message: str, status: int = 409, code: str = "conflict", **details: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        self.details = details
 
 
 class CaseNotFound(CaseworkError):
     def __init__(self, case_id: int) -> None:
-        super().__init__(f"no case {case_id}", 404)
+        super().__init__(f"Fall {case_id} gibt es nicht", 404, "not_found", case_id=case_id)
 
 
 def actor_name(agent: str) -> str:
@@ -135,12 +148,12 @@ def route_values(service: Mapping[str, Any], authority: Mapping[str, Any], agent
     """The case columns of a route an agent set (``{"id", "name"}`` of service and office)."""
     return {"service_id": service["id"], "service_name": service.get("name"),
             "authority_id": authority["id"], "authority_name": authority.get("name"),
-            "route_reason": f"set by {actor_name(agent)}", "routed_at": now}
+            "route_reason": f"zugeordnet von {actor_name(agent)}", "routed_at": now}
 
 
 def take(conn: Connection, row: dict[str, Any], *, agent: str, policy: SlaPolicy,
          service: Mapping[str, Any] | None = None, authority: Mapping[str, Any] | None = None,
-         reason: str = "taken by an agent", now: datetime | None = None) -> dict[str, Any]:
+         reason: str = "von der Sachbearbeitung übernommen", now: datetime | None = None) -> dict[str, Any]:
     """A case still ``new`` leaves the router's hands: ``routed`` when it has an office (its own or the
     ``service``/``authority`` given), else ``needs_clarification``. Returns the case as it is now."""
     if row["state"] != CaseState.NEW:
@@ -174,20 +187,45 @@ def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, polic
     """
     now = now or utcnow()
     channel, recipient = answer_route(row)
+    number = callback_number(row)
+    if number is not None:
+        raise CaseworkError(f"Rückruf erbeten: {number}. Bitte rufen Sie an und halten Sie den Anruf fest "
+                            "(Rückruf starten); eine schriftliche Antwort geht hier nicht.", code="callback_requested",
+                            case_id=row["id"])
     if sendable is not None and channel not in sendable and channel not in PICKUP_CHANNELS:
-        raise CaseworkError(f"no {channel} channel is configured on this hub; answer by another way")
+        raise CaseworkError(f"Auf diesem Hub ist der Kanal „{channel_label(channel)}“ nicht eingerichtet; "
+                            "bitte antworten Sie auf anderem Weg", code="channel_missing", channel=channel)
     if channel not in PICKUP_CHANNELS and recipient is None:
-        raise CaseworkError(f"the case has no address to answer on its channel ({channel})")
+        raise CaseworkError(f"Der Fall hat keine Adresse für eine Antwort über „{channel_label(channel)}“",
+                            code="no_address", channel=channel)
     row = take(conn, row, agent=agent, policy=policy, now=now)
     target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
     if row["state"] == target:
         audit(conn, row["id"], actor_name(agent), "reply", from_state=row["state"], to_state=row["state"],
-              reason=reason or "replied again", now=now)
+              reason=reason or "erneut beantwortet", now=now)
     else:
-        transition(conn, row, target, actor=actor_name(agent), reason=reason or "replied by an agent",
+        transition(conn, row, target, actor=actor_name(agent), reason=reason or "von der Sachbearbeitung beantwortet",
                    policy=policy, now=now, values=_assign(row, agent))
     message_id = send(conn, row, text=text, agent=agent, queue=queue, now=now)
     return {"message_id": message_id, "state": str(target)}
+
+
+def request_callback(conn: Connection, case_id: int, number: str, *, actor: str, now: datetime | None = None) -> None:
+    """The citizen wants to be called back on ``number`` (E.164): it becomes the case's number and the case a
+    callback request (``reply_channel`` :data:`~hub.queue.outbox.CALLBACK_CHANNEL`); audited, no number in the
+    log. The case stays open with its first-response clock; the agent's recorded call answers it."""
+    now = now or utcnow()
+    case = load(conn, case_id)
+    values: dict[str, Any] = {}
+    if case["contact_phone"] != number:
+        values["contact_phone"] = number
+    if case.get("reply_channel") != CALLBACK_CHANNEL:
+        values["reply_channel"] = CALLBACK_CHANNEL
+    if values:
+        conn.execute(update(case_t).where(case_t.c.id == case_id).values(updated_at=now, **values))
+    audit(conn, case_id, actor, "callback_requested",
+          reason="Rückruf erbeten" + ("" if case["contact_phone"] in (None, number) else " unter einer anderen Nummer"),
+          now=now)
 
 
 def send(conn: Connection, row: Mapping[str, Any], *, text: str, agent: str, queue: QueueSettings,
@@ -267,8 +305,9 @@ def forward(conn: Connection, row: dict[str, Any], *, authority: Mapping[str, An
     ``{"message_id", "state", "forward_due", "authority"}``.
     """
     if not authority.get("email"):
-        raise CaseworkError(f"{authority.get('name') or authority['id']} has no e-mail address; forward by hand "
-                            "and record it as a transition")
+        raise CaseworkError(f"{authority.get('name') or authority['id']} hat keine E-Mail-Adresse; bitte leiten "
+                            "Sie von Hand weiter und halten Sie das als Zustandswechsel fest", code="no_email",
+                            authority=authority["id"])
     now = now or utcnow()
     row = take(conn, row, agent=agent, policy=policy, now=now,
                service=service, authority=authority if service is not None else None)
@@ -276,7 +315,7 @@ def forward(conn: Connection, row: dict[str, Any], *, authority: Mapping[str, An
     if service is not None:
         values |= {"service_id": service["id"], "service_name": service.get("name")}
     changes = transition(conn, row, CaseState.FORWARDED, actor=actor_name(agent),
-                         reason=f"forwarded to {authority['id']}", policy=policy, now=now, values=values)
+                         reason=f"weitergeleitet an {authority['id']}", policy=policy, now=now, values=values)
     due = changes.get("forward_due") or row.get("forward_due")
     if body is not None:
         message = body(due)
@@ -306,13 +345,14 @@ def reroute(conn: Connection, row: dict[str, Any], *, service: Mapping[str, Any]
         location=row.get("location") or location, predicted_service_id=row.get("service_id"),
         predicted_authority_id=row.get("authority_id"), service_id=service["id"], authority_id=authority["id"],
     ))
-    why = reason or "re-routed by an agent"
+    why = reason or "von der Sachbearbeitung neu zugeordnet"
     if row["state"] == CaseState.ROUTED:
         # Staying in ``routed`` is not a transition: update in place, still compare-and-set on the state.
         result = conn.execute(update(case_t).where(case_t.c.id == row["id"], case_t.c.state == CaseState.ROUTED)
                               .values(updated_at=now, **values))
         if result.rowcount != 1:
-            raise TransitionError(f"case {row['id']} changed while being re-routed; reload it")
+            raise StaleState(f"Fall {row['id']} wurde während der Neuzuordnung geändert; bitte laden Sie ihn neu",
+                             case_id=row["id"])
         audit(conn, row["id"], actor_name(agent), "reroute", from_state=row["state"], to_state=row["state"],
               reason=why, now=now)
     else:
@@ -324,7 +364,7 @@ def reroute(conn: Connection, row: dict[str, Any], *, service: Mapping[str, Any]
 def close(conn: Connection, row: dict[str, Any], *, agent: str, policy: SlaPolicy, reason: str | None = None,
           now: datetime | None = None) -> dict[str, Any]:
     """Close the case with a reason."""
-    transition(conn, row, CaseState.CLOSED, actor=actor_name(agent), reason=reason or "closed by an agent",
+    transition(conn, row, CaseState.CLOSED, actor=actor_name(agent), reason=reason or "von der Sachbearbeitung geschlossen",
                policy=policy, now=now, values=_assign(row, agent))
     return {"state": CaseState.CLOSED.value}
 

@@ -127,10 +127,10 @@ def free_space_problems(paths: Iterable[Path], min_free_bytes: int) -> list[str]
         try:
             free = shutil.disk_usage(place).free
         except OSError as exc:
-            problems.append(f"cannot check the free space of {place}: {type(exc).__name__}")
+            problems.append(f"der freie Platz unter {place} lässt sich nicht prüfen: {type(exc).__name__}")
             continue
         if free < min_free_bytes:
-            problems.append(f"only {free // 1_048_576} MB free under {place} (less than "
+            problems.append(f"nur {free // 1_048_576} MB frei unter {place} (weniger als "
                             f"{min_free_bytes // 1_048_576} MB)")
     return problems
 
@@ -143,6 +143,7 @@ def write_problems(engine: Engine, settings: Any) -> list[str]:
     problems = []
     failed = watch(engine).recent_failure(within)
     if failed:
-        problems.append(f"a write to the database failed in the last {within:g} s ({failed})")
+        problems.append(f"ein Schreibzugriff auf die Datenbank ist in den letzten {within:g} s fehlgeschlagen "
+                            f"({failed})")
     problems += free_space_problems(storage_paths(engine, settings), min_free)
     return problems

@@ -453,6 +453,22 @@ class TwilioAccount:
     public_url: str
     number: str
 
+    def signature(self, path: str, form: dict[str, str]) -> str:
+        """``X-Twilio-Signature`` of ``form`` posted to ``path``, as Twilio computes it: twilio's own
+        ``RequestValidator`` (what the hub checks with, channels.twilio.signature, and the tests sign with)."""
+        from twilio.request_validator import RequestValidator
+
+        return RequestValidator(self.auth_token).compute_signature(self.public_url + path, form)
+
+
+async def post_webhook(ctx: Context, path: str, form: dict[str, str]) -> tuple[int, str]:
+    """Deliver a Twilio webhook to the hub as Twilio does: the form, signed (:meth:`TwilioAccount.signature`);
+    the one place the SMS and voice drivers sign."""
+    account: TwilioAccount = ctx.twilio
+    async with ctx.session.post(f"{ctx.hub.http_url}{path}", data=form,
+                                headers={"X-Twilio-Signature": account.signature(path, form)}) as resp:
+        return resp.status, await resp.text()
+
 
 class SmsDriver(Driver):
     """Twilio delivering an SMS: the signed ``POST /twilio/sms`` webhook; the acknowledgement is the 200 with
@@ -472,8 +488,6 @@ class SmsDriver(Driver):
         return t
 
     async def send(self, ctx: Context, ticket: Ticket) -> str:
-        from twilio.request_validator import RequestValidator
-
         from channels.twilio.sms import TEXTS as ANSWERS
 
         account: TwilioAccount = ctx.twilio
@@ -481,19 +495,16 @@ class SmsDriver(Driver):
                 "AccountSid": account.account_sid, "From": ticket.data["from"], "To": account.number,
                 "Body": ticket.data["body"], "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
                 "ApiVersion": "2010-04-01", "FromCountry": "DE", "ToCountry": "DE"}
-        signature = RequestValidator(account.auth_token).compute_signature(account.public_url + "/twilio/sms", form)
         try:
-            async with ctx.session.post(f"{ctx.hub.http_url}/twilio/sms", data=form,
-                                        headers={"X-Twilio-Signature": signature}) as resp:
-                body = await resp.text()
-                if resp.status != 200 or "<Response" not in body:
-                    return refused(resp.status)
-                for what in ("unavailable", "refused", "limited"):
-                    if ANSWERS[what].split(".")[0] in body:
-                        return refused(what)
-                return ACK
+            status, body = await post_webhook(ctx, "/twilio/sms", form)
         except HTTP_GONE:
             return LOST
+        if status != 200 or "<Response" not in body:
+            return refused(status)
+        for what in ("unavailable", "refused", "limited"):
+            if ANSWERS[what].split(".")[0] in body:
+                return refused(what)
+        return ACK
 
     def stored(self, conn: Connection, tickets: list[Ticket]) -> Counter[str]:
         by_sid = _count_by_external_id(conn, "sms", "SM%")
@@ -584,13 +595,7 @@ class VoiceDriver(Driver):
         return t
 
     async def _post(self, ctx: Context, path: str, form: dict[str, str]) -> tuple[int, str]:
-        from twilio.request_validator import RequestValidator
-
-        account: TwilioAccount = ctx.twilio
-        signature = RequestValidator(account.auth_token).compute_signature(account.public_url + path, form)
-        async with ctx.session.post(f"{ctx.hub.http_url}{path}", data=form,
-                                    headers={"X-Twilio-Signature": signature}) as resp:
-            return resp.status, await resp.text()
+        return await post_webhook(ctx, path, form)
 
     async def send(self, ctx: Context, ticket: Ticket) -> str:
         from channels.twilio.phone import LIMITED, SORRY

@@ -227,7 +227,7 @@ def iso(value: datetime | None, tz: ZoneInfo) -> str | None:
 def _kb(request: web.Request) -> Any:
     kb = request.app.get(KB)
     if kb is None:
-        raise Open311Error(503, "the service catalogue is still loading; try again in a moment")
+        raise Open311Error(503, "Der Leistungskatalog wird noch geladen; bitte versuchen Sie es gleich noch einmal")
     return kb
 
 
@@ -236,20 +236,20 @@ def _queue(request: web.Request) -> Any:
 
     state = request.app.get(QUEUE)
     if state is None or state.service is None or state.tokens is None:
-        raise Open311Error(503, "the request queue is not running; try again in a moment")
+        raise Open311Error(503, "Die Warteschlange läuft nicht; bitte versuchen Sie es gleich noch einmal")
     return state
 
 
 async def _principal(request: web.Request, params: Any) -> Any:
     key = (params.get("api_key") or request.query.get("api_key") or "").strip()
     if not key:
-        raise Open311Error(403, "api_key was not provided")
+        raise Open311Error(403, "api_key fehlt")
     principal = await _queue(request).tokens.verify(key)
     if principal is None:
-        raise Open311Error(403, "invalid api_key")
+        raise Open311Error(403, "api_key ist ungültig")
     if principal.role != ROLE:
         raise Open311Error(
-            403, "this api_key is not an Open311 key (citizen-hub token add NAME --role open311)"
+            403, "Dieser api_key ist kein Open311-Schlüssel (citizen-hub token add NAME --role open311)"
         )
     return principal
 
@@ -264,7 +264,7 @@ def _jurisdiction(request: web.Request, params: Any) -> Any:
     if jid.isascii() and jid.isdigit():
         region = kb.regions.get(jid) or (kb.regions.by_ags(jid) if len(jid) == 8 else None)
     if region is None:
-        raise Open311Error(404, f"jurisdiction_id {jid[:100]!r} was not found")
+        raise Open311Error(404, f"jurisdiction_id {jid[:100]!r} gibt es nicht")
     return region
 
 
@@ -341,7 +341,7 @@ async def get_service_definition(request: web.Request, fmt: str) -> web.Response
     code = request.match_info["code"]
     service = kb.view_at(code, region)  # as the jurisdiction's catalogue shows it
     if service is None:
-        raise Open311Error(404, f"service_code {code[:100]!r} was not found")
+        raise Open311Error(404, f"service_code {code[:100]!r} gibt es nicht")
     body = {"service_code": code, "attributes": Many("attribute", attributes(service))}
     return render(fmt, "service_definition", body)
 
@@ -381,13 +381,13 @@ def _coordinates(params: Any) -> tuple[float, float] | None:
     if not lat_s and not lon_s:
         return None
     if not lat_s or not lon_s:
-        raise Open311Error(400, "lat and long must be sent together")
+        raise Open311Error(400, "lat und long müssen zusammen gesendet werden")
     try:
         lat, lon = float(lat_s), float(lon_s)
     except ValueError:
-        raise Open311Error(400, "lat and long must be WGS84 decimal degrees") from None
+        raise Open311Error(400, "lat und long müssen WGS84-Dezimalgrad sein") from None
     if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        raise Open311Error(400, "lat and long must be WGS84 decimal degrees")
+        raise Open311Error(400, "lat und long müssen WGS84-Dezimalgrad sein")
     return lat, lon
 
 
@@ -527,7 +527,7 @@ def _one_line(value: str) -> bool:
 def _line(params: Any, name: str, most: int) -> str | None:
     value = (params.get(name) or "").strip()
     if len(value) > most or not _one_line(value):
-        raise Open311Error(400, f"{name} must be one line of at most {most} characters")
+        raise Open311Error(400, f"{name} muss eine Zeile mit höchstens {most} Zeichen sein")
     return value or None
 
 
@@ -537,7 +537,7 @@ _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]{1,100})\](?:\[\])?$")
 def _values(value: str, name: str, most: int) -> str | None:
     value = (value or "").strip()
     if len(value) > most or not _one_line(value):
-        raise Open311Error(400, f"{name} must be one line of at most {most} characters")
+        raise Open311Error(400, f"{name} muss eine Zeile mit höchstens {most} Zeichen sein")
     return value or None
 
 
@@ -552,13 +552,13 @@ def _attributes(lists: dict[str, list[str]]) -> list[tuple[str, str]]:
             continue
         code = match.group(1).strip()
         if not _one_line(code):
-            raise Open311Error(400, "an attribute code must be one line")
+            raise Open311Error(400, "ein attribute-Code muss eine Zeile sein")
         for raw in values:
             value = _values(raw, key, 500)
             if value and code:
                 out.append((code, value))
     if len(out) > MAX_ATTRIBUTES:
-        raise Open311Error(400, f"at most {MAX_ATTRIBUTES} attribute values")
+        raise Open311Error(400, f"höchstens {MAX_ATTRIBUTES} attribute-Werte")
     return out
 
 
@@ -574,11 +574,11 @@ def _media_urls(lists: dict[str, list[str]], most: int) -> list[str]:
             if not url:
                 continue
             if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-                raise Open311Error(400, "media_url must be an http or https URL")
+                raise Open311Error(400, "media_url muss eine http- oder https-Adresse sein")
             if url not in urls:
                 urls.append(url)
     if len(urls) > most:
-        raise Open311Error(413, f"at most {most} media_url values")
+        raise Open311Error(413, f"höchstens {most} media_url-Werte")
     return urls
 
 
@@ -618,21 +618,21 @@ async def _read_post(
         )
     except TooLarge:
         raise Open311Error(
-            413, f"the request is too large (at most {most} files, each of at most "
-            f"{settings.max_upload_bytes} bytes)"
+            413, f"die Anfrage ist zu groß (höchstens {most} Dateien, jede höchstens "
+            f"{settings.max_upload_bytes} Bytes)"
         ) from None
     except BadForm as exc:
         raise Open311Error(
             400,
             str(exc)
-            or "send the request as application/x-www-form-urlencoded (or multipart/form-data "
-            "with a media file)",
+            or "bitte senden Sie die Anfrage als application/x-www-form-urlencoded (oder multipart/form-data "
+            "mit einer media-Datei)",
         ) from None
     media = []
     for filename, data in form.files:
         kind = sniff_type(data)
         if kind is None or kind not in settings.allowed_attachment_types:
-            raise Open311Error(400, "media must be one of " + ", ".join(settings.allowed_attachment_types))
+            raise Open311Error(400, "media muss einer dieser Typen sein: " + ", ".join(settings.allowed_attachment_types))
         media.append(AttachmentIn(filename=filename or "media", content_type=kind, data=data))
     return form.fields, media, form.lists
 
@@ -656,9 +656,9 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     region = _jurisdiction(request, params)
     code = (params.get("service_code") or "").strip()
     if not code:
-        raise Open311Error(400, "service_code was not provided")
+        raise Open311Error(400, "service_code fehlt")
     if len(code) > 100 or not _one_line(code):
-        raise Open311Error(400, "service_code must be one line of at most 100 characters")
+        raise Open311Error(400, "service_code muss eine Zeile mit höchstens 100 Zeichen sein")
     service = kb.services.get(code)
     problems: list[str] = []
     status = 400
@@ -676,22 +676,22 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     address = check(_line, params, "address_string", 500)
     address_id = check(_line, params, "address_id", 100)
     if coords is None and not address and not address_id and not problems:
-        problems.append("a location is required: lat and long, address_string or address_id")
+        problems.append("ein Ort fehlt: lat und long, address_string oder address_id")
     description = (params.get("description") or "").replace("\r\n", "\n").strip()
     if len(description) > MAX_DESCRIPTION:
-        problems.append(f"description must have at most {MAX_DESCRIPTION} characters")
+        problems.append(f"description darf höchstens {MAX_DESCRIPTION} Zeichen haben")
     email = (params.get("email") or "").strip() or None
     phone = (params.get("phone") or "").strip() or None
     if email:
         try:
             normalise_email(email)
         except ValueError:
-            problems.append("email is not an e-mail address")
+            problems.append("email ist keine E-Mail-Adresse")
     if phone:
         try:
             normalise_phone(phone)
         except ValueError:
-            problems.append("phone is not a phone number (give it with area or country code)")
+            problems.append("phone ist keine Telefonnummer (bitte mit Vorwahl oder Ländervorwahl)")
     media_urls = check(_media_urls, lists, max(settings.max_attachments, 1)) or []
     first = check(_line, params, "first_name", 200)
     last = check(_line, params, "last_name", 200)
@@ -701,7 +701,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     engine = request.app[ENGINE]
     if region is not None and coords is not None:
         if not await asyncio.to_thread(_inside, kb, engine, region, coords):
-            raise Open311Error(400, f"lat/long {coords[0]:.5f}, {coords[1]:.5f} lie outside the jurisdiction "
+            raise Open311Error(400, f"lat/long {coords[0]:.5f}, {coords[1]:.5f} liegen außerhalb der jurisdiction "
                                     f"{region.display_name} ({region.ars})")
     location, coord_place = await asyncio.to_thread(
         place_for, kb, engine, address, address_id, coords, region
@@ -724,7 +724,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
         )
     except ValidationError:
         raise Open311Error(
-            400, "the request contains characters that cannot be accepted (control characters)"
+            400, "die Anfrage enthält Zeichen, die nicht angenommen werden (Steuerzeichen)"
         ) from None
     result = await _store(request, settings, principal, inbound)
     log.info("open311: request of key %s stored in case %s", principal.name, result.case_id)
@@ -876,7 +876,7 @@ def _date(params: Any, name: str, tz: ZoneInfo) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw)
     except ValueError:
-        raise Open311Error(400, f"{name} must be a W3C datetime such as 2024-05-01T00:00:00Z") from None
+        raise Open311Error(400, f"{name} muss ein W3C-Zeitpunkt sein, etwa 2024-05-01T00:00:00Z") from None
     return value.replace(tzinfo=tz) if value.tzinfo is None else value
 
 
@@ -891,9 +891,9 @@ def window(params: Any, tz: ZoneInfo, now: datetime | None = None) -> tuple[date
     if end is None:
         return start, start + DEFAULT_WINDOW
     if end < start:
-        raise Open311Error(400, "end_date is before start_date")
+        raise Open311Error(400, "end_date liegt vor start_date")
     if end - start > DEFAULT_WINDOW:
-        raise Open311Error(400, "start_date and end_date may not span more than 90 days")
+        raise Open311Error(400, "zwischen start_date und end_date dürfen höchstens 90 Tage liegen")
     return start, end
 
 
@@ -906,10 +906,10 @@ def _ids(raw: str) -> list[int]:
         try:
             out.append(path_id(part, "service_request_id"))
         except BadParameter:
-            raise Open311Error(400, "service_request_id must be a comma-separated list of request ids "
-                                    f"(1 to {MAX_ID})") from None
+            raise Open311Error(400, "service_request_id muss eine durch Kommas getrennte Liste von Anfragenummern sein "
+                                    f"(1 bis {MAX_ID})") from None
     if len(out) > MAX_RESULTS:
-        raise Open311Error(400, f"at most {MAX_RESULTS} service_request_id values at once")
+        raise Open311Error(400, f"höchstens {MAX_RESULTS} service_request_id-Werte auf einmal")
     return out
 
 
@@ -936,7 +936,7 @@ async def get_requests(request: web.Request, fmt: str) -> web.Response:
         statuses = [s.strip() for s in (params.get("status") or "").split(",") if s.strip()]
         bad = [s for s in statuses if s not in ("open", "closed")]
         if bad:
-            raise Open311Error(400, "status must be open or closed (comma-separated)")
+            raise Open311Error(400, "status muss open oder closed sein (durch Kommas getrennt)")
         states = None
         if statuses and set(statuses) != {"open", "closed"}:
             states = (
@@ -965,7 +965,7 @@ async def get_request(request: web.Request, fmt: str) -> web.Response:
     rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name if principal else None,
                                    ids=[request_id], jurisdiction=_jid(request.query))
     if not rows:
-        raise Open311Error(404, f"service_request_id {raw[:40]!r} was not found")
+        raise Open311Error(404, f"service_request_id {raw[:40]!r} gibt es nicht")
     return render(fmt, "service_requests",
                   Many("request", [request_record(rows[0], kb, _tz(request), public=public)]))
 
@@ -1031,7 +1031,7 @@ async def get_updates(request: web.Request, fmt: str) -> web.Response:
     _jurisdiction(request, params)
     tz = _tz(request)
     if bool((params.get("start_date") or "").strip()) != bool((params.get("end_date") or "").strip()):
-        raise Open311Error(400, "start_date and end_date must be given together")
+        raise Open311Error(400, "start_date und end_date müssen zusammen angegeben werden")
     start, end = window(params, tz)
     rows = await asyncio.to_thread(query_updates, request.app[ENGINE], principal.name, start, end, _jid(params))
     updates = [
@@ -1067,7 +1067,7 @@ async def _store(request: web.Request, settings: WebSettings, principal: Any, in
         raise Open311Error(413 if exc.status == 413 else 400, str(exc)) from None
     except IntakeUnavailable:
         limits.refund(*keys)
-        raise Open311Error(503, "the request could not be stored; send it again") from None
+        raise Open311Error(503, "die Anfrage konnte nicht gespeichert werden; bitte senden Sie sie noch einmal") from None
     if not result.created:
         limits.refund(*keys)  # the same request again costs nothing
     return result
@@ -1086,14 +1086,14 @@ async def post_update(request: web.Request, fmt: str) -> web.Response:
     _jurisdiction(request, params)
     raw_id = (params.get("service_request_id") or "").strip()
     if not raw_id:
-        raise Open311Error(400, "service_request_id was not provided")
+        raise Open311Error(400, "service_request_id fehlt")
     case_id = path_id(raw_id, "service_request_id")
     problems: list[str] = []
     description = (params.get("description") or "").replace("\r\n", "\n").strip()
     if not description and not media:
-        problems.append("description was not provided")
+        problems.append("description fehlt")
     if len(description) > MAX_DESCRIPTION:
-        problems.append(f"description must have at most {MAX_DESCRIPTION} characters")
+        problems.append(f"description darf höchstens {MAX_DESCRIPTION} Zeichen haben")
     fields: dict[str, str | None] = {}
     for name, most in (("update_id", 100), ("first_name", 200), ("last_name", 200), ("email", 254),
                        ("status", 40), ("updated_datetime", 40)):
@@ -1102,7 +1102,7 @@ async def post_update(request: web.Request, fmt: str) -> web.Response:
         except Open311Error as exc:
             problems.extend(exc.descriptions)
     if fields.get("status") and not _CLIENT_STATUS.match(fields["status"] or ""):
-        problems.append("status must be a word such as OPEN or CLOSED")
+        problems.append("status muss ein Wort wie OPEN oder CLOSED sein")
     try:
         media_urls = _media_urls(lists, max(settings.max_attachments, 1))
     except Open311Error as exc:
@@ -1112,7 +1112,7 @@ async def post_update(request: web.Request, fmt: str) -> web.Response:
         raise Open311Error(400, *problems)
     rows = await asyncio.to_thread(query_requests, request.app[ENGINE], principal.name, ids=[case_id])
     if not rows:
-        raise Open311Error(404, f"service_request_id {raw_id[:40]!r} was not found")
+        raise Open311Error(404, f"service_request_id {raw_id[:40]!r} gibt es nicht")
     who = " ".join(p for p in (fields["first_name"], fields["last_name"]) if p and p != "-")
     lines = [f"Kommentar über Open311 (Status laut Client: {fields['status'] or 'keiner'})"]
     if who or fields["email"]:
@@ -1133,7 +1133,7 @@ async def post_update(request: web.Request, fmt: str) -> web.Response:
         )
     except ValidationError:
         raise Open311Error(
-            400, "the update contains characters that cannot be accepted (control characters)"
+            400, "die Ergänzung enthält Zeichen, die nicht angenommen werden (Steuerzeichen)"
         ) from None
     result = await _store(request, settings, principal, inbound)
     log.info("open311: update of key %s stored in case %s", principal.name, result.case_id)
@@ -1164,7 +1164,7 @@ async def get_token(request: web.Request, fmt: str) -> web.Response:
     if re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token):
         case_id = await asyncio.to_thread(_case_of_token, request.app[ENGINE], token)
     if case_id is None:
-        raise Open311Error(404, "token was not found")
+        raise Open311Error(404, "token gibt es nicht")
     return render(
         fmt, "service_requests", Many("request", [{"service_request_id": str(case_id), "token": token}])
     )
@@ -1173,7 +1173,7 @@ async def get_token(request: web.Request, fmt: str) -> web.Response:
 @handler
 async def not_found(request: web.Request, fmt: str) -> web.Response:
     """Any other path under /open311/v2: the spec's error list with 404."""
-    raise Open311Error(404, "no such Open311 resource; see discovery.xml")
+    raise Open311Error(404, "diese Open311-Ressource gibt es nicht; siehe discovery.xml")
 
 
 def _method_not_allowed(allowed: tuple[str, ...]):
@@ -1181,7 +1181,7 @@ def _method_not_allowed(allowed: tuple[str, ...]):
     async def refuse(request: web.Request, fmt: str) -> web.Response:
         """A method this Open311 resource does not take: 405 with Allow and the spec's error list."""
         raise Open311Error(
-            405, f"{request.method} is not allowed here; use {' or '.join(allowed)}",
+            405, f"{request.method} ist hier nicht erlaubt; bitte {' oder '.join(allowed)} verwenden",
             headers={"Allow": ", ".join(allowed)},
         )
 

@@ -26,7 +26,7 @@ from channels.paper.forms.spec import FormProblem
 from channels.paper.ingest import PaperIngest
 from channels.paper.review import make_form_pdf, pdf_response
 from channels.paper.settings import paper_settings
-from hub.http.api_cases import QUEUE, ApiError, _authorise, _visible, api
+from hub.http.api_cases import QUEUE, ApiError, api, authorise, case_filter
 from hub.http.app import ENGINE, SETTINGS
 from hub.queue.intake import AttachmentStore, IntakeUnavailable
 from hub.queue.settings import queue_settings
@@ -44,17 +44,17 @@ def _json(body: Any, status: int = 200) -> web.Response:
 @api
 async def get_form(request: web.Request) -> web.StreamResponse:
     """The pre-filled paper form (PDF) for ?service=&location=&case= (agent token)."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     query = request.query
     if not (query.get("service") or "").strip():
-        raise ApiError(400, "give the service: ?service=ID")
+        raise ApiError(400, "Bitte geben Sie die Leistung an: ?service=ID")
     try:
         pdf, form_id = await make_form_pdf(request.app, query["service"], query.get("location"), query.get("case"),
-                                            covers=_visible(request, principal))
+                                            covers=case_filter(request, principal))
     except FormProblem as exc:
         raise ApiError(exc.status, str(exc)) from None
     except ConfigError as exc:
-        raise ApiError(503, f"the paper channel is not configured: {exc}") from None
+        raise ApiError(503, f"Der Papierkanal ist nicht eingerichtet: {exc}") from None
     return pdf_response(pdf, form_id)
 
 
@@ -62,7 +62,7 @@ def ingest_service(app: web.Application) -> PaperIngest:
     state = app.get(QUEUE)
     service = state.service if state is not None else None
     if service is None:
-        raise ApiError(503, "the queue is starting; try again in a moment")
+        raise ApiError(503, "Die Warteschlange startet gerade; bitte versuchen Sie es gleich noch einmal")
     settings = app[SETTINGS]
     return PaperIngest(app[ENGINE], service.writer.submit, paper_settings(settings),
                        AttachmentStore(queue_settings(settings).attachment_dir))
@@ -70,11 +70,11 @@ def ingest_service(app: web.Application) -> PaperIngest:
 
 async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
     if not request.content_type.startswith("multipart/"):
-        raise ApiError(415, "send the scans as multipart/form-data (one file part each)")
+        raise ApiError(415, "Bitte senden Sie die Scans als multipart/form-data (je Datei ein Teil)")
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError) as exc:
-        raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
+        raise ApiError(400, f"Der multipart-Inhalt lässt sich nicht lesen: {exc}") from None
     files: list[tuple[str, bytes]] = []
     total = 0  # the whole upload is bounded too, not only each file: memory is the limit here
     while True:
@@ -82,35 +82,35 @@ async def _files(request: web.Request, limit: int) -> list[tuple[str, bytes]]:
             part = await reader.next()
         except (ValueError, HttpProcessingError) as exc:  # HttpProcessingError: a part's malformed headers
             # (found by schemathesis, tests/http/test_openapi.py); it is no ValueError and was a 500.
-            raise ApiError(400, f"the multipart body cannot be read: {getattr(exc, 'message', exc)}") from None
+            raise ApiError(400, f"Der multipart-Inhalt lässt sich nicht lesen: {getattr(exc, 'message', exc)}") from None
         if part is None:
             break
         if not isinstance(part, BodyPartReader) or part.filename is None:
             continue  # a nested multipart or a plain field: not a scan
         if len(files) >= MAX_FILES:
-            raise ApiError(413, f"at most {MAX_FILES} files a request")
+            raise ApiError(413, f"Höchstens {MAX_FILES} Dateien je Anfrage")
         data = bytearray()
         while chunk := await part.read_chunk(65536):
             data += chunk
             total += len(chunk)
             if len(data) > limit:
-                raise ApiError(413, f"{part.filename!r} is larger than {limit:,} bytes")
+                raise ApiError(413, f"{part.filename!r} ist größer als {limit:,} Bytes")
             if total > 2 * limit:
-                raise ApiError(413, f"the upload is larger than {2 * limit:,} bytes; send fewer files at once")
+                raise ApiError(413, f"Der Upload ist größer als {2 * limit:,} Bytes; bitte senden Sie weniger Dateien auf einmal")
         name = _SAFE_NAME.sub("_", part.filename.replace("\\", "/").rsplit("/", 1)[-1])[:120] or "scan"
         files.append((name, bytes(data)))
     if not files:
-        raise ApiError(400, "no file part in the body")
+        raise ApiError(400, "Der Inhalt enthält keine Datei")
     return files
 
 
 @api
 async def post_scans(request: web.Request) -> web.StreamResponse:
     """Scanned forms in (multipart, service token): one result a page, after the commit."""
-    await _authorise(request, "service")
+    await authorise(request, "service")
     settings = paper_settings(request.app[SETTINGS])
     if not settings.hmac_key:
-        raise ApiError(503, "the paper channel is not configured ([paper] hmac_key)")
+        raise ApiError(503, "Der Papierkanal ist nicht eingerichtet ([paper] hmac_key)")
     ingest = ingest_service(request.app)
     files = await _files(request, settings.max_file_bytes)
     pages: list[dict[str, Any]] = []
@@ -118,9 +118,9 @@ async def post_scans(request: web.Request) -> web.StreamResponse:
         for name, data in files:
             pages += await ingest.ingest(data, name, keep_original=True)
     except IntakeUnavailable:
-        raise ApiError(503, "the scans could not be stored; send them again") from None
+        raise ApiError(503, "Die Scans konnten nicht gespeichert werden; bitte senden Sie sie noch einmal") from None
     except RuntimeError as exc:  # poppler or tesseract missing: the hub's problem, nothing was rejected
-        raise ApiError(503, f"the hub cannot read scans: {exc}") from None
+        raise ApiError(503, f"Der Hub kann keine Scans lesen: {exc}") from None
     created = any(p["status"] == "accepted" and not p["duplicate"] for p in pages)
     return _json({"pages": pages}, 201 if created else 200)
 

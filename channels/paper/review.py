@@ -64,16 +64,16 @@ async def make_form_pdf(app: web.Application, service: str, location: str | None
     key = paper_settings(app[SETTINGS]).signing_key()
     kb = app.get(KB)
     if kb is None:
-        raise FormProblem("the knowledge base is loading; try again in a moment", 503)
+        raise FormProblem("Die Wissensbasis wird geladen; bitte versuchen Sie es gleich noch einmal", 503)
     case = None
     if case_id:
         try:
             number = path_id(case_id, "case")
         except BadParameter:
-            raise FormProblem("no such case", 404) from None
+            raise FormProblem("Fall nicht gefunden", 404) from None
         case = await asyncio.to_thread(load_case, app[ENGINE], number)
         if case is None or (covers is not None and not covers(case)):
-            raise FormProblem("no such case", 404)
+            raise FormProblem(f"Fall {number} nicht gefunden", 404)
     spec = form_spec(kb, service, location, case)
     form = await asyncio.to_thread(render_form, spec, key)
     return form.pdf, spec.form_id

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from hub import casework
 from hub.console.calls import call_t as hub_call_t
-from hub.queue.cases import CaseState, SlaPolicy, StaleState, audit, case_t, message_t
+from hub.queue.cases import CaseState, SlaPolicy, StaleState, message_t
 from hub.queue.settings import QueueSettings
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,9 @@ def record_reply(conn: Connection, case_id: int, *, text: str, channel: str, rec
                          delivered=True)
 
 
-def request_callback(conn: Connection, case_id: int, number: str, *, actor: str, now: datetime | None = None) -> None:
-    """The caller wants to be called back on ``number``: it becomes the case's number (audited, no number in it)."""
-    now = now or datetime.now(UTC)
-    case = casework.load(conn, case_id)
-    if case["contact_phone"] != number:
-        conn.execute(update(case_t).where(case_t.c.id == case_id).values(contact_phone=number, updated_at=now))
-    audit(conn, case_id, actor, "callback_requested",
-          reason="the caller asked to be called back" + ("" if case["contact_phone"] in (None, number)
-                                                         else " on another number"), now=now)
+#: The caller wants to be called back: the hub's one rule (:func:`hub.casework.request_callback`), which the
+#: web form's "Rückruf" uses too.
+request_callback = casework.request_callback
 
 
 def record_ivr_call(conn: Connection, *, started_at: datetime, outcome: str, case_id: int | None,

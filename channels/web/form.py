@@ -62,6 +62,7 @@ from channels.web.i18n import (
     translator,
 )
 from channels.web.settings import WebSettings
+from hub.casework import request_callback
 from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.csrf import FIELD as CSRF_FIELD
 from hub.http.csrf import HEADER as CSRF_HEADER
@@ -69,6 +70,7 @@ from hub.http.csrf import CsrfProtect
 from hub.http.ratelimit import LIMITS, IntakeLimited, IntakeLimits, RateLimiter, client_key, install_limits
 from hub.queue.cases import case_t, message_t, token_clause
 from hub.queue.intake import IntakeUnavailable, RequestRejected
+from hub.queue.outbox import CALLBACK_CHANNEL, callback_number
 from hub.queue.requests import AttachmentIn, Contact, InboundRequest, normalise_email, normalise_phone
 from knowledge.regions import normalize_place
 
@@ -172,7 +174,7 @@ class BadForm(Exception):
     """The body is not a form this channel reads (HTTP 400); the message, if any, says why."""
 
 
-NOT_UTF8 = "the form is not valid UTF-8"
+NOT_UTF8 = "Das Formular ist kein gültiges UTF-8"
 
 
 @dataclass
@@ -832,9 +834,9 @@ async def form_post(request: web.Request) -> web.Response:
             contact=contact,
             subject=_subject(values, lang),
             attachments=attachments,
-            # "Per E-Mail": the answer goes by e-mail (hub.queue.outbox.answer_route). A callback ("phone")
-            # is a person's job; its written answer stays on the status page.
-            reply_channel="email" if values["reply"] == "email" else None,
+            # "Per E-Mail": the answer goes by e-mail (hub.queue.outbox.answer_route). "Per Telefon (Rückruf)": the
+            # case is a callback request (hub.queue.outbox.callback_number), stored with it; an agent's call answers it.
+            reply_channel={"email": "email", "phone": CALLBACK_CHANNEL}.get(values["reply"]),
         )
     except ValidationError:
         return _render_form(request, lang, values, status=400, errors={"text": t("error.text.invalid")})
@@ -861,6 +863,9 @@ async def form_post(request: web.Request) -> web.Response:
         result.created,
         len(attachments),
     )
+    callback = None
+    if values["reply"] == "phone" and contact is not None and contact.phone:
+        callback = await _callback_requested(request, result, contact.phone, lang)
     if result.created and not result.joined and values["reply"] == "email" and contact is not None and contact.email:
         try:
             await asyncio.to_thread(
@@ -879,7 +884,50 @@ async def form_post(request: web.Request) -> web.Response:
         status_path=f"/status/{result.token}",
         switch_path=f"/status/{result.token}",
         reply=values["reply"],
+        callback=callback,
     )
+
+
+def _mark_callback(engine: Any, case_id: int, number: str, token: str) -> dict[str, Any] | None:
+    with engine.begin() as conn:
+        request_callback(conn, case_id, number, actor="web")
+    return load_status(engine, token)
+
+
+async def _callback_requested(request: web.Request, result: Any, number: str, lang: str) -> str | None:
+    """The citizen chose "Per Telefon (Rückruf)": the case becomes a callback request through the hub's one rule
+    (:func:`hub.casework.request_callback`, as the phone menu's callback); the line the page shows about it.
+
+    Intake stored the case with that reply channel already, so a failure here loses nothing but the audit line."""
+    try:
+        status = await asyncio.to_thread(_mark_callback, request.app[ENGINE], result.case_id, number, result.token)
+    except Exception as exc:
+        log.warning("web: callback of case %s not recorded (%s)", result.case_id, type(exc).__name__)
+        return None
+    return callback_line(status, lang, _state(request).tz) if status else None
+
+
+def masked_number(number: str) -> str:
+    """A phone number as the citizen's pages show it: enough to recognise it, not to read it off
+    (``+49 … 234``); the status page is reached by its token alone."""
+    return f"{number[:3]} … {number[-3:]}" if len(number) > 6 else "…"
+
+
+def callback_line(case: Mapping[str, Any], lang: str, tz: Any) -> str | None:
+    """"Wir rufen Sie an unter … bis <Frist>" while the callback is to be made (the first-response deadline,
+    ``[sla] first_response_hours`` working hours), "Wir haben Sie … angerufen" once an agent's call answered or
+    forwarded the case; None when the citizen asked for no callback."""
+    t = translator(lang)
+    pending = callback_number(case)
+    if pending is not None:
+        due = case.get("first_response_due")
+        if due is None:
+            return t("callback.pending.undated", number=masked_number(pending))
+        return t("callback.pending", number=masked_number(pending), at=format_datetime(due, lang, tz))
+    asked = callback_number(case, pending=False)
+    if asked is not None and case.get("first_responded_at") is not None:
+        return t("callback.done", number=masked_number(asked))
+    return None
 
 
 async def suggest_json(request: web.Request) -> web.Response:
@@ -892,18 +940,18 @@ async def suggest_json(request: web.Request) -> web.Response:
     allowed, retry_after = state.read_limit.take(client_key(request, state.settings.trust_forwarded_for))
     if not allowed:
         return _json(
-            {"error": "too many requests"}, 429, {"Retry-After": str(max(1, int(retry_after + 0.999)))}
+            {"error": "Zu viele Anfragen; bitte warten Sie einen Moment", "code": "rate_limited"}, 429, {"Retry-After": str(max(1, int(retry_after + 0.999)))}
         )
     if not state.csrf.check(request, request.headers.get(CSRF_HEADER)):
-        return _json({"error": "missing or expired form token; reload the page"}, 403)
+        return _json({"error": "Das Formular ist abgelaufen; bitte laden Sie die Seite neu", "code": "csrf"}, 403)
     if request.content_length is not None and request.content_length > _MAX_SUGGEST_BODY:
-        return _json({"error": "body too large"}, 413)
+        return _json({"error": "Der Inhalt ist zu groß", "code": "too_large"}, 413)
     try:
         body = await request.json()
     except Exception:
-        return _json({"error": "send a JSON object"}, 400)
+        return _json({"error": "Bitte senden Sie ein JSON-Objekt", "code": "bad_json"}, 400)
     if not isinstance(body, dict):
-        return _json({"error": "send a JSON object"}, 400)
+        return _json({"error": "Bitte senden Sie ein JSON-Objekt", "code": "bad_json"}, 400)
     text = body.get("text") if isinstance(body.get("text"), str) else ""
     location = body.get("location") if isinstance(body.get("location"), str) else ""
     lang = pick_language(
@@ -962,6 +1010,8 @@ def load_status(engine: Any, token: str) -> dict[str, Any] | None:
                     case_t.c.first_responded_at,
                     case_t.c.forward_due,
                     case_t.c.forward_met_at,
+                    case_t.c.reply_channel,
+                    case_t.c.contact_phone,
                 ).where(clause)
             )
             .mappings()
@@ -991,6 +1041,11 @@ def load_status(engine: Any, token: str) -> dict[str, Any] | None:
         "authority": row["authority_name"],
         "due": answer_due(row),
         "answers": [dict(a) for a in answers],
+        # For callback_line only (the number is never shown whole): the callback rule reads these.
+        "reply_channel": row["reply_channel"],
+        "contact_phone": row["contact_phone"],
+        "first_response_due": row["first_response_due"],
+        "first_responded_at": row["first_responded_at"],
     }
 
 
@@ -1072,6 +1127,7 @@ def _render_status(
         authority=case["authority"],
         due=format_datetime(case["due"], lang, tz) if case["due"] else None,
         answers=answers,
+        callback=callback_line(case, lang, tz),
         closed=case["state"] == "closed",
         sent=sent,
         errors=errors or {},

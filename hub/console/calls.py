@@ -8,6 +8,11 @@ A :class:`CallRecord` is started when the agent picks up and ends with one outco
   ``forwarded`` (which starts the 24-working-hour clock of :mod:`hub.queue.sla`) and a forward e-mail to the
   authority is written to the outbox in the same transaction.
 
+A **callback** (the citizen asked for one on the web form or in the phone menu,
+:func:`hub.queue.outbox.callback_number`) is a call the agent makes: :func:`start_call` with the case's id ties
+the call record to that case, and the call's outcome answers (``first_contact``) or forwards it as for any call,
+counted by the dashboard the same way.
+
 "Send to caller" puts the answer card as an SMS or e-mail into the outbox. Outbound messages belong to a
 case, so the call gets its case then (created once per call, external id ``call-<id>``).
 
@@ -18,7 +23,7 @@ service and authority. The caller's contact and the note live in the case, where
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +34,13 @@ from sqlmodel import Field, SQLModel
 from hub import casework
 from hub.queue.cases import CaseState, SlaPolicy, StaleState, TransitionError, UtcDateTime, case_t
 from hub.queue.intake import write_requests
+from hub.queue.outbox import callback_number
 from hub.queue.requests import Contact, InboundRequest
 from hub.queue.settings import QueueSettings
 from knowledge.models import format_hours
 
 OUTCOMES = ("first_contact", "forwarded")
+OUTCOME_LABELS = {"first_contact": "beim Erstkontakt beantwortet", "forwarded": "weitergeleitet"}
 CARD_CHANNELS = ("sms", "email")
 
 
@@ -74,12 +81,23 @@ def _now(now: datetime | None) -> datetime:
 
 
 def start_call(engine: Engine, agent: str, answered_within_s: float | None = None,
-               now: datetime | None = None) -> int:
-    """Record that ``agent`` picked up a call; returns the call id."""
+               now: datetime | None = None, *, case_id: int | None = None,
+               visible: Callable[[Mapping[str, Any]], bool] | None = None) -> int:
+    """Record that ``agent`` picked up a call; returns the call id.
+
+    With ``case_id`` the agent calls a citizen back who asked for it: the call belongs to that case (it must
+    be a pending callback request the agent may see, ``visible(case_row)``), so ending the call answers or
+    forwards the case."""
     if answered_within_s is not None and not 0 <= answered_within_s <= 86_400:
-        raise CallError("the waiting time must be between 0 and 86400 seconds", 422)
+        raise CallError("Die Wartezeit muss zwischen 0 und 86400 Sekunden liegen", 422)
     with engine.begin() as conn:
-        return conn.execute(insert(call_t).values(agent=agent, started_at=_now(now),
+        if case_id is not None:
+            case = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().first()
+            if case is None or (visible is not None and not visible(case)):
+                raise CallError(f"Fall {case_id} nicht gefunden", 404)
+            if callback_number(case) is None:
+                raise CallError(f"Für Fall {case_id} ist kein Rückruf (mehr) offen")
+        return conn.execute(insert(call_t).values(agent=agent, started_at=_now(now), case_id=case_id,
                                                   answered_within_s=answered_within_s)
                             .returning(call_t.c.id)).scalar_one()
 
@@ -105,9 +123,9 @@ def call_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _open_call(conn: Connection, call_id: int, agent: str, *, may_be_any_agent: bool = False) -> dict[str, Any]:
     row = conn.execute(select(call_t).where(call_t.c.id == call_id)).mappings().first()
     if row is None or (row["agent"] != agent and not may_be_any_agent):
-        raise CallError("no such call", 404)
+        raise CallError("Anruf nicht gefunden", 404)
     if row["outcome"] is not None:
-        raise CallError(f"the call is finished already ({row['outcome']})")
+        raise CallError(f"Der Anruf ist schon beendet ({OUTCOME_LABELS.get(row['outcome'], row['outcome'])})")
     return dict(row)
 
 
@@ -161,9 +179,9 @@ def finish_first_contact(engine: Engine, call_id: int, agent: str, *, service: M
                     routed = service is not None and authority is not None
                     case = casework.take(conn, case, agent=agent, policy=policy, now=now,
                                          service=service if routed else None, authority=authority,
-                                         reason="taken by the agent on the phone")
+                                         reason="am Telefon übernommen")
                     casework.move(conn, case, target=CaseState.ANSWERED, agent=agent, policy=policy,
-                                  reason="answered on the phone", now=now,
+                                  reason="am Telefon beantwortet", now=now,
                                   values=casework.route_values(service, authority, agent, now) if routed else None)
             conn.execute(update(call_t).where(call_t.c.id == call_id).values(**values))
         return get_call(engine, call_id) or {}
@@ -181,10 +199,11 @@ def forward_call(engine: Engine, call_id: int, agent: str, *, service: Mapping[s
     """
     now = _now(now)
     if not authority.get("email"):
-        raise CallError(f"{authority.get('name') or authority['id']} has no e-mail address; forward by hand")
+        raise CallError(f"{authority.get('name') or authority['id']} hat keine E-Mail-Adresse; bitte von Hand "
+                        "weiterleiten")
     note = note.strip()
     if not note:
-        raise CallError("write a note for the authority: what does the caller need?", 422)
+        raise CallError("Bitte schreiben Sie eine Notiz für die Behörde: Was braucht der Anrufer?", 422)
     with engine.connect() as conn:
         call = _open_call(conn, call_id, agent)
     case_id = _call_case(engine, call, text=f"Anruf beim Bürgertelefon: {note}", contact=contact, location=location,
@@ -273,7 +292,7 @@ def send_card(engine: Engine, call_id: int, agent: str, *, service: Mapping[str,
     ``recipient`` must already be normalised (E.164 number or lower-case address).
     """
     if channel not in CARD_CHANNELS:
-        raise CallError(f"the card goes by {' or '.join(CARD_CHANNELS)}", 422)
+        raise CallError("Die Auskunft geht per SMS oder E-Mail", 422)
     now = _now(now)
     contact = Contact(phone=recipient) if channel == "sms" else Contact(email=recipient)
     with engine.connect() as conn:
@@ -286,7 +305,7 @@ def send_card(engine: Engine, call_id: int, agent: str, *, service: Mapping[str,
             case = dict(conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one())
             if authority is not None:
                 case = casework.take(conn, case, agent=agent, policy=policy, service=service, authority=authority,
-                                     reason="card sent", now=now)
+                                     reason="Auskunft gesendet", now=now)
             subject = f"Ihre Auskunft: {service['name']}" if channel == "email" else None
             message_id = casework.send(conn, case, text=card_text(service, authority), agent=agent, channel=channel,
                                        recipient=recipient, subject=subject, queue=queue, now=now)

@@ -79,10 +79,11 @@ from hub.http.api_cases import QUEUE
 from hub.http.app import ENGINE, KB, SETTINGS
 from hub.http.csrf import FIELD as LOGIN_CSRF_FIELD
 from hub.http.csrf import CsrfProtect
-from hub.http.inputs import MAX_ID, MAX_PAGE, int_param, path_id
+from hub.http.inputs import MAX_ID, MAX_PAGE, BadParameter, int_param, path_id
 from hub.http.ratelimit import RateLimiter, client_key
 from hub.queue.cases import (
     FINAL_STATES,
+    STATE_LABELS,
     CaseState,
     SlaPolicy,
     TransitionError,
@@ -92,8 +93,8 @@ from hub.queue.cases import (
     message_t,
     overdue_clause,
 )
-from hub.queue.outbox import answer_route
-from hub.queue.requests import CHANNELS, Contact, normalise_email, normalise_phone
+from hub.queue.outbox import answer_route, callback_number
+from hub.queue.requests import CHANNEL_LABELS, CHANNELS, Contact, normalise_email, normalise_phone
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
 from knowledge.models import format_hours, open_now
@@ -118,12 +119,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
-STATE_LABELS = {
-    "new": "neu", "routed": "zugeordnet", "needs_clarification": "zu klären", "waiting_for_citizen": "wartet auf Bürger",
-    "answered": "beantwortet", "forwarded": "weitergeleitet", "closed": "geschlossen", "dead_letter": "unzustellbar",
-}
-CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier",
-                  "open311": "Open311"}
 # Fixed confirmation texts chosen by a key in the redirect: nothing the user typed goes into a URL.
 NOTICES = {
     "reply": "Die Antwort ist im Postausgang.",
@@ -413,17 +408,31 @@ def _call_location(body: Mapping[str, str], call_id: int) -> str:
 
 @require_login(AGENT_ROLES)
 async def post_call_start(request: web.Request) -> web.StreamResponse:
-    """Start a call record when the agent picks up; ``answered_within_s`` is the caller's wait (optional)."""
+    """Start a call record when the agent picks up; ``answered_within_s`` is the caller's wait (optional);
+    ``case_id`` when the agent calls back a citizen who asked for it (the call belongs to that case)."""
     try:
         body = await read_body(request)
         wait_raw = _field(body, "answered_within_s", max_len=10)
         wait = float(wait_raw.replace(",", ".")) if wait_raw else None
-        call_id = await asyncio.to_thread(start_call, request.app[ENGINE], _principal(request).name, wait)
+        case_id = _callback_case(_field(body, "case_id", max_len=12))
+        scope, kb = _principal(request).scope, request.app.get(KB)
+        call_id = await asyncio.to_thread(start_call, request.app[ENGINE], _principal(request).name, wait,
+                                          case_id=case_id, visible=lambda row: scope.covers_case(row, kb))
     except ValueError:
         return _fail(request, 422, "the waiting time must be a number of seconds")
     except (BadInput, CallError) as exc:
         return _fail(request, exc.status, str(exc))
     return _done(request, _call_location(body, call_id) + "&done=call-start", {"call_id": call_id}, 201)
+
+
+def _callback_case(raw: str | None) -> int | None:
+    """The case a callback call belongs to (``case_id`` of the call start), None for an incoming call."""
+    if not raw:
+        return None
+    try:
+        return path_id(raw, "case_id")
+    except BadParameter as exc:
+        raise BadInput(str(exc), 400) from None
 
 
 def _contact(body: Mapping[str, str]) -> Contact:
@@ -686,7 +695,8 @@ async def page_case(request: web.Request) -> web.Response:
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
                   can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
-                  answer_recipient=answer_recipient, nearest=nearest)
+                  answer_recipient=answer_recipient, nearest=nearest, callback=callback_number(row),
+                  callback_due=_local(row["first_response_due"], _state(request).tz))
 
 
 def _nearest_cases(request: web.Request, data: Mapping[str, Any]) -> list[dict[str, Any]]:

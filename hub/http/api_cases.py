@@ -12,8 +12,10 @@ limits (:class:`hub.http.ratelimit.IntakeLimits`: the token and the contact's ad
 with ``Retry-After``).
 * ``GET /metrics`` (Prometheus), ``GET /api/openapi.json`` (see :mod:`hub.http.openapi`).
 
-Bad input gets a 4xx with ``{"error": message}`` (and ``details`` for field errors) and stores
-nothing. Message bodies are never logged.
+Bad input gets a 4xx with ``{"error": message, "code": kind}`` and stores nothing: ``error`` is the German
+text for people, ``code`` the stable kind for programs (``stale_state``, ``invalid_transition``, ``not_found``,
+…; :data:`hub.http.app.ERROR_CODES` by status), ``details`` the field errors, and a refused state change
+names the states (``from``, ``to``, ``allowed``) and the case (``case_id``). Message bodies are never logged.
 
 ``setup(app)`` expects ``hub.http.app.SETTINGS`` and ``hub.http.app.ENGINE`` in the app; the knowledge base
 (``hub.http.app.KB``) is used as the router once loaded. Tests may put a ready :class:`QueueService` into
@@ -37,7 +39,18 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from hub import casework
-from hub.http.app import ENGINE, KB, SETTINGS
+from hub.http.app import (
+    ENGINE,
+    INVALID_REQUEST,
+    KB,
+    SEND_JSON,
+    SETTINGS,
+    TOKEN_REQUIRED,
+    TOKEN_UNKNOWN,
+    body_too_large,
+    error_code,
+    field_errors,
+)
 from hub.http.inputs import (
     MAX_PAGE,
     StrictJsonError,
@@ -60,6 +73,7 @@ from hub.queue.cases import (
     overdue_clause,
 )
 from hub.queue.intake import IntakeUnavailable, RequestRejected
+from hub.queue.outbox import callback_number
 from hub.queue.requests import CHANNELS, InboundRequest
 from hub.queue.workers import QueueService
 
@@ -164,9 +178,13 @@ BODY_MODELS: dict[str, type[BaseModel]] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> None:
+    """A refusal: ``message`` in German for people, ``code`` (default: by status) for programs."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None, *,
+                 code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code or error_code(status)
         self.headers = dict(headers or {})
         self.extra = extra
 
@@ -176,7 +194,7 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def api(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-    """Turn :class:`ApiError` into ``{"error": ...}`` with its status."""
+    """Turn :class:`ApiError` into ``{"error": message, "code": kind, ...}`` with its status."""
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
@@ -186,7 +204,7 @@ def api(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
             state = request.app[QUEUE]
             if state.service is not None and request.path == "/api/requests":
                 state.service.metrics.count_rejected(exc.status)
-            response = _json({"error": str(exc), **exc.extra}, exc.status)
+            response = _json({"error": str(exc), "code": exc.code, **exc.extra}, exc.status)
             response.headers.update(exc.headers)
             return response
 
@@ -196,25 +214,28 @@ def api(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
 def _state(request: web.Request) -> tuple[QueueService, TokenVerifier]:
     state = request.app[QUEUE]
     if state.service is None or state.tokens is None:
-        raise ApiError(503, "the queue is starting; try again in a moment")
+        raise ApiError(503, "Die Warteschlange startet gerade; bitte versuchen Sie es gleich noch einmal")
     return state.service, state.tokens
 
 
-async def _authorise(request: web.Request, role: str, tokens: TokenVerifier | None = None) -> Principal:
+async def authorise(request: web.Request, role: str, tokens: TokenVerifier | None = None) -> Principal:
+    """The caller's token if it has ``role`` (401 without a valid bearer token, 403 with another role; an agent
+    token also needs a scope): the one check of every route of a token API, the channels' ones too."""
     if tokens is None:
         _service, tokens = _state(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)")
+        raise ApiError(401, TOKEN_REQUIRED, code="token_required")
     principal = await tokens.verify(token.strip())
     if principal is None:
-        raise ApiError(401, "unknown or revoked token")
+        raise ApiError(401, TOKEN_UNKNOWN, code="token_invalid")
     if principal.role != role:
-        raise ApiError(403, f"this needs a {role} token")
+        raise ApiError(403, f"Dafür ist ein Token mit der Rolle „{role}“ nötig", code="wrong_role", role=role)
     if role == "agent" and (principal.scope is None or principal.scope.empty):
-        raise ApiError(403, "this agent token has no scope; an admin gives it one with 'citizen-hub token scope "
-                            f"{principal.name} --authority ID | --region ARS | --all-authorities'")
+        raise ApiError(403, "Dieses Agent-Token hat keinen Zuständigkeitsbereich; ein Admin vergibt ihn mit "
+                            f"'citizen-hub token scope {principal.name} --authority ID | --region ARS | "
+                            "--all-authorities'", code="no_scope")
     return principal
 
 
@@ -228,9 +249,9 @@ async def _read_body(request: web.Request) -> bytes:
     limit = _max_body(request)
     length = request.content_length
     if length is not None and length > limit:
-        raise ApiError(413, f"the body is larger than {limit} bytes")
+        raise ApiError(413, body_too_large(limit))
     if request.content_type != "application/json":
-        raise ApiError(415, "send the body as application/json")
+        raise ApiError(415, SEND_JSON)
     if length is not None:
         # The declared length is within the limit, and aiohttp's parser delivers no more than it.
         return await request.read()
@@ -238,7 +259,7 @@ async def _read_body(request: web.Request) -> bytes:
     async for chunk in request.content.iter_chunked(65536):
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"the body is larger than {limit} bytes")
+            raise ApiError(413, body_too_large(limit))
     return bytes(body)
 
 
@@ -248,9 +269,9 @@ def _parse_json(body: bytes) -> dict[str, Any]:
     try:
         data = strict_loads(body)
     except StrictJsonError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="bad_json") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise ApiError(400, "Der Inhalt muss ein JSON-Objekt sein", code="bad_json")
     return data
 
 
@@ -260,16 +281,16 @@ async def _read_json(request: web.Request) -> Any:
 
 
 def _details(exc: ValidationError) -> list[dict[str, str]]:
-    # Field and message only: pydantic's "input" would echo (possibly personal) data back.
-    return [{"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)]
+    """Field, German message and pydantic's error type; never pydantic's "input", which would echo
+    (possibly personal) data back."""
+    return field_errors(exc)
 
 
 def _validate(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ApiError(422, "the request is not valid", details=_details(exc)) from None
+        raise ApiError(422, INVALID_REQUEST, details=_details(exc)) from None
 
 
 def _case_id(request: web.Request) -> int:
@@ -311,7 +332,7 @@ def _inbound_general(body: bytes) -> InboundRequest:
             location=checked.location, contact={"name": contact.name, "email": contact.email, "phone": contact.phone},
         )
     except ValidationError as exc:
-        raise ApiError(422, "the request is not valid", details=_details(exc)) from None
+        raise ApiError(422, INVALID_REQUEST, details=_details(exc)) from None
 
 
 class _ApiInbound(InboundRequest):
@@ -353,13 +374,13 @@ def _inbound(body: bytes) -> InboundRequest:
 async def post_request(request: web.Request) -> web.Response:
     """Accept one request; 201 when new, 200 when its external id was seen before. Committed before the answer."""
     service, tokens = _state(request)
-    principal = await _authorise(request, "service", tokens)
+    principal = await authorise(request, "service", tokens)
     inbound = _inbound(await _read_body(request))
     limits, keys = request.app[LIMITS], (("token", principal.name), *IntakeLimits.sender_keys(inbound.contact))
     try:
         limits.check(*keys)
     except IntakeLimited as exc:
-        raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        raise ApiError(429, str(exc), {"Retry-After": str(exc.retry_after)}, retry_after=exc.retry_after) from None
     try:
         result = await service.writer.submit(inbound)
     except RequestRejected as exc:
@@ -367,7 +388,7 @@ async def post_request(request: web.Request) -> web.Response:
         raise ApiError(exc.status, str(exc)) from None
     except IntakeUnavailable:
         limits.refund(*keys)
-        raise ApiError(503, "the request could not be stored; send it again") from None
+        raise ApiError(503, "Die Anfrage konnte nicht gespeichert werden; bitte senden Sie sie noch einmal") from None
     if not result.created:
         limits.refund(*keys)  # a repeat of a stored request costs nothing
     # The header as aiohttp would build it from content_type and charset, which took it a microsecond.
@@ -399,6 +420,8 @@ def case_summary(row: Mapping[str, Any], now: datetime | None = None) -> dict[st
         "service": {"id": row["service_id"], "name": row["service_name"]} if row["service_id"] else None,
         "authority": {"id": row["authority_id"], "name": row["authority_name"]} if row["authority_id"] else None,
         "assigned_agent": row["assigned_agent"],
+        # The citizen asked to be called back and nobody has yet (hub.queue.outbox.callback_number).
+        "callback": callback_number(row) is not None,
         "sla": {
             "first_response_due": _iso(row["first_response_due"]),
             "first_responded_at": _iso(row["first_responded_at"]),
@@ -414,8 +437,13 @@ def case_summary(row: Mapping[str, Any], now: datetime | None = None) -> dict[st
 def _load_case(conn: Connection, case_id: int) -> dict[str, Any]:
     row = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().first()
     if row is None:
-        raise ApiError(404, "no such case")
+        raise _no_case(case_id)
     return dict(row)
+
+
+def _no_case(case_id: int) -> ApiError:
+    """The 404 of a case that does not exist or lies outside the token's scope (the same answer for both)."""
+    return ApiError(404, f"Fall {case_id} nicht gefunden", code="not_found", case_id=case_id)
 
 
 def _case_detail(engine, case_id: int) -> dict[str, Any]:
@@ -459,10 +487,11 @@ def _case_detail(engine, case_id: int) -> dict[str, Any]:
     return out
 
 
-def _visible(request: web.Request, principal: Principal) -> Callable[[Mapping[str, Any]], bool]:
-    """The console's rule for this token's scope (:meth:`hub.scope.Scope.covers_case`)."""
+def case_filter(request: web.Request, principal: Principal) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether the agent token ``principal`` may see a case (a row of its columns): the console's rule for
+    the token's scope (:meth:`hub.scope.Scope.covers_case`), for every route that shows or works a case."""
     scope, kb = principal.scope, request.app.get(KB)
-    assert scope is not None  # _authorise refuses agent tokens without one
+    assert scope is not None  # authorise refuses agent tokens without one
     return lambda row: scope.covers_case(row, kb)
 
 
@@ -470,7 +499,7 @@ def _visible_case_detail(engine, case_id: int, visible: Callable[[Mapping[str, A
     detail = _case_detail(engine, case_id)
     with engine.connect() as conn:
         if not visible(_load_case(conn, case_id)):
-            raise ApiError(404, "no such case")
+            raise _no_case(case_id)
     return detail
 
 
@@ -478,34 +507,34 @@ def _visible_case_detail(engine, case_id: int, visible: Callable[[Mapping[str, A
 @api
 async def get_case(request: web.Request) -> web.Response:
     """One case with its messages, attachments (metadata) and audit trail (404 outside the token's scope)."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     return _json(await asyncio.to_thread(_visible_case_detail, service.engine, _case_id(request),
-                                         _visible(request, principal)))
+                                         case_filter(request, principal)))
 
 
 def _list_filters(raw: Mapping[str, str]) -> tuple[list[Any], int, int]:
     unknown = set(raw) - {"state", "channel", "authority", "overdue", "page", "per_page"}
     if unknown:
-        raise ApiError(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        raise ApiError(400, f"Unbekannte Abfrageparameter: {', '.join(sorted(unknown))}", code="unknown_parameter")
     # An empty value is no filter: the contract spells the URL "?state=&channel=&...", and form-built
     # query strings send unset fields that way.
     query = {k: v for k, v in raw.items() if v.strip()}
     where: list[Any] = []
     if "state" in query:
         if query["state"] not in {s.value for s in CaseState}:
-            raise ApiError(400, f"'state' must be one of {', '.join(s.value for s in CaseState)}")
+            raise ApiError(400, f"'state' muss einer dieser Werte sein: {', '.join(s.value for s in CaseState)}")
         where.append(case_t.c.state == query["state"])
     if "channel" in query:
         if query["channel"] not in CHANNELS:
-            raise ApiError(400, f"'channel' must be one of {', '.join(CHANNELS)}")
+            raise ApiError(400, f"'channel' muss einer dieser Werte sein: {', '.join(CHANNELS)}")
         where.append(case_t.c.channel == query["channel"])
     if "authority" in query:
         where.append(case_t.c.authority_id == query["authority"][:100])
     if "overdue" in query:
         flag = query["overdue"].lower()
         if flag not in ("true", "false", "1", "0"):
-            raise ApiError(400, "'overdue' must be true or false")
+            raise ApiError(400, "'overdue' muss true oder false sein")
         clause = overdue_clause(datetime.now(UTC))
         where.append(clause if flag in ("true", "1") else ~clause)
     page = int_param(query.get("page"), "page", minimum=1, maximum=MAX_PAGE, default=1)
@@ -527,7 +556,7 @@ def _list_cases(engine, where: list[Any], page: int, per_page: int) -> dict[str,
 async def list_cases(request: web.Request) -> web.Response:
     """Cases of the token's scope, oldest first, filtered by ``state``, ``channel``, ``authority`` and
     ``overdue``; paged."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     where, page, per_page = _list_filters(request.query)
     assert principal.scope is not None
@@ -543,11 +572,11 @@ def _casework(queue: QueueService, case_id: int, action, /, **kwargs: Any) -> di
     try:
         return casework.run(queue.engine, case_id, action, policy=queue.policy, **kwargs)
     except casework.CaseNotFound:
-        raise ApiError(404, "no such case") from None
+        raise _no_case(case_id) from None
     except casework.CaseworkError as exc:
-        raise ApiError(exc.status, str(exc)) from None
+        raise ApiError(exc.status, str(exc), code=exc.code, **exc.details) from None
     except TransitionError as exc:
-        raise ApiError(409, str(exc)) from None
+        raise ApiError(409, str(exc), code=exc.code, **{"case_id": case_id, **exc.details}) from None
 
 
 def _run_transition(service: QueueService, case_id: int, body: TransitionIn, principal: Principal,
@@ -561,10 +590,10 @@ def _run_transition(service: QueueService, case_id: int, body: TransitionIn, pri
 @api
 async def post_transition(request: web.Request) -> web.Response:
     """Move a case to another state; 409 when the state table does not allow it."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
-    visible = _visible(request, principal)
+    visible = case_filter(request, principal)
     await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(TransitionIn, await _read_json(request))
     return _json(await asyncio.to_thread(_run_transition, service, case_id, body, principal, visible))
@@ -606,17 +635,17 @@ def _run_reroute(service: QueueService, case_id: int, svc: dict, auth: dict, rea
 @api
 async def post_reroute(request: web.Request) -> web.Response:
     """Set service and authority by hand; recorded as a labelled example for the router."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
-    visible = _visible(request, principal)
+    visible = case_filter(request, principal)
     await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(RerouteIn, await _read_json(request))
     svc, auth = await asyncio.to_thread(_knowledge_names, request, body.service_id, body.authority_id)
     if svc is None:
-        raise ApiError(422, f"unknown service {body.service_id!r}")
+        raise ApiError(422, f"Unbekannte Leistung {body.service_id!r}", code="unknown_service")
     if auth is None:
-        raise ApiError(422, f"unknown authority {body.authority_id!r}")
+        raise ApiError(422, f"Unbekannte Stelle {body.authority_id!r}", code="unknown_authority")
     return _json(await asyncio.to_thread(_run_reroute, service, case_id, svc, auth, body.reason, principal,
                                          visible))
 
@@ -632,10 +661,10 @@ def _run_reply(service: QueueService, case_id: int, body: ReplyIn, principal: Pr
 @api
 async def post_reply(request: web.Request) -> web.Response:
     """Answer the citizen on the case's channel (through the outbox); the case becomes answered or waits."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
-    visible = _visible(request, principal)
+    visible = case_filter(request, principal)
     await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(ReplyIn, await _read_json(request))
     return _json(await asyncio.to_thread(_run_reply, service, case_id, body, principal, visible), 201)
@@ -653,20 +682,21 @@ def _run_forward(service: QueueService, case_id: int, authority: dict, note: str
 @api
 async def post_forward(request: web.Request) -> web.Response:
     """Forward the case to the responsible authority by e-mail; its answer is due in 24 working hours."""
-    principal = await _authorise(request, "agent")
+    principal = await authorise(request, "agent")
     service, _ = _state(request)
     case_id = _case_id(request)
-    visible = _visible(request, principal)
+    visible = case_filter(request, principal)
     row = await asyncio.to_thread(_check_visible, service.engine, case_id, visible)
     body = _validate(ForwardIn, await _read_json(request))
     authority_id = body.authority_id
     if authority_id is None:
         authority_id = row["authority_id"]
         if not authority_id:
-            raise ApiError(409, "the case has no responsible authority yet; give authority_id or re-route it")
+            raise ApiError(409, f"Fall {case_id} hat noch keine zuständige Stelle; geben Sie authority_id an "
+                                "oder ordnen Sie ihn neu zu", code="no_authority", case_id=case_id)
     _, authority = await asyncio.to_thread(_knowledge_names, request, None, authority_id)
     if authority is None:
-        raise ApiError(422, f"unknown authority {authority_id!r}")
+        raise ApiError(422, f"Unbekannte Stelle {authority_id!r}", code="unknown_authority")
     return _json(await asyncio.to_thread(_run_forward, service, case_id, authority, body.note, principal,
                                          visible), 201)
 
@@ -677,7 +707,7 @@ def _check_visible(engine, case_id: int, visible: Callable[[Mapping[str, Any]], 
     with engine.connect() as conn:
         row = _load_case(conn, case_id)
     if not visible(row):
-        raise ApiError(404, "no such case")
+        raise _no_case(case_id)
     return row
 
 
@@ -698,7 +728,7 @@ async def serve_metrics(app: web.Application, request: web.Request) -> web.Respo
     """The scrape body of ``app``'s queue (for the route above and for the separate listener)."""
     state = app[QUEUE]
     if state.service is None:
-        return web.Response(status=503, text="starting\n")
+        return web.Response(status=503, text="startet\n")
     body, content_type = await asyncio.to_thread(render_metrics, state.service.metrics, state.service.engine,
                                                  request.headers.get("Accept", ""))
     return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})

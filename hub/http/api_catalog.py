@@ -35,7 +35,16 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import func, select
 
-from hub.http.app import ENGINE, KB, SETTINGS, json_error
+from hub.http.app import (
+    ENGINE,
+    KB,
+    SEND_JSON,
+    SETTINGS,
+    TOKEN_REQUIRED,
+    TOKEN_UNKNOWN,
+    body_too_large,
+    json_error,
+)
 from hub.http.catalog_settings import catalog_settings
 from hub.http.inputs import BadParameter, StrictJsonError, int_param, strict_loads
 from hub.http.tokens import Principal, TokenVerifier, scope_t, token_t
@@ -84,11 +93,13 @@ routes = web.RouteTableDef()
 
 class CatalogHttpError(Exception):
     def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+        self, status: int, message: str, headers: dict[str, str] | None = None, *, code: str | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.code = code
         self.extra = extra
 
 
@@ -125,11 +136,11 @@ async def _principal(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise CatalogHttpError(
-            401, "a bearer token is required (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}
+            401, TOKEN_REQUIRED, {"WWW-Authenticate": "Bearer"}, code="token_required"
         )
     principal = await request.app[CATALOG].tokens.verify(token.strip())
     if principal is None:
-        raise CatalogHttpError(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+        raise CatalogHttpError(401, TOKEN_UNKNOWN, {"WWW-Authenticate": "Bearer"}, code="token_invalid")
     return principal
 
 
@@ -153,20 +164,24 @@ async def _writer(request: web.Request, region: str) -> tuple[Principal, list[st
     """The caller, if it may write region ``region``: a catalog token whose scope contains it."""
     principal = await _principal(request)
     if principal.role != ROLE:
-        raise CatalogHttpError(403, f"writing a catalogue needs a token with the role {ROLE!r}")
+        raise CatalogHttpError(403, f"Einen Katalog schreiben darf nur ein Token mit der Rolle „{ROLE}“",
+                               code="wrong_role", role=ROLE)
     scopes = await asyncio.to_thread(_scopes, request.app[ENGINE], principal.token_hash)
     if scopes is None:
-        raise CatalogHttpError(401, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
+        raise CatalogHttpError(401, TOKEN_UNKNOWN, {"WWW-Authenticate": "Bearer"}, code="token_invalid")
     if not scopes:
         raise CatalogHttpError(
-            403, "this token has no region; grant one with 'citizen-hub catalog scope grant'"
+            403, "Dieses Token hat keine Region; ein Admin vergibt sie mit 'citizen-hub catalog scope grant'",
+            code="no_scope",
         )
     if not within(region, scopes):
         raise CatalogHttpError(
             403,
-            f"region {region} is outside this token's region ({', '.join(scopes)})",
+            f"Region {region} liegt außerhalb der Region dieses Tokens ({', '.join(scopes)})",
+            code="out_of_scope",
             errors=[
-                {"object": f"/api/catalog/{region}", "field": "ars", "message": "outside this token's region"}
+                {"object": f"/api/catalog/{region}", "field": "ars",
+                 "message": "außerhalb der Region dieses Tokens"}
             ],
         )
     return principal, scopes
@@ -178,7 +193,8 @@ async def _writer(request: web.Request, region: str) -> tuple[Principal, list[st
 def _region(request: web.Request) -> str:
     region = request.match_info["ars"]
     if not _ARS.fullmatch(region):
-        raise CatalogHttpError(404, "not a region: the path needs an ARS of 2, 5, 9 or 12 digits")
+        raise CatalogHttpError(404, "Keine Region: der Pfad braucht einen ARS mit 2, 5, 9 oder 12 Ziffern",
+                               code="unknown_region")
     return region
 
 
@@ -191,7 +207,7 @@ def _flag(request: web.Request, name: str) -> bool:
         return True
     if value in ("false", "0", "no"):
         return False
-    raise CatalogHttpError(400, f"'{name}' must be true or false")
+    raise CatalogHttpError(400, f"'{name}' muss true oder false sein")
 
 
 def _if_match(request: web.Request, dry_run: bool) -> set[int] | None:
@@ -199,7 +215,7 @@ def _if_match(request: web.Request, dry_run: bool) -> set[int] | None:
     raw = request.headers.get("If-Match")
     if raw is None or not raw.strip():
         if catalog_settings(request.app[SETTINGS]).require_if_match and not dry_run:
-            raise CatalogHttpError(428, 'send If-Match: "<version>" (the ETag of GET /api/catalog/{ars})')
+            raise CatalogHttpError(428, 'Bitte senden Sie If-Match: "<Version>" (das ETag von GET /api/catalog/{ars})')
         return None
     if raw.strip() == "*":
         return None
@@ -215,19 +231,19 @@ def _if_match(request: web.Request, dry_run: bool) -> set[int] | None:
 async def _read_body(request: web.Request) -> bytes:
     limit = catalog_settings(request.app[SETTINGS]).max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise CatalogHttpError(413, f"the body is larger than {limit} bytes")
+        raise CatalogHttpError(413, body_too_large(limit))
     ctype = request.headers.get("Content-Type")
     if (
         ctype is not None
         and request.content_type != "application/json"
         and not request.content_type.endswith("+json")
     ):
-        raise CatalogHttpError(415, "send the body as application/json")
+        raise CatalogHttpError(415, SEND_JSON)
     body = bytearray()
     async for chunk in request.content.iter_chunked(1 << 16):
         body += chunk
         if len(body) > limit:
-            raise CatalogHttpError(413, f"the body is larger than {limit} bytes")
+            raise CatalogHttpError(413, body_too_large(limit))
     return bytes(body)
 
 
@@ -242,7 +258,7 @@ def decode_body(raw: bytes) -> Any:
     try:
         return strict_loads(raw)
     except StrictJsonError as exc:
-        raise PayloadError(f"{exc}; nothing was changed", []) from None
+        raise PayloadError(f"{exc}; nichts wurde geändert", []) from None
 
 
 # -- handlers -------------------------------------------------------------------------------------------
@@ -299,7 +315,7 @@ async def _write_locked(
 
 
 def _with_headers(exc: CatalogHttpError) -> web.Response:
-    response = json_error(exc.status, str(exc), **exc.extra)
+    response = json_error(exc.status, str(exc), code=exc.code, **exc.extra)
     response.headers.update(exc.headers)
     return response
 
@@ -322,7 +338,7 @@ def _read(engine, region: str, since: int | None) -> tuple[int, dict[str, Any]] 
         with engine.connect() as conn:
             before = current_version(conn, region)
             if since is not None and since > before:
-                return f"'since' is {since}, but the catalogue of region {region} is at version {before}"
+                return f"'since' ist {since}, aber der Katalog der Region {region} ist erst bei Version {before}"
             body: dict[str, Any] = {"region": region, "version": before}
             if since is None:
                 body["catalog"] = export_region(conn, region)
@@ -331,7 +347,7 @@ def _read(engine, region: str, since: int | None) -> tuple[int, dict[str, Any]] 
                 body["changes"] = changes_since(conn, region, since)
             if current_version(conn, region) == before:
                 return before, body
-    return "the catalogue is changing too fast to be read; try again"
+    return "Der Katalog ändert sich zu schnell, um ihn zu lesen; bitte versuchen Sie es noch einmal"
 
 
 @routes.get("/api/catalog/{ars}")
@@ -345,7 +361,7 @@ async def get_catalog(request: web.Request) -> web.Response:
             try:
                 since = int_param(request.query["since"], "since", minimum=0, maximum=MAX_VERSION)
             except BadParameter:
-                raise CatalogHttpError(400, f"'since' must be a version number (0 to {MAX_VERSION})") from None
+                raise CatalogHttpError(400, f"'since' muss eine Versionsnummer sein (0 bis {MAX_VERSION})") from None
     except CatalogHttpError as exc:
         return _with_headers(exc)
     engine = request.app[ENGINE]

@@ -27,9 +27,9 @@ async def healthz(request: web.Request) -> web.Response:
     db_ok, problems = await asyncio.get_running_loop().run_in_executor(
         None, _health, request.app[ENGINE], request.app.get(SETTINGS))
     kb = request.app.get(KB)
-    reasons = ([] if db_ok else ["the database does not answer"]) + problems
+    reasons = ([] if db_ok else ["die Datenbank antwortet nicht"]) + problems
     if kb is None:
-        reasons.append("the knowledge base is loading")
+        reasons.append("die Wissensbasis wird geladen")
     body = {
         "status": "ok" if not reasons else "unavailable",
         "database": db_ok,
@@ -47,12 +47,12 @@ async def lookup(request: web.Request) -> web.Response:
     """Ranked services with the responsible authority. 400 when ``q`` is missing or blank."""
     q = request.query.get("q", "")
     if not q.strip():
-        return json_error(400, "query parameter 'q' is required and must not be blank")
+        return json_error(400, "Der Abfrageparameter 'q' fehlt oder ist leer", code="bad_parameter")
     location = request.query.get("location") or None
     limit = int_param(request.query["limit"], "limit", minimum=1, maximum=100) if "limit" in request.query else None
     kb = request.app.get(KB)
     if kb is None:
-        return json_error(503, "the knowledge base is loading; try again in a moment")
+        return json_error(503, "Die Wissensbasis wird geladen; bitte versuchen Sie es gleich noch einmal")
     result = kb.lookup(q, location, limit=limit)
     return web.json_response(result.to_json(), dumps=lambda o: json.dumps(o, ensure_ascii=False))
 

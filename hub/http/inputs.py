@@ -36,13 +36,13 @@ def int_param(raw: str | None, name: str, *, minimum: int = 0, maximum: int, def
     value = (raw or "").strip()
     if not value:
         if default is None:
-            raise BadParameter(f"'{name}' is required")
+            raise BadParameter(f"'{name}' fehlt")
         return default
     if not _INTEGER.fullmatch(value):
-        raise BadParameter(f"'{name}' must be a whole number from {minimum} to {maximum}")
+        raise BadParameter(f"'{name}' muss eine ganze Zahl von {minimum} bis {maximum} sein")
     number = int(value)
     if not minimum <= number <= maximum:
-        raise BadParameter(f"'{name}' must be a whole number from {minimum} to {maximum}")
+        raise BadParameter(f"'{name}' muss eine ganze Zahl von {minimum} bis {maximum} sein")
     return number
 
 
@@ -71,26 +71,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in out:
             shown = f" {key!r}" if _PLAIN_KEY.fullmatch(key) else ""
-            raise _Hostile(f"the key{shown} occurs twice in one object")
+            raise _Hostile(f"der Schlüssel{shown} kommt in einem Objekt zweimal vor")
         out[key] = value
     return out
 
 
 def _int(text: str) -> int:
     if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise _Hostile(f"a number has more than {_MAX_INT_DIGITS} digits")
+        raise _Hostile(f"eine Zahl hat mehr als {_MAX_INT_DIGITS} Ziffern")
     return int(text)
 
 
 def _float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise _Hostile("a number is out of range")
+        raise _Hostile("eine Zahl liegt außerhalb des Wertebereichs")
     return value
 
 
 def _constant(text: str) -> Any:
-    raise _Hostile(f"{text} is not JSON")
+    raise _Hostile(f"{text} ist kein JSON")
 
 
 def strict_loads(raw: bytes) -> Any:
@@ -107,15 +107,15 @@ def strict_loads(raw: bytes) -> Any:
             parse_constant=_constant,
         )
     except UnicodeDecodeError as exc:
-        message = f"the body is not UTF-8 (byte {exc.start})"
+        message = f"Der Inhalt ist kein UTF-8 (Byte {exc.start})"
     except json.JSONDecodeError as exc:
-        message = f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        message = f"Der Inhalt ist kein gültiges JSON: Zeile {exc.lineno}, Spalte {exc.colno} ({exc.msg})"
     except _Hostile as exc:
-        message = f"the body is not acceptable JSON: {exc}"
+        message = f"Der Inhalt ist kein annehmbares JSON: {exc}"
     except RecursionError:  # json.loads recurses once per level: "[[[[…" a few thousand deep
-        message = "the body is nested too deeply"
+        message = "Der Inhalt ist zu tief verschachtelt"
     except ValueError as exc:  # anything else json.loads may raise on hostile input
-        message = f"the body is not valid JSON ({type(exc).__name__})"
+        message = f"Der Inhalt ist kein gültiges JSON ({type(exc).__name__})"
     raise StrictJsonError(message)
 
 

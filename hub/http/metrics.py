@@ -123,12 +123,12 @@ def metrics_guard(request: web.Request, settings: Any, *, separate_listener: boo
     if server is None:
         return None
     if getattr(server, "metrics_separate", False) and not separate_listener:
-        return web.Response(status=404, text="not found\n")
+        return web.Response(status=404, text="nicht gefunden\n")
     token = getattr(server, "metrics_token", "")
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return web.Response(status=401, text="a bearer token is required\n",
+            return web.Response(status=401, text="Ein Bearer-Token ist nötig\n",
                                 headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return None
 

@@ -270,7 +270,8 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
                                                                  "text/javascript": {"schema": STR}}},
                    **page_errors()}),
     ("POST", "/console/calls"): _console(
-        "Start a call note (phone agent)", "post", body=form_body({"csrf_token": STR, "phone": STR})),
+        "Start a call record (phone agent); with case_id the call back of a citizen who asked for one", "post",
+        body=form_body({"csrf_token": STR, "answered_within_s": STR, "case_id": STR, "place": STR})),
     ("POST", "/console/calls/{call_id}/first-contact"): _console(
         "Answered on the first contact", "post", (_CALL_ID,), _CONSOLE_FORM),
     ("POST", "/console/calls/{call_id}/forward"): _console(
@@ -285,9 +286,12 @@ def _schemas() -> dict[str, Any]:
 
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"},
+                  "properties": {"error": {"type": "string", "description": "What went wrong, in German, for people."},
+                                 "code": {"type": "string", "description": "The stable kind of error, for programs "
+                                          "(e.g. not_found, stale_state, invalid_transition, token_required)."},
                                  "details": {"type": "array", "items": {"type": "object", "properties": {
-                                     "field": {"type": "string"}, "message": {"type": "string"}}}}}},
+                                     "field": {"type": "string"}, "message": {"type": "string"},
+                                     "type": {"type": "string"}}}}}},
     }
     for name, model in BODY_MODELS.items():
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

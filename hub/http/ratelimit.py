@@ -182,8 +182,9 @@ class IntakeLimited(Exception):
         self.kind = kind
         self.limit = KINDS.get(kind, kind)
         self.retry_after = max(1, int(retry_after + 0.999))
-        who = {"sender": "this sender", "client": "this address", "token": "this token"}[self.limit]
-        super().__init__(f"too many requests from {who}; try again in {self.retry_after} seconds")
+        who = {"sender": "diesem Absender", "client": "dieser Adresse", "token": "diesem Token"}[self.limit]
+        super().__init__(f"Zu viele Anfragen von {who}; bitte versuchen Sie es in {self.retry_after} Sekunden "
+                         "noch einmal")
 
 
 class IntakeLimits:

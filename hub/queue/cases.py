@@ -65,6 +65,17 @@ class CaseState(StrEnum):
 
 S = CaseState
 
+#: The states as agents and citizens read them: the one German name of each state (console, API messages).
+STATE_LABELS: dict[str, str] = {
+    "new": "neu", "routed": "zugeordnet", "needs_clarification": "zu klären", "waiting_for_citizen": "wartet auf Bürger",
+    "answered": "beantwortet", "forwarded": "weitergeleitet", "closed": "geschlossen", "dead_letter": "unzustellbar",
+}
+
+
+def state_label(state: str | None) -> str:
+    """The German name of a state (the value itself when it is none of ours)."""
+    return STATE_LABELS.get(str(state), str(state))
+
 #: Allowed moves. Anything else is rejected by :func:`transition`.
 TRANSITIONS: dict[CaseState, frozenset[CaseState]] = {
     S.NEW: frozenset({S.ROUTED, S.NEEDS_CLARIFICATION, S.DEAD_LETTER}),
@@ -88,15 +99,26 @@ OPEN_STATES = frozenset(CaseState) - FINAL_STATES
 
 
 class TransitionError(Exception):
-    """A state change that cannot be made; the message says why (HTTP 409)."""
+    """A state change that cannot be made; the message says why, in German (HTTP 409).
+
+    ``code`` is the stable, machine-readable kind of refusal (the JSON API's ``code``); ``details`` the
+    machine-readable facts a client needs (case id, states), never personal data."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class InvalidTransition(TransitionError):
-    pass
+    code = "invalid_transition"
 
 
 class StaleState(TransitionError):
     """The case changed state between reading and writing it (another agent or worker was faster)."""
+
+    code = "stale_state"
 
 
 class Case(SQLModel, table=True):
@@ -392,10 +414,14 @@ def check_transition(current: str, target: str) -> None:
     try:
         frm, to = CaseState(current), CaseState(target)
     except ValueError:
-        raise InvalidTransition(f"unknown state {target!r}") from None
+        raise InvalidTransition(f"unbekannter Zustand {target!r}", to=str(target)) from None
     if to not in TRANSITIONS[frm]:
-        allowed = ", ".join(sorted(TRANSITIONS[frm])) or "none (final state)"
-        raise InvalidTransition(f"a case cannot go from {frm} to {to}; allowed from {frm}: {allowed}")
+        allowed = sorted(TRANSITIONS[frm])
+        named = ", ".join(f"„{state_label(s)}“" for s in allowed) or "keiner (Endzustand)"
+        raise InvalidTransition(
+            f"Ein Fall kann nicht von „{state_label(frm)}“ nach „{state_label(to)}“ wechseln; "
+            f"erlaubt von „{state_label(frm)}“: {named}",
+            **{"from": frm.value, "to": to.value, "allowed": [s.value for s in allowed]})
 
 
 _AUDIT_INSERT = insert(audit_t)
@@ -499,7 +525,9 @@ def transition(
     changes = try_transition(conn, row, target, actor=actor, reason=reason, policy=policy, now=now,
                              values=values, action=action)
     if changes is None:
-        raise StaleState(f"case {row['id']} is no longer {row['state']}; reload it and try again")
+        raise StaleState(f"Fall {row['id']} ist nicht mehr „{state_label(row['state'])}“: jemand anderes hat ihn "
+                         "inzwischen bearbeitet. Bitte laden Sie ihn neu und versuchen Sie es noch einmal.",
+                         case_id=row["id"], expected=str(row["state"]))
     return changes
 
 
@@ -571,7 +599,8 @@ def transition_many(
     for columns, params in groups.items():
         changed += conn.execute(_case_update(columns), params).rowcount
     if changed != len(entries):
-        raise StaleState(f"{len(entries) - changed} of {len(entries)} cases changed state meanwhile")
+        raise StaleState(f"{len(entries) - changed} von {len(entries)} Fällen haben inzwischen ihren Zustand "
+                         "geändert; bitte neu laden", changed=len(entries) - changed, total=len(entries))
     if entries:
         conn.execute(_AUDIT_INSERT, entries)
 

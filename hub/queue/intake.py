@@ -115,16 +115,16 @@ class IntakeUnavailable(RuntimeError):
 def check_limits(req: InboundRequest, settings: QueueSettings) -> None:
     """Raise :class:`RequestRejected` when ``req`` breaks a configured size limit."""
     if len(req.text) > settings.max_text_chars:
-        raise RequestRejected(f"text is longer than {settings.max_text_chars} characters", 413)
+        raise RequestRejected(f"Der Text ist länger als {settings.max_text_chars} Zeichen", 413)
     if len(req.attachments) > settings.attachments_max_count:
-        raise RequestRejected(f"more than {settings.attachments_max_count} attachments", 413)
+        raise RequestRejected(f"Mehr als {settings.attachments_max_count} Anhänge", 413)
     total = 0
     for att in req.attachments:
         if len(att.data) > settings.attachment_max_bytes:
-            raise RequestRejected(f"attachment larger than {settings.attachment_max_bytes} bytes", 413)
+            raise RequestRejected(f"Ein Anhang ist größer als {settings.attachment_max_bytes} Bytes", 413)
         total += len(att.data)
     if total > settings.attachments_max_total_bytes:
-        raise RequestRejected(f"attachments larger than {settings.attachments_max_total_bytes} bytes", 413)
+        raise RequestRejected(f"Die Anhänge sind zusammen größer als {settings.attachments_max_total_bytes} Bytes", 413)
 
 
 class AttachmentStore:
@@ -603,7 +603,7 @@ class _Batch:
                     })
                     continue
                 if self.store is None:
-                    raise RequestRejected("this hub does not accept attachments")
+                    raise RequestRejected("Dieser Hub nimmt keine Anhänge an")
                 att_rows.append({
                     "message_id": mid, "filename": att.filename, "content_type": att.content_type,
                     "size_bytes": len(att.data), "sha256": self.store.put(att.data), "created_at": self.now,

@@ -31,7 +31,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hub.queue.adapters import ChannelAdapter, OutboundMessage, SendResult
-from hub.queue.cases import audit, case_t, message_t, subject_tag
+from hub.queue.cases import FINAL_STATES, audit, case_t, message_t, subject_tag
 from hub.queue.claims import claim, new_worker_id
 from hub.queue.settings import QueueSettings
 
@@ -73,6 +73,25 @@ def answer_route(case: Mapping[str, Any]) -> tuple[str, str | None]:
     """
     channel = case.get("reply_channel") or case["channel"]
     return channel, recipient_for(channel, case)
+
+
+#: The reply channel of a citizen who asked to be called back (the web form's "Per Telefon (Rückruf)", the phone
+#: menu's callback): the answer is an agent's call, recorded as a call (:mod:`hub.console.calls`), not a message.
+CALLBACK_CHANNEL = "phone"
+
+
+def callback_number(case: Mapping[str, Any], *, pending: bool = True) -> str | None:
+    """The number the citizen asked to be called back on; None when they asked for no callback. The one rule
+    of what a callback request is, for the console, the API, the status page and the channels.
+
+    ``pending`` (default): only while the call is still to be made, i.e. the case is open and has had no
+    first response yet (a recorded call that answered or forwarded it is one); its deadline is the case's
+    ``first_response_due`` (``[sla] first_response_hours`` working hours)."""
+    if case.get("reply_channel") != CALLBACK_CHANNEL or not case.get("contact_phone"):
+        return None
+    if pending and (case.get("first_responded_at") is not None or case.get("state") in FINAL_STATES):
+        return None
+    return case["contact_phone"]
 
 
 def new_external_id(channel: str, token: str, domain: str = "hub.localhost") -> str | None:

@@ -18,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 #: ``open311`` is a GeoReport v2 client (FixMyStreet, a city app): answers are picked up with GET requests.
 CHANNELS = ("api", "web", "email", "sms", "phone", "paper", "open311")
 
+#: The channels as agents and citizens read them (console, messages): the one German name of each.
+CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier",
+                  "open311": "Open311"}
+
+
+def channel_label(channel: str | None) -> str:
+    """The German name of a channel (the value itself when it is none of ours)."""
+    return CHANNEL_LABELS.get(str(channel), str(channel))
+
 #: Channels whose sender is identified by a phone number (threading by phone).
 PHONE_CHANNELS = frozenset({"sms", "phone"})
 

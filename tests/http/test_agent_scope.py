@@ -105,11 +105,12 @@ async def test_every_case_endpoint_answers_404_outside_the_scope_and_changes_not
     foreign = env.cases["soest"]
     before = snapshot(env.engine)
     for token in (env.tokens["kreis"], env.tokens["region"]):
+        not_there = {"error": f"Fall {foreign} nicht gefunden", "code": "not_found", "case_id": foreign}
         got = await env.get(f"/api/cases/{foreign}", headers=auth(token))
-        assert got.status == 404 and (await got.json())["error"] == "no such case"
+        assert got.status == 404 and await got.json() == not_there
         resp = await env.post(f"/api/cases/{foreign}/{endpoint}", json=body, headers=auth(token))
         assert resp.status == 404, await resp.text()
-        assert (await resp.json())["error"] == "no such case", "the same answer as for a case that does not exist"
+        assert await resp.json() == not_there, "the same answer as for a case that does not exist"
     assert snapshot(env.engine) == before
 
 

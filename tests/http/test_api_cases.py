@@ -18,7 +18,7 @@ from hub.http.app import ENGINE, SETTINGS, error_middleware
 from hub.http.tokens import add_token, revoke_token
 from hub.intake_server import DEMO_SERVICES
 from hub.queue.adapters import SendResult
-from hub.queue.cases import TRANSITIONS, CaseState, audit_t, case_t, example_t, message_t
+from hub.queue.cases import TRANSITIONS, CaseState, audit_t, case_t, example_t, message_t, state_label
 from hub.queue.outbox import PickupAdapter
 from hub.queue.routing import KeywordRouter
 from hub.queue.workers import QueueService
@@ -138,15 +138,15 @@ async def test_an_unclear_request_needs_clarification(client, service_token, age
 @pytest.mark.parametrize(
     "data, headers, status, message",
     [
-        (b'{"external_id": "x", "text": ', {}, 400, "not valid JSON"),
-        (b"[1, 2]", {}, 400, "JSON object"),
-        (b"\xff\xfe", {}, 400, "not UTF-8"),
-        (json.dumps({"external_id": "x"}).encode(), {}, 422, "not valid"),
-        (json.dumps(_request(unexpected=1)).encode(), {}, 422, "not valid"),
-        (json.dumps(_request(text="Hallo\u0000Welt")).encode(), {}, 422, "not valid"),
-        (json.dumps(_request(text="   ")).encode(), {}, 422, "not valid"),
-        (json.dumps(_request(channel="email")).encode(), {}, 422, "not valid"),
-        (json.dumps(_request(contact={"email": "nope"})).encode(), {}, 422, "not valid"),
+        (b'{"external_id": "x", "text": ', {}, 400, "kein gültiges JSON"),
+        (b"[1, 2]", {}, 400, "JSON-Objekt"),
+        (b"\xff\xfe", {}, 400, "kein UTF-8"),
+        (json.dumps({"external_id": "x"}).encode(), {}, 422, "nicht gültig"),
+        (json.dumps(_request(unexpected=1)).encode(), {}, 422, "nicht gültig"),
+        (json.dumps(_request(text="Hallo\u0000Welt")).encode(), {}, 422, "nicht gültig"),
+        (json.dumps(_request(text="   ")).encode(), {}, 422, "nicht gültig"),
+        (json.dumps(_request(channel="email")).encode(), {}, 422, "nicht gültig"),
+        (json.dumps(_request(contact={"email": "nope"})).encode(), {}, 422, "nicht gültig"),
         (json.dumps(_request()).encode(), {"Content-Type": "text/plain"}, 415, "application/json"),
     ],
 )
@@ -167,7 +167,7 @@ async def test_a_10_mb_body_gets_413_and_stores_nothing(client, engine, service_
     resp = await client.post("/api/requests", data=big,
                              headers={**service_token, "Content-Type": "application/json"})
     assert resp.status == 413
-    assert "larger than" in (await resp.json())["error"]
+    assert "größer als" in (await resp.json())["error"]
     assert count_messages(engine) == 0
 
 
@@ -232,7 +232,7 @@ async def test_overdue_filter_finds_late_cases(client, engine, service_token, ag
 async def test_transition_accepts_allowed_and_rejects_invalid_moves(client, service_token, agent):
     case_id = await _new_case(client, service_token, agent)
     bad = await client.post(f"/api/cases/{case_id}/transition", json={"to": "new"}, headers=agent)
-    assert bad.status == 409 and "cannot go from routed to new" in (await bad.json())["error"]
+    assert bad.status == 409 and "von „zugeordnet“ nach „neu“" in (await bad.json())["error"]
     unknown = await client.post(f"/api/cases/{case_id}/transition", json={"to": "archived"}, headers=agent)
     assert unknown.status == 422
     ok = await client.post(f"/api/cases/{case_id}/transition", json={"to": "closed", "reason": "Dublette"},
@@ -298,7 +298,7 @@ async def test_forward_sends_to_the_authority_and_starts_the_24h_clock(client, e
     unknown = await client.post(f"/api/cases/{case_id}/forward", json={"authority_id": "nope"}, headers=agent)
     assert unknown.status == 422
     no_mail = await client.post(f"/api/cases/{case_id}/forward", json={"authority_id": "no-mail"}, headers=agent)
-    assert no_mail.status == 409 and "no e-mail" in (await no_mail.json())["error"]
+    assert no_mail.status == 409 and "keine E-Mail-Adresse" in (await no_mail.json())["error"] and (await no_mail.json())["code"] == "no_email"
     resp = await client.post(f"/api/cases/{case_id}/forward", json={"authority_id": "demo-kfz", "note": "Bitte prüfen"},
                              headers=agent)
     assert resp.status == 201
@@ -373,7 +373,9 @@ async def test_the_transition_endpoint_walks_the_whole_state_table(client, engin
             assert await _audit_count(engine, case_id) == audit_before + 1
         else:
             assert resp.status == 409, (frm, to, body)
-            assert f"cannot go from {frm.value} to {to.value}" in body["error"]
+            assert f"von „{state_label(frm)}“ nach „{state_label(to)}“" in body["error"]
+            assert body["code"] == "invalid_transition" and body["case_id"] == case_id
+            assert body["from"] == frm.value and body["to"] == to.value
             with engine.connect() as conn:
                 assert conn.execute(select(case_t.c.state).where(case_t.c.id == case_id)).scalar() == frm.value
             assert await _audit_count(engine, case_id) == audit_before
@@ -396,23 +398,23 @@ def _snapshot(engine) -> tuple:
 @pytest.mark.parametrize(
     "endpoint, data, content_type, status, message",
     [
-        ("transition", b'{"to": ', "application/json", 400, "not valid JSON"),
-        ("transition", b'["closed"]', "application/json", 400, "JSON object"),
+        ("transition", b'{"to": ', "application/json", 400, "kein gültiges JSON"),
+        ("transition", b'["closed"]', "application/json", 400, "JSON-Objekt"),
         ("transition", b'{"to": "closed"}', "text/plain", 415, "application/json"),
-        ("transition", b'{"to": "archived"}', "application/json", 422, "not valid"),
-        ("transition", b'{"to": "closed", "by": "me"}', "application/json", 422, "not valid"),
-        ("transition", b'{"to": "new"}', "application/json", 409, "cannot go from routed to new"),
+        ("transition", b'{"to": "archived"}', "application/json", 422, "nicht gültig"),
+        ("transition", b'{"to": "closed", "by": "me"}', "application/json", 422, "nicht gültig"),
+        ("transition", b'{"to": "new"}', "application/json", 409, "von „zugeordnet“ nach „neu“"),
         ("transition", json.dumps({"to": "closed", "reason": "x" * 1001}).encode(), "application/json", 422,
-         "not valid"),
-        ("reroute", b'{"service_id": "kfz"}', "application/json", 422, "not valid"),
+         "nicht gültig"),
+        ("reroute", b'{"service_id": "kfz"}', "application/json", 422, "nicht gültig"),
         ("reroute", b'{"service_id": "nope", "authority_id": "demo-kfz"}', "application/json", 422,
-         "unknown service"),
-        ("reroute", b'{"service_id": "kfz", "authority_id": "nope"}', "application/json", 422, "unknown authority"),
-        ("reply", b'{"text": ""}', "application/json", 422, "not valid"),
-        ("reply", b'{"text": "ok", "await_citizen": "perhaps"}', "application/json", 422, "not valid"),
-        ("reply", json.dumps({"text": "x" * 20_001}).encode(), "application/json", 422, "not valid"),
-        ("forward", b'{"authority_id": "nope"}', "application/json", 422, "unknown authority"),
-        ("forward", b'{"authority_id": 7}', "application/json", 422, "not valid"),
+         "Unbekannte Leistung"),
+        ("reroute", b'{"service_id": "kfz", "authority_id": "nope"}', "application/json", 422, "Unbekannte Stelle"),
+        ("reply", b'{"text": ""}', "application/json", 422, "nicht gültig"),
+        ("reply", b'{"text": "ok", "await_citizen": "perhaps"}', "application/json", 422, "nicht gültig"),
+        ("reply", json.dumps({"text": "x" * 20_001}).encode(), "application/json", 422, "nicht gültig"),
+        ("forward", b'{"authority_id": "nope"}', "application/json", 422, "Unbekannte Stelle"),
+        ("forward", b'{"authority_id": 7}', "application/json", 422, "nicht gültig"),
     ],
 )
 async def test_bad_input_to_the_case_endpoints_gets_4xx_json_and_changes_nothing(
@@ -445,3 +447,48 @@ async def test_the_case_endpoints_need_an_agent_token_and_an_existing_case(clien
     for path in (f"/api/cases/{case_id}", "/api/cases/999999", "/api/cases"):
         assert (await client.get(path, headers=service_token)).status == 403
     assert (await client.get("/api/cases/999999", headers=agent)).status == 404
+
+
+async def test_the_api_answers_people_in_german_and_programs_with_a_stable_code(client, service_token, agent):
+    """Issue 15: every message an agent sees is German; the machine-readable parts stay stable (``code``, ids)."""
+    case_id = await _new_case(client, service_token, agent)
+    bad = await client.post(f"/api/cases/{case_id}/transition", json={"to": "new"}, headers=agent)
+    body = await bad.json()
+    assert bad.status == 409 and body["code"] == "invalid_transition" and body["case_id"] == case_id
+    assert body["error"].startswith("Ein Fall kann nicht von „zugeordnet“ nach „neu“ wechseln; erlaubt von")
+    assert (body["from"], body["to"]) == ("routed", "new") and "closed" in body["allowed"]
+    missing = await client.get("/api/cases/987654", headers=agent)
+    assert missing.status == 404 and await missing.json() == {
+        "error": "Fall 987654 nicht gefunden", "code": "not_found", "case_id": 987654}
+    unknown = await client.get("/api/cases?colour=blue", headers=agent)
+    assert unknown.status == 400 and (await unknown.json())["code"] == "unknown_parameter"
+    assert "Unbekannte Abfrageparameter: colour" == (await unknown.json())["error"]
+    page = await client.get("/api/cases?page=0", headers=agent)
+    assert page.status == 400 and await page.json() == {
+        "error": "'page' muss eine ganze Zahl von 1 bis 100000 sein", "code": "bad_parameter"}
+    invalid = await client.post(f"/api/cases/{case_id}/reply", json={"text": "", "extra": 1}, headers=agent)
+    body = await invalid.json()
+    assert invalid.status == 422 and body["code"] == "invalid" and body["error"] == "Die Anfrage ist nicht gültig"
+    assert {(d["field"], d["message"], d["type"]) for d in body["details"]} == {
+        ("text", "zu kurz: mindestens 1 Zeichen", "string_too_short"), ("extra", "unbekanntes Feld", "extra_forbidden")}
+    no_token = await client.get("/api/cases")
+    assert no_token.status == 401 and (await no_token.json())["code"] == "token_required"
+    assert "Bearer-Token ist nötig" in (await no_token.json())["error"]
+    nowhere = await client.get("/api/nowhere")
+    assert nowhere.status == 404 and await nowhere.json() == {"error": "Nicht gefunden", "code": "not_found"}
+
+
+def test_state_changes_are_refused_in_german_with_the_case_and_states_named(engine):
+    """TransitionError texts (hub.queue.cases): the German state names of the console, the ids a client needs."""
+    from hub.queue.cases import InvalidTransition, SlaPolicy, StaleState, check_transition, transition
+
+    with pytest.raises(InvalidTransition) as refused:
+        check_transition("closed", "routed")
+    assert str(refused.value) == ("Ein Fall kann nicht von „geschlossen“ nach „zugeordnet“ wechseln; erlaubt von "
+                                  "„geschlossen“: keiner (Endzustand)")
+    assert refused.value.code == "invalid_transition" and refused.value.details["allowed"] == []
+    with engine.begin() as conn:
+        with pytest.raises(StaleState) as stale:  # no case 424242 is in "routed": someone was faster
+            transition(conn, {"id": 424242, "state": "routed"}, "closed", actor="t", policy=SlaPolicy())
+    assert str(stale.value).startswith("Fall 424242 ist nicht mehr „zugeordnet“")
+    assert stale.value.code == "stale_state" and stale.value.details == {"case_id": 424242, "expected": "routed"}

@@ -104,13 +104,13 @@ async def test_writing_needs_a_catalog_token_with_a_region(env):
     url = f"/api/catalog/{SEGEBERG}/changes"
     resp = await env.client.post(url, json={})
     assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
-    assert "bearer token is required" in (await resp.json())["error"]
+    assert "Bearer-Token ist nötig" in (await resp.json())["error"]
     resp = await env.client.post(url, json={}, headers={"Authorization": "Bearer chub_not-a-token"})
     assert resp.status == 401
     resp = await env.client.post(url, json={}, headers=auth(env, "intake"))
-    assert resp.status == 403 and "role 'catalog'" in (await resp.json())["error"]
+    assert resp.status == 403 and "Rolle „catalog“" in (await resp.json())["error"]
     resp = await env.client.post(url, json={}, headers=auth(env, "noscope"))
-    assert resp.status == 403 and "no region" in (await resp.json())["error"]
+    assert resp.status == 403 and "keine Region" in (await resp.json())["error"]
     resp = await env.client.get(f"/api/catalog/{SEGEBERG}", headers=auth(env, "intake"))
     assert resp.status == 200, "any valid token reads"
 
@@ -129,7 +129,7 @@ async def test_a_gemeinde_token_cannot_write_another_gemeinde_or_the_kreis(env):
         headers=auth(env, "todesfelde"),
     )
     body = await resp.json()
-    assert resp.status == 403 and f"region {BARK} is outside this token's region" in body["error"]
+    assert resp.status == 403 and f"Region {BARK} liegt außerhalb der Region dieses Tokens" in body["error"]
 
     resp = await env.client.post(
         f"/api/catalog/{TODESFELDE}/changes",
@@ -331,8 +331,8 @@ async def test_a_5_mb_malformed_body_is_400_and_changes_nothing(env):
     result = await resp.json()
     assert (
         resp.status == 400
-        and "not valid JSON" in result["error"]
-        and "nothing was changed" in result["error"]
+        and "kein gültiges JSON" in result["error"]
+        and "nichts wurde geändert" in result["error"]
     )
     assert counts(env.engine) == before
     assert "se-wkz" in env.kb.services and "se-x" not in env.kb.services
@@ -341,7 +341,7 @@ async def test_a_5_mb_malformed_body_is_400_and_changes_nothing(env):
     resp = await env.client.put(
         f"/api/catalog/{SEGEBERG}/snapshot", data=b"\xff\xfe{}", headers=auth(env, "segeberg", **json_type)
     )
-    assert resp.status == 400 and "not UTF-8" in (await resp.json())["error"]
+    assert resp.status == 400 and "kein UTF-8" in (await resp.json())["error"]
     resp = await env.client.put(
         f"/api/catalog/{SEGEBERG}/snapshot",
         data=b"[" * 100_000 + b"]" * 100_000,

@@ -204,4 +204,4 @@ def test_json_nested_thousands_deep_is_a_400_that_says_so():
     for body in (b"[" * 10_000 + b"]" * 10_000, b'{"a": ' * 5_000 + b"1" + b"}" * 5_000):
         with pytest.raises(ApiError) as caught:
             _inbound(body)
-        assert caught.value.status == 400 and "nested too deeply" in str(caught.value)
+        assert caught.value.status == 400 and "zu tief verschachtelt" in str(caught.value)

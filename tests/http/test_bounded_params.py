@@ -45,25 +45,25 @@ def test_int_param_takes_ascii_digits_within_bounds_only():
     assert int_param(None, "page", minimum=1, maximum=100, default=1) == 1
     assert path_id(str(MAX_ID)) == MAX_ID
     for raw in ("²", "١٢", "1_0", "1.0", "abc", "0", str(MAX_ID + 1), "9" * 30):
-        with pytest.raises(BadParameter, match="whole number from 1 to"):
+        with pytest.raises(BadParameter, match="ganze Zahl von 1 bis"):
             path_id(raw, "case_id")
-    with pytest.raises(BadParameter, match="'limit' is required"):
+    with pytest.raises(BadParameter, match="'limit' fehlt"):
         int_param("", "limit", maximum=10)
 
 
 @pytest.mark.parametrize("path, message", [
-    (f"/api/cases?page={HUGE}", "'page' must be a whole number from 1 to 100000"),
+    (f"/api/cases?page={HUGE}", "'page' muss eine ganze Zahl von 1 bis 100000 sein"),
     (f"/api/cases?page={MAX_PAGE + 1}", "'page'"),
     ("/api/cases?page=0", "'page'"),
-    (f"/api/cases?per_page={HUGE}", "'per_page' must be a whole number from 1 to 200"),
+    (f"/api/cases?per_page={HUGE}", "'per_page' muss eine ganze Zahl von 1 bis 200 sein"),
     ("/api/cases?per_page=²", "'per_page'"),
-    (f"/api/cases/{HUGE}", "'case_id' must be a whole number"),
+    (f"/api/cases/{HUGE}", "'case_id' muss eine ganze Zahl"),
     ("/api/cases/²", "'case_id'"),
     ("/api/cases/-5", "'case_id'"),
-    (f"/api/lookup?q=pass&limit={HUGE}", "'limit' must be a whole number from 1 to 100"),
+    (f"/api/lookup?q=pass&limit={HUGE}", "'limit' muss eine ganze Zahl von 1 bis 100 sein"),
     ("/api/lookup?q=pass&limit=²", "'limit'"),
     (f"/console/api/queue?page={HUGE}", "'page'"),
-    (f"/console/api/cases/{HUGE}", "whole number"),
+    (f"/console/api/cases/{HUGE}", "ganze Zahl"),
     (f"/console/?call={HUGE}", "'call'"),
     ("/console/api/dashboard?from=9999-12-25&to=9999-12-31", "dates lie between"),
     ("/console/api/dashboard?from=0001-01-01&to=0001-01-02", "dates lie between"),
@@ -77,7 +77,7 @@ async def test_named_integer_parameters_answer_400_with_a_message(env, path, mes
 
 async def test_the_catalogue_api_bounds_since_and_if_match(env):
     resp = await env.get(f"/api/catalog/01060?since={HUGE}", headers=env.catalog)
-    assert resp.status == 400 and "'since' must be a version number" in (await resp.json())["error"]
+    assert resp.status == 400 and "'since' muss eine Versionsnummer sein" in (await resp.json())["error"]
     resp = await env.get("/api/catalog/01060?since=²", headers=env.catalog)
     assert resp.status == 400
     resp = await env.post("/api/catalog/01060/changes", json={"write": {}}, headers={**env.catalog,

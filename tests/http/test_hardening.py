@@ -72,7 +72,7 @@ async def test_healthz_answers_503_after_a_failed_write_and_recovers(make):
     body = await resp.json()
     assert resp.status == 503 and body["status"] == "unavailable" and body["writable"] is False
     assert body["database"] is True, "reads still work: that is why a ping alone was not enough"
-    assert any("a write to the database failed" in r and "full" in r for r in body["reasons"]), body
+    assert any("Schreibzugriff auf die Datenbank" in r and "full" in r for r in body["reasons"]), body
     health = watch(client.engine)
     health.failed_at = time.monotonic() - 61  # the window of [server] health_write_failure_seconds passed
     assert (await client.get("/healthz")).status == 200
@@ -94,7 +94,7 @@ async def test_healthz_answers_503_below_the_free_space_threshold(make, tmp_path
     client = await make(health_min_free_bytes=free + 10**12)
     resp = await client.get("/healthz")
     body = await resp.json()
-    assert resp.status == 503 and any("MB free under" in r for r in body["reasons"]), body
+    assert resp.status == 503 and any("MB frei unter" in r for r in body["reasons"]), body
 
 
 # -- 405 carries Allow, everywhere ------------------------------------------------------------------------
@@ -219,6 +219,6 @@ async def test_api_requests_refuses_duplicate_keys(make):
                  b'{"external_id": "d3", "text": "x", "contact": {"email": "a@example.de", "email": "b@example.de"}}'):
         resp = await client.post("/api/requests", data=body, headers=headers)
         assert resp.status == 400, await resp.text()
-        assert "occurs twice in one object" in (await resp.json())["error"]
+        assert "kommt in einem Objekt zweimal vor" in (await resp.json())["error"]
     ok = await client.post("/api/requests", data=b'{"external_id": "d4", "text": "Reisepass"}', headers=headers)
     assert ok.status == 201

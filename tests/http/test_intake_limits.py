@@ -36,7 +36,7 @@ def test_a_sender_gets_its_burst_then_waits_for_the_rate():
     with pytest.raises(IntakeLimited) as caught:
         lim.check(("email", "Erika@Example.DE"))  # the same address, however it is written
     assert caught.value.limit == "sender" and caught.value.retry_after == 60
-    assert "try again in 60 seconds" in str(caught.value)
+    assert "in 60 Sekunden" in str(caught.value)
     lim.check(("email", "someone.else@example.de"))  # others are not affected
     lim.check(("phone", "+4945511234"))
     clock.now += 60
@@ -152,7 +152,7 @@ async def test_the_api_answers_429_with_retry_after_for_one_sender_flooding(app_
         statuses.append(resp.status)
         if resp.status == 429:
             assert int(resp.headers["Retry-After"]) > 0
-            assert "too many requests from this sender" in (await resp.json())["error"]
+            assert "Zu viele Anfragen von diesem Absender" in (await resp.json())["error"]
     assert statuses == [201] * 5 + [429] * 25
     assert _cases(client.engine) == 5, "every refusal stored nothing; every 201 is a case"
     # A repeat of a stored request still gets its 200, and another citizen is not affected.
@@ -200,5 +200,5 @@ async def test_open311_answers_429_in_the_error_list(app_client):
     second = await client.post("/open311/v2/requests.json", data=fields)
     assert second.status == 429 and int(second.headers["Retry-After"]) > 0
     body = await second.json()
-    assert body[0]["code"] == 429 and "too many requests" in body[0]["description"]
+    assert body[0]["code"] == 429 and "Zu viele Anfragen" in body[0]["description"]
     assert _cases(client.engine) == 1

@@ -176,4 +176,4 @@ async def test_what_schemathesis_found_a_scan_part_with_a_malformed_header_is_40
     resp = await client.post("/api/paper/scans", data=body, headers={
         "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert resp.status == 400, await resp.text()
-    assert "cannot be read" in (await resp.json())["error"]
+    assert "lässt sich nicht lesen" in (await resp.json())["error"]

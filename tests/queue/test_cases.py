@@ -80,7 +80,7 @@ def test_every_pair_of_states_is_accepted_or_rejected_as_the_table_says(engine):
 
 
 def test_unknown_target_state_is_rejected():
-    with pytest.raises(InvalidTransition, match="unknown state"):
+    with pytest.raises(InvalidTransition, match="unbekannter Zustand .archived."):
         check_transition("new", "archived")
 
 

@@ -88,10 +88,10 @@ def test_attachment_bytes_live_in_files_and_nowhere_in_the_database(engine, tmp_
 @pytest.mark.parametrize(
     "limits, attachments, text, message",
     [
-        ({"attachment_max_bytes": 100}, [b"x" * 101], "Hallo", "attachment larger than 100 bytes"),
-        ({"attachments_max_total_bytes": 150}, [b"x" * 80, b"y" * 80], "Hallo", "attachments larger than 150"),
-        ({"attachments_max_count": 2}, [b"a", b"b", b"c"], "Hallo", "more than 2 attachments"),
-        ({"max_text_chars": 100}, [], "x" * 101, "longer than 100 characters"),
+        ({"attachment_max_bytes": 100}, [b"x" * 101], "Hallo", "Anhang ist größer als 100 Bytes"),
+        ({"attachments_max_total_bytes": 150}, [b"x" * 80, b"y" * 80], "Hallo", "zusammen größer als 150"),
+        ({"attachments_max_count": 2}, [b"a", b"b", b"c"], "Hallo", "Mehr als 2 Anhänge"),
+        ({"max_text_chars": 100}, [], "x" * 101, "länger als 100 Zeichen"),
     ],
 )
 async def test_size_limits_reject_the_request_and_store_nothing(engine, tmp_path, limits, attachments, text,

@@ -33,13 +33,13 @@ def form_spec(kb: Any, service_id: str, location: str | None = None,
     """The form for ``service_id`` at ``location`` (default: the case's place). Raises :class:`FormProblem`."""
     service = kb.view_at(service_id)
     if service is None:
-        raise FormProblem(f"no service with id {service_id!r}", 404)
+        raise FormProblem(f"Keine Leistung mit der Kennung {service_id!r}", 404)
     location = (location or "").strip() or (case.get("location") if case else None) or ""
     if not location:
-        raise FormProblem("a place is needed to find the responsible office (location)")
+        raise FormProblem("Um die zuständige Stelle zu finden, wird ein Ort gebraucht (location)")
     place = kb.resolve_place(location)
     if place is None or (place.match is None and not place.ambiguous):
-        raise FormProblem(f"no place found for {location!r}" + (f": {place.reason}" if place and place.reason else ""))
+        raise FormProblem(f"Kein Ort gefunden für {location!r}" + (f": {place.reason}" if place and place.reason else ""))
     service = kb.view_at(service, place)  # the text and fees the place's lookup shows (knowledge base rule)
     # The knowledge base's own rule for "this service at this place" (overrides, level marks, a
     # shared postcode whose places all have one office), the same a lookup shows the agent.
@@ -52,9 +52,9 @@ def form_spec(kb: Any, service_id: str, location: str | None = None,
         if answer.authority_candidates:
             names = "; ".join(f"{a.name} ({', '.join(r.display_name for r in places[:3])})"
                               for a, places in answer.authority_candidates[:4])
-            raise FormProblem(f"the place {location!r} is ambiguous and the offices differ: {names}", 409)
+            raise FormProblem(f"Der Ort {location!r} ist mehrdeutig, und die Stellen unterscheiden sich: {names}", 409)
         reason = answer.responsible.reason if answer.responsible else None
-        raise FormProblem(f"no office is responsible for {service.name!r} at {location!r}"
+        raise FormProblem(f"Keine Stelle ist zuständig für {service.name!r} in {location!r}"
                           + (f": {reason}" if reason else ""), 409)
     region = place.match
     return FormSpec(

@@ -428,7 +428,8 @@
               el("td", null, el("a", { href: window.location.origin + "/console/cases/" + c.id }, "#" + c.id)),
               el("td", null, c.created_local),
               el("td", null, CHANNEL_LABELS[c.channel] || c.channel),
-              el("td", null, STATE_LABELS[c.state] || c.state),
+              el("td", null, STATE_LABELS[c.state] || c.state,
+                 c.callback ? el("strong", { "class": "callback" }, " Rückruf erbeten") : null),
               el("td", null, c.service ? c.service.name : "–"),
               el("td", null, c.authority ? c.authority.name : "–"),
               el("td", null, c.due_local, c.sla.overdue ? el("strong", null, " überfällig") : null));

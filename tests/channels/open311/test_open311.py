@@ -348,8 +348,8 @@ async def test_post_errors(client, keys, fmt):
         (dict(good, api_key=keys.agent), 403, "Open311"),
         (dict(good, service_code="x" * 101), 400, "service_code"),
         (dict(good, jurisdiction_id="atlantis.example"), 404, "jurisdiction_id"),
-        ({k: v for k, v in good.items() if k != "address_string"}, 400, "location"),
-        (dict(good, lat="53.7"), 400, "lat and long"),
+        ({k: v for k, v in good.items() if k != "address_string"}, 400, "ein Ort fehlt"),
+        (dict(good, lat="53.7"), 400, "lat und long"),
         (dict(good, lat="north", long="9.9"), 400, "WGS84"),
         (dict(good, description="x" * 4001), 400, "4000"),
         (dict(good, email="kein-mail"), 400, "email"),
@@ -515,7 +515,7 @@ async def test_get_requests_filters(client, keys, fmt):
         assert errors_of(doc, fmt)[0][0] == 400
     too_long = {"start_date": "2024-01-01T00:00:00Z", "end_date": "2024-06-01T00:00:00+02:00"}
     doc, _ = await get(client, "requests", fmt, expect=400, api_key=keys.city, **too_long)
-    assert "90 days" in errors_of(doc, fmt)[0][1]
+    assert "90 Tage" in errors_of(doc, fmt)[0][1]
 
 
 def test_default_window_is_the_most_recent_90_days():
@@ -534,7 +534,7 @@ def test_default_window_is_the_most_recent_90_days():
 async def test_requests_need_the_key_that_submitted_them(client, keys, fmt):
     mine = await submit(client, keys.city)
     doc, _ = await get(client, "requests", fmt, expect=403)
-    assert errors_of(doc, fmt) == [(403, "api_key was not provided")]
+    assert errors_of(doc, fmt) == [(403, "api_key fehlt")]
     doc, _ = await get(client, f"requests/{mine}", fmt, expect=403, api_key="chub_nope")
     assert errors_of(doc, fmt)[0][0] == 403
     doc, _ = await get(client, f"requests/{mine}", fmt, expect=404, api_key=keys.other)

@@ -121,7 +121,7 @@ async def test_hostile_bodies_get_the_error_list_and_store_nothing(client, key, 
         (dict(data=base.replace("Kiel", "Kiel%E2%80%A8Medien:+https://evil.example/"), headers=FORM), 400,
          "address_string"),
         (dict(data=base + "".join(f"&attribute[a{i}]=v" for i in range(21)), headers=FORM), 400, "attribute"),
-        (dict(data=base + "&x=1" * 200, headers=FORM), 413, "too large"),
+        (dict(data=base + "&x=1" * 200, headers=FORM), 413, "zu groß"),
     ]
     for kwargs, status, word in cases:
         resp = await client.post(url, **kwargs)

@@ -286,7 +286,7 @@ async def test_jurisdiction_selects_services_and_requests(client, keys, kb):
 
 async def test_lat_long_outside_the_jurisdiction_is_400(client, keys):
     text = await post(client, fms_post(keys["fms"], lat="48.137150", long="11.575490"), expect=400)  # München
-    assert "outside the jurisdiction" in text and "Norderstedt" in text
+    assert "außerhalb der jurisdiction" in text and "Norderstedt" in text
     with client.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(case_t)).scalar_one() == 0
 

@@ -123,8 +123,8 @@ def test_form_spec_follows_an_agents_route(kb):
 
 
 @pytest.mark.parametrize(("service", "location", "status", "words_"), [
-    ("no-such-service", "Hitzhusen", 404, "no service"),
-    ("sh-wohnsitz-anmelden", "", 400, "place is needed"),
+    ("no-such-service", "Hitzhusen", 404, "Keine Leistung"),
+    ("sh-wohnsitz-anmelden", "", 400, "Ort gebraucht"),
     ("sh-wohnsitz-anmelden", "Xyzzyhausen am Nirgendwo", 400, "no place"),
 ])
 def test_form_spec_problems(kb, service, location, status, words_):

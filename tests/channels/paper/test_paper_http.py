@@ -93,11 +93,11 @@ async def test_the_form_api_for_a_case(env):
 
 
 @pytest.mark.parametrize(("params", "status", "words"), [
-    ({"service": "nope", "location": "Hitzhusen"}, 404, "no service"),
-    ({"location": "Hitzhusen"}, 400, "service"),
-    ({"service": SERVICE}, 400, "place is needed"),
-    ({"service": SERVICE, "case": "987654"}, 404, "no such case"),
-    ({"service": SERVICE, "case": "abc"}, 404, "no such case"),
+    ({"service": "nope", "location": "Hitzhusen"}, 404, "Keine Leistung mit der Kennung 'nope'"),
+    ({"location": "Hitzhusen"}, 400, "Leistung"),
+    ({"service": SERVICE}, 400, "Ort gebraucht"),
+    ({"service": SERVICE, "case": "987654"}, 404, "Fall 987654 nicht gefunden"),
+    ({"service": SERVICE, "case": "abc"}, 404, "Fall nicht gefunden"),
 ])
 async def test_the_form_api_says_what_is_wrong(env, params, status, words):
     got, body = await api_form(env, **params)
@@ -128,7 +128,7 @@ async def test_the_scan_api_refuses_what_it_cannot_take(env):
     form = FormData()
     form.add_field("note", "no file here", content_type="text/plain")  # multipart, but no file part
     resp = await post("/api/paper/scans", data=form, headers=bearer(env.service))
-    assert resp.status == 400 and "no file" in (await resp.json())["error"]
+    assert resp.status == 400 and "keine Datei" in (await resp.json())["error"]
     env.settings.paper = PaperSettings(hmac_key=P.KEY, max_file_bytes=4096)
     resp = await post("/api/paper/scans", data=upload(("gross.pdf", b"%PDF-" + b"0" * 10_000)),
                       headers=bearer(env.service))

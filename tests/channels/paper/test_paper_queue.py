@@ -87,8 +87,8 @@ def test_paper_form_command_makes_the_form_of_the_case(hub, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--service", "nope", "--location", "Hitzhusen"], "no service"),
-    (["--service", SERVICE], "place is needed"),
+    (["--service", "nope", "--location", "Hitzhusen"], "Keine Leistung"),
+    (["--service", SERVICE], "Ort gebraucht"),
     (["--service", SERVICE, "--location", "Hitzhusen", "--case", "999999"], "no case"),
 ])
 def test_paper_form_command_says_what_is_wrong(hub, tmp_path, capsys, args, words):
