@@ -35,6 +35,7 @@ from knowledge.models import format_hours
 
 OUTCOMES = ("first_contact", "forwarded")
 CARD_CHANNELS = ("sms", "email")
+OUTCOME_LABELS = {"first_contact": "beim Erstkontakt beantwortet", "forwarded": "weitergeleitet"}
 
 
 class CallRecord(SQLModel, table=True):
@@ -77,7 +78,7 @@ def start_call(engine: Engine, agent: str, answered_within_s: float | None = Non
                now: datetime | None = None) -> int:
     """Record that ``agent`` picked up a call; returns the call id."""
     if answered_within_s is not None and not 0 <= answered_within_s <= 86_400:
-        raise CallError("the waiting time must be between 0 and 86400 seconds", 422)
+        raise CallError("Die Wartezeit muss zwischen 0 und 86400 Sekunden liegen.", 422)
     with engine.begin() as conn:
         return conn.execute(insert(call_t).values(agent=agent, started_at=_now(now),
                                                   answered_within_s=answered_within_s)
@@ -105,9 +106,9 @@ def call_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _open_call(conn: Connection, call_id: int, agent: str, *, may_be_any_agent: bool = False) -> dict[str, Any]:
     row = conn.execute(select(call_t).where(call_t.c.id == call_id)).mappings().first()
     if row is None or (row["agent"] != agent and not may_be_any_agent):
-        raise CallError("no such call", 404)
+        raise CallError("Diesen Anruf gibt es nicht.", 404)
     if row["outcome"] is not None:
-        raise CallError(f"the call is finished already ({row['outcome']})")
+        raise CallError(f"Der Anruf ist bereits beendet ({OUTCOME_LABELS.get(row['outcome'], row['outcome'])}).")
     return dict(row)
 
 
@@ -184,7 +185,7 @@ def forward_call(engine: Engine, call_id: int, agent: str, *, service: Mapping[s
         raise CallError(f"{authority.get('name') or authority['id']} has no e-mail address; forward by hand")
     note = note.strip()
     if not note:
-        raise CallError("write a note for the authority: what does the caller need?", 422)
+        raise CallError("Bitte eine Notiz für die Behörde schreiben: Was braucht der Anrufer?", 422)
     with engine.connect() as conn:
         call = _open_call(conn, call_id, agent)
     case_id = _call_case(engine, call, text=f"Anruf beim Bürgertelefon: {note}", contact=contact, location=location,
@@ -273,7 +274,7 @@ def send_card(engine: Engine, call_id: int, agent: str, *, service: Mapping[str,
     ``recipient`` must already be normalised (E.164 number or lower-case address).
     """
     if channel not in CARD_CHANNELS:
-        raise CallError(f"the card goes by {' or '.join(CARD_CHANNELS)}", 422)
+        raise CallError("Die Karte geht per SMS oder E-Mail.", 422)
     now = _now(now)
     contact = Contact(phone=recipient) if channel == "sms" else Contact(email=recipient)
     with engine.connect() as conn:

@@ -130,6 +130,12 @@ STATE_LABELS = {
 }
 CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "phone": "Telefon", "paper": "Papier",
                   "open311": "Open311"}
+KIND_LABELS = {"request": "Anfrage", "reply": "Antwort", "forward": "Weiterleitung", "follow_up": "Nachtrag",
+               "auto_reply": "automatische Antwort", "confirmation": "Eingangsbestätigung", "note": "Notiz"}
+SEND_STATE_LABELS = {"pending": "wartet auf Versand", "sending": "wird gesendet", "sent": "gesendet",
+                     "failed": "fehlgeschlagen", "uncertain": "unklar, ob zugestellt"}
+ACTION_LABELS = {"transition": "Statuswechsel", "reroute": "neu zugeordnet", "follow_up": "Nachtrag",
+                 "forward": "weitergeleitet", "reply": "beantwortet", "close": "geschlossen"}
 # Fixed confirmation texts chosen by a key in the redirect: nothing the user typed goes into a URL.
 NOTICES = {
     "reply": "Die Antwort ist im Postausgang.",
@@ -195,6 +201,9 @@ def make_environment(tz: ZoneInfo) -> jinja2.Environment:
     env.filters["hours"] = lambda h: format_hours(h or {})
     env.filters["state_label"] = lambda s: STATE_LABELS.get(s, s)
     env.filters["channel_label"] = lambda c: CHANNEL_LABELS.get(c, c)
+    env.filters["kind_label"] = lambda k: KIND_LABELS.get(k, k)
+    env.filters["send_state_label"] = lambda k: SEND_STATE_LABELS.get(k, k)
+    env.filters["action_label"] = lambda k: ACTION_LABELS.get(k, k)
     env.filters["safe_url"] = safe_url
     env.filters["pct"] = lambda v: "–" if v is None else f"{v * 100:.0f} %"
     return env

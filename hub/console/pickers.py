@@ -88,7 +88,7 @@ def find_offices(kb: Any, row: Mapping[str, Any], text: str, limit: int = 10) ->
     for a in _seated_here(kb, region):
         hay = _haystack(a)
         if all(w in hay for w in words):
-            out.setdefault(a.id, office_json(a, "Name"))
+            out.setdefault(a.id, office_json(a))
             if len(out) >= limit:
                 return list(out.values())
     for view, _score in _service_hits(kb, text, region, 5):

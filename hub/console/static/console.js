@@ -16,6 +16,10 @@
     new: "neu", routed: "zugeordnet", needs_clarification: "zu klären", waiting_for_citizen: "wartet auf Bürger",
     answered: "beantwortet", forwarded: "weitergeleitet", closed: "geschlossen", dead_letter: "unzustellbar"
   };
+  var KIND_LABELS = { request: "Anfrage", reply: "Antwort", forward: "Weiterleitung", follow_up: "Nachtrag",
+                      auto_reply: "automatische Antwort", confirmation: "Eingangsbestätigung", note: "Notiz" };
+  var SEND_STATE_LABELS = { pending: "wartet auf Versand", sending: "wird gesendet", sent: "gesendet",
+                            failed: "fehlgeschlagen", uncertain: "unklar, ob zugestellt" };
   var CHANNEL_LABELS = { api: "API", web: "Web", email: "E-Mail", sms: "SMS", phone: "Telefon", paper: "Papier", open311: "Open311" };
   var DAYS = [["mon", "Mo"], ["tue", "Di"], ["wed", "Mi"], ["thu", "Do"], ["fri", "Fr"], ["sat", "Sa"], ["sun", "So"]];
 
@@ -83,7 +87,7 @@
     }).then(function (r) {
       if (r.status === 401) { toLogin(); throw new Error("Bitte neu anmelden."); }
       return r.json().catch(function () { return {}; }).then(function (body) {
-        if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+        if (!r.ok) throw new Error(body.error || ("Serverfehler " + r.status));
         return body;
       });
     });
@@ -201,7 +205,7 @@
         signal: controller.signal, credentials: "same-origin", headers: { "Accept": "application/json" }
       }).then(function (r) {
         if (r.status === 401) { toLogin(); throw new Error("login"); }
-        if (!r.ok) throw new Error("HTTP " + r.status);
+        if (!r.ok) throw new Error("Serverfehler " + r.status);
         return r.json();
       }).then(function (body) {
         if (mine !== seq) return;
@@ -527,7 +531,7 @@
       fetch(url, { signal: controller.signal, credentials: "same-origin", headers: { "Accept": "application/json" } })
         .then(function (r) {
           if (r.status === 401) { toLogin(); throw new Error("login"); }
-          if (!r.ok) throw new Error("HTTP " + r.status);
+          if (!r.ok) throw new Error("Serverfehler " + r.status);
           return r.json();
         }).then(render).catch(function (err) {
           if (err.name === "AbortError" || err.message === "login") return;
@@ -628,9 +632,9 @@
               el("span", { class: "dir" }, m.direction === "in" ? "Bürger →" : "→ " + (m.recipient || "Bürger")),
               el("span", null, CHANNEL_LABELS[m.channel] || m.channel),
               el("span", null, localTime(m.created_at)),
-              m.kind !== "request" ? el("span", { class: "kind" }, m.kind) : null,
+              m.kind !== "request" && m.kind !== "auto_reply" ? el("span", { class: "kind" }, KIND_LABELS[m.kind] || m.kind) : null,
               m.author ? el("span", { class: "author" }, m.author) : null,
-              m.send_state ? el("span", { class: "send-state " + m.send_state }, m.send_state) : null);
+              m.send_state ? el("span", { class: "send-state " + m.send_state }, SEND_STATE_LABELS[m.send_state] || m.send_state) : null);
             var art = el("article", { class: "msg " + (m.direction === "in" ? "in" : "out"), "data-message-id": m.id }, header,
               m.subject ? el("p", { class: "subject" }, m.subject) : null,
               el("div", { class: "text" }, m.text),
