@@ -451,7 +451,7 @@ async def _find(request: web.Request) -> dict[str, Any]:
 async def page_find(request: web.Request) -> web.Response:
     """Find a case or a caller: token, ``#number``, phone number or e-mail address, with earlier cases."""
     found = await _find(request)
-    return render(request, "find.html", active="find", found=found, call=request.query.get("call", "")[:12])
+    return render(request, "find.html", active="find", found=found)
 
 
 @require_login(AGENT_ROLES)

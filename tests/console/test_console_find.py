@@ -418,7 +418,7 @@ async def test_the_thread_and_the_log_speak_german(env):
     resp = await env.client.post(f"/console/cases/{case_id}/reply", headers=env.headers, json={"text": "Antwort"})
     assert resp.status == 201
     page = await (await env.client.get(f"/console/cases/{case_id}")).text()
-    thread = page.split('id="thread"', 1)[1].split("</div>\n", 1)[0]
+    thread = page.split('id="thread"', 1)[1].split('class="actions"', 1)[0]
     assert '<span class="kind">Antwort</span>' in thread
     assert re.search(r'class="send-state \w+">(wartet auf Versand|wird gesendet|gesendet)<', thread)
     assert ">pending<" not in page and ">reply<" not in page and ">transition<" not in page
