@@ -375,6 +375,12 @@ def test_the_card_follows_the_highlighted_hit_without_enter(page, hub):
     page.hover("#opt-2")
     page.wait_for_function("(n) => document.querySelector('#card h2').textContent.trim() === n", arg=names[2])
     assert "Amt Leezen" in page.text_content("#card .authority-name")
+    # A card chosen in the address (?service=, the no-JS link of a hit) stays chosen when the script runs.
+    chosen = page.get_attribute("#opt-2", "data-service-id")
+    page.goto(f"{hub.url}/console/?q=Reisepass&place=Todesfelde&service={chosen}")
+    page.wait_for_function("() => document.querySelector('#timing').dataset.ms")
+    page.wait_for_timeout(200)
+    assert _card_title(page) == names[2] and page.get_attribute("#opt-2", "aria-selected") == "true"
     assert not page.errors, page.errors
 
 

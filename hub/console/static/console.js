@@ -190,6 +190,7 @@
     var seq = 0;
     var running = null;       // promise of the request in flight
     var cardTimer = null;     // the card follows the highlight, debounced
+    var keepServerCard = !!card.dataset.serviceId;
 
     function key() { return q.value + "\u0000" + place.value; }
 
@@ -212,6 +213,11 @@
         var ms = performance.now() - started;
         data = body; dataKey = asked;
         active = body.results.length ? 0 : -1;
+        if (keepServerCard) {
+          // The page came with a chosen card (?service=): keep it highlighted instead of the first hit.
+          keepServerCard = false;
+          body.results.forEach(function (r, i) { if (r.service.id === card.dataset.serviceId) active = i; });
+        }
         renderResults(); renderPlace();
         scheduleCard();
         timing.textContent = body.results.length + " Treffer · " + Math.round(ms) + " ms";
