@@ -75,14 +75,14 @@ class Period:
             last_day = date.fromisoformat(last) if last else today
             first_day = date.fromisoformat(first) if first else last_day - timedelta(days=default_days - 1)
         except ValueError:
-            raise ValueError("dates are written YYYY-MM-DD") from None
+            raise ValueError("Datumsangaben bitte als JJJJ-MM-TT.") from None
         # Far outside any data, and near the ends of the calendar the day arithmetic overflows (a 500).
         if not (EARLIEST <= first_day <= LATEST and EARLIEST <= last_day <= LATEST):
-            raise ValueError(f"dates lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+            raise ValueError(f"Das Datum muss zwischen {EARLIEST.isoformat()} und {LATEST.isoformat()} liegen.")
         if first_day > last_day:
-            raise ValueError("the period starts after it ends")
+            raise ValueError("Der Zeitraum beginnt nach seinem Ende.")
         if (last_day - first_day).days + 1 > max_days:
-            raise ValueError(f"choose a period of at most {max_days} days")
+            raise ValueError(f"Bitte einen Zeitraum von höchstens {max_days} Tagen wählen.")
         return cls(first_day, last_day, tz)
 
 

@@ -4,7 +4,10 @@ Pages (HTML, jinja2 with autoescape on; every page also works without JavaScript
 
 * ``GET/POST /console/login``, ``POST /console/logout``
 * ``GET /console/`` – one search box and a place field; ``?q=&place=&service=`` renders the results and
-  the answer card on the server, ``static/console.js`` does the same as you type.
+  the answer card on the server, ``static/console.js`` does the same as you type (the card follows the
+  highlighted hit).
+* ``GET /console/find?q=`` – find a case or a caller by case token, ``#number``, phone number or e-mail
+  address, with the caller's earlier cases (:mod:`hub.console.search`); ``GET /console/api/find?q=`` as JSON.
 * ``GET /console/queue`` – cases of the agent's authorities, filtered by state, channel and overdue.
 * ``GET /console/cases/{id}`` – one case with its whole thread; reply, forward, re-route, close.
 * ``GET /console/dashboard`` – supervisors: the D115 service levels for a period (:mod:`hub.console.dashboard`).
@@ -15,6 +18,8 @@ JSON and actions (``require_login``; writes need the session's CSRF token):
   is open now, and ``took_ms``; the Server-Timing header carries the same figure.
 * ``POST /console/calls`` (start), ``POST /console/calls/{id}/first-contact|forward|send``
 * ``GET /console/api/queue``, ``GET /console/api/cases/{id}``
+* ``GET /console/api/cases/{id}/offices?q=``, ``…/services?q=`` – the forward/re-route pickers
+  (:mod:`hub.console.pickers`); the actions check the chosen ids with the same rules.
 * ``POST /console/cases/{id}/reply|forward|reroute|close``
 * ``GET /console/events`` – server-sent events: ``case`` events (id, state, authority; never content)
   for the cases the account may see, from a poll of the audit log and the messages (so changes made by
@@ -50,7 +55,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from hub import casework
-from hub.console import dashboard
+from hub.console import dashboard, pickers, search
+from hub.console.answers import case_card_text, configured_channels, offered, reply_templates
 from hub.console.auth import (
     AUTH,
     CSRF_FIELD,
@@ -119,6 +125,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+KIND_LABELS = {"request": "Anfrage", "reply": "Antwort", "forward": "Weiterleitung", "follow_up": "Nachtrag",
+               "auto_reply": "automatische Antwort", "confirmation": "Eingangsbestätigung", "note": "Notiz"}
+SEND_STATE_LABELS = {"pending": "wartet auf Versand", "sending": "wird gesendet", "sent": "gesendet",
+                     "failed": "fehlgeschlagen", "uncertain": "unklar, ob zugestellt"}
+ACTION_LABELS = {"transition": "Statuswechsel", "reroute": "neu zugeordnet", "follow_up": "Nachtrag",
+                 "forward": "weitergeleitet", "reply": "beantwortet", "close": "geschlossen"}
 # Fixed confirmation texts chosen by a key in the redirect: nothing the user typed goes into a URL.
 NOTICES = {
     "reply": "Die Antwort ist im Postausgang.",
@@ -129,6 +141,12 @@ NOTICES = {
     "call-forward": "Anruf beendet: an die zuständige Stelle weitergeleitet.",
     "call-send": "Die Auskunft ist im Postausgang.",
     "call-start": "Anruf läuft.",
+}
+#: How the console's messages name the form fields.
+FIELD_LABELS = {
+    "text": "Antwort", "note": "Notiz", "reason": "Grund", "service_id": "Leistung", "authority_id": "Behörde",
+    "channel": "Kanal", "to": "Nummer oder Adresse", "answered_within_s": "Wartezeit", "place": "Ort",
+    "caller_name": "Name", "caller_phone": "Rückrufnummer", "caller_email": "E-Mail-Adresse",
 }
 _HTML_HINT = re.compile(r"<\s*(html|body|div|p|br|table|span|a)\b", re.I)
 
@@ -149,6 +167,8 @@ class ConsoleState:
     #: argon2 takes 64 MiB and tens of milliseconds per check: a burst of log-ins waits here instead of
     #: filling the thread pool (and the memory) with verifications.
     login_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    #: The channels answers can be sent on when the queue does not run in this process (computed once).
+    configured: frozenset[str] | None = None
 
 
 CONSOLE = web.AppKey("console_state", ConsoleState)
@@ -176,6 +196,9 @@ def make_environment(tz: ZoneInfo) -> jinja2.Environment:
     env.filters["hours"] = lambda h: format_hours(h or {})
     env.filters["state_label"] = lambda s: STATE_LABELS.get(s, s)
     env.filters["channel_label"] = lambda c: CHANNEL_LABELS.get(c, c)
+    env.filters["kind_label"] = lambda k: KIND_LABELS.get(k, k)
+    env.filters["send_state_label"] = lambda k: SEND_STATE_LABELS.get(k, k)
+    env.filters["action_label"] = lambda k: ACTION_LABELS.get(k, k)
     env.filters["safe_url"] = safe_url
     env.filters["pct"] = lambda v: "–" if v is None else f"{v * 100:.0f} %"
     return env
@@ -191,7 +214,7 @@ def _state(request: web.Request) -> ConsoleState:
 def _kb(request: web.Request):
     kb = request.app.get(KB)
     if kb is None:
-        raise web.HTTPServiceUnavailable(text="the knowledge base is loading; try again in a moment")
+        raise web.HTTPServiceUnavailable(text="Die Wissensbasis lädt noch; bitte gleich noch einmal versuchen.")
     return kb
 
 
@@ -218,6 +241,17 @@ def _adapters(request: web.Request) -> set[str] | None:
     if service is None:
         return None
     return set(service.dispatcher.adapters)
+
+
+def _configured(request: web.Request) -> frozenset[str]:
+    """The channels answers can be sent on (:func:`hub.console.answers.configured_channels`, one rule)."""
+    adapters = _adapters(request)
+    if adapters is not None:
+        return configured_channels(None, adapters)
+    state = _state(request)
+    if state.configured is None:
+        state.configured = configured_channels(request.app[SETTINGS], None)
+    return state.configured
 
 
 def _principal(request: web.Request) -> Principal:
@@ -251,9 +285,9 @@ async def read_body(request: web.Request) -> dict[str, str]:
         try:
             data = await request.json()
         except (ValueError, UnicodeDecodeError):
-            raise BadInput("the body is not valid JSON", 400) from None
+            raise BadInput("Die Anfrage ist kein gültiges JSON.", 400) from None
         if not isinstance(data, dict):
-            raise BadInput("the body must be a JSON object", 400)
+            raise BadInput("Die Anfrage muss ein JSON-Objekt sein.", 400)
         out = {}
         for key, value in data.items():
             if isinstance(value, bool):
@@ -263,7 +297,7 @@ async def read_body(request: web.Request) -> dict[str, str]:
             elif isinstance(value, str):
                 out[key] = value
             elif value is not None:
-                raise BadInput(f"'{key}' must be text", 400)
+                raise BadInput(f"„{key}“ muss Text sein.", 400)
         return out
     form = await request.post()
     return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -273,10 +307,10 @@ def _field(body: Mapping[str, str], name: str, *, max_len: int = 500, required: 
     value = (body.get(name) or "").strip()
     if not value:
         if required:
-            raise BadInput(f"'{name}' is required")
+            raise BadInput(f"Bitte „{FIELD_LABELS.get(name, name)}“ angeben.")
         return None
     if len(value) > max_len:
-        raise BadInput(f"'{name}' is longer than {max_len} characters")
+        raise BadInput(f"„{FIELD_LABELS.get(name, name)}“ ist länger als {max_len} Zeichen.")
     return value
 
 
@@ -356,16 +390,16 @@ def resolve_answer(kb, service_id: str | None, place: str | None, authority_id: 
 
     service = kb.view_at(service_id)
     if service is None:
-        raise BadInput("choose a service from the search results")
+        raise BadInput("Bitte eine Leistung aus den Suchergebnissen wählen.")
     if authority_id:
         authority = kb.authorities.get(authority_id)
         if authority is None:
-            raise BadInput(f"unknown authority {authority_id!r}")
+            raise BadInput("Unbekannte Behörde – bitte eine Behörde aus der Suche wählen.")
         return service_json(service), authority_json(authority)
     resolution = kb.resolve_place(place) if place else None
     if resolution is None or resolution.match is None:
         if resolution is not None and resolution.ambiguous:
-            raise BadInput("the place is ambiguous: choose the authority or the exact place")
+            raise BadInput("Der Ort ist mehrdeutig: bitte die Behörde oder den genauen Ort wählen.")
         return service_json(service), None
     # The description as this place sees it: gaps of the chosen text filled from wider catalogues.
     service = kb.view_at(service, resolution.match)
@@ -396,7 +430,29 @@ async def page_console(request: web.Request) -> web.Response:
         if result["results"]:
             card = next((r for r in result["results"] if r["service"]["id"] == selected), result["results"][0])
     return render(request, "lookup.html", active="lookup", q=q, place=place, result=result, card=card, call=call,
-                  kb_ready=kb is not None, card_channels=CARD_CHANNELS)
+                  kb_ready=kb is not None, card_channels=offered(CARD_CHANNELS, _configured(request)))
+
+
+# -- find a case or a caller ----------------------------------------------------------------------------------
+
+
+async def _find(request: web.Request) -> dict[str, Any]:
+    q = request.query.get("q", "")[: search.MAX_QUERY]
+    return await asyncio.to_thread(search.find_cases, request.app[ENGINE], q, _principal(request).scope,
+                                   request.app.get(KB), _state(request).settings.find_max_results)
+
+
+@require_login(AGENT_ROLES)
+async def page_find(request: web.Request) -> web.Response:
+    """Find a case or a caller: token, ``#number``, phone number or e-mail address, with earlier cases."""
+    found = await _find(request)
+    return render(request, "find.html", active="find", found=found)
+
+
+@require_login(AGENT_ROLES)
+async def api_find(request: web.Request) -> web.Response:
+    """The same search as JSON (only cases the account's scope covers)."""
+    return _json(await _find(request), headers={"Cache-Control": "no-store"})
 
 
 # -- calls --------------------------------------------------------------------------------------------------
@@ -419,7 +475,7 @@ async def post_call_start(request: web.Request) -> web.StreamResponse:
         call_id = await asyncio.to_thread(start_call, request.app[ENGINE], _principal(request).name, wait,
                                           case_id=case_id, visible=lambda row: scope.covers_case(row, kb))
     except ValueError:
-        return _fail(request, 422, "the waiting time must be a number of seconds")
+        return _fail(request, 422, "Die Wartezeit muss eine Zahl von Sekunden sein.")
     except (BadInput, CallError) as exc:
         return _fail(request, exc.status, str(exc))
     return _done(request, _call_location(body, call_id) + "&done=call-start", {"call_id": call_id}, 201)
@@ -442,7 +498,7 @@ def _contact(body: Mapping[str, str]) -> Contact:
         return Contact(name=_field(body, "caller_name", max_len=200), phone=phone, email=email)
     except ValidationError as exc:
         field_name = str(exc.errors()[0]["loc"][0]) if exc.errors() else "contact"
-        raise BadInput(f"the caller's {field_name} is not valid") from None
+        raise BadInput(f"{FIELD_LABELS.get('caller_' + field_name, field_name)} des Anrufers ist ungültig.") from None
 
 
 async def _call_action(request: web.Request, action: str) -> web.StreamResponse:
@@ -475,9 +531,9 @@ async def _call_action(request: web.Request, action: str) -> web.StreamResponse:
             service, authority = resolve_answer(kb, _field(body, "service_id", max_len=100, required=True), place,
                                                 authority_id)
             if authority is None:
-                raise BadInput("no authority: give the caller's place or choose the authority")
+                raise BadInput("Keine Behörde: bitte den Ort des Anrufers angeben oder die Behörde wählen.")
             if not authority.get("email"):
-                raise BadInput(f"{authority['name']} has no e-mail address; forward by hand", 409)
+                raise BadInput(f"{authority['name']} hat keine E-Mail-Adresse; bitte von Hand weiterleiten.", 409)
             note = _field(body, "note", max_len=5000, required=True) or ""
             out = await asyncio.to_thread(forward_call, engine, call_id, principal.name, service=service,
                                           authority=authority, note=note, contact=_contact(body), location=place,
@@ -491,15 +547,14 @@ async def _call_action(request: web.Request, action: str) -> web.StreamResponse:
                                                 authority_id)
             channel = _field(body, "channel", max_len=10, required=True)
             if channel not in CARD_CHANNELS:
-                raise BadInput("send the card by sms or email")
-            adapters = _adapters(request)
-            if adapters is not None and channel not in adapters:
-                raise BadInput(f"no {channel} channel is configured on this hub", 409)
+                raise BadInput("Die Karte geht per SMS oder E-Mail.")
+            if channel not in _configured(request):
+                raise BadInput(f"Auf diesem Hub ist kein Versand per {CHANNEL_LABELS[channel]} eingerichtet.", 409)
             raw = _field(body, "to", max_len=254, required=True) or ""
             try:
                 recipient = normalise_phone(raw) if channel == "sms" else normalise_email(raw)
             except ValueError:
-                raise BadInput("the number or address is not valid") from None
+                raise BadInput("Die Nummer oder Adresse ist ungültig.") from None
             out = await asyncio.to_thread(send_card, engine, call_id, principal.name, service=service,
                                           authority=authority, channel=channel, recipient=recipient, location=place,
                                           policy=policy, queue=queue)
@@ -650,7 +705,7 @@ async def _visible_case(request: web.Request) -> dict[str, Any]:
     case_id = _int_id(request.match_info["case_id"])
     data = await asyncio.to_thread(load_case, request.app[ENGINE], case_id)
     if data is None or not _principal(request).scope.covers_case(data["row"], request.app.get(KB)):
-        raise web.HTTPNotFound(text="no such case")
+        raise web.HTTPNotFound(text="Diesen Fall gibt es nicht.")
     return data
 
 
@@ -678,6 +733,50 @@ async def api_case(request: web.Request) -> web.Response:
     return _json(case_json(data, datetime.now(UTC)), headers={"Cache-Control": "no-store"})
 
 
+def _picker_query(request: web.Request, name: str) -> str:
+    return request.query.get(name, "")[: pickers.MAX_QUERY]
+
+
+@require_login(AGENT_ROLES)
+async def api_case_offices(request: web.Request) -> web.Response:
+    """The forward/re-route office picker: offices valid at the case's place matching ``q``."""
+    data = await _visible_case(request)
+    found = pickers.find_offices(_kb(request), data["row"], _picker_query(request, "q"))
+    return _json({"offices": found}, headers={"Cache-Control": "no-store"})
+
+
+@require_login(AGENT_ROLES)
+async def api_case_services(request: web.Request) -> web.Response:
+    """The re-route service picker: services valid at the case's place for ``q``, with the office there."""
+    data = await _visible_case(request)
+    found = pickers.find_services(_kb(request), data["row"], _picker_query(request, "q"))
+    return _json({"services": found}, headers={"Cache-Control": "no-store"})
+
+
+def _answer_box(request: web.Request, row: Mapping[str, Any], kb) -> dict[str, Any]:
+    """Reply templates, the card as text, and (without JavaScript) the text chosen by ``?einfuegen=``."""
+    templates = reply_templates(_state(request).settings.reply_templates, row)
+    card = case_card_text(kb, row)
+    prefill = ""
+    insert = request.query.get("einfuegen", "")
+    if insert == "karte" and card:
+        prefill = card
+    elif insert == "vorlage":
+        index = int_param(request.query.get("vorlage"), "vorlage", minimum=0, maximum=len(templates), default=0)
+        prefill = templates[index]["text"] if index < len(templates) else ""
+    return {"templates": templates, "card_text": card, "prefill": prefill}
+
+
+def _pickers_context(request: web.Request, row: Mapping[str, Any], kb) -> dict[str, Any]:
+    """What the forward and re-route pickers show without JavaScript (the page's own search result lists)."""
+    if kb is None:
+        return {"fwd_q": "", "fwd_offices": [], "rr_q": "", "rr_services": [], "rr_office_q": "", "rr_offices": []}
+    fwd_q, rr_q, rr_office_q = (_picker_query(request, n) for n in ("fwd_q", "rr_q", "rr_office_q"))
+    return {"fwd_q": fwd_q, "fwd_offices": pickers.find_offices(kb, row, fwd_q),
+            "rr_q": rr_q, "rr_services": pickers.find_services(kb, row, rr_q),
+            "rr_office_q": rr_office_q, "rr_offices": pickers.find_offices(kb, row, rr_office_q)}
+
+
 @require_login(AGENT_ROLES)
 async def page_case(request: web.Request) -> web.Response:
     """The case page: the thread in both directions, escaped, with answer, forward, re-route and close."""
@@ -690,13 +789,15 @@ async def page_case(request: web.Request) -> web.Response:
     adapters = _adapters(request)
     answer_channel, answer_recipient = answer_route(row)  # the channel the citizen chose, else the case's
     can_answer = answer_channel in casework.PICKUP_CHANNELS or answer_recipient is not None
-    channel_missing = adapters is not None and answer_channel not in adapters
+    configured = _configured(request) if adapters is None else frozenset(adapters)
+    channel_missing = answer_channel not in configured and answer_channel not in casework.PICKUP_CHANNELS
     nearest = await asyncio.to_thread(_nearest_cases, request, data) if kb is not None else []
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
                   can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
                   answer_recipient=answer_recipient, nearest=nearest, callback=callback_number(row),
-                  callback_due=_local(row["first_response_due"], _state(request).tz))
+                  callback_due=_local(row["first_response_due"], _state(request).tz),
+                  **_answer_box(request, row, kb), **_pickers_context(request, row, kb))
 
 
 def _nearest_cases(request: web.Request, data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -740,6 +841,14 @@ def _casework(engine, case_id: int, action, /, **kwargs: Any) -> dict[str, Any]:
         raise BadInput(str(exc), exc.status) from None
 
 
+def _pick(check, *args: Any) -> Any:
+    """A picker's server-side check (:mod:`hub.console.pickers`); its refusal becomes the page's message."""
+    try:
+        return check(*args)
+    except pickers.PickError as exc:
+        raise BadInput(str(exc), exc.status) from None
+
+
 async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
     data = await _visible_case(request)
     case_id = data["row"]["id"]
@@ -756,14 +865,14 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
             text = _field(body, "text", max_len=20_000, required=True) or ""
             result = await asyncio.to_thread(
                 _casework, engine, case_id, casework.reply, text=text, await_citizen=bool(body.get("await_citizen")),
-                reason="replied in the console", sendable=_adapters(request), queue=queue, **common)
+                reason="in der Konsole beantwortet", sendable=_adapters(request), queue=queue, **common)
             _wake_outbox(request)
         elif action == "forward":
             kb = _kb(request)
             authority_id = _field(body, "authority_id", max_len=100) or data["row"]["authority_id"]
-            authority = kb.authorities.get(authority_id or "")
-            if authority is None:
-                raise BadInput("choose the authority to forward to")
+            if not authority_id:
+                raise BadInput("Bitte die Behörde wählen, an die weitergeleitet wird.")
+            authority = _pick(pickers.check_office, kb, data["row"], authority_id)
             result = await asyncio.to_thread(
                 _casework, engine, case_id, casework.forward,
                 authority={"id": authority.id, "name": authority.name, "email": authority.email},
@@ -772,17 +881,23 @@ async def _case_action(request: web.Request, action: str) -> web.StreamResponse:
             _wake_outbox(request)
         elif action == "reroute":
             kb = _kb(request)
-            service = kb.view_at(_field(body, "service_id", max_len=100, required=True) or "")
-            authority = kb.authorities.get(_field(body, "authority_id", max_len=100, required=True) or "")
-            if service is None or authority is None:
-                raise BadInput("unknown service or authority")
+            service = _pick(pickers.check_service, kb, data["row"], _field(body, "service_id", max_len=100,
+                                                                           required=True))
+            authority_id = _field(body, "authority_id", max_len=100)
+            if authority_id:
+                authority = _pick(pickers.check_office, kb, data["row"], authority_id, service)
+            else:  # no office chosen: the one responsible for the service at the case's place
+                authority = pickers.responsible_office(kb, data["row"], service)
+                if authority is None:
+                    raise BadInput(f"Für „{service.name}“ ist am Ort des Falls keine Behörde bekannt – bitte "
+                                   "eine Behörde aus der Suche wählen.")
             result = await asyncio.to_thread(
                 _casework, engine, case_id, casework.reroute, service={"id": service.id, "name": service.name},
                 authority={"id": authority.id, "name": authority.name}, reason=_field(body, "reason", max_len=1000),
                 **common)
         else:
             result = await asyncio.to_thread(_casework, engine, case_id, casework.close,
-                                             reason=_field(body, "reason", max_len=1000) or "closed in the console",
+                                             reason=_field(body, "reason", max_len=1000) or "in der Konsole geschlossen",
                                              **common)
     except BadInput as exc:
         return _fail(request, exc.status, str(exc))
@@ -964,7 +1079,7 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     """The console's own CSS and JavaScript."""
     name = request.match_info["name"]
     if name not in STATIC_FILES:
-        raise web.HTTPNotFound(text="no such file")
+        raise web.HTTPNotFound(text="Diese Datei gibt es nicht.")
     return web.FileResponse(STATIC / name, headers={"Content-Type": STATIC_FILES[name],
                                                     "Cache-Control": "public, max-age=300"})
 
@@ -994,6 +1109,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/console/login", post_login),
     ("POST", "/console/logout", post_logout),
     ("GET", "/console/api/lookup", api_lookup),
+    ("GET", "/console/find", page_find),
+    ("GET", "/console/api/find", api_find),
     ("POST", "/console/calls", post_call_start),
     ("POST", "/console/calls/{call_id}/first-contact", post_call_first_contact),
     ("POST", "/console/calls/{call_id}/forward", post_call_forward),
@@ -1002,6 +1119,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/console/api/queue", api_queue),
     ("GET", "/console/cases/{case_id}", page_case),
     ("GET", "/console/api/cases/{case_id}", api_case),
+    ("GET", "/console/api/cases/{case_id}/offices", api_case_offices),
+    ("GET", "/console/api/cases/{case_id}/services", api_case_services),
     ("POST", "/console/cases/{case_id}/reply", post_case_reply),
     ("POST", "/console/cases/{case_id}/forward", post_case_forward),
     ("POST", "/console/cases/{case_id}/reroute", post_case_reroute),

@@ -12,6 +12,17 @@ from pydantic import Field, field_validator
 
 from knowledge.settings import Section
 
+#: German text blocks for the answer box (``reply_templates``).
+DEFAULT_REPLY_TEMPLATES = (
+    "Unterlagen mitbringen: Bitte bringen Sie zu Ihrem Termin die für {leistung} nötigen Unterlagen "
+    "sowie einen gültigen Personalausweis oder Reisepass mit.",
+    "Termin vereinbaren: Bitte vereinbaren Sie für {leistung} einen Termin bei {behoerde}.",
+    "Weitergeleitet: Wir haben Ihr Anliegen an die zuständige Stelle ({behoerde}) weitergeleitet. Sie "
+    "erhalten von dort eine Antwort.",
+    "Rückfrage: Damit wir Ihr Anliegen bearbeiten können, benötigen wir noch folgende Angaben: ",
+    "Gruß: Mit freundlichen Grüßen – Ihr Bürgertelefon 115",
+)
+
 
 class ConsoleSettings(Section):
     """The agent console: who may log in, for how long, and what the supervisors' dashboard measures."""
@@ -85,6 +96,26 @@ class ConsoleSettings(Section):
     dashboard_max_days: int = Field(
         366, ge=1, le=3660, description="Longest period the dashboard computes at once (days)."
     )
+    find_max_results: int = Field(
+        20, ge=1, le=200,
+        description="Most cases 'Fall oder Anrufer finden' lists, for the matches and again for the caller's "
+        "earlier cases (newest first).",
+    )
+    reply_templates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REPLY_TEMPLATES),
+        description="Text blocks the answer box offers, each 'Titel: Text' (the title is listed, the text "
+        "inserted). {leistung} and {behoerde} become the case's service and office. From the environment "
+        "as a JSON list (the texts contain commas).",
+    )
+
+    @field_validator("reply_templates")
+    @classmethod
+    def _templates(cls, value: list[str]) -> list[str]:
+        for item in value:
+            title, sep, text = item.partition(":")
+            if not sep or not title.strip() or not text.strip() or len(title) > 80:
+                raise ValueError(f"each entry must be 'Titel: Text' with a title of at most 80 characters: {item!r}")
+        return value
 
     @field_validator("csrf_secret")
     @classmethod

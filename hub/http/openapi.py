@@ -245,7 +245,25 @@ KNOWN: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/console/api/lookup"): _console(
         "Look up services (the console's search)", "json",
         (query("q", STR, "Search words"), query("location", STR, "Place"))),
-    ("GET", "/console/cases/{case_id}"): _console("One case", "page", (_CASE_ID,)),
+    ("GET", "/console/find"): _console(
+        "Find a case or a caller (token, #number, phone, e-mail) with earlier cases", "page",
+        (query("q", STR, "Case token, #number, phone number or e-mail address"),)),
+    ("GET", "/console/api/find"): _console(
+        "Find a case or a caller as JSON (only cases the account may see)", "json",
+        (query("q", STR, "Case token, #number, phone number or e-mail address"),)),
+    ("GET", "/console/api/cases/{case_id}/offices"): _console(
+        "Offices valid at the case's place (forward/re-route picker)", "json",
+        (_CASE_ID, query("q", STR, "Name, place or a service's words"))),
+    ("GET", "/console/api/cases/{case_id}/services"): _console(
+        "Services valid at the case's place with the office there (re-route picker)", "json",
+        (_CASE_ID, query("q", STR, "Search words"))),
+    ("GET", "/console/cases/{case_id}"): _console(
+        "One case", "page",
+        (_CASE_ID, query("einfuegen", STR, "Without JavaScript: 'vorlage' or 'karte' into the answer box"),
+         query("vorlage", {"type": "integer", "minimum": 0}, "Which text block"),
+         query("fwd_q", STR, "Without JavaScript: office search of the forward form"),
+         query("rr_q", STR, "Without JavaScript: service search of the re-route form"),
+         query("rr_office_q", STR, "Without JavaScript: office search of the re-route form"))),
     ("GET", "/console/api/cases/{case_id}"): _console("One case as JSON", "json", (_CASE_ID,)),
     ("POST", "/console/cases/{case_id}/reply"): _console(
         "Answer the citizen", "post", (_CASE_ID,), form_body({"text": STR, "csrf_token": STR})),

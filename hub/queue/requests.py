@@ -62,13 +62,18 @@ def normalise_email(value: str) -> str:
     return value
 
 
+_TRUNK_ZERO = re.compile(r"^(?:\+|00)\s*(\d{1,3})\s*\(\s*0\s*\)")
+
+
 def normalise_phone(value: str, default_country: str = "49") -> str:
     """A phone number in E.164 form (``+4945511234``); German national numbers get ``+49``.
 
-    Spaces, dashes, dots, slashes and parentheses are ignored; ``00`` is read as ``+``.
-    Raises ``ValueError`` for anything that is not a plausible number.
+    Spaces, dashes, dots, slashes and parentheses are ignored; ``00`` is read as ``+``; the trunk zero
+    written after a country code (``+49 (0)4551 …``) is dropped. Raises ``ValueError`` for anything that is
+    not a plausible number.
     """
-    raw = re.sub(r"[\s\-./()]", "", value.strip())
+    raw = _TRUNK_ZERO.sub(r"+\1", value.strip())
+    raw = re.sub(r"[\s\-./()]", "", raw)
     if raw.startswith("00"):
         raw = "+" + raw[2:]
     elif raw.startswith("0"):

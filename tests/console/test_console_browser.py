@@ -352,3 +352,104 @@ def test_artifacts_directory_is_git_ignored():
 
     result = subprocess.run(["git", "check-ignore", "-q", "tests/artifacts/x.png"], cwd=root)
     assert result.returncode == 0
+
+
+# -- issue 15: the card follows the highlight, pickers, text blocks, find a caller -------------------------------
+
+
+def _card_title(page) -> str:
+    return (page.text_content("#card h2") or "").strip()
+
+
+def test_the_card_follows_the_highlighted_hit_without_enter(page, hub):
+    _login(page, hub)
+    _search(page, "Todesfelde", "Reisepass")
+    names = [n.strip() for n in page.locator("#results li[role=option] .name").all_text_contents()]
+    assert len(names) >= 3, names
+    # No Enter: the first hit's card is there as soon as the hits are.
+    page.wait_for_function("(n) => document.querySelector('#card h2') && "
+                           "document.querySelector('#card h2').textContent.trim() === n", arg=names[0])
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("(n) => document.querySelector('#card h2').textContent.trim() === n", arg=names[1])
+    assert page.get_attribute("#opt-1", "aria-selected") == "true"
+    page.hover("#opt-2")
+    page.wait_for_function("(n) => document.querySelector('#card h2').textContent.trim() === n", arg=names[2])
+    assert "Amt Leezen" in page.text_content("#card .authority-name")
+    # A card chosen in the address (?service=, the no-JS link of a hit) stays chosen when the script runs.
+    chosen = page.get_attribute("#opt-2", "data-service-id")
+    page.goto(f"{hub.url}/console/?q=Reisepass&place=Todesfelde&service={chosen}")
+    page.wait_for_function("() => document.querySelector('#timing').dataset.ms")
+    page.wait_for_timeout(200)
+    assert _card_title(page) == names[2] and page.get_attribute("#opt-2", "aria-selected") == "true"
+    assert not page.errors, page.errors
+
+
+def test_forward_by_picking_the_office_from_the_autocomplete(page, hub):
+    case_id = make_case(hub.engine, text="Ich brauche einen Reisepass für meine Reise.", channel="email",
+                        authority=KREIS, email="reisende@example.org", external_id="<pass@example.org>")
+    with hub.engine.begin() as conn:
+        from sqlalchemy import update
+
+        conn.execute(update(case_t).where(case_t.c.id == case_id).values(location="Todesfelde"))
+    _login(page, hub, "chefin")
+    page.goto(f"{hub.url}/console/cases/{case_id}")
+    page.click("#forward summary")
+    assert page.is_hidden("#forward .picker-go"), "with JavaScript the picker searches as you type"
+    page.click("#fwd-office-q")
+    page.keyboard.type("leez", delay=40)
+    # The list the page came with (the case's office first) is replaced by the hits for the typed words.
+    page.wait_for_function("() => { const o = document.querySelectorAll('#fwd-office-list li[role=option]'); "
+                           "return o.length === 1 && o[0].textContent.includes('Amt Leezen'); }")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")  # keeps the choice, does not load the page
+    assert page.is_checked("#fwd-office-list input[value='amt-010605053']")
+    assert page.url.endswith(f"/console/cases/{case_id}")
+    page.fill("#fwd-note", "Bitte den Antrag auf einen Reisepass übernehmen.")
+    page.screenshot(path=str(ARTIFACTS / "console-forward-picker.png"), full_page=True)
+    page.click("#btn-forward")
+    page.wait_for_url(f"{hub.url}/console/cases/{case_id}?done=forward")
+    with hub.engine.connect() as conn:
+        case = conn.execute(select(case_t).where(case_t.c.id == case_id)).mappings().one()
+    assert case["state"] == CaseState.FORWARDED and case["authority_id"] == "amt-010605053"
+    leezen = hub.server.kb.authorities["amt-010605053"]
+    mail = hub.sink.wait_for(leezen.email)
+    assert "Reisepass übernehmen" in mail.get_content()
+    assert not page.errors, page.errors
+
+
+def test_insert_a_text_block_and_the_card_into_the_answer_and_send_it(page, hub):
+    case_id = make_case(hub.engine, text="Was brauche ich für einen Reisepass?", channel="email", authority=KREIS,
+                        service=("sh-reisepass", "Reisepass beantragen"), email="fragende@example.org",
+                        external_id="<frage-pass@example.org>")
+    _login(page, hub)
+    page.goto(f"{hub.url}/console/cases/{case_id}")
+    page.fill("#reply-text", "Guten Tag,")
+    page.select_option("#reply-template", label="Termin vereinbaren")
+    page.click("#btn-template")
+    page.click("#btn-card")
+    text = page.input_value("#reply-text")
+    assert text.startswith("Guten Tag,\nBitte vereinbaren Sie für Reisepass beantragen einen Termin")
+    assert "Mitbringen:" in text and "Zuständig: Kreis Segeberg" in text and "Öffnungszeiten:" in text
+    assert page.url.endswith(f"/console/cases/{case_id}"), "inserting does not reload the page"
+    page.screenshot(path=str(ARTIFACTS / "console-answer-with-card.png"), full_page=True)
+    page.click("#btn-reply")
+    page.wait_for_url(f"{hub.url}/console/cases/{case_id}?done=reply")
+    mail = hub.sink.wait_for("fragende@example.org")
+    body = mail.get_content()
+    assert "Bitte vereinbaren Sie" in body and "Mitbringen:" in body and "Zuständig: Kreis Segeberg" in body
+    assert not page.errors, page.errors
+
+
+def test_find_a_caller_from_the_header_box(page, hub):
+    first = make_case(hub.engine, text="Erste Frage am Telefon", channel="sms", authority=KREIS,
+                      phone="+4945519876543", state=CaseState.CLOSED)  # closed: the next SMS is a new case
+    second = make_case(hub.engine, text="<b>Zweite</b> Frage", channel="sms", authority=KREIS,
+                       phone="+4945519876543")
+    _login(page, hub)
+    page.fill("#find-form input[name=q]", "(04551) 987-6543")
+    page.click("#find-form button")
+    page.wait_for_url("**/console/find?q=*")
+    rows = page.locator("#find-matches tr[data-case-id]")
+    assert [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.caseId)")] == [second, first]
+    assert "<b>Zweite</b> Frage" in page.text_content("#find-matches")
+    assert page.locator("#find-matches b").count() == 0

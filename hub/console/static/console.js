@@ -10,10 +10,16 @@
   var csrfMeta = document.querySelector('meta[name="csrf-token"]');
   var CSRF = csrfMeta ? csrfMeta.getAttribute("content") : "";
   var DEBOUNCE_MS = 25;
+  var CARD_DEBOUNCE_MS = 60;   // the card follows the highlight once the arrow keys or the mouse rest
+  var PICKER_DEBOUNCE_MS = 120;
   var STATE_LABELS = {
     new: "neu", routed: "zugeordnet", needs_clarification: "zu klären", waiting_for_citizen: "wartet auf Bürger",
     answered: "beantwortet", forwarded: "weitergeleitet", closed: "geschlossen", dead_letter: "unzustellbar"
   };
+  var KIND_LABELS = { request: "Anfrage", reply: "Antwort", forward: "Weiterleitung", follow_up: "Nachtrag",
+                      auto_reply: "automatische Antwort", confirmation: "Eingangsbestätigung", note: "Notiz" };
+  var SEND_STATE_LABELS = { pending: "wartet auf Versand", sending: "wird gesendet", sent: "gesendet",
+                            failed: "fehlgeschlagen", uncertain: "unklar, ob zugestellt" };
   var CHANNEL_LABELS = { api: "API", web: "Web", email: "E-Mail", sms: "SMS", phone: "Telefon", paper: "Papier", open311: "Open311" };
   var DAYS = [["mon", "Mo"], ["tue", "Di"], ["wed", "Mi"], ["thu", "Do"], ["fri", "Fr"], ["sat", "Sa"], ["sun", "So"]];
 
@@ -81,7 +87,7 @@
     }).then(function (r) {
       if (r.status === 401) { toLogin(); throw new Error("Bitte neu anmelden."); }
       return r.json().catch(function () { return {}; }).then(function (body) {
-        if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+        if (!r.ok) throw new Error(body.error || ("Serverfehler " + r.status));
         return body;
       });
     });
@@ -99,7 +105,7 @@
     clear(card);
     if (!answer) {
       card.dataset.serviceId = ""; card.dataset.authorityId = "";
-      card.appendChild(el("p", { class: "hint" }, "Tippen Sie das Anliegen ein; ↑/↓ wählen, Enter öffnet die Karte."));
+      card.appendChild(el("p", { class: "hint" }, "Tippen Sie das Anliegen ein; ↑/↓ oder die Maus wählen, die Karte folgt dem markierten Treffer."));
       return;
     }
     var s = answer.service;
@@ -183,6 +189,8 @@
     var timer = null;
     var seq = 0;
     var running = null;       // promise of the request in flight
+    var cardTimer = null;     // the card follows the highlight, debounced
+    var keepServerCard = !!card.dataset.serviceId;
 
     function key() { return q.value + "\u0000" + place.value; }
 
@@ -198,14 +206,20 @@
         signal: controller.signal, credentials: "same-origin", headers: { "Accept": "application/json" }
       }).then(function (r) {
         if (r.status === 401) { toLogin(); throw new Error("login"); }
-        if (!r.ok) throw new Error("HTTP " + r.status);
+        if (!r.ok) throw new Error("Serverfehler " + r.status);
         return r.json();
       }).then(function (body) {
         if (mine !== seq) return;
         var ms = performance.now() - started;
         data = body; dataKey = asked;
         active = body.results.length ? 0 : -1;
+        if (keepServerCard) {
+          // The page came with a chosen card (?service=): keep it highlighted instead of the first hit.
+          keepServerCard = false;
+          body.results.forEach(function (r, i) { if (r.service.id === card.dataset.serviceId) active = i; });
+        }
         renderResults(); renderPlace();
+        scheduleCard();
         timing.textContent = body.results.length + " Treffer · " + Math.round(ms) + " ms";
         timing.dataset.ms = String(Math.round(ms));
         timing.dataset.serverMs = String(body.took_ms);
@@ -229,7 +243,8 @@
                             "aria-selected": i === active ? "true" : "false" },
                     el("span", { class: "name" }, r.service.name),
                     el("span", { class: "who" }, r.authority ? r.authority.name : ""));
-        li.addEventListener("mousedown", function (e) { e.preventDefault(); active = i; openCard(); });
+        li.addEventListener("mousedown", function (e) { e.preventDefault(); active = i; highlight(); openCard(); });
+        li.addEventListener("mouseenter", function () { if (active !== i) { active = i; highlight(); scheduleCard(); } });
         results.appendChild(li);
       });
       if (data.query && !data.results.length) results.appendChild(el("li", { class: "empty" }, "Keine passende Leistung gefunden."));
@@ -256,19 +271,32 @@
       }
     }
 
+    function highlight() {
+      $all("li[role=option]", results).forEach(function (li, i) { li.setAttribute("aria-selected", i === active ? "true" : "false"); });
+      q.setAttribute("aria-activedescendant", "opt-" + active);
+    }
+
     function move(step) {
       if (!data || !data.results.length) return;
       active = (active + step + data.results.length) % data.results.length;
-      $all("li[role=option]", results).forEach(function (li, i) { li.setAttribute("aria-selected", i === active ? "true" : "false"); });
-      q.setAttribute("aria-activedescendant", "opt-" + active);
+      highlight();
       var current = $("#opt-" + active);
       if (current && current.scrollIntoView) current.scrollIntoView({ block: "nearest" });
+      scheduleCard();
+    }
+
+    function scheduleCard() {
+      if (cardTimer) clearTimeout(cardTimer);
+      cardTimer = setTimeout(function () { cardTimer = null; openCard(); }, CARD_DEBOUNCE_MS);
     }
 
     function openCard() {
+      if (cardTimer) { clearTimeout(cardTimer); cardTimer = null; }
       if (!data || active < 0 || !data.results[active]) return;
       var answer = data.results[active];
+      if (card.dataset.serviceId === answer.service.id && card.dataset.shownFor === dataKey) return;
       renderCard(card, answer);
+      card.dataset.shownFor = dataKey;
       setCallFields(answer.service.id, answer.authority ? answer.authority.id : "");
     }
 
@@ -443,9 +471,159 @@
     openEvents(function () { if (!pending) pending = setTimeout(refresh, 150); }, $("#live"));
   }
 
+  /* ---------------------------------------------------------------- case: pickers, text blocks ------- */
+
+  /* A picker: a search field and a list of radio buttons (the page's own no-JS result list). Typing asks
+     the case's offices/services endpoint; ↑/↓ or the mouse highlight a hit and choose it, Enter keeps the
+     choice (instead of loading the page), clicking chooses. The server checks the chosen id again. */
+  function initPicker(box) {
+    var kind = box.getAttribute("data-picker");          // "offices" or "services"
+    var caseId = box.getAttribute("data-case-id");
+    var input = $("input[type=search]", box);
+    var list = $(".picker-list", box);
+    var field = kind === "offices" ? "authority_id" : "service_id";
+    var timer = null, controller = null, active = -1;
+
+    function options() { return $all("li[role=option]", list); }
+
+    function choose(i) {
+      var opts = options();
+      if (!opts.length) return;
+      active = (i + opts.length) % opts.length;
+      opts.forEach(function (li, j) {
+        li.setAttribute("aria-selected", j === active ? "true" : "false");
+        var radio = $("input[type=radio]", li);
+        if (radio) radio.checked = j === active;
+      });
+      input.setAttribute("aria-activedescendant", opts[active].id || "");
+      var radio = $("input[type=radio]", opts[active]);
+      if (radio) radio.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+
+    function item(value, label, extra, i, authority) {
+      var radio = el("input", { type: "radio", name: field, value: value });
+      var li = el("li", { role: "option", id: input.id + "-opt-" + i, "aria-selected": "false",
+                          "data-authority-id": authority ? authority.id : null,
+                          "data-authority-name": authority ? authority.name : null },
+                  el("label", null, radio, " " + label + " ", extra ? el("small", null, extra) : null));
+      li.addEventListener("mouseenter", function () { choose(i); });
+      li.addEventListener("mousedown", function (e) { e.preventDefault(); choose(i); });
+      return li;
+    }
+
+    function render(body) {
+      clear(list);
+      var rows = kind === "offices" ? body.offices : body.services;
+      rows.forEach(function (r, i) {
+        if (kind === "offices") {
+          list.appendChild(item(r.id, r.name, [r.address, r.why ? "(" + r.why + ")" : ""].filter(Boolean).join(" "), i, null));
+        } else {
+          list.appendChild(item(r.id, r.name, r.authority ? "→ " + r.authority.name : "", i, r.authority));
+        }
+      });
+      if (!rows.length) {
+        list.appendChild(el("li", { class: "empty" }, kind === "offices" ? "Keine passende Behörde am Ort des Falls." : "Keine passende Leistung am Ort des Falls."));
+      }
+      input.setAttribute("aria-expanded", rows.length ? "true" : "false");
+      active = -1;
+      if (rows.length && kind === "services") choose(0);
+      list.dataset.refreshed = String(Date.now());
+    }
+
+    function run() {
+      timer = null;
+      if (controller) controller.abort();
+      controller = new AbortController();
+      var url = "/console/api/cases/" + encodeURIComponent(caseId) + "/" + kind + "?q=" + encodeURIComponent(input.value);
+      fetch(url, { signal: controller.signal, credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (r) {
+          if (r.status === 401) { toLogin(); throw new Error("login"); }
+          if (!r.ok) throw new Error("Serverfehler " + r.status);
+          return r.json();
+        }).then(render).catch(function (err) {
+          if (err.name === "AbortError" || err.message === "login") return;
+          clear(list);
+          list.appendChild(el("li", { class: "empty error" }, "Suche fehlgeschlagen: " + err.message));
+        });
+    }
+
+    input.addEventListener("input", function () {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(run, PICKER_DEBOUNCE_MS);
+    });
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "ArrowDown") { e.preventDefault(); choose(active + 1); }
+      else if (e.key === "ArrowUp") { e.preventDefault(); choose(active - 1); }
+      else if (e.key === "Enter") {
+        e.preventDefault();   // keep the choice; do not load the page (that is the no-JS search)
+        if (active < 0 && options().length) choose(0);
+      }
+    });
+    $all(".picker-go", box).forEach(function (b) { b.hidden = true; });
+    return { setOffice: function (authority) {
+      if (!authority) return;
+      clear(list);
+      list.appendChild(item(authority.id, authority.name, "(zuständig für die gewählte Leistung)", 0, null));
+      choose(0);
+    } };
+  }
+
+  function initPickers() {
+    var byList = {};
+    $all(".picker[data-picker]").forEach(function (box) {
+      var api = initPicker(box);
+      var list = $(".picker-list", box);
+      if (list) byList[list.id] = api;
+    });
+    // Choosing a service in the re-route form fills the office responsible for it at the case's place.
+    $all(".picker[data-picker=services]").forEach(function (box) {
+      var target = byList[box.getAttribute("data-offices")];
+      if (!target) return;
+      box.addEventListener("change", function (e) {
+        var li = e.target.closest ? e.target.closest("li") : null;
+        var id = li ? li.getAttribute("data-authority-id") : "";
+        if (id) target.setOffice({ id: id, name: li.getAttribute("data-authority-name") || id });
+      });
+    });
+  }
+
+  /* Text blocks and the card go into the answer at the cursor (without JS the buttons reload the page). */
+  function initReplyTools() {
+    var text = $("#reply-text");
+    if (!text) return;
+    function insert(block) {
+      if (!block) return;
+      var start = text.selectionStart, end = text.selectionEnd, value = text.value;
+      if (typeof start !== "number") { start = end = value.length; }
+      var before = value.slice(0, start), after = value.slice(end);
+      var lead = before && !/\n$/.test(before) ? "\n" : "";
+      var tail = after && !/^\n/.test(after) ? "\n" : "";
+      text.value = before + lead + block + tail + after;
+      var caret = (before + lead + block).length;
+      text.focus();
+      text.setSelectionRange(caret, caret);
+      text.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    var select = $("#reply-template");
+    var btnTemplate = $("#btn-template");
+    var btnCard = $("#btn-card");
+    if (btnTemplate && select) {
+      btnTemplate.addEventListener("click", function (e) {
+        e.preventDefault();
+        var opt = select.options[select.selectedIndex];
+        insert(opt ? opt.getAttribute("data-text") : "");
+      });
+    }
+    if (btnCard) {
+      btnCard.addEventListener("click", function (e) { e.preventDefault(); insert(btnCard.getAttribute("data-text")); });
+    }
+  }
+
   function initCase() {
     var main = $("main[data-case-id]");
     if (!main) return;
+    initPickers();
+    initReplyTools();
     var caseId = Number(main.getAttribute("data-case-id"));
     var thread = $("#thread");
     var stateLabel = $("#case-state");
@@ -461,9 +639,9 @@
               el("span", { class: "dir" }, m.direction === "in" ? "Bürger →" : "→ " + (m.recipient || "Bürger")),
               el("span", null, CHANNEL_LABELS[m.channel] || m.channel),
               el("span", null, localTime(m.created_at)),
-              m.kind !== "request" ? el("span", { class: "kind" }, m.kind) : null,
+              m.kind !== "request" && m.kind !== "auto_reply" ? el("span", { class: "kind" }, KIND_LABELS[m.kind] || m.kind) : null,
               m.author ? el("span", { class: "author" }, m.author) : null,
-              m.send_state ? el("span", { class: "send-state " + m.send_state }, m.send_state) : null);
+              m.send_state ? el("span", { class: "send-state " + m.send_state }, SEND_STATE_LABELS[m.send_state] || m.send_state) : null);
             var art = el("article", { class: "msg " + (m.direction === "in" ? "in" : "out"), "data-message-id": m.id }, header,
               m.subject ? el("p", { class: "subject" }, m.subject) : null,
               el("div", { class: "text" }, m.text),
