@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -129,3 +130,49 @@ def override(service_id: str, area: str, office_id: str) -> dict[str, Any]:
 
 def level_registration(level: str, area: str, office_id: str) -> dict[str, Any]:
     return {"ebene": level, "gebiet_ars": area, "organisationseinheit_id": office_id}
+
+
+# -- the catalogue API in-process (shared by the catalogue API, token, schema and hostile-body tests) ------
+
+TOKENS = {  # name: (role, regions)
+    "segeberg": ("catalog", (SEGEBERG,)),
+    "todesfelde": ("catalog", (TODESFELDE,)),
+    "bark": ("catalog", (BARK,)),
+    "muenchen": ("catalog", (MUENCHEN_KREIS,)),
+    "noscope": ("catalog", ()),
+    "intake": ("service", ()),
+}
+
+
+async def make_env(aiohttp_client, engine, region_index, **catalog) -> SimpleNamespace:
+    tokens = {name: make_token(engine, name, role, regions) for name, (role, regions) in TOKENS.items()}
+    from hub.config import Settings
+    from hub.http.app import create_app
+    from hub.http.catalog_settings import CatalogSettings
+    from hub.http.routes import route_setups
+
+    settings = Settings()
+    settings.catalog = CatalogSettings(**{"poll_seconds": 0.2, **catalog})
+    kb = load_kb(engine, region_index)
+    assert "hub.http.api_catalog:setup" in route_setups(), "create_app mounts the catalogue API"
+    app = create_app(settings, kb=kb, engine=engine)
+    client = await aiohttp_client(app)
+    return SimpleNamespace(client=client, kb=kb, engine=engine, tokens=tokens, app=app)
+
+
+def auth(env, name: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {env.tokens[name]}", **headers}
+
+
+def kreis_body() -> dict:
+    return {
+        "leistung": [
+            leistung(
+                "se-wkz", "Wunschkennzeichen reservieren", ebene="kreis", synonyme=["Kennzeichen reservieren"]
+            )
+        ],
+        "organisationseinheit": [
+            office("se-kv", "Kreisverwaltung Segeberg", SEGEBERG, kontakt={"telefon": "04551 951-0"})
+        ],
+        "zustaendigkeit": [level_registration("kreis", SEGEBERG, "se-kv")],
+    }

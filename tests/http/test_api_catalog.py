@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from types import SimpleNamespace
 
 import pytest
 from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, regions_template)
@@ -14,11 +13,15 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
     MUENCHEN_KREIS,
     SEGEBERG,
     TODESFELDE,
+    TOKENS,
+    auth,
     counts,
     engine_fixture,
+    kreis_body,
     leistung,
     level_registration,
     load_kb,
+    make_env,
     make_token,
     office,
     override,
@@ -29,56 +32,15 @@ from sqlalchemy import select
 
 from hub.config import Settings
 from hub.db import make_engine
-from hub.http.app import create_app
-from hub.http.catalog_settings import CatalogSettings
-from hub.http.routes import route_setups
 from hub.queue.cases import audit_t
 from knowledge.importers import parse_dldb
 from knowledge.importers.store import batch_change_set, store_batch
 from knowledge.sync_models import version_t
 
-TOKENS = {  # name: (role, regions)
-    "segeberg": ("catalog", (SEGEBERG,)),
-    "todesfelde": ("catalog", (TODESFELDE,)),
-    "bark": ("catalog", (BARK,)),
-    "muenchen": ("catalog", (MUENCHEN_KREIS,)),
-    "noscope": ("catalog", ()),
-    "intake": ("service", ()),
-}
-
-
-async def make_env(aiohttp_client, engine, region_index, **catalog) -> SimpleNamespace:
-    tokens = {name: make_token(engine, name, role, regions) for name, (role, regions) in TOKENS.items()}
-    settings = Settings()
-    settings.catalog = CatalogSettings(**{"poll_seconds": 0.2, **catalog})
-    kb = load_kb(engine, region_index)
-    assert "hub.http.api_catalog:setup" in route_setups(), "create_app mounts the catalogue API"
-    app = create_app(settings, kb=kb, engine=engine)
-    client = await aiohttp_client(app)
-    return SimpleNamespace(client=client, kb=kb, engine=engine, tokens=tokens, app=app)
-
 
 @pytest.fixture()
 async def env(aiohttp_client, engine, region_index):
     return await make_env(aiohttp_client, engine, region_index)
-
-
-def auth(env, name: str, **headers: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {env.tokens[name]}", **headers}
-
-
-def kreis_body() -> dict:
-    return {
-        "leistung": [
-            leistung(
-                "se-wkz", "Wunschkennzeichen reservieren", ebene="kreis", synonyme=["Kennzeichen reservieren"]
-            )
-        ],
-        "organisationseinheit": [
-            office("se-kv", "Kreisverwaltung Segeberg", SEGEBERG, kontakt={"telefon": "04551 951-0"})
-        ],
-        "zustaendigkeit": [level_registration("kreis", SEGEBERG, "se-kv")],
-    }
 
 
 def muenchen_body() -> dict:

@@ -65,8 +65,8 @@ def test_int_param_takes_ascii_digits_within_bounds_only():
     (f"/console/api/queue?page={HUGE}", "'page'"),
     (f"/console/api/cases/{HUGE}", "ganze Zahl"),
     (f"/console/?call={HUGE}", "'call'"),
-    ("/console/api/dashboard?from=9999-12-25&to=9999-12-31", "dates lie between"),
-    ("/console/api/dashboard?from=0001-01-01&to=0001-01-02", "dates lie between"),
+    ("/console/api/dashboard?from=9999-12-25&to=9999-12-31", "Das Datum muss zwischen"),
+    ("/console/api/dashboard?from=0001-01-01&to=0001-01-02", "Das Datum muss zwischen"),
 ])
 async def test_named_integer_parameters_answer_400_with_a_message(env, path, message):
     headers = env.agent if path.startswith("/api/cases") else {"Accept": "application/json"}

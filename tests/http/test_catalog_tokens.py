@@ -16,11 +16,11 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
     counts,
     engine_fixture,
     leistung,
+    make_env,
     region_index_fixture,
     regions_template_fixture,
 )
 from sqlalchemy import select
-from test_api_catalog import make_env
 
 from hub.cli import main
 from hub.http.tokens import scope_t, token_t

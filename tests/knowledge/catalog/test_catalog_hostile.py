@@ -12,55 +12,57 @@ import json
 import pytest
 from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, regions_template)
     SEGEBERG,
+    auth,
     counts,
     engine_fixture,
+    kreis_body,
     leistung,
+    make_env,
     office,
     region_index_fixture,
     regions_template_fixture,
 )
-from test_api_catalog import auth, kreis_body, make_env
 
 JSON = {"Content-Type": "application/json"}
 GOOD = json.dumps(kreis_body())
 
 HOSTILE: list[tuple[str, bytes, str]] = [  # (name, body, words the error must contain)
-    ("deep arrays", b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
-    ("deep objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+    ("deep arrays", b"[" * 200_000 + b"]" * 200_000, "zu tief verschachtelt"),
+    ("deep objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "zu tief verschachtelt"),
     (
         "deep inside a field",
         b'{"leistung": [{"id": "se-x", "name": "X", "synonyme": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
-        "nested too deeply",
+        "zu tief verschachtelt",
     ),
     (
         "a giant integer",
         b'{"leistung": [{"id": "se-x", "name": ' + b"9" * 100_000 + b"}]}",
-        "more than 20 digits",
+        "mehr als 20 Ziffern",
     ),
-    ("a giant negative integer", b'{"leistung": [{"id": "se-x", "name": -' + b"9" * 5000 + b"}]}", "digits"),
-    ("a float out of range", b'{"leistung": [{"id": "se-x", "name": 1e999}]}', "out of range"),
-    ("NaN", b'{"leistung": [{"id": "se-x", "name": NaN}]}', "NaN is not JSON"),
-    ("Infinity", b'{"leistung": [{"id": "se-x", "name": -Infinity}]}', "not JSON"),
+    ("a giant negative integer", b'{"leistung": [{"id": "se-x", "name": -' + b"9" * 5000 + b"}]}", "Ziffern"),
+    ("a float out of range", b'{"leistung": [{"id": "se-x", "name": 1e999}]}', "außerhalb des Wertebereichs"),
+    ("NaN", b'{"leistung": [{"id": "se-x", "name": NaN}]}', "NaN ist kein JSON"),
+    ("Infinity", b'{"leistung": [{"id": "se-x", "name": -Infinity}]}', "ist kein JSON"),
     (
         "duplicate top-level keys",  # the second list would win: a snapshot that removes se-wkz
         b'{"leistung": ' + json.dumps(kreis_body()["leistung"]).encode() + b', "leistung": []}',
-        "'leistung' occurs twice",
+        "'leistung' kommt in einem Objekt zweimal vor",
     ),
     (
         "duplicate keys in an object",
         b'{"leistung": [{"id": "se-wkz", "id": "se-other", "name": "X"}]}',
-        "twice",
+        "zweimal",
     ),
-    ("duplicate odd keys", b'{"leistung": [], "\\u0000": 1, "\\u0000": 2}', "occurs twice in one object"),
-    ("a raw NUL byte", b'{"leistung": [{"id": "se-x", "name": "a\x00b"}]}', "not valid JSON"),
-    ("a raw control character", b'{"leistung": [{"id": "se-x", "name": "a\x1bb"}]}', "not valid JSON"),
+    ("duplicate odd keys", b'{"leistung": [], "\\u0000": 1, "\\u0000": 2}', "kommt in einem Objekt zweimal vor"),
+    ("a raw NUL byte", b'{"leistung": [{"id": "se-x", "name": "a\x00b"}]}', "kein gültiges JSON"),
+    ("a raw control character", b'{"leistung": [{"id": "se-x", "name": "a\x1bb"}]}', "kein gültiges JSON"),
     ("a BOM", b"\xef\xbb\xbf" + GOOD.encode(), "BOM"),
-    ("UTF-16", GOOD.encode("utf-16"), "not UTF-8"),
-    ("broken UTF-8", b'{"leistung": [{"id": "se-x", "name": "M\xfcnchen"}]}', "not UTF-8"),
-    ("an empty body", b"", "not valid JSON"),
+    ("UTF-16", GOOD.encode("utf-16"), "kein UTF-8"),
+    ("broken UTF-8", b'{"leistung": [{"id": "se-x", "name": "M\xfcnchen"}]}', "kein UTF-8"),
+    ("an empty body", b"", "kein gültiges JSON"),
     ("a bare string", b'"leistung"', "must be a JSON object"),
     ("null", b"null", "must be a JSON object"),
-    ("trailing garbage", GOOD.encode() + b" {}", "not valid JSON"),
+    ("trailing garbage", GOOD.encode() + b" {}", "kein gültiges JSON"),
     ("a huge unknown key", b'{"' + b"k" * 1_000_000 + b'": []}', "unknown keys"),
 ]
 

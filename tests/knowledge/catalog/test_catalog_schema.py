@@ -20,12 +20,13 @@ from catalog_support import (  # noqa: F401  (fixtures: engine, region_index, re
     NORDERSTEDT,
     ROOT,
     SEGEBERG,
+    auth,
     counts,
     engine_fixture,
+    make_env,
     region_index_fixture,
     regions_template_fixture,
 )
-from test_api_catalog import auth, make_env
 
 from knowledge.sync import parse_changes, parse_snapshot
 
