@@ -390,6 +390,11 @@ class KnowledgeBase:
         if view is None:
             return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
         ids = [t.id for t in view.texts]
+        # The chosen text's own registration first: two texts of one catalogue can share a LeiKa key
+        # (München's "Fahrzeug abmelden" and "Umschreibung" carry the same one) and have different offices.
+        if service.id in ids:
+            ids.remove(service.id)
+            ids.insert(0, service.id)
         return self.responsibility.resolve(ids, view.level, self.regions.chain(region.ars))
 
     def services_at(self, location: str | None = None) -> list[ServiceView]:

@@ -1417,8 +1417,8 @@ class KbUpdate:
     removed_services: list[str] = field(default_factory=list)
     authorities: list[Authority] = field(default_factory=list)
     removed_authorities: list[str] = field(default_factory=list)
-    # (a row naming the key to forget, the row that now holds the key or None)
-    responsibilities: list[tuple[ResponsibilityRow, ResponsibilityRow | None]] = field(default_factory=list)
+    # (a row naming the key to forget, with no office: all its offices; the rows that hold the key now)
+    responsibilities: list[tuple[ResponsibilityRow, tuple[ResponsibilityRow, ...]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -1440,10 +1440,8 @@ class KbUpdate:
         ops += [lambda a=a: kb.apply_authority(a) for a in self.authorities]
         ops += [lambda s=s: kb.apply_service(s) for s in self.services]
         ops += [lambda s=s: kb.remove_service(s) for s in self.removed_services]
-        for forget, winner in self.responsibilities:
-            ops.append(lambda f=forget: kb.remove_responsibility(f))
-            if winner is not None:
-                ops.append(lambda w=winner: kb.apply_responsibility(w))
+        for forget, holders in self.responsibilities:
+            ops.append(lambda f=forget, h=holders: _replace_key(kb, f, h))
         ops += [lambda a=a: kb.remove_authority(a) for a in self.removed_authorities]
         for op in ops:
             op()
@@ -1543,25 +1541,31 @@ def kb_update_from_log(engine: Engine, versions: Iterable[tuple[str, int]]) -> K
     return upd
 
 
+def _replace_key(kb: Any, forget: ResponsibilityRow, holders: tuple[ResponsibilityRow, ...]) -> None:
+    # One operation, so a lookup between two steps never sees the key without its offices.
+    kb.remove_responsibility(forget)
+    for row in holders:
+        kb.apply_responsibility(row)
+
+
 def _responsibility_updates(
     conn: Connection, keys: dict[str, tuple[str | None, str | None, str, str]]
-) -> list[tuple[ResponsibilityRow, ResponsibilityRow | None]]:
-    # The index holds one office per (service, area, role) and per (area, level, role); the newest row
-    # wins, as in KnowledgeBase.load. Forget each touched key and put back whichever row holds it now.
+) -> list[tuple[ResponsibilityRow, tuple[ResponsibilityRow, ...]]]:
+    # The index holds the offices of each (service, area, role) and (area, level, role) key: several are
+    # one catalogue's locations. Forget each touched key with all its offices and put back the rows that
+    # hold it now.
     areas = sorted({area for _s, _l, area, _r in keys.values()})
-    holders: dict[str, ResponsibilityRow] = {}
+    holders: dict[str, list[ResponsibilityRow]] = {}
     cols = (resp_t.c.service_id, resp_t.c.region_ars, resp_t.c.level, resp_t.c.authority_id, resp_t.c.role)
     for chunk in _chunks(areas):
-        # Plain tuples, in id order so the newest row of a key ends up holding it.
-        for sid, area, level, aid, role in conn.execute(
-            select(*cols).where(resp_t.c.region_ars.in_(chunk)).order_by(resp_t.c.id)
-        ):
+        # Plain tuples (building ORM rows is slow).
+        for sid, area, level, aid, role in conn.execute(select(*cols).where(resp_t.c.region_ars.in_(chunk))):
             row = ResponsibilityRow(sid, area, level, aid, role or DEFAULT_ROLE)
             k = _index_key({"service_id": sid, "level": level, "region_ars": area, "role": row.role})
             if k in keys:
-                holders[k] = row
+                holders.setdefault(k, []).append(row)
     return [
-        (ResponsibilityRow(sid, area, level, "", role), holders.get(k))
+        (ResponsibilityRow(sid, area, level, "", role), tuple(holders.get(k, ())))
         for k, (sid, level, area, role) in keys.items()
     ]
 

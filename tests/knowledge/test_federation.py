@@ -44,9 +44,13 @@ MUENCHEN = "09162"
 
 
 @pytest.fixture(scope="module")
-def fed_kb(tmp_path_factory):
-    url = federated_db(tmp_path_factory.mktemp("fed") / "fed.sqlite3")
-    engine = make_engine(url)
+def fed_url(tmp_path_factory):
+    return federated_db(tmp_path_factory.mktemp("fed") / "fed.sqlite3")
+
+
+@pytest.fixture(scope="module")
+def fed_kb(fed_url):
+    engine = make_engine(fed_url)
     kb = KnowledgeBase.load(engine)
     engine.dispose()
     return kb
@@ -525,3 +529,22 @@ def test_the_join_by_name_is_the_rule_whatever_the_order_of_changes(region_index
         chain = kb.chain_areas(kb.regions.get(ars))
         for answer in kb.lookup("Hund anmelden", ars).answers + kb.lookup("Baum fällen", ars).answers:
             assert all(x.owner_ars in chain for x in answer.service.texts)
+
+
+
+def test_a_city_with_several_locations_answers_with_its_main_one_and_lists_the_others(fed_kb, fed_url):
+    # München does "Wohnsitzanmeldung" at seven Bürgerbüros, one of them a training desk with three services.
+    engine = make_engine(fed_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Responsibility.service_id, Responsibility.authority_id)
+                            .where(Responsibility.region_ars == MUENCHEN)).all()
+    engine.dispose()
+    route = fed_kb.route("Wohnsitzanmeldung", "München")
+    offices = {a for s, a in rows if s == route.service.id}
+    assert len(offices) > 2
+    weight = {a: sum(1 for _, b in rows if b == a) for a in offices}
+    assert weight[route.authority.id] == max(weight.values()) > min(weight.values())
+    chosen = fed_kb.responsibility.resolve(route.service.id, route.service.level,
+                                           fed_kb.regions.chain(route.location.ars))
+    assert chosen.authority_id == route.authority.id
+    assert {chosen.authority_id, *chosen.alternatives} == offices

@@ -95,3 +95,43 @@ def test_incremental_discard_is_idempotent(index):
 def test_level_registration_needs_a_valid_level():
     with pytest.raises(ValueError, match="needs a level"):
         ResponsibilityIndex([level("01060", "bezirk", "x")])
+
+
+BUERGERBUERO_ROWS = [
+    *(override(f"svc-{i}", "09162", "bb-ruppertstr") for i in range(5)),
+    *(override(f"svc-{i}", "09162", "bb-pasing") for i in range(4)),
+    override("svc-0", "09162", "bb-ausbildung"),
+]
+MUENCHEN_CHAIN = [R("091620000000", "gemeinde", "München"), R("09162", "kreis", "München"), R("09", "land", "Bayern")]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_several_locations_of_one_key_are_kept_and_chosen_the_same_whatever_the_order(order):
+    index = ResponsibilityIndex(BUERGERBUERO_ROWS[::order])
+    r = index.resolve("svc-0", "gemeinde", MUENCHEN_CHAIN)
+    # The location that does the most services of its catalogue first, the others listed.
+    assert r.authority_id == "bb-ruppertstr" and r.via == "override"
+    assert r.alternatives == ("bb-pasing", "bb-ausbildung")
+    assert index.resolve("svc-4", "gemeinde", MUENCHEN_CHAIN).alternatives == ()
+
+
+def test_removing_one_location_leaves_the_others_responsible():
+    index = ResponsibilityIndex(BUERGERBUERO_ROWS)
+    index.discard(override("svc-0", "09162", "bb-ruppertstr"))
+    index.discard(override("svc-0", "09162", "bb-ruppertstr"))  # idempotent: the weights count it once
+    r = index.resolve("svc-0", "gemeinde", MUENCHEN_CHAIN)
+    assert (r.authority_id, r.alternatives) == ("bb-pasing", ("bb-ausbildung",))
+    index.discard(override("svc-0", "09162", "bb-pasing"))
+    assert index.resolve("svc-0", "gemeinde", MUENCHEN_CHAIN).authority_id == "bb-ausbildung"
+    index.discard(override("svc-0", "09162", "bb-ausbildung"))
+    assert index.resolve("svc-0", "gemeinde", MUENCHEN_CHAIN).authority_id is None
+    # Adding a row twice (an unchanged row synced again) registers it once.
+    index.add(override("svc-1", "09162", "bb-pasing"))
+    assert len(index) == 7
+
+
+def test_several_offices_for_one_level_are_locations_too():
+    index = ResponsibilityIndex([level("01060", "kreis", "kreis-a"), level("01060", "kreis", "kreis-b"),
+                                 override("x", "01060", "kreis-b")])
+    r = index.resolve("zulassung", "kreis", TODESFELDE)
+    assert (r.authority_id, r.alternatives) == ("kreis-b", ("kreis-a",))

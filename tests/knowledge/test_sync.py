@@ -544,6 +544,33 @@ def test_another_process_changes_reach_the_knowledge_base_through_the_change_log
     other.dispose()
 
 
+@pytest.mark.parametrize("through_the_log", [False, True])
+def test_removing_one_of_several_locations_keeps_the_others_in_the_knowledge_base(engine, region_index,
+                                                                                   through_the_log):
+    # A county registering car registration at its main office and two branch offices, all for the county.
+    kb = load_kb(engine, region_index)
+    body = kreis_catalog()
+    body["organisationseinheit"] += [office("se-kv-2", "Zulassungsstelle Norderstedt", SEGEBERG),
+                                     office("se-kv-3", "Zulassungsstelle Kaltenkirchen", SEGEBERG)]
+    body["zustaendigkeit"] += [override("se-wunschkennzeichen", SEGEBERG, o) for o in ("se-kv", "se-kv-2", "se-kv-3")]
+    other = make_engine(str(engine.url))
+    result = snapshot(other if through_the_log else engine, SEGEBERG, body)
+    first = kb_update_from_log(engine, [(SEGEBERG, 1)]) if through_the_log else result.kb
+    first.apply(kb)
+    route = kb.route("Wunschkennzeichen reservieren", "Bark")
+    assert route.authority.id == "se-kv"  # the office with the most registrations of its catalogue
+    r = kb.responsible_for(route.service, kb.regions.resolve("Bark").match)
+    assert r.alternatives == ("se-kv-2", "se-kv-3")
+    gone = changes(other if through_the_log else engine, SEGEBERG,
+                   {"delete": {"zustaendigkeit": [override("se-wunschkennzeichen", SEGEBERG, "se-kv")]}})
+    (kb_update_from_log(engine, [(SEGEBERG, 2)]) if through_the_log else gone.kb).apply(kb)
+    r = kb.responsible_for(route.service, kb.regions.resolve("Bark").match)
+    assert (r.authority_id, r.alternatives) == ("se-kv-2", ("se-kv-3",))
+    # The same state built from scratch answers the same.
+    assert load_kb(engine, region_index).responsible_for(route.service, kb.regions.resolve("Bark").match) == r
+    other.dispose()
+
+
 # -- tables, migration, scopes ------------------------------------------------------------------------
 
 

@@ -29,12 +29,15 @@ TYPO = {"Henstedt-Ulzbrug": "Henstedt-Ulzburg"}
 
 
 def offices(kb, service_ids, places):
+    """Every office registered for the service at the places; one catalogue's several locations (München's
+    Bürgerbüros) are all right. Different offices at different candidate places: none can be right."""
     found = set()
     for sid in service_ids:
         service = kb.services[sid]
         for region in places:
-            found.add(kb.responsible_for(service, region).authority_id)
-    return sorted(found) if len(found) == 1 and None not in found else []
+            r = kb.responsible_for(service, region)
+            found.add(frozenset({r.authority_id, *r.alternatives}) if r.authority_id else None)
+    return sorted(next(iter(found))) if len(found) == 1 and None not in found else []
 
 
 def places_of(kb, name):
