@@ -98,6 +98,13 @@ def authority_json(a: Authority) -> dict[str, Any]:
     }
 
 
+OTHER_LOCATIONS_SHOWN = 8  # of a city's several locations for one service, this many are listed by name
+
+
+def _location_json(a: Authority) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "street": a.street, "postcode": a.postcode, "city": a.city, "phone": a.phone}
+
+
 def service_json(s: Service | ServiceView) -> dict[str, Any]:
     """A service as the lookup answers it; its catalogue texts cut to the allowed HTML (:func:`safe_html`).
 
@@ -142,6 +149,8 @@ class ServiceAnswer:
     authority: Authority | None
     # When the place is ambiguous: the distinct authorities of the candidate places.
     authority_candidates: list[tuple[Authority, list[RegionInfo]]] = field(default_factory=list)
+    # Further locations registered for the same service and area (Berlin's Bürgerämter), in the index's order.
+    other_locations: list[Authority] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -154,6 +163,9 @@ class ServiceAnswer:
                 {"authority": authority_json(a), "places": [r.display_name for r in places]}
                 for a, places in self.authority_candidates
             ],
+            # A city's other Bürgerbüros: the first few with their address, and how many there are.
+            "other_locations": [_location_json(a) for a in self.other_locations[:OTHER_LOCATIONS_SHOWN]],
+            "other_locations_total": len(self.other_locations),
         }
         if self.responsible is not None:
             out["responsibility"] = {
@@ -476,6 +488,9 @@ class KnowledgeBase:
         if place.match is not None:
             answer.responsible = self.responsible_for(service, place.match)
             answer.authority = self.authorities.get(answer.responsible.authority_id or "")
+            answer.other_locations = [
+                self.authorities[a] for a in answer.responsible.alternatives if a in self.authorities
+            ]
         elif place.ambiguous:
             groups = self._authority_groups(service, [r for r, _ in place.candidates])
             if len(groups) == 1 and None not in groups:

@@ -224,6 +224,11 @@ def format_lookup(result: dict[str, Any]) -> str:
             out.append(f"   Online: {s['online_url']}")
         if r["authority"]:
             out.append(format_authority(r["authority"]))
+            if r.get("other_locations_total"):
+                names = "; ".join(o["name"] for o in r["other_locations"][:3])  # a terminal line, not a list
+                more = r["other_locations_total"] - min(3, len(r["other_locations"]))
+                out.append(f"   Auch an {r['other_locations_total']} weiteren Standorten: {names}"
+                           + (f" und {more} weiteren" if more > 0 else ""))
         elif r["authority_candidates"]:
             out.append("   Zuständig je nach Ort:")
             for c in r["authority_candidates"]:

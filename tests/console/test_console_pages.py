@@ -116,3 +116,31 @@ async def test_case_view_shows_the_thread_both_ways_and_html_mail_as_text(env):
     data = await (await env.client.get(f"/console/api/cases/{case_id}")).json()
     assert [m["direction"] for m in data["messages"]] == ["in", "out"]
     assert "<" not in data["messages"][0]["text"]
+
+
+async def test_the_card_lists_the_other_locations_of_the_same_service(tmp_path, demo_db_url, aiohttp_client):
+    from knowledge.base import KnowledgeBase
+    from knowledge.models import Authority, Responsibility
+
+    engine, url = hub_engine(tmp_path, demo_db_url)
+    kb = KnowledgeBase.load(engine)  # its own: the test registers a second location
+    route = kb.route("Führungszeugnis", "Todesfelde")
+    resp = kb.responsible_for(route.service, kb.regions.resolve("Todesfelde").match)
+    kb.apply_authority(Authority(id="zweitstelle", name="Bürgerbüro <Nord> & Süd", region_ars=resp.region_ars,
+                                 street="Hauptstraße 1", phone="04551 1234"))
+    kb.apply_responsibility(Responsibility(service_id=None if resp.via == "level" else route.service.id,
+                                           level=resp.level if resp.via == "level" else None,
+                                           region_ars=resp.region_ars, authority_id="zweitstelle"))
+    app, _service = make_app(settings_for(tmp_path, url), engine, kb)
+    client = await aiohttp_client(app)
+    new_user(engine, "chefin", "supervisor", authorities=[KREIS[0]])
+    await login(client, "chefin")
+    html = await (await client.get("/console/", params={"q": "Führungszeugnis", "place": "Todesfelde"})).text()
+    card = html.split('id="card"', 1)[1].split("</article>", 1)[0]
+    # The office with the most registrations stays the answer; the new location is listed, escaped.
+    assert f'data-authority-id="{resp.authority_id}"' in card
+    assert "Auch an 1 weiteren Standorten" in card
+    assert "Bürgerbüro &lt;Nord&gt; &amp; Süd, Hauptstraße 1 · Tel. 04551 1234" in card and "<Nord>" not in card
+    body = await (await client.get("/console/api/lookup", params={"q": "Führungszeugnis", "location": "Todesfelde"})).json()
+    top = body["results"][0]
+    assert top["other_locations_total"] == 1 and top["other_locations"][0]["id"] == "zweitstelle"

@@ -548,3 +548,14 @@ def test_a_city_with_several_locations_answers_with_its_main_one_and_lists_the_o
                                            fed_kb.regions.chain(route.location.ars))
     assert chosen.authority_id == route.authority.id
     assert {chosen.authority_id, *chosen.alternatives} == offices
+
+
+def test_the_lookup_names_the_other_locations_in_json_and_in_the_terminal(fed_kb):
+    from hub.cli.knowledge import format_lookup
+
+    result = fed_kb.lookup("Wohnsitzanmeldung", "München", limit=1).to_json()
+    top = result["results"][0]
+    assert top["other_locations_total"] == len(top["other_locations"]) >= 2
+    assert top["authority"]["id"] not in {o["id"] for o in top["other_locations"]}
+    text = format_lookup(result)
+    assert f"Auch an {top['other_locations_total']} weiteren Standorten: {top['other_locations'][0]['name']}" in text

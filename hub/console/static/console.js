@@ -148,6 +148,20 @@
         else if (a.open_now === false) badge = el("span", { class: "badge closed", "data-open": "no" }, "jetzt geschlossen");
         sec.appendChild(el("p", { class: "hours" }, hours + " ", badge));
       }
+      if (answer.other_locations_total) {
+        // A city's other locations for the same service (the server's card shows the same).
+        var others = el("details", { class: "other-locations" },
+                        el("summary", null, "Auch an " + answer.other_locations_total + " weiteren Standorten"));
+        var olist = el("ul");
+        (answer.other_locations || []).forEach(function (o) {
+          olist.appendChild(el("li", { "data-authority-id": o.id }, o.name + (o.street ? ", " + o.street : "") +
+                                                                  (o.phone ? " · Tel. " + o.phone : "")));
+        });
+        var rest = answer.other_locations_total - (answer.other_locations || []).length;
+        if (rest > 0) olist.appendChild(el("li", null, "… und " + rest + " weitere"));
+        others.appendChild(olist);
+        sec.appendChild(others);
+      }
       var placeField = $("#place");
       var formUrl = "/console/paper/form?service=" + encodeURIComponent(s.id) +
         "&location=" + encodeURIComponent(placeField ? placeField.value : "");
