@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from queue_support import case_row, req, sqlite_engine
-from sqlalchemy import func, select
+from queue_support import case_row, pg_schema_url, req, sqlite_engine
+from sqlalchemy import func, insert, select
 
+from hub.db import make_engine
+from hub.migrate import upgrade
 from hub.queue.cases import case_t, message_t, subject_tag
 from hub.queue.intake import write_requests
 from hub.queue.outbox import enqueue
+from hub.queue.requests import normalise_phone
 
 
 @pytest.fixture
@@ -119,3 +122,45 @@ def test_two_citizens_in_one_batch_stay_apart(engine):
         req("SM-b4", channel="sms", contact={"phone": "+491701234567", "name": "Eva"}),
     ])
     assert len({r.case_id for r in results}) == 4 and _cases(engine) == 4
+
+
+# -- migration 0012_phone_trunk_zero: numbers stored as +490… by the old phone rule get the queue's form, so
+# the citizen's next message threads onto the case again; other numbers stay as they are.
+
+STORED = {
+    "+49045511234": "+4945511234",  # "+49 (0)4551 1234" under the old rule
+    "+4345511234": "+4345511234",  # already right
+    "+43015123456": "+4315123456",  # Vienna, "+43 (0)1 5123456"
+    "+390612345678": "+390612345678",  # Rome keeps its zero
+    "+4945511234": "+4945511234",
+    None: None,
+}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def old_engine(request, tmp_path):
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+        yield engine
+        engine.dispose()
+        return
+    with pg_schema_url() as url:
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
+
+
+def test_trunk_zero_numbers_are_rewritten_and_the_rest_stay(old_engine):
+    upgrade(old_engine, "0011_federation")
+    now = datetime.now(UTC)
+    with old_engine.begin() as conn:
+        for i, phone in enumerate(STORED, 1):
+            conn.execute(insert(case_t).values(id=i, token=f"tok{i:013d}", state="open", channel="web",
+                                               created_at=now, updated_at=now, state_changed_at=now,
+                                               last_inbound_at=now, sla_pauses=[], attempts=0, contact_phone=phone))
+    upgrade(old_engine)
+    with old_engine.connect() as conn:
+        got = dict(conn.execute(select(case_t.c.id, case_t.c.contact_phone)).all())
+    assert [got[i] for i in range(1, len(STORED) + 1)] == list(STORED.values())
+    # What the migration wrote is what the queue's rule makes of the citizen's own writing.
+    assert normalise_phone("+49 (0)4551 1234") == got[1] and normalise_phone("+43 (0)1 5123456") == got[3]
