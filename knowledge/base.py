@@ -386,7 +386,11 @@ class KnowledgeBase:
 
     def responsible_for(self, service: Service | ServiceView, region: RegionInfo) -> Responsible:
         """Who does the service at ``region``: registrations for any of the Leistung's texts valid there."""
-        view = self._view_on(service, region)
+        chain = self.chain_areas(region)
+        if isinstance(service, ServiceView) and service.area in chain:
+            view = service  # as found: its first text is the one the request matched (Federation.view)
+        else:
+            view = self._view_on(service, region)
         if view is None:
             return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
         ids = [t.id for t in view.texts]
