@@ -581,7 +581,13 @@ class KnowledgeBase:
         if not candidates:
             result.reason = self._nothing_here(text, place)
             return result
-        result = self._clarify(result, place, evidence)
+        # The model's calibrated margin decides where its probabilities are calibrated: the best candidate is
+        # a service it has confirmed cases of. Else (a well-worded request for a service known only from
+        # the catalogue) the catalogue's rule and margins, as without a model.
+        calibrated = None
+        if learned is not None and learned.probabilities and learned.probabilities[0][0] in learned.known:
+            calibrated = learned.margin
+        result = self._clarify(result, place, evidence, calibrated)
         if learned is not None and result.service is not None:  # the office agents confirmed at this place
             office = self.authorities.get(learned.offices.get(result.service.id, ""))
             if office is not None and office is not result.authority:
@@ -589,10 +595,18 @@ class KnowledgeBase:
         return result
 
     def _clarify(
-        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None
+        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None,
+        calibrated: float | None = None,
     ) -> RouteResult:
-        """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`."""
-        margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
+        """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`.
+
+        ``calibrated``: the candidates' scores are a learned router's probabilities (in percent) and this is
+        its calibrated margin, which replaces the configured (lexical) margins.
+        """
+        if calibrated is not None:
+            margins = Margins(calibrated, calibrated)
+        else:
+            margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
         if place is None:
             places = self._home_places()
             state = PlaceState(MISSING, None, len(places))
@@ -620,7 +634,7 @@ class KnowledgeBase:
             coverage, words = (evidence or {}).get(service.id, (1.0, 1))
             options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika,
                                   coverage, words))
-        verdict = clarify(options, state, margins)
+        verdict = clarify(options, state, margins, calibrated=calibrated is not None)
         service = result.candidates[0][0]
         result.service = service
         result.confidence = result.candidates[0][1]
