@@ -386,14 +386,16 @@ class KnowledgeBase:
 
     def responsible_for(self, service: Service | ServiceView, region: RegionInfo) -> Responsible:
         """Who does the service at ``region``: registrations for any of the Leistung's texts valid there."""
-        chain = self.chain_areas(region)
-        if isinstance(service, ServiceView) and service.area in chain:
-            view = service  # as found: its first text is the one the request matched (Federation.view)
-        else:
-            view = self._view_on(service, region)
+        view = self._view_on(service, region)
         if view is None:
             return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
         ids = [t.id for t in view.texts]
+        primary = service.primary.id if isinstance(service, ServiceView) else service.id
+        if primary in ids and ids[0] != primary and view.texts[0].owner_ars == self.services[primary].owner_ars:
+            # One catalogue's several texts of the Leistung: the one the request matched (Federation.view)
+            # answers, so its registrations come first.
+            ids.remove(primary)
+            ids.insert(0, primary)
         return self.responsibility.resolve(ids, view.level, self.regions.chain(region.ars))
 
     def services_at(self, location: str | None = None) -> list[ServiceView]:
