@@ -402,11 +402,12 @@ class KnowledgeBase:
         if view is None:
             return self.responsibility.resolve(service.id, service.level, self.regions.chain(region.ars))
         ids = [t.id for t in view.texts]
-        # The chosen text's own registration first: two texts of one catalogue can share a LeiKa key
-        # (München's "Fahrzeug abmelden" and "Umschreibung" carry the same one) and have different offices.
-        if service.id in ids:
-            ids.remove(service.id)
-            ids.insert(0, service.id)
+        primary = service.primary.id if isinstance(service, ServiceView) else service.id
+        if primary in ids and ids[0] != primary and view.texts[0].owner_ars == self.services[primary].owner_ars:
+            # One catalogue's several texts of the Leistung: the one the request matched (Federation.view)
+            # answers, so its registrations come first.
+            ids.remove(primary)
+            ids.insert(0, primary)
         return self.responsibility.resolve(ids, view.level, self.regions.chain(region.ars))
 
     def services_at(self, location: str | None = None) -> list[ServiceView]:
@@ -597,18 +598,34 @@ class KnowledgeBase:
         if not candidates:
             result.reason = self._nothing_here(text, place)
             return result
-        result = self._clarify(result, place, evidence)
-        if learned is not None and result.service is not None:  # the office agents confirmed at this place
-            office = self.authorities.get(learned.offices.get(result.service.id, ""))
-            if office is not None and office is not result.authority:
-                result.authority, result.authority_level, result.authority_source = office, None, "learned"
-        return result
+        # The model's calibrated margin decides where its probabilities are calibrated: the best candidate is
+        # a service it has confirmed cases of. Else (a well-worded request for a service known only from
+        # the catalogue) the catalogue's rule and margins, as without a model.
+        calibrated = None
+        if learned is not None and learned.probabilities and learned.probabilities[0][0] in learned.known:
+            calibrated = learned.margin
+        # The offices agents confirmed at this place (the place known) take part in the verdict: a request
+        # the catalogue leaves without an office is not flagged for it when agents confirmed one.
+        confirmed = {sid: aid for sid, aid in learned.offices.items() if aid in self.authorities} if learned else {}
+        return self._clarify(result, place, evidence, calibrated, confirmed)
 
     def _clarify(
-        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None
+        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None,
+        calibrated: float | None = None, confirmed: dict[str, str] | None = None,
     ) -> RouteResult:
-        """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`."""
-        margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
+        """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`.
+
+        ``calibrated``: the candidates' scores are a learned router's probabilities (in percent) and this is
+        its calibrated margin, which replaces the configured (lexical) margins. ``confirmed``: service id →
+        the office agents confirmed for it at the (known) place (knowledge.learning); it is that service's
+        office, for the verdict and the answer (``authority_source`` "learned" where it differs from the
+        catalogue's).
+        """
+        confirmed = confirmed or {}
+        if calibrated is not None:
+            margins = Margins(calibrated, calibrated)
+        else:
+            margins = Margins(self.settings.clarify_office_margin, self.settings.clarify_service_margin)
         if place is None:
             places = self._home_places()
             state = PlaceState(MISSING, None, len(places))
@@ -628,7 +645,9 @@ class KnowledgeBase:
         for rank, (service, score) in enumerate(result.candidates):
             confidence = score / 100.0
             offices: set[str | None] = set()
-            if rank == 0 or top - confidence < reach:  # only a close competitor can change the verdict
+            if service.id in confirmed and state.status == KNOWN:
+                offices.add(confirmed[service.id])
+            elif rank == 0 or top - confidence < reach:  # only a close competitor can change the verdict
                 for region in places:
                     resp = self.responsible_for(service, region)
                     responsible.setdefault(service.id, resp)
@@ -636,12 +655,17 @@ class KnowledgeBase:
             coverage, words = (evidence or {}).get(service.id, (1.0, 1))
             options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika,
                                   coverage, words))
-        verdict = clarify(options, state, margins)
+        verdict = clarify(options, state, margins, calibrated=calibrated is not None)
         service = result.candidates[0][0]
         result.service = service
         result.confidence = result.candidates[0][1]
         best = options[0]
-        if len(best.offices) == 1 and None not in best.offices:
+        if service.id in confirmed and state.status == KNOWN:
+            result.authority, result.authority_level = self._confirmed_office(service, confirmed[service.id],
+                                                                              places[0])
+            catalogue = self.responsible_for(service, places[0]).authority_id
+            result.authority_source = None if catalogue == result.authority.id else "learned"
+        elif len(best.offices) == 1 and None not in best.offices:
             resp = responsible[service.id]
             result.authority = self.authorities.get(resp.authority_id or "")
             result.authority_level = self.acting_level(resp)
@@ -651,6 +675,18 @@ class KnowledgeBase:
         result.needs_clarification = verdict.needed or result.authority is None
         result.reason = verdict.reason if result.needs_clarification else None
         return result
+
+    def _confirmed_office(self, service: Service | ServiceView, authority_id: str, region: RegionInfo
+                          ) -> tuple[Authority, str | None]:
+        """The office agents confirmed and the level it acts at: the level of its own registration on the
+        place's chain (for this service or a level), else the level of the office's region."""
+        office = self.authorities[authority_id]
+        ids = [t.id for t in service.texts] if isinstance(service, ServiceView) else [service.id]
+        level = self.responsibility.level_of(authority_id, ids, self.regions.chain(region.ars))
+        if level is None:
+            home = self.regions.get(office.region_ars) if office.region_ars else None
+            level = home.level if home is not None else None
+        return office, level
 
     def _home_places(self) -> list[RegionInfo]:
         """The municipalities of the home region: the candidate places of a request without a place.

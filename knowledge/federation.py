@@ -35,6 +35,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rapidfuzz.fuzz import token_sort_ratio
+
 from knowledge.lookup import Hit, SearchDoc, ServiceIndex
 from knowledge.text import terms
 
@@ -445,12 +447,31 @@ class Federation:
                     rows.append(self.services[sid])
             area = found[0][0]
             if stems and len(le.by_area.get(area, ())) > 1:
+                # One catalogue with several texts under one key (München files "Waffenbesitzkarte
+                # beantragen" and "Munition besitzen und erwerben" under one LeiKa key): the text the
+                # request is about comes first, as its office is the one that answers it.
                 same = [r for r in rows if r.owner_ars == rows[0].owner_ars]
-                hit = [r for r in same if stems in self.phrase_keys(r)]
-                if hit:
-                    rows.remove(hit[0])
-                    rows.insert(0, hit[0])
+                hit = self._closest_text(same, stems)
+                if hit is not rows[0]:
+                    rows.remove(hit)
+                    rows.insert(0, hit)
         return ServiceView(key, rows, area) if rows else None
+
+    def _closest_text(self, texts: Sequence[Any], stems: tuple[str, ...]) -> Any:
+        """Of one catalogue's texts of a Leistung, the one the matched phrase (``stems``) belongs to; when
+        the phrase is another catalogue's word for the Leistung, the text with the phrase most like it
+        (rapidfuzz ``token_sort_ratio`` of the stems: "Anwohnerparkausweis" is closer to
+        "Bewohnerparkausweis" than to "Parkausweis"); ties keep the catalogue's order."""
+        for r in texts:
+            if stems in self.phrase_keys(r):
+                return r
+        wanted = " ".join(stems)
+        best, best_score = texts[0], -1.0
+        for r in texts:
+            score = max((token_sort_ratio(wanted, " ".join(k)) for k in self.phrase_keys(r)), default=0.0)
+            if score > best_score + 1e-9:
+                best, best_score = r, score
+        return best
 
     def allow_for(self, chain: Sequence[str] | None):
         """The search filter of a place: a Leistung may be found only when it has a text on ``chain``.

@@ -100,6 +100,11 @@ class _Offices(Generic[K]):
             return True
         return False
 
+    def has(self, key: K, authority: str) -> bool:
+        """Whether ``authority`` is one of the offices of ``key``."""
+        more = self._more.get(key)
+        return authority in more if more is not None else self._one.get(key) == authority
+
     def drop(self, key: K) -> tuple[str, ...]:
         """Forget every office of ``key``; returns them."""
         more = self._more.pop(key, None)
@@ -207,6 +212,20 @@ class ResponsibilityIndex:
             level,
             f"no authority is registered for {level}-level services at {place} or above",
         )
+
+    def level_of(self, authority_id: str, service_ids: Sequence[str], chain: Sequence[RegionLike]) -> str | None:
+        """The level at which ``authority_id`` is registered on ``chain`` (most local first): for one of
+        ``service_ids`` (an override: its region's level, as ``RegionLike.level`` says) or for a level
+        mark; None when it is registered for neither (an office agents chose beyond the registry)."""
+        for region in chain:
+            for sid in service_ids:
+                if self._overrides.has((sid, region.ars), authority_id):
+                    return getattr(region, "level", None)
+        for region in chain:
+            for level in LEVELS:
+                if self._levels.has((region.ars, level), authority_id):
+                    return level
+        return None
 
     def contact_points(self, service_ids: Sequence[str], level: str, chain: Sequence[RegionLike]) -> list[str]:
         """Offices registered as contact points (role ``ansprechpunkt``) for the service on the chain."""

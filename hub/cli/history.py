@@ -123,6 +123,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hub.learning import area_of, area_stems, catalogue_owners
     from knowledge.learning.evaluate import EvalItem, cross_validate
@@ -151,7 +155,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for label, key in (("Katalog + Modell", "combined"), ("nur Katalog", "catalogue_only")):
         s = data[key]
         print(f"{label}: top-1 {100 * s['top1']:.1f} %, top-3 {100 * s['top3']:.1f} %, "
-              f"zur Klärung {100 * s['flagged']:.1f} % ({s['n']} Anfragen, {result.folds} Folds)")
+              f"zur Klärung {100 * s['flagged']:.1f} % ({s['n']} Anfragen, {result.folds} Folds); "
+              f"richtige ohne Rückfrage {_share(s['correct_unflagged'])} (Ziel ≥ 0.90), "
+              f"falsche zur Klärung {_share(s['wrong_flagged'])} (Ziel ≥ 0.80)")
     if data["confused"]:
         print("Häufigste Verwechslungen (richtig → geroutet):")
         for c in data["confused"]:

@@ -35,17 +35,28 @@ class Scores:
     top1: int = 0
     top3: int = 0
     flagged: int = 0
+    correct_unflagged: int = 0  # right first and not flagged
+    wrong_flagged: int = 0  # wrong first (or nothing) and flagged
 
     def add(self, right: str, candidates: list[str], flagged: bool) -> None:
+        ok = bool(candidates) and candidates[0] == right
         self.n += 1
-        self.top1 += bool(candidates) and candidates[0] == right
+        self.top1 += ok
         self.top3 += right in candidates[:3]
         self.flagged += flagged
+        self.correct_unflagged += ok and not flagged
+        self.wrong_flagged += (not ok) and flagged
 
     def json(self) -> dict[str, Any]:
+        """Shares of all requests, and the clarification rule's two shares (issue 13: the right answers
+        that pass unflagged, target ≥ 0.90; the wrong ones that are flagged, target ≥ 0.80; None when
+        there are none)."""
         n = max(self.n, 1)
+        wrong = self.n - self.top1
         return {"n": self.n, "top1": round(self.top1 / n, 4), "top3": round(self.top3 / n, 4),
-                "flagged": round(self.flagged / n, 4)}
+                "flagged": round(self.flagged / n, 4),
+                "correct_unflagged": round(self.correct_unflagged / self.top1, 4) if self.top1 else None,
+                "wrong_flagged": round(self.wrong_flagged / wrong, 4) if wrong else None}
 
 
 @dataclass

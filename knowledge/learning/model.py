@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,9 @@ class AreaModel:
     sha256: str = ""
     gamma: float | None = None  # weight of the catalogue match of services without cases (None: β)
     rest_offset: float = 0.0  # added to the "rest of the catalogue" decision
+    # The probability margin below which the route asks a person (knowledge.learning.train.clarify_margin,
+    # calibrated on the out-of-fold decisions); None (a model stored before it): the catalogue's margins.
+    clarify_margin: float | None = None
 
     def __post_init__(self) -> None:
         self._row = {sid: i for i, sid in enumerate(self.classes)}
@@ -69,6 +73,11 @@ class AreaModel:
         # Column-major: routing gathers the columns of the few features a request has.
         self._coef_t = np.ascontiguousarray(self.coef.T, dtype=np.float32)
         self.coef = self._coef_t.T  # a view: the weights are held once
+
+    @property
+    def known(self) -> Container[str]:
+        """The services with confirmed cases (the model's classes), for ``in``."""
+        return self._row.keys()
 
     @property
     def n_examples(self) -> int:
@@ -131,6 +140,7 @@ class AreaModel:
             "beta": self.beta,
             "gamma": self.gamma,
             "rest_offset": self.rest_offset,
+            "clarify_margin": self.clarify_margin,
             "temperature": self.temperature,
             "floor": self.floor,
             "data_version": self.data_version,
@@ -177,6 +187,7 @@ class AreaModel:
             beta=float(header["beta"]),
             gamma=None if header.get("gamma") is None else float(header["gamma"]),
             rest_offset=float(header.get("rest_offset") or 0.0),
+            clarify_margin=None if header.get("clarify_margin") is None else float(header["clarify_margin"]),
             temperature=float(header["temperature"]),
             floor=float(header["floor"]),
             data_version=dict(header["data_version"]),

@@ -18,7 +18,7 @@ Swapping
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,11 @@ class LearnedRanking:
     model_sha256: str
     # service id → the office agents confirmed for it at the request's place (the place known).
     offices: dict[str, str] = field(default_factory=dict)
+    # The model's calibrated clarification margin on the probability scale (AreaModel.clarify_margin).
+    margin: float | None = None
+    # The services the model has confirmed cases of: only for them are its probabilities calibrated (a
+    # service known from the catalogue alone shares the "rest of the catalogue" with its neighbours).
+    known: Container[str] = frozenset()
 
 
 def allowed_owner(owner: str, places: Iterable[str], area: str) -> bool:
@@ -183,4 +188,4 @@ class LearnedRouting:
                 office = model.confirmed_office(sid, places)
                 if office is not None:
                     offices[sid] = office
-        return LearnedRanking(model.area, probabilities, model.sha256, offices)
+        return LearnedRanking(model.area, probabilities, model.sha256, offices, model.clarify_margin, model.known)

@@ -163,6 +163,8 @@ def test_evaluate_reports_top1_top3_flagged_and_confusions(hub_db, tmp_path, cap
     assert data["combined"]["n"] == len(history_lines())
     assert data["combined"]["top1"] > data["catalogue_only"]["top1"]
     assert 0 <= data["combined"]["flagged"] <= 1
+    for key in ("combined", "catalogue_only"):  # the clarification rule's two shares (issue 13)
+        assert 0 <= data[key]["correct_unflagged"] <= 1 and 0 <= data[key]["wrong_flagged"] <= 1
     assert data["confused"] and {"right", "routed", "count"} <= set(data["confused"][0])
     assert "Fold 2/2" in captured.err  # progress
     assert examples(engine) == 0  # evaluation stores nothing

@@ -102,11 +102,26 @@ def test_a_competitor_nobody_provides_at_the_place_is_no_competitor():
 
 
 def test_the_margin_works_on_probabilities_too():
-    """A learned router hands calibrated probabilities: 0.48 against 0.44 is close, 0.7 against 0.2 is not."""
-    close = [opt("a", 0.48, ("x",), name="Hund anmelden"), opt("b", 0.44, ("y",), name="Wohnsitz anmelden")]
-    assert clarify(close, PlaceState(KNOWN)).needed
-    clear = [opt("a", 0.7, ("x",), name="Hund anmelden"), opt("b", 0.2, ("y",), name="Wohnsitz anmelden")]
-    assert not clarify(clear, PlaceState(KNOWN)).needed
+    """A learned router hands calibrated probabilities and its own margin (here 0.4): 0.6 against 0.3 is
+    close, 0.8 against 0.1 is not."""
+    model = Margins(0.4, 0.4)
+    close = [opt("a", 0.6, ("x",), name="Hund anmelden"), opt("b", 0.3, ("y",), name="Wohnsitz anmelden")]
+    assert clarify(close, PlaceState(KNOWN), model, calibrated=True).needed
+    clear = [opt("a", 0.8, ("x",), name="Hund anmelden"), opt("b", 0.1, ("y",), name="Wohnsitz anmelden")]
+    assert not clarify(clear, PlaceState(KNOWN), model, calibrated=True).needed
+
+
+def test_a_confident_model_is_not_second_guessed_as_too_general():
+    """ "Scherben an der Bushaltestelle" explains little of a catalogue name; the model's cases are sure."""
+    model = Margins(0.4, 0.4)
+    weak = Option("glas", "Glasbruch", 0.9, frozenset({"a"}), coverage=0.3, words=1)
+    rival = Option("halt", "Haltestellen", 0.05, frozenset({"b"}))
+    assert not clarify([weak, rival], PlaceState(KNOWN), model, calibrated=True).needed
+    assert clarify([weak, rival], PlaceState(KNOWN), model).general  # the catalogue's scores: a guess
+    unsure = Option("glas", "Glasbruch", 0.5, frozenset({"a"}), coverage=0.3, words=1)
+    verdict = clarify([unsure, Option("halt", "Haltestellen", 0.3, frozenset({"b"}))], PlaceState(KNOWN), model,
+                      calibrated=True)
+    assert verdict.needed and verdict.general  # not confident: the catalogue's rule still speaks
 
 
 def test_same_service_by_leika_object_or_shared_word():
@@ -278,8 +293,8 @@ def three_kb(regions_template, tmp_path_factory):  # noqa: F811
 
 
 def test_the_three_catalogues_together_meet_the_targets_on_the_heldout_sets(three_kb):
-    """The clarification targets of issue 13 with the demo, München and Berlin loaded at once: pooled over
-    the held-out sets (which the calibration, on *.dev.jsonl only, never saw)."""
+    """The clarification targets of issue 13 with the demo, München and Berlin loaded at once, per city and
+    pooled over the held-out sets (which the calibration, on *.dev.jsonl only, never saw)."""
     correct = unflagged = wrong = flagged = 0
     for name in ("segeberg", "muenchen", "berlin"):
         figures = evaluate_routes(three_kb, read_labelled(str(LABELLED / f"{name}.heldout.jsonl")))
@@ -288,9 +303,33 @@ def test_the_three_catalogues_together_meet_the_targets_on_the_heldout_sets(thre
         unflagged += round(figures["correct_unflagged_share"] * figures["correct"])
         wrong += figures["wrong"]
         flagged += round(figures["wrong_flagged_share"] * figures["wrong"])
-        if name == "segeberg":  # the one set large enough to hold the targets alone
-            assert figures["correct_unflagged_share"] >= 0.90 and figures["wrong_flagged_share"] >= 0.80
+        # Every city on its own: München and Berlin have 18 and 13 right answers, 6 and 5 wrong ones, so
+        # one request more on the wrong side of the rule still keeps the targets.
+        assert figures["correct"] >= 10 and figures["wrong"] >= 5, name
+        assert figures["correct_unflagged_share"] >= 0.90, name
+        assert figures["wrong_flagged_share"] >= 0.80, name
     print(f"\npooled: correct unflagged {unflagged}/{correct}, wrong flagged {flagged}/{wrong}")
     assert correct >= 100 and wrong >= 30
     assert unflagged / correct >= 0.90
     assert flagged / wrong >= 0.80
+
+
+@pytest.mark.parametrize(
+    "text, service, office",
+    [
+        # München files both under LeiKa 99089018000000 ("Munition besitzen und erwerben" first).
+        ("Waffenbesitzkarte", "091620000000-1072647", "091620000000-loc-10517"),
+        # Under 99108001000000 with "Parkausweis für Härtefalle"; "Anwohnerparkausweis" is Berlin's word.
+        ("Anwohnerparkausweis", "091620000000-1072043", "091620000000-loc-10427"),
+        # Under 99036008003000 with "Umschreibung Fahrzeug – innerhalb Münchens" and its other office.
+        ("Auto abmelden", "091620000000-1064305", "091620000000-loc-102101"),
+    ],
+)
+def test_of_one_catalogues_texts_under_one_key_the_request_chooses_the_text_and_its_office(
+    three_kb, text, service, office
+):
+    """One Leistung with two texts in the same catalogue: the answer is the text whose name or synonym the
+    request matched (or, for another catalogue's word, the one closest to it), with that text's office."""
+    route = three_kb.route(text, "80331 München")
+    assert route.service.id == service and route.authority.id == office
+    assert not route.needs_clarification
