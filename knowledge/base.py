@@ -561,7 +561,7 @@ class KnowledgeBase:
         text = clean_input(text)[: self.settings.max_query_chars]
         place = self.resolve_place(location, text)
         named = self.services.get(service_id) if service_id else None
-        evidence: dict[str, tuple[float, int]] = {}  # candidate id → (Hit.coverage, Hit.words)
+        evidence: dict[str, Hit] = {}  # candidate id → its hit (coverage, words explained and missed)
         if named is not None:
             view = self._view_on(named, place.match) if place is not None and place.match is not None else None
             candidates: list[tuple[Service | ServiceView, float]] = [(view or named, 100.0)]
@@ -569,7 +569,7 @@ class KnowledgeBase:
         else:
             hits = self.search_hits(text, place, CATALOGUE_HITS)
             found = [(v, h.score, h.matched) for v, h in hits]
-            evidence = {v.id: (h.coverage, h.words) for v, h in hits}
+            evidence = {v.id: h for v, h in hits}
             candidates = [(v, score) for v, score, _m in found[:5] if score >= self.settings.min_score]
         # The one hook of the learned router: with a model for the place's area, it ranks the candidates
         # (the catalogue's hits, valid at the place, by the id of the text the place sees).
@@ -610,7 +610,7 @@ class KnowledgeBase:
         return self._clarify(result, place, evidence, calibrated, confirmed)
 
     def _clarify(
-        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, tuple[float, int]] | None = None,
+        self, result: RouteResult, place: PlaceResolution | None, evidence: dict[str, Hit] | None = None,
         calibrated: float | None = None, confirmed: dict[str, str] | None = None,
     ) -> RouteResult:
         """Fill in service, office and the clarification verdict of :func:`knowledge.clarify.clarify`.
@@ -652,9 +652,9 @@ class KnowledgeBase:
                     resp = self.responsible_for(service, region)
                     responsible.setdefault(service.id, resp)
                     offices.add(resp.authority_id)
-            coverage, words = (evidence or {}).get(service.id, (1.0, 1))
+            hit = (evidence or {}).get(service.id)
             options.append(Option(service.id, service.name, confidence, frozenset(offices), service.leika,
-                                  coverage, words))
+                                  *((hit.coverage, hit.words, hit.explained, hit.missed) if hit else ())))
         verdict = clarify(options, state, margins, calibrated=calibrated is not None)
         service = result.candidates[0][0]
         result.service = service

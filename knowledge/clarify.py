@@ -8,6 +8,10 @@ It is flagged for clarification when
   ``GENERAL_COVERAGE`` of the matched name ("Können Sie mir helfen?" matches only the "Hilfe" of "Hilfe zur
   Pflege"; a single "Pflege" explains most of it, a "Reisepass beantragen" all of "Reisepass beantragen").
   such a best candidate is a guess: an agent confirms it;
+* **the request names a thing the answer ignores**: the best candidate explains only action words of the
+  request ("anmelden") and leaves a word the catalogue knows unexplained ("Hund anmelden" in München, whose
+  catalogue has no dog registration, answered with "Wohnsitzanmeldung"): the object of a request decides
+  the service, the verb does not;
 * **the place is missing, ambiguous or unknown and it matters**: the candidate places (the places a
   postcode or name fits; the deployment's home region when no place is given) have different offices
   for the leading service, or no office at all;
@@ -75,6 +79,10 @@ class Option:
     # request's words it explains (``knowledge.lookup.Hit``); a client-named service has 1.0 and 1.
     coverage: float = 1.0
     words: int = 1
+    # The request's words (stems) the option explains, and those the catalogue knows that it leaves
+    # unexplained (``knowledge.lookup.Hit``); empty when not known (a client-named service).
+    explained: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,22 @@ class Clarification:
 def too_general(best: Option) -> bool:
     """Whether one word of the request carries a match that explains little of the matched name."""
     return best.words <= 1 and best.coverage < GENERAL_COVERAGE
+
+
+def misses_the_object(best: Option) -> str | None:
+    """The word of the request that names its object when ``best`` explains only action words around it.
+
+    "Hund anmelden" → "Wohnsitzanmeldung" explains "anmelden" only and misses "Hund": returns "hund".
+    None when the best candidate explains an object word of the request, or misses nothing the catalogue
+    knows ("Ich möchte mich anmelden" → "Wohnsitzanmeldung" is a fair reading).
+    """
+    if not best.explained or not best.missed or not all(_is_action(w) for w in best.explained):
+        return None
+    return next((w for w in best.missed if len(w) >= _MIN_STEM and not _is_action(w)), None)
+
+
+def _is_action(stem: str) -> bool:
+    return stem in _ACTION_STEMS
 
 
 def same_service(a: Option, b: Option) -> bool:
@@ -160,6 +184,14 @@ def clarify(options: Sequence[Option], place: PlaceState, margins: Margins | Non
         return Clarification(
             True,
             f"Anliegen zu allgemein: nur ein einzelnes Wort passt, und es erklärt nur einen Teil von {best.name!r}",
+            general=True,
+        )
+    missed = misses_the_object(best)
+    if missed is not None and not (calibrated and confident(options, margins)):
+        return Clarification(
+            True,
+            f"Anliegen nur zum Teil erkannt: {best.name!r} erklärt nur den Vorgang, nicht den Gegenstand "
+            f"der Anfrage ({missed}…)",
             general=True,
         )
     if place.status == UNKNOWN:

@@ -71,6 +71,10 @@ _FUZZY_MIN_LEN = 5  # shorter words are not typo-corrected: too many neighbours
 _EXPANSION_CACHE = 50_000
 _EQUIVALENT_QUALITY = 0.85  # a word of the same meaning (knowledge.text.equivalents) as a match of the word
 _WORD_EXPLAINED = 0.5  # a query word counts as explained by a service from this evidence (Hit.words)
+_KNOWN_WORD = 0.8  # a query word the catalogue knows (Hit.missed): an expansion at least this close
+# A known query word counts as missed by a service below this evidence: a compound part it explains
+# ("Hund" of "Hundesteuer" in "Hund anmelden") is not missed.
+_WORD_MISSED = 0.2
 _UNSEEN = object()
 # The place filter of a search: per document, the phrase stems that may count, True for all, None for none.
 Allow = Callable[[str], "Container[tuple[str, ...]] | bool | None"]
@@ -105,6 +109,10 @@ class Hit:
     # how many of the query's words it explains: "helfen" explains a small part of "Hilfe zur Pflege".
     coverage: float = 1.0
     words: int = 1
+    # The query's words (stems) this service explains, and those the catalogue knows that it leaves
+    # (almost) untouched: "Hund anmelden" → Wohnsitzanmeldung explains ("anmeld",) and misses ("hund",).
+    explained: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()
 
 
 class _Group:
@@ -609,6 +617,8 @@ class _Query:
         self.coverage: dict[int, float] = {}  # group → share of its phrase the query explains
         hits: dict[str, list[tuple[int, float, bool, float]]] = {}  # term → [(word, quality, part, cover)]
         self.word_idf: list[float] = []
+        # Whether the catalogue knows the word itself (a close expansion, not only compound parts).
+        self.known: list[bool] = []
         for i, exp in enumerate(expansions):
             best_q, best_idf = 0.0, unknown_idf
             for term, qual, piece, cov in exp:
@@ -618,6 +628,7 @@ class _Query:
             if best_q == 0.0 and exp:  # only compound parts: weigh by the rarest part
                 best_idf = max(self.idf(t) for t, _q, _p, _c in exp)
             self.word_idf.append(best_idf)
+            self.known.append(best_q >= _KNOWN_WORD)
         # term → (how well the term is matched, [(word, evidence)], [(word, share of the split word)],
         #         weight of the term for finding candidates)
         self.terms: dict[str, tuple[float, list[tuple[int, float]], list[tuple[int, float]], float]] = {}
@@ -855,7 +866,7 @@ class _Query:
         phrases = index._phrases
         group_evidence = self.evidence
         wi, total = self.word_idf, self.total_idf
-        results: list[tuple[float, str, str, tuple[str, ...], float, int]] = []
+        results: list[tuple[float, str, str, tuple[str, ...], float, int, list[float]]] = []
         qtext = " ".join(self.words)
         groups = index._groups
         for doc_id, (score, pid, qc, name_base) in pool:
@@ -884,12 +895,15 @@ class _Query:
                 stems = groups[phrase.gid].stems
                 coverage = self.coverage.get(phrase.gid, 0.0)
             if raw > 0.0:
-                results.append((raw, doc_id, matched, stems, coverage, words))
+                results.append((raw, doc_id, matched, stems, coverage, words, evidence))
         # Ties go by the documents' ``order`` (a Leistung's is its widest text's id), then id.
         entries = index._entries
         results.sort(key=lambda x: (-x[0], entries[x[1]].doc.order or x[1], x[1]))
-        return [Hit(d, round(100.0 * min(raw, 1.0), 1), m, st, round(cov, 3), n)
-                for raw, d, m, st, cov, n in results[:limit]]
+        qwords, known = self.words, self.known
+        return [Hit(d, round(100.0 * min(raw, 1.0), 1), m, st, round(cov, 3), n,
+                    tuple(w for w, e in zip(qwords, ev, strict=True) if e >= _WORD_EXPLAINED),
+                    tuple(w for w, e, k in zip(qwords, ev, known, strict=True) if k and e < _WORD_MISSED))
+                for raw, d, m, st, cov, n, ev in results[:limit]]
 
 
 def doc_from_service(service: Service) -> SearchDoc:
