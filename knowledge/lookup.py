@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from rapidfuzz.distance import OSA
 from rapidfuzz.fuzz import token_sort_ratio
 
-from knowledge.text import equivalents, query_terms, split_compound, stem, terms, trigrams
+from knowledge.text import ACTION_STEMS, equivalents, query_terms, split_compound, stem, terms, trigrams
 
 if TYPE_CHECKING:  # pragma: no cover
     from knowledge.models import Service
@@ -105,7 +105,8 @@ class Hit:
     score: float
     matched: str
     stems: tuple[str, ...] = ()  # the matched phrase's stems (its group), () for a context-only hit
-    # How much of the matched phrase the query explains (idf-weighted, 0..1; 0 for a context-only hit), and
+    # How much of the matched phrase's object words the query explains (idf-weighted, 0..1; 0 for a context-only
+    # hit; actions such as "beantragen" do not count), and
     # how many of the query's words it explains: "helfen" explains a small part of "Hilfe zur Pflege".
     coverage: float = 1.0
     words: int = 1
@@ -731,18 +732,25 @@ class _Query:
         nwords = self.nwords
         rows: list[tuple[int, float, list[float]]] = []
         explained = [0.0] * nwords
+        object_cover: dict[int, float] = {}
         for gid in gids:
             alt = [0.0] * nwords
             parts: list[float] | None = None
             got = tot = 0.0
+            ogot = otot = 0.0  # the same over the phrase's object words (not its actions): Hit.coverage
             for s in groups[gid].stems:
                 t_idf = idf_get(s)
                 if t_idf is None:
                     t_idf = idf(s)
                 tot += t_idf
+                is_object = s not in ACTION_STEMS
+                if is_object:
+                    otot += t_idf
                 info = terms.get(s)
                 if info is not None:
                     got += t_idf * info[0]
+                    if is_object:
+                        ogot += t_idf * info[0]
                     for i, e in info[1]:
                         if e > alt[i]:
                             alt[i] = e
@@ -757,6 +765,7 @@ class _Query:
                 if e > explained[i]:
                     explained[i] = e
             rows.append((gid, got / tot if tot else 0.0, alt))
+            object_cover[gid] = ogot / otot if otot else (got / tot if tot else 0.0)
         # Query coverage counts a word as far as *some* phrase of the catalogue explains it: words that
         # nothing explains ("Mallorca", "übermorgen") are the same for every service and would only
         # dilute the score of a long sentence.
@@ -768,7 +777,9 @@ class _Query:
             scored.append((_PC_WEIGHT * pc + (1.0 - _PC_WEIGHT) * qc, gid, qc, evidence))
         scored.sort(key=itemgetter(0), reverse=True)
         self.evidence = {gid: evidence for _s, gid, _qc, evidence in scored}
-        self.coverage = {gid: pc for gid, pc, _e in rows}
+        # "Kirchenaustritt" explains all of "Kirchenaustritt erklären" that names a thing; "helfen" little of
+        # "Hilfe zur Pflege" (the too-general rule of knowledge.clarify reads this).
+        self.coverage = object_cover
         return scored
 
     def group_allowed(self, gid: int) -> bool:

@@ -66,14 +66,14 @@ class LookupSettings(Section):
         "only for the place; routing does not use it (a clear best candidate is not flagged for its score).",
     )
     clarify_office_margin: float = Field(
-        0.02,
+        0.10,
         ge=0,
         le=1,
         description="Routing asks an agent when a candidate that leads to another office is this close to the "
         "best one. Scale 0-1: the lexical match score / 100, or a learned router's probability.",
     )
     clarify_service_margin: float = Field(
-        0.01,
+        0.03,
         ge=0,
         le=1,
         description="Routing asks an agent when a clearly different service (not a variant of the same "

@@ -23,6 +23,7 @@ from html.parser import HTMLParser
 import nh3
 
 __all__ = [
+    "ACTION_STEMS",
     "ALLOWED_TAGS",
     "STOPWORDS",
     "analyze",
@@ -178,6 +179,22 @@ def _stem(token: str) -> str:
 def terms(text: str) -> list[tuple[str, str]]:
     """``(surface, stem)`` for every content token of ``text``, stopwords removed, in order."""
     return [(t, stem(t)) for t in tokenize(text) if t not in STOPWORDS]
+
+
+# Words of an administrative action rather than of its object ("beantragen", "Anmeldung", "Ersatz"), as
+# :func:`analyze` stems them. Two service names that share only these are different services ("Hund
+# anmelden", "Wohnsitz anmelden"); a request whose object no candidate explains is not understood
+# (knowledge.clarify); the unexplained actions of a matched name do not make a request too general.
+ACTION_STEMS = frozenset(
+    """
+    beantrag antrag anmeld anmeldung abmeld ummeld meld aender aenderung ausstell ausstellung erteil
+    erteilung verlaenger verlaengerung neu erneuer ersatz verlust diebstahl umtausch umtausch auskunft
+    bescheinig bestaetig genehmig erlaubnis registrier eintrag eintragung beantragung abgeb abgab
+    anzeig einreich pruef zulass zulassung ausweis
+    erkla festsetz antragstell umschreib abhol beglaubig reservi reservier ausgab kuendig erstatt bearbeit
+    aend ersterteil
+    """.split()
+)
 
 
 def analyze(text: str) -> list[str]:

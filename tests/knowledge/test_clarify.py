@@ -24,6 +24,7 @@ from knowledge.clarify import (
     Option,
     PlaceState,
     clarify,
+    misses_the_object,
     same_service,
     too_general,
 )
@@ -142,6 +143,27 @@ def test_one_general_word_that_explains_little_of_the_name_is_too_general():
                        PlaceState(KNOWN)).needed
     assert not too_general(Option("p", "Reisepass beantragen", 0.6, frozenset({"a"}), coverage=0.3, words=2))
     assert not too_general(opt("named", 1.0))  # a client-named service: coverage 1
+
+
+def test_a_best_candidate_that_explains_only_the_action_and_misses_the_object_is_flagged():
+    # "Hund anmelden" in a catalogue without dog registration: Wohnsitzanmeldung explains "anmelden" only.
+    wrong = Option("wohnsitz", "Wohnsitzanmeldung", 0.72, frozenset({"bb"}), explained=("anmeld",), missed=("hund",))
+    assert misses_the_object(wrong) == "hund"
+    verdict = clarify([wrong], PlaceState(KNOWN))
+    assert verdict.needed and "nur zum Teil erkannt" in verdict.reason and "hund" in verdict.reason
+    # The object explained, nothing known missed, or only actions and short words missed: a real answer.
+    for fine in (Option("h", "Hund anmelden", 1.0, frozenset({"a"}), explained=("hund", "anmeld")),
+                 Option("w", "Wohnsitzanmeldung", 0.9, frozenset({"a"}), explained=("anmeld",)),
+                 Option("p", "Reisepass beantragen", 0.9, frozenset({"a"}), explained=("reisepass",),
+                        missed=("verlaenger",)),
+                 Option("w", "Wohnsitzanmeldung", 0.9, frozenset({"a"}), explained=("anmeld",),
+                        missed=("neu", "kfz"))):
+        assert misses_the_object(fine) is None and not clarify([fine], PlaceState(KNOWN)).needed
+    # A confident learned model is not second-guessed by the catalogue's words.
+    model = Margins(0.3, 0.3)
+    sure = Option("wohnsitz", "Wohnsitzanmeldung", 0.95, frozenset({"bb"}), explained=("anmeld",), missed=("hund",))
+    assert not clarify([sure, Option("x", "X", 0.05, frozenset({"bb"}))], PlaceState(KNOWN), model,
+                       calibrated=True).needed
 
 
 # -- on the demo knowledge base ------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ def test_one_function_shows_a_chosen_service_as_the_place_sees_it_at_every_call_
 def test_hund_anmelden_in_muenchen_never_answers_with_berlin(fed_kb):
     route = fed_kb.route("Hund anmelden", "München")
     assert route.service is None or route.service.owner_ars == MUENCHEN
+    # München's catalogue has no dog registration: whatever it answers explains "anmelden" only, so an agent
+    # is asked rather than the caller told about the Wohnsitzanmeldung.
+    assert route.needs_clarification and "Hund" not in (route.service.name if route.service else "Hund")
     if route.authority is not None:
         assert route.authority.region_ars.startswith(MUENCHEN)
     for answer in fed_kb.lookup("Hund anmelden", "München").answers:
@@ -559,3 +562,13 @@ def test_the_lookup_names_the_other_locations_in_json_and_in_the_terminal(fed_kb
     assert top["authority"]["id"] not in {o["id"] for o in top["other_locations"]}
     text = format_lookup(result)
     assert f"Auch an {top['other_locations_total']} weiteren Standorten: {top['other_locations'][0]['name']}" in text
+
+
+@pytest.mark.parametrize("text", ["Sterbeurkunde", "Kirchenaustritt", "Halterauskunft"])
+def test_one_word_naming_the_whole_object_of_a_service_is_not_too_general(fed_kb, text):
+    # Berlin's names add actions ("Kirchenaustritt erklären", "Urkunden - Ausstellung - Sterbeurkunde"): the
+    # word explains everything the name says about a thing, so the request is clear.
+    route = fed_kb.route(text, "Berlin")
+    assert route.service is not None and route.service.owner_ars.startswith("11")
+    assert text.lower()[:8] in route.service.name.lower().replace("-", "")
+    assert not (route.reason or "").startswith("Anliegen zu allgemein"), route.reason
