@@ -564,7 +564,7 @@ def test_the_lookup_names_the_other_locations_in_json_and_in_the_terminal(fed_kb
     assert f"Auch an {top['other_locations_total']} weiteren Standorten: {top['other_locations'][0]['name']}" in text
 
 
-@pytest.mark.parametrize("text", ["Sterbeurkunde", "Kirchenaustritt", "Halterauskunft"])
+@pytest.mark.parametrize("text", ["Sterbeurkunde", "Kirchenaustritt", "Zweitwohnungsteuer"])
 def test_one_word_naming_the_whole_object_of_a_service_is_not_too_general(fed_kb, text):
     # Berlin's names add actions ("Kirchenaustritt erklären", "Urkunden - Ausstellung - Sterbeurkunde"): the
     # word explains everything the name says about a thing, so the request is clear.
