@@ -26,10 +26,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from twilio.twiml.voice_response import Enqueue, VoiceResponse
-
+from channels.twilio import twiml
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
 
@@ -40,6 +40,8 @@ from hub.queue.requests import normalise_phone
 # is set: warning 13335), and posts to an absolute action URL under public_url, so a proxy's path prefix
 # survives. actionOnEmptyResult makes Twilio post silence too, and a <Redirect> after the <Gather> (counted
 # as a try) catches the case where it does not: the menu always decides what happens next.
+# The documents are written as strings (channels.twilio.twiml), byte for byte what twilio's VoiceResponse
+# writes: its element tree was a sixth of a call's webhook.
 @dataclass(frozen=True)
 class VoiceStyle:
     """How the menu speaks and listens (from ``[twilio]``)."""
@@ -50,78 +52,62 @@ class VoiceStyle:
     speech_timeout: int = 2
     timeout: int = 6
 
-    def say(self, parent, text: str) -> None:
-        kwargs = {"language": self.language}
-        if self.voice:
-            kwargs["voice"] = self.voice
-        parent.say(text, **kwargs)
+    @cached_property
+    def _say_open(self) -> str:
+        return twiml.open_tag("Say", {"language": self.language, "voice": self.voice or None}) + ">"
+
+    def say(self, text: str) -> str:
+        """``<Say>`` of ``text`` in the menu's language and voice."""
+        if not text:
+            return self._say_open[:-1] + " />"
+        return f"{self._say_open}{twiml.text(text)}</Say>"
+
+    def says(self, lines: str | Sequence[str]) -> str:
+        return "".join(self.say(line) for line in ([lines] if isinstance(lines, str) else lines))
 
 
 def gather(style: VoiceStyle, action: str, prompt: str | Sequence[str], *, num_digits: int | None = None,
            finish_on_key: str | None = None, hints: str | None = None, retry: str | None = None) -> str:
     """Say ``prompt`` while listening; the answer (or silence) goes to ``action``, else to ``retry``."""
-    response = VoiceResponse()
-    kwargs: dict = {
+    attrs: dict[str, object] = {
         "input": "speech dtmf",
         "language": style.language,
         "action": action,
         "method": "POST",
         "timeout": style.timeout,
-        "speech_timeout": int(style.speech_timeout),
-        "action_on_empty_result": True,
+        "speechTimeout": int(style.speech_timeout),
+        "actionOnEmptyResult": True,
+        "speechModel": style.speech_model or None,
+        "numDigits": num_digits,
+        "finishOnKey": finish_on_key,
+        "hints": hints or None,
     }
-    if style.speech_model:
-        kwargs["speech_model"] = style.speech_model
-    if num_digits is not None:
-        kwargs["num_digits"] = num_digits
-    if finish_on_key is not None:
-        kwargs["finish_on_key"] = finish_on_key
-    if hints:
-        kwargs["hints"] = hints
-    element = response.gather(**kwargs)
-    for line in [prompt] if isinstance(prompt, str) else prompt:
-        style.say(element, line)
-    response.redirect(retry or action, method="POST")
-    return response.to_xml()
+    return twiml.response(twiml.element("Gather", attrs, style.says(prompt))
+                          + twiml.element("Redirect", {"method": "POST"}, twiml.text(retry or action)))
 
 
 def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` and hang up."""
-    response = VoiceResponse()
-    for line in [lines] if isinstance(lines, str) else lines:
-        style.say(response, line)
-    response.hangup()
-    return response.to_xml()
+    return twiml.response(style.says(lines) + "<Hangup />")
 
 
 def to_queue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
     """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
-    response = VoiceResponse()
-    style.say(response, line)
-    # The verb appended as an element (the library's method of the same name reads like the outbox's).
-    response.append(Enqueue(queue, action=action, method="POST"))
-    return response.to_xml()
+    return twiml.response(style.say(line)
+                          + twiml.element("Enqueue", {"action": action, "method": "POST"}, twiml.text(queue)))
 
 
 def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str | None = None,
          timeout: int = 30) -> str:
     """Say ``line`` and dial an agent's number; ``action`` hears whether someone answered."""
-    response = VoiceResponse()
-    style.say(response, line)
-    kwargs = {"action": action, "method": "POST", "timeout": timeout}
-    if caller_id:
-        kwargs["caller_id"] = caller_id
-    element = response.dial(**kwargs)
-    element.number(number)
-    return response.to_xml()
+    attrs = {"action": action, "method": "POST", "timeout": timeout, "callerId": caller_id or None}
+    return twiml.response(style.say(line)
+                          + twiml.element("Dial", attrs, twiml.element("Number", None, twiml.text(number))))
 
 
 def say_only(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` without hanging up (Twilio ends the call after the last verb)."""
-    response = VoiceResponse()
-    for line in [lines] if isinstance(lines, str) else lines:
-        style.say(response, line)
-    return response.to_xml()
+    return twiml.response(style.says(lines))
 
 
 # -- the menu --------------------------------------------------------------------------------------------------
@@ -245,6 +231,7 @@ class VoiceFlow:
         self.caller_id = caller_id
         self.confident_score = confident_score if confident_score is not None else kb.settings.confident_score
         self.is_holiday = is_holiday if is_holiday is not None else getattr(calendar, "is_holiday", None)
+        self._greeting: Turn | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -271,7 +258,13 @@ class VoiceFlow:
     # -- steps ---------------------------------------------------------------------------------------
 
     def greeting(self, ctx: CallContext) -> Turn:
-        """The first answer to a call: who answers, and the question what it is about."""
+        """The first answer to a call: who answers, and the question what it is about (the same for every
+        call, so written once)."""
+        if self._greeting is None:
+            self._greeting = self._greet()
+        return self._greeting
+
+    def _greet(self) -> Turn:
         doc, said = self._ask(CONCERN, [
             "Guten Tag, hier ist das Bürgertelefon.",
             "Bitte sagen Sie in einem Satz, worum es geht, und nennen Sie Ihren Wohnort. "
