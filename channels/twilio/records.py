@@ -181,9 +181,13 @@ class AfterCommit:
                 except Exception as exc:
                     log.error("twilio: a webhook's writes failed (%s)", type(exc).__name__)
                     results.append(exc)
+        # One wake-up per event loop for the whole batch (each wake-up is a write to the loop's self-pipe).
+        by_loop: dict[Any, list[tuple[asyncio.Future, Any]]] = {}
         for ((_, future, loop), _), value in zip(jobs, results, strict=True):
+            by_loop.setdefault(loop, []).append((future, value))
+        for loop, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle, future, value)
+                loop.call_soon_threadsafe(_settle, settled)
             except RuntimeError:  # the loop is closed: nobody waits any more
                 pass
 
@@ -208,10 +212,11 @@ class AfterCommit:
         return outcome if isinstance(outcome, BaseException) else work(conn, outcome)
 
 
-def _settle(future: asyncio.Future, value: Any) -> None:
-    if future.done():
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-    else:
-        future.set_result(value)
+def _settle(settled: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, value in settled:
+        if future.done():  # the handler was cancelled
+            continue
+        if isinstance(value, BaseException):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
