@@ -66,8 +66,10 @@ def flow_for(request: web.Request) -> voice.VoiceFlow | None:
     """The menu of this app (built once the knowledge base and the queue are there)."""
     st = webhooks.state(request)
     flow = st.extra.get("flow")
+    if flow is not None:
+        return flow
     kb, service = webhooks.kb(request), webhooks.queue_service(request)
-    if flow is None and kb is not None and service is not None:
+    if kb is not None and service is not None:
         s = st.settings
         flow = voice.VoiceFlow(
             base_url=s.public_url,
@@ -123,10 +125,8 @@ async def call_webhook(request: web.Request) -> web.Response:
     flow = flow_for(request)
     if flow is None:
         return _sorry(request)
-    caller = webhooks.phone_or_none(call.from_)
     log.info("phone: call %s in", call.call_sid)
-    context = voice.CallContext(now=webhooks.now(request), caller=caller, sms_allowed=caller is not None)
-    return webhooks.twiml(flow.greeting(context).twiml)
+    return webhooks.twiml(flow.greeting().twiml)
 
 
 def _tries(request: web.Request) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -137,7 +136,6 @@ class AfterCommit:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self._expected: dict[tuple[str, str], tuple[Callable[[Connection, Any], Any], Any, Any]] = {}
-        self._lock = threading.Lock()
 
     def attach(self, writer: Any) -> AfterCommit:
         # First: the cases this channel answers are answered before the routing stage is woken for the batch.
@@ -148,24 +146,24 @@ class AfterCommit:
         """Run ``work(conn, outcome)`` after the batch that stores the request ``key``; its result's future."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        with self._lock:
-            self._expected[key] = (work, future, loop)
+        # No lock: setting and popping one key of a dict are atomic, and nothing else touches it (a lock
+        # here made every handler wait for the writer thread while it took a batch's works).
+        self._expected[key] = (work, future, loop)
         return future
 
     def forget(self, key: tuple[str, str]) -> None:
         """The request never reached the writer: nothing to run."""
-        with self._lock:
-            entry = self._expected.pop(key, None)
+        entry = self._expected.pop(key, None)
         if entry is not None and not entry[1].done():
             entry[1].cancel()
 
     def _after_batch(self, reqs: list[Any], outcomes: list[Any]) -> None:
         jobs = []
-        with self._lock:
-            for req, outcome in zip(reqs, outcomes, strict=True):
-                entry = self._expected.pop(req.key(), None)
-                if entry is not None:
-                    jobs.append((entry, outcome))
+        expected = self._expected
+        for req, outcome in zip(reqs, outcomes, strict=True):
+            entry = expected.pop(req.key(), None)
+            if entry is not None:
+                jobs.append((entry, outcome))
         if not jobs:
             return
         try:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from channels.twilio import twiml
@@ -69,6 +69,15 @@ class VoiceStyle:
 def gather(style: VoiceStyle, action: str, prompt: str | Sequence[str], *, num_digits: int | None = None,
            finish_on_key: str | None = None, hints: str | None = None, retry: str | None = None) -> str:
     """Say ``prompt`` while listening; the answer (or silence) goes to ``action``, else to ``retry``."""
+    body = style.says(prompt)
+    start, end = _gather_frame(style, action, num_digits, finish_on_key, hints, retry or action)
+    return f"{start}>{body}</Gather>{end}" if body else f"{start} />{end}"
+
+
+@lru_cache(maxsize=256)
+def _gather_frame(style: VoiceStyle, action: str, num_digits: int | None, finish_on_key: str | None,
+                  hints: str | None, retry: str) -> tuple[str, str]:
+    """What surrounds a <Gather>'s prompt: the same for every call at a step (so written once per step)."""
     attrs: dict[str, object] = {
         "input": "speech dtmf",
         "language": style.language,
@@ -82,8 +91,8 @@ def gather(style: VoiceStyle, action: str, prompt: str | Sequence[str], *, num_d
         "finishOnKey": finish_on_key,
         "hints": hints or None,
     }
-    return twiml.response(twiml.element("Gather", attrs, style.says(prompt))
-                          + twiml.element("Redirect", {"method": "POST"}, twiml.text(retry or action)))
+    redirect = twiml.element("Redirect", {"method": "POST"}, twiml.text(retry))
+    return twiml.HEAD + "<Response>" + twiml.open_tag("Gather", attrs), redirect + "</Response>"
 
 
 def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
@@ -209,6 +218,7 @@ class Turn:
     place: str | None = None  # a new place to store (None: unchanged)
     route: Any = None  # the knowledge base's decision of this turn, if any
     answer: Answer | None = None  # the answer given in this turn
+    answer_text: str | None = None  # the answer as the menu spoke it (recorded in the case)
     outcome: str | None = None  # answered / callback / transferred, once decided
     send_details: bool = False  # put the answer's details into the outbox as an SMS to the caller
     callback_number: str | None = None  # confirmed: create the callback case for this number
@@ -257,7 +267,7 @@ class VoiceFlow:
 
     # -- steps ---------------------------------------------------------------------------------------
 
-    def greeting(self, ctx: CallContext) -> Turn:
+    def greeting(self, ctx: CallContext | None = None) -> Turn:
         """The first answer to a call: who answers, and the question what it is about (the same for every
         call, so written once)."""
         if self._greeting is None:
@@ -357,15 +367,16 @@ class VoiceFlow:
     def _answer(self, ctx: CallContext, answer: Answer, route: Any, *, heard: str, concern: str | None,
                 place: str | None) -> Turn:
         lines = self.answer_lines(answer)
+        text = " ".join(lines)
         if ctx.sms_allowed and ctx.caller:
             lines.append("Möchten Sie die Einzelheiten per SMS? Dann drücken Sie die 1 oder sagen Sie ja.")
             doc, said = self._ask(DETAILS, lines, num_digits=1, hints="ja, nein")
             return Turn(doc, DETAILS, said, heard=heard, concern=concern, place=place, route=route, answer=answer,
-                        outcome=ANSWERED)
+                        answer_text=text, outcome=ANSWERED)
         lines.append("Vielen Dank für Ihren Anruf. Auf Wiederhören.")
         doc, said = self._bye(lines)
         return Turn(doc, DONE, said, heard=heard, concern=concern, place=place, route=route, answer=answer,
-                    outcome=ANSWERED)
+                    answer_text=text, outcome=ANSWERED)
 
     def details(self, ctx: CallContext, speech: str, digits: str = "") -> Turn:
         """The caller answered whether they want the details by SMS."""

@@ -42,8 +42,12 @@ from hub.console.calls import call_t as hub_call_t
 from hub.console.calls import card_text
 from hub.queue.cases import audit, case_t
 from hub.queue.intake import IntakeResult
-from hub.queue.intake import _Inserter as Inserter  # intake's raw multi-row INSERT (one implementation)
 from knowledge.base import authority_json, service_json
+
+try:  # intake's raw multi-row INSERT, the one implementation (public as hub.queue.bulk once h16-sms is merged)
+    from hub.queue.bulk import BulkWriter as Inserter  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - until then, where it lives now
+    from hub.queue.intake import _Inserter as Inserter
 
 IVR = IVR_AGENT  # the phone menu as the "agent" of hub.casework
 ANSWER_REASON = "answered by the phone menu"
@@ -123,6 +127,12 @@ class TurnJob:
         return turns
 
 
+def spoken_answer(flow: voice.VoiceFlow, turn: voice.Turn) -> str:
+    """The answer as the caller heard it: the case's outbound message of the call."""
+    assert turn.answer is not None
+    return turn.answer_text if turn.answer_text is not None else " ".join(flow.answer_lines(turn.answer))
+
+
 def answer_rows(kb: Any, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
     """The service and office of an answer as :mod:`hub.casework` records them (the names as the menu said
     them when the knowledge base no longer has one)."""
@@ -147,7 +157,7 @@ def _write_openings(conn: Connection, items: list[tuple[TurnJob, IntakeResult, v
     if answered_:
         casework.answer_many(conn, [(cases[result.case_id], svc, office) for _, result, _, svc, office in answered_],
                              agent=IVR, policy=service.policy, reason=ANSWER_REASON, now=now)
-        casework.send_many(conn, [(cases[result.case_id], " ".join(job.flow.answer_lines(turn.answer)), IVR,
+        casework.send_many(conn, [(cases[result.case_id], spoken_answer(job.flow, turn), IVR,
                                    job.seen["caller"]) for job, result, turn, _, _ in answered_],
                            queue=service.queue, channel="phone", delivered=True, now=now)
     ins = Inserter(conn)
@@ -199,7 +209,7 @@ def record_turn(conn: Connection, kb: Any, flow: voice.VoiceFlow, service: Any, 
     if turn.answer is not None and case_id is not None and fresh:
         case = answered(conn, case_id, service=service_row, authority=authority_row, agent=IVR,
                         reason=ANSWER_REASON, policy=service.policy, now=now)
-        record_reply(conn, case_id, text=" ".join(flow.answer_lines(turn.answer)), channel="phone",
+        record_reply(conn, case_id, text=spoken_answer(flow, turn), channel="phone",
                      recipient=row["caller"], agent=IVR, settings=service.queue, now=now, case=case)
     if turn.send_details and case_id is not None and row["caller"] and not extra.get("details_sent") \
             and row["service_id"]:
