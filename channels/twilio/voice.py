@@ -32,6 +32,7 @@ from typing import Any
 from channels.twilio import twiml
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
+from hub.queue.routing import route_cache
 
 
 # -- TwiML -----------------------------------------------------------------------------------------------------
@@ -293,8 +294,14 @@ class VoiceFlow:
                                                 "noch einmal in einem Satz, worum es geht."], ctx.tries + 1)
                 return Turn(doc, CONCERN, said, heard=digits or None)
             return self.menu_prompt(ctx, heard=None, lead="Ich konnte Sie leider nicht verstehen.")
-        route = route_text(self.kb, text)
-        return self._after_route(replace(ctx, concern=text, tries=0), route, heard=text, concern=text)
+        # What follows a concern depends on its words, the day (today's hours), whether the agents are there
+        # and whether an SMS may be offered, and on what the knowledge base knows: it is kept with the
+        # knowledge base's decisions (hub.queue.routing.RouteCache), so a concern many callers have ("ich
+        # brauche einen neuen Personalausweis") is answered once a day, until the catalogue changes.
+        offer_sms = bool(ctx.sms_allowed and ctx.caller)
+        key = ("ivr-concern", self, text, self._local(ctx.now).date(), self.in_service_hours(ctx.now), offer_sms)
+        return route_cache(self.kb).remember(key, lambda: self._after_route(
+            replace(ctx, concern=text, tries=0), route_text(self.kb, text), heard=text, concern=text))
 
     def place(self, ctx: CallContext, speech: str, digits: str = "") -> Turn:
         """The caller named the place, or typed its postcode."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from channels.twilio import store, voice
@@ -42,6 +42,7 @@ from hub.console.calls import call_t as hub_call_t
 from hub.console.calls import card_text
 from hub.queue.cases import audit, case_t
 from hub.queue.intake import IntakeResult
+from hub.queue.routing import route_cache
 from knowledge.base import authority_json, service_json
 
 try:  # intake's raw multi-row INSERT, the one implementation (public as hub.queue.bulk once h16-sms is merged)
@@ -52,8 +53,18 @@ except ImportError:  # pragma: no cover - until then, where it lives now
 IVR = IVR_AGENT  # the phone menu as the "agent" of hub.casework
 ANSWER_REASON = "answered by the phone menu"
 
-#: Which of some numbers opted out of SMS (built once: a statement built per batch costs more than running it).
-_OPTED_OUT = select(store.opt_out_t.c.phone).where(store.opt_out_t.c.phone.in_(bindparam("phones", expanding=True)))
+
+def _opted_out(conn: Connection, phones: list[str]) -> set[str]:
+    """Which of ``phones`` opted out of SMS: one query on the driver's cursor (through SQLAlchemy, the
+    statement with its list of numbers was compiled anew for every batch)."""
+    ins = Inserter(conn)
+    table = conn.dialect.identifier_preparer.format_table(store.opt_out_t)
+    found: set[str] = set()
+    for start in range(0, len(phones), 500):
+        part = phones[start : start + 500]
+        found.update(row[0] for row in ins.query(
+            f"SELECT phone FROM {table} WHERE phone IN ({', '.join([ins.mark] * len(part))})", part))
+    return found
 
 
 def new_call_row(call_sid: str, caller: str | None, now: datetime) -> dict[str, Any]:
@@ -109,7 +120,7 @@ class TurnJob:
     def batch(conn: Connection, items: list[tuple[TurnJob, IntakeResult]]) -> list[voice.Turn]:
         """The turns of one intake batch, written together where they open their call (see the module)."""
         callers = sorted({job.ctx.caller for job, _ in items if job._checks_opt_out()})
-        opted = set(conn.execute(_OPTED_OUT, {"phones": callers}).scalars()) if callers else set()
+        opted = _opted_out(conn, callers) if callers else set()
         turns = [job.final(job.ctx.caller in opted) for job, _ in items]
         together: list[int] = []
         cases: set[int] = set()
@@ -135,7 +146,13 @@ def spoken_answer(flow: voice.VoiceFlow, turn: voice.Turn) -> str:
 
 def answer_rows(kb: Any, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
     """The service and office of an answer as :mod:`hub.casework` records them (the names as the menu said
-    them when the knowledge base no longer has one)."""
+    them when the knowledge base no longer has one). Kept with the knowledge base's decisions, as the answer
+    itself is (the service as the place sees it was a tenth of a batch's writes); shared, never changed."""
+    return route_cache(kb).remember(("ivr-answer-rows", answer.service_id, answer.place, answer.office_id,
+                                     answer.service, answer.office), lambda: _answer_rows(kb, answer))
+
+
+def _answer_rows(kb: Any, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
     service = service_json(kb.view_at(answer.service_id, answer.place)) if answer.service_id in kb.services \
         else {"id": answer.service_id, "name": answer.service}
     office = authority_json(kb.authorities[answer.office_id]) if answer.office_id in kb.authorities \
