@@ -14,6 +14,12 @@ The menu itself is :mod:`channels.twilio.voice` (pure functions); these handlers
   first-contact rate; a transferred call is recorded by the agent who takes it, as any call;
 * the details by SMS go through the outbox (the ``sms`` adapter, which honours opt-outs).
 
+Those writes are :mod:`channels.twilio.voice_store`'s, in the intake writer's thread right after the
+turn's request committed: the first stored turn of the calls of one intake batch in a few statements for
+all of them. The greeting stores nothing and the concern step reads nothing (there is nothing of the
+call yet; the caller's SMS opt-out is read with the batch), so a call's first two webhooks cost one
+group-committed write and no round trip of their own.
+
 When the call ends (``/twilio/voice/status``) the call row loses the caller's number and words; what is
 kept of the call is in its case, where ``purge`` and ``forget`` reach it. A call with no outcome by then
 was ``abandoned``.
