@@ -231,7 +231,7 @@ async def apply_turn(request: web.Request, row: dict[str, Any], req: InboundRequ
     (``req``, :func:`request_of`) through intake, and the call's, the case's and the record's writes
     (``job``, :mod:`channels.twilio.voice_store`) right after it in the intake writer's thread (one
     transaction per batch); a turn without a request (a choice in the menu) in a transaction of its own."""
-    service, turn = webhooks.queue_service(request), job.turn
+    service, turn = job.service, job.turn
     after = webhooks.state(request).extra.get("after")
     if service is None or after is None:
         raise IntakeUnavailable("the queue is not running")
