@@ -29,11 +29,9 @@ from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
-from channels.twilio import twiml
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
 from hub.queue.routing import route_cache
-
 
 # -- TwiML -----------------------------------------------------------------------------------------------------
 # Every <Gather> listens for speech *and* keys (input="speech dtmf") in [twilio] voice_language (Twilio's
@@ -41,8 +39,58 @@ from hub.queue.routing import route_cache
 # is set: warning 13335), and posts to an absolute action URL under public_url, so a proxy's path prefix
 # survives. actionOnEmptyResult makes Twilio post silence too, and a <Redirect> after the <Gather> (counted
 # as a try) catches the case where it does not: the menu always decides what happens next.
-# The documents are written as strings (channels.twilio.twiml), byte for byte what twilio's VoiceResponse
-# writes: its element tree was a sixth of a call's webhook.
+# The documents are written as strings, byte for byte what twilio's VoiceResponse writes (ElementTree's
+# escaping, attributes sorted; tests/channels/twilio/test_twilio_voice_twiml.py compares them on hostile
+# texts): its element tree was a sixth of a call's webhook.
+_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
+def _text(value: str) -> str:
+    """Character data escaped as ElementTree does (``&``, ``<``, ``>``)."""
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    return value
+
+
+def _attribute(value: str) -> str:
+    """An attribute value escaped as ElementTree does (also quotes and line breaks, which would not survive)."""
+    value = _text(value)
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    if "\n" in value:
+        value = value.replace("\n", "&#10;")
+    if "\t" in value:
+        value = value.replace("\t", "&#09;")
+    return value
+
+
+def _open_tag(name: str, attrs: dict[str, object] | None = None) -> str:
+    """``<name a="…" b="…"`` (not closed): attributes sorted by name, ``None`` left out, booleans as
+    ``true``/``false``, as twilio writes them."""
+    if not attrs:
+        return "<" + name
+    return "<" + name + "".join(
+        f' {key}="{_attribute(("true" if value else "false") if isinstance(value, bool) else str(value))}"'
+        for key, value in sorted(attrs.items()) if value is not None)
+
+
+def _element(name: str, attrs: dict[str, object] | None = None, body: str = "") -> str:
+    """One element; ``body`` is markup already escaped (:func:`_text` for words); empty: ``<name />``."""
+    start = _open_tag(name, attrs)
+    return f"{start}>{body}</{name}>" if body else start + " />"
+
+
+def _response(body: str) -> str:
+    """The whole document: the declaration and ``<Response>`` around ``body`` (``<Response />`` when empty)."""
+    return f"{_HEAD}<Response>{body}</Response>" if body else _HEAD + "<Response />"
+
+
 @dataclass(frozen=True)
 class VoiceStyle:
     """How the menu speaks and listens (from ``[twilio]``)."""
@@ -55,13 +103,13 @@ class VoiceStyle:
 
     @cached_property
     def _say_open(self) -> str:
-        return twiml.open_tag("Say", {"language": self.language, "voice": self.voice or None}) + ">"
+        return _open_tag("Say", {"language": self.language, "voice": self.voice or None}) + ">"
 
     def say(self, text: str) -> str:
         """``<Say>`` of ``text`` in the menu's language and voice."""
         if not text:
             return self._say_open[:-1] + " />"
-        return f"{self._say_open}{twiml.text(text)}</Say>"
+        return f"{self._say_open}{_text(text)}</Say>"
 
     def says(self, lines: str | Sequence[str]) -> str:
         return "".join(self.say(line) for line in ([lines] if isinstance(lines, str) else lines))
@@ -92,32 +140,32 @@ def _gather_frame(style: VoiceStyle, action: str, num_digits: int | None, finish
         "finishOnKey": finish_on_key,
         "hints": hints or None,
     }
-    redirect = twiml.element("Redirect", {"method": "POST"}, twiml.text(retry))
-    return twiml.HEAD + "<Response>" + twiml.open_tag("Gather", attrs), redirect + "</Response>"
+    redirect = _element("Redirect", {"method": "POST"}, _text(retry))
+    return _HEAD + "<Response>" + _open_tag("Gather", attrs), redirect + "</Response>"
 
 
 def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` and hang up."""
-    return twiml.response(style.says(lines) + "<Hangup />")
+    return _response(style.says(lines) + "<Hangup />")
 
 
 def to_queue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
     """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
-    return twiml.response(style.say(line)
-                          + twiml.element("Enqueue", {"action": action, "method": "POST"}, twiml.text(queue)))
+    return _response(style.say(line)
+                          + _element("Enqueue", {"action": action, "method": "POST"}, _text(queue)))
 
 
 def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str | None = None,
          timeout: int = 30) -> str:
     """Say ``line`` and dial an agent's number; ``action`` hears whether someone answered."""
     attrs = {"action": action, "method": "POST", "timeout": timeout, "callerId": caller_id or None}
-    return twiml.response(style.say(line)
-                          + twiml.element("Dial", attrs, twiml.element("Number", None, twiml.text(number))))
+    return _response(style.say(line)
+                          + _element("Dial", attrs, _element("Number", None, _text(number))))
 
 
 def say_only(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` without hanging up (Twilio ends the call after the last verb)."""
-    return twiml.response(style.says(lines))
+    return _response(style.says(lines))
 
 
 # -- the menu --------------------------------------------------------------------------------------------------
