@@ -14,6 +14,12 @@ The menu itself is :mod:`channels.twilio.voice` (pure functions); these handlers
   first-contact rate; a transferred call is recorded by the agent who takes it, as any call;
 * the details by SMS go through the outbox (the ``sms`` adapter, which honours opt-outs).
 
+Those writes are :class:`channels.twilio.records.TurnJob`'s, in the intake writer's thread right after the
+turn's request committed: the first stored turn of the calls of one intake batch in a few statements for
+all of them. The greeting stores nothing and the concern step reads nothing (there is nothing of the
+call yet; the caller's SMS opt-out is read with the batch), so a call's first two webhooks cost one
+group-committed write and no round trip of their own.
+
 When the call ends (``/twilio/voice/status``) the call row loses the caller's number and words; what is
 kept of the call is in its case, where ``purge`` and ``forget`` reach it. A call with no outcome by then
 was ``abandoned``.
@@ -38,18 +44,12 @@ from channels.twilio.payload import (
     VoiceWebhook,
     WebhookError,
 )
-from channels.twilio.records import answered, record_ivr_call, record_reply, request_callback
-from hub import casework
-from hub.casework import actor_name
-from hub.console.calls import card_text
-from hub.queue.cases import audit
+from channels.twilio.records import TurnJob, new_call_row, record_turn
 from hub.queue.intake import IntakeUnavailable, RequestRejected
 from hub.queue.requests import Contact, InboundRequest
-from knowledge.base import authority_json, service_json
 
 log = logging.getLogger(__name__)
 
-IVR = "ivr"  # the phone menu as the "agent" of hub.casework
 ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 MAX_TRY = 5
 SORRY = ("Entschuldigung, es gibt gerade eine technische Störung. Bitte rufen Sie in einigen Minuten noch "
@@ -72,8 +72,10 @@ def flow_for(request: web.Request) -> voice.VoiceFlow | None:
     """The menu of this app (built once the knowledge base and the queue are there)."""
     st = webhooks.state(request)
     flow = st.extra.get("flow")
+    if flow is not None:
+        return flow
     kb, service = webhooks.kb(request), webhooks.queue_service(request)
-    if flow is None and kb is not None and service is not None:
+    if kb is not None and service is not None:
         s = st.settings
         flow = voice.VoiceFlow(
             base_url=s.public_url,
@@ -109,11 +111,7 @@ def _load(engine, call_sid: str, caller: str | None, now: datetime) -> tuple[dic
     with engine.connect() as conn:
         row = store.get_call(conn, call_sid)
         opted = caller is not None and store.is_opted_out(conn, caller)
-    if row is None:
-        row = {"id": None, "call_sid": call_sid, "caller": caller, "concern": None, "place": None,
-               "pending_number": None, "case_id": None, "outcome": None, "hub_call_id": None, "service_id": None,
-               "authority_id": None, "turns": 0, "extra": {}, "started_at": now}
-    return row, opted
+    return (row if row is not None else new_call_row(call_sid, caller, now)), opted
 
 
 def _context(row: dict[str, Any], opted: bool, tries: int, now: datetime) -> voice.CallContext:
@@ -133,10 +131,8 @@ async def call_webhook(request: web.Request) -> web.Response:
     flow = flow_for(request)
     if flow is None:
         return _sorry(request)
-    caller = webhooks.phone_or_none(call.from_)
     log.info("phone: call %s in", call.call_sid)
-    context = voice.CallContext(now=webhooks.now(request), caller=caller, sms_allowed=caller is not None)
-    return webhooks.twiml(flow.greeting(context).twiml)
+    return webhooks.twiml(flow.greeting().twiml)
 
 
 def _tries(request: web.Request) -> int:
@@ -157,11 +153,28 @@ async def gather_webhook(request: web.Request) -> web.Response:
     if flow is None:
         return _sorry(request)
     engine, now = webhooks.engine(request), webhooks.now(request)
+    caller, tries = webhooks.phone_or_none(gather.from_), _tries(request)
     try:
-        row, opted = await asyncio.to_thread(_load, engine, gather.call_sid, webhooks.phone_or_none(gather.from_),
-                                             now)
-        turn = flow.handle(step, _context(row, opted, _tries(request), now), gather.speech_result, gather.digits)
-        await apply_turn(request, row, turn, now)
+        if step == voice.CONCERN:
+            # Nothing of a call is stored before its concern (the greeting and silence store nothing), so
+            # there is nothing to read: the call is new, and the caller's opt-out (which only changes the
+            # SMS offer of a direct answer) is read where the turn is written.
+            row, unread = new_call_row(gather.call_sid, caller, now), True
+            opted = False
+        else:
+            (row, opted), unread = await asyncio.to_thread(_load, engine, gather.call_sid, caller, now), False
+        ctx = _context(row, opted, tries, now)
+        turn = flow.handle(step, ctx, gather.speech_result, gather.digits)
+        req = request_of(turn, row, now)
+        if unread and req is None and _changes_anything(turn, row):
+            # Not what the concern step does; should it ever, the turn is made again from what is stored.
+            (row, opted), unread = await asyncio.to_thread(_load, engine, gather.call_sid, caller, now), False
+            ctx = _context(row, opted, tries, now)
+            turn = flow.handle(step, ctx, gather.speech_result, gather.digits)
+            req = request_of(turn, row, now)
+        turn = await apply_turn(request, row, req, now, TurnJob(
+            webhooks.kb(request), flow, webhooks.queue_service(request), row, turn, now, ctx, step,
+            gather.speech_result, gather.digits, opt_out_unread=unread))
     except CallerLimited as exc:
         log.info("phone: call %s: the caller is over the intake limit; nothing stored", gather.call_sid)
         return webhooks.twiml(voice.goodbye(_style(request), LIMITED.format(wait=webhooks.wait_text(exc.retry_after))))
@@ -212,19 +225,20 @@ def _changes_anything(turn: voice.Turn, row: dict[str, Any]) -> bool:
                 or (turn.pending_number or None) != row["pending_number"])
 
 
-async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn, now: datetime) -> None:
-    """Store what ``turn`` decided before it is answered: its request through intake and the call's, the
-    case's and the record's writes right after it in the intake writer's thread (one transaction per
-    batch); a turn without a request (a choice in the menu) in a transaction of its own."""
-    service, kb, flow = webhooks.queue_service(request), webhooks.kb(request), flow_for(request)
+async def apply_turn(request: web.Request, row: dict[str, Any], req: InboundRequest | None, now: datetime,
+                     job: TurnJob) -> voice.Turn:
+    """Store what ``job.turn`` decided before it is answered, and return the turn to answer: its request
+    (``req``, :func:`request_of`) through intake, and the call's, the case's and the record's writes
+    (``job``, :class:`~channels.twilio.records.TurnJob`) right after it in the intake writer's thread (one
+    transaction per batch); a turn without a request (a choice in the menu) in a transaction of its own."""
+    service, turn = job.service, job.turn
     after = webhooks.state(request).extra.get("after")
     if service is None or after is None:
         raise IntakeUnavailable("the queue is not running")
-    req = request_of(turn, row, now)
     if req is None:
         if _changes_anything(turn, row):
-            await asyncio.to_thread(_record_alone, service.engine, kb, flow, service, row, turn, now)
-        return
+            await asyncio.to_thread(_record_alone, service.engine, job)
+        return turn
     # A request that opens the call's case counts against the caller's budget (and the callback number's),
     # shared with every channel; what the caller adds within the same call does not.
     keys = webhooks.limit_keys(row["caller"], req.contact.phone) if req.external_id == row["call_sid"] else ()
@@ -233,8 +247,7 @@ async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn
         if limited is not None:
             raise CallerLimited(limited.retry_after)
     key = req.key()
-    written = after.expect(key, lambda conn, result: record_turn(
-        conn, kb, flow, service, row, turn, result.case_id, now, fresh=result.created))
+    written = after.expect(key, job)
     try:
         result = await service.writer.submit(req)
     except BaseException:
@@ -243,69 +256,13 @@ async def apply_turn(request: web.Request, row: dict[str, Any], turn: voice.Turn
         raise
     if not result.created:
         webhooks.refund_limits(request, keys)  # Twilio's retry of the same turn costs nothing
-    await written
+    return await written
 
 
-def _record_alone(engine, kb, flow, service, row: dict[str, Any], turn: voice.Turn, now: datetime) -> None:
+def _record_alone(engine, job: TurnJob) -> None:
     with engine.begin() as conn:
-        record_turn(conn, kb, flow, service, row, turn, row["case_id"], now, fresh=True)
-
-
-def record_turn(conn, kb, flow: voice.VoiceFlow, service: Any, seen: dict[str, Any], turn: voice.Turn,
-                case_id: int | None, now: datetime, *, fresh: bool) -> None:
-    """Write one turn: the call's row (created with the first), the answer in the case (``answered``, the
-    spoken text), the details SMS, the callback, the transfer, the call record. ``fresh`` is False when the
-    turn's request was stored before (Twilio repeated the webhook): what it wrote then is not written again."""
-    row = store.start_call(conn, seen["call_sid"], seen["caller"], turn.step, now, known=seen["id"] is not None)
-    extra = dict(row["extra"] or {})
-    values: dict[str, Any] = {"step": turn.step, "tries": 0, "turns": row["turns"] + 1,
-                              "case_id": case_id or row["case_id"]}
-    case_id = values["case_id"]
-    if turn.concern is not None:
-        values["concern"] = turn.concern
-    if turn.place is not None:
-        values["place"] = turn.place
-    if turn.pending_number is not None or turn.step != voice.CALLBACK:
-        values["pending_number"] = turn.pending_number
-    if turn.extra.get("transfer_failed"):
-        values["outcome"] = None
-        values["transfer_result"] = turn.extra["transfer_failed"]
-    elif turn.outcome and row["outcome"] in (None, voice.TRANSFERRED):
-        values["outcome"] = turn.outcome
-    service_row = authority_row = None
-    if turn.answer is not None:
-        values |= {"service_id": turn.answer.service_id, "authority_id": turn.answer.office_id}
-        service_row = service_json(kb.view_at(turn.answer.service_id, turn.answer.place)) if turn.answer.service_id in kb.services \
-            else {"id": turn.answer.service_id, "name": turn.answer.service}
-        authority_row = authority_json(kb.authorities[turn.answer.office_id]) \
-            if turn.answer.office_id in kb.authorities else {"id": turn.answer.office_id, "name": turn.answer.office}
-    if turn.answer is not None and case_id is not None and fresh:
-        case = answered(conn, case_id, service=service_row, authority=authority_row, agent=IVR,
-                        reason="answered by the phone menu", policy=service.policy, now=now)
-        record_reply(conn, case_id, text=" ".join(flow.answer_lines(turn.answer)), channel="phone",
-                     recipient=row["caller"], agent=IVR, settings=service.queue, now=now, case=case)
-    if turn.send_details and case_id is not None and row["caller"] and not extra.get("details_sent") \
-            and row["service_id"]:
-        svc = kb.view_at(row["service_id"], row["place"])
-        office = kb.authorities.get(row["authority_id"] or "")
-        if svc is not None:  # the answer card, as an agent sends it during a call
-            casework.send(conn, casework.load(conn, case_id),
-                          text=card_text(service_json(svc), authority_json(office) if office else None),
-                          agent=IVR, queue=service.queue, channel="sms", recipient=row["caller"], now=now)
-            extra["details_sent"] = True
-    if turn.callback_number and case_id is not None and fresh:
-        request_callback(conn, case_id, turn.callback_number, actor=actor_name(IVR), now=now)
-    if turn.outcome == voice.TRANSFERRED and case_id is not None and row["outcome"] != voice.TRANSFERRED:
-        audit(conn, case_id, actor_name(IVR), "transferred", reason="the caller was put through to an agent",
-              now=now)
-    outcome = values.get("outcome", row["outcome"])
-    if outcome in ("answered", "callback") and row["hub_call_id"] is None:
-        svc = service_row or ({"id": row["service_id"], "name": None} if row["service_id"] else None)
-        auth = authority_row or ({"id": row["authority_id"], "name": None} if row["authority_id"] else None)
-        values["hub_call_id"] = record_ivr_call(conn, started_at=row["started_at"], outcome=outcome,
-                                                case_id=case_id, service=svc, authority=auth, now=now)
-    values["extra"] = extra
-    store.update_call(conn, row["id"], now, **values)
+        record_turn(conn, job.kb, job.flow, job.service, job.seen, job.turn, job.seen["case_id"], job.now,
+                    fresh=True)
 
 
 async def transfer_webhook(request: web.Request) -> web.Response:

@@ -26,13 +26,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property, lru_cache
 from typing import Any
-
-from twilio.twiml.voice_response import Enqueue, VoiceResponse
 
 from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
 from hub.queue.requests import normalise_phone
-
+from hub.queue.routing import route_cache
 
 # -- TwiML -----------------------------------------------------------------------------------------------------
 # Every <Gather> listens for speech *and* keys (input="speech dtmf") in [twilio] voice_language (Twilio's
@@ -40,6 +39,58 @@ from hub.queue.requests import normalise_phone
 # is set: warning 13335), and posts to an absolute action URL under public_url, so a proxy's path prefix
 # survives. actionOnEmptyResult makes Twilio post silence too, and a <Redirect> after the <Gather> (counted
 # as a try) catches the case where it does not: the menu always decides what happens next.
+# The documents are written as strings, byte for byte what twilio's VoiceResponse writes (ElementTree's
+# escaping, attributes sorted; tests/channels/twilio/test_twilio_voice_twiml.py compares them on hostile
+# texts): its element tree was a sixth of a call's webhook.
+_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
+def _text(value: str) -> str:
+    """Character data escaped as ElementTree does (``&``, ``<``, ``>``)."""
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    return value
+
+
+def _attribute(value: str) -> str:
+    """An attribute value escaped as ElementTree does (also quotes and line breaks, which would not survive)."""
+    value = _text(value)
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    if "\r" in value:
+        value = value.replace("\r", "&#13;")
+    if "\n" in value:
+        value = value.replace("\n", "&#10;")
+    if "\t" in value:
+        value = value.replace("\t", "&#09;")
+    return value
+
+
+def _open_tag(name: str, attrs: dict[str, object] | None = None) -> str:
+    """``<name a="…" b="…"`` (not closed): attributes sorted by name, ``None`` left out, booleans as
+    ``true``/``false``, as twilio writes them."""
+    if not attrs:
+        return "<" + name
+    return "<" + name + "".join(
+        f' {key}="{_attribute(("true" if value else "false") if isinstance(value, bool) else str(value))}"'
+        for key, value in sorted(attrs.items()) if value is not None)
+
+
+def _element(name: str, attrs: dict[str, object] | None = None, body: str = "") -> str:
+    """One element; ``body`` is markup already escaped (:func:`_text` for words); empty: ``<name />``."""
+    start = _open_tag(name, attrs)
+    return f"{start}>{body}</{name}>" if body else start + " />"
+
+
+def _response(body: str) -> str:
+    """The whole document: the declaration and ``<Response>`` around ``body`` (``<Response />`` when empty)."""
+    return f"{_HEAD}<Response>{body}</Response>" if body else _HEAD + "<Response />"
+
+
 @dataclass(frozen=True)
 class VoiceStyle:
     """How the menu speaks and listens (from ``[twilio]``)."""
@@ -50,78 +101,71 @@ class VoiceStyle:
     speech_timeout: int = 2
     timeout: int = 6
 
-    def say(self, parent, text: str) -> None:
-        kwargs = {"language": self.language}
-        if self.voice:
-            kwargs["voice"] = self.voice
-        parent.say(text, **kwargs)
+    @cached_property
+    def _say_open(self) -> str:
+        return _open_tag("Say", {"language": self.language, "voice": self.voice or None}) + ">"
+
+    def say(self, text: str) -> str:
+        """``<Say>`` of ``text`` in the menu's language and voice."""
+        if not text:
+            return self._say_open[:-1] + " />"
+        return f"{self._say_open}{_text(text)}</Say>"
+
+    def says(self, lines: str | Sequence[str]) -> str:
+        return "".join(self.say(line) for line in ([lines] if isinstance(lines, str) else lines))
 
 
 def gather(style: VoiceStyle, action: str, prompt: str | Sequence[str], *, num_digits: int | None = None,
            finish_on_key: str | None = None, hints: str | None = None, retry: str | None = None) -> str:
     """Say ``prompt`` while listening; the answer (or silence) goes to ``action``, else to ``retry``."""
-    response = VoiceResponse()
-    kwargs: dict = {
+    body = style.says(prompt)
+    start, end = _gather_frame(style, action, num_digits, finish_on_key, hints, retry or action)
+    return f"{start}>{body}</Gather>{end}" if body else f"{start} />{end}"
+
+
+@lru_cache(maxsize=256)
+def _gather_frame(style: VoiceStyle, action: str, num_digits: int | None, finish_on_key: str | None,
+                  hints: str | None, retry: str) -> tuple[str, str]:
+    """What surrounds a <Gather>'s prompt: the same for every call at a step (so written once per step)."""
+    attrs: dict[str, object] = {
         "input": "speech dtmf",
         "language": style.language,
         "action": action,
         "method": "POST",
         "timeout": style.timeout,
-        "speech_timeout": int(style.speech_timeout),
-        "action_on_empty_result": True,
+        "speechTimeout": int(style.speech_timeout),
+        "actionOnEmptyResult": True,
+        "speechModel": style.speech_model or None,
+        "numDigits": num_digits,
+        "finishOnKey": finish_on_key,
+        "hints": hints or None,
     }
-    if style.speech_model:
-        kwargs["speech_model"] = style.speech_model
-    if num_digits is not None:
-        kwargs["num_digits"] = num_digits
-    if finish_on_key is not None:
-        kwargs["finish_on_key"] = finish_on_key
-    if hints:
-        kwargs["hints"] = hints
-    element = response.gather(**kwargs)
-    for line in [prompt] if isinstance(prompt, str) else prompt:
-        style.say(element, line)
-    response.redirect(retry or action, method="POST")
-    return response.to_xml()
+    redirect = _element("Redirect", {"method": "POST"}, _text(retry))
+    return _HEAD + "<Response>" + _open_tag("Gather", attrs), redirect + "</Response>"
 
 
 def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` and hang up."""
-    response = VoiceResponse()
-    for line in [lines] if isinstance(lines, str) else lines:
-        style.say(response, line)
-    response.hangup()
-    return response.to_xml()
+    return _response(style.says(lines) + "<Hangup />")
 
 
 def to_queue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
     """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
-    response = VoiceResponse()
-    style.say(response, line)
-    # The verb appended as an element (the library's method of the same name reads like the outbox's).
-    response.append(Enqueue(queue, action=action, method="POST"))
-    return response.to_xml()
+    return _response(style.say(line)
+                          + _element("Enqueue", {"action": action, "method": "POST"}, _text(queue)))
 
 
 def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str | None = None,
          timeout: int = 30) -> str:
     """Say ``line`` and dial an agent's number; ``action`` hears whether someone answered."""
-    response = VoiceResponse()
-    style.say(response, line)
-    kwargs = {"action": action, "method": "POST", "timeout": timeout}
-    if caller_id:
-        kwargs["caller_id"] = caller_id
-    element = response.dial(**kwargs)
-    element.number(number)
-    return response.to_xml()
+    attrs = {"action": action, "method": "POST", "timeout": timeout, "callerId": caller_id or None}
+    return _response(style.say(line)
+                          + _element("Dial", attrs, _element("Number", None, _text(number))))
 
 
 def say_only(style: VoiceStyle, lines: str | Sequence[str]) -> str:
     """Say ``lines`` without hanging up (Twilio ends the call after the last verb)."""
-    response = VoiceResponse()
-    for line in [lines] if isinstance(lines, str) else lines:
-        style.say(response, line)
-    return response.to_xml()
+    return _response(style.says(lines))
 
 
 # -- the menu --------------------------------------------------------------------------------------------------
@@ -223,6 +267,7 @@ class Turn:
     place: str | None = None  # a new place to store (None: unchanged)
     route: Any = None  # the knowledge base's decision of this turn, if any
     answer: Answer | None = None  # the answer given in this turn
+    answer_text: str | None = None  # the answer as the menu spoke it (recorded in the case)
     outcome: str | None = None  # answered / callback / transferred, once decided
     send_details: bool = False  # put the answer's details into the outbox as an SMS to the caller
     callback_number: str | None = None  # confirmed: create the callback case for this number
@@ -245,6 +290,7 @@ class VoiceFlow:
         self.caller_id = caller_id
         self.confident_score = confident_score if confident_score is not None else kb.settings.confident_score
         self.is_holiday = is_holiday if is_holiday is not None else getattr(calendar, "is_holiday", None)
+        self._greeting: Turn | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -270,8 +316,14 @@ class VoiceFlow:
 
     # -- steps ---------------------------------------------------------------------------------------
 
-    def greeting(self, ctx: CallContext) -> Turn:
-        """The first answer to a call: who answers, and the question what it is about."""
+    def greeting(self, ctx: CallContext | None = None) -> Turn:
+        """The first answer to a call: who answers, and the question what it is about (the same for every
+        call, so written once)."""
+        if self._greeting is None:
+            self._greeting = self._greet()
+        return self._greeting
+
+    def _greet(self) -> Turn:
         doc, said = self._ask(CONCERN, [
             "Guten Tag, hier ist das Bürgertelefon.",
             "Bitte sagen Sie in einem Satz, worum es geht, und nennen Sie Ihren Wohnort. "
@@ -290,8 +342,14 @@ class VoiceFlow:
                                                 "noch einmal in einem Satz, worum es geht."], ctx.tries + 1)
                 return Turn(doc, CONCERN, said, heard=digits or None)
             return self.menu_prompt(ctx, heard=None, lead="Ich konnte Sie leider nicht verstehen.")
-        route = route_text(self.kb, text)
-        return self._after_route(replace(ctx, concern=text, tries=0), route, heard=text, concern=text)
+        # What follows a concern depends on its words, the day (today's hours), whether the agents are there
+        # and whether an SMS may be offered, and on what the knowledge base knows: it is kept with the
+        # knowledge base's decisions (hub.queue.routing.RouteCache), so a concern many callers have ("ich
+        # brauche einen neuen Personalausweis") is answered once a day, until the catalogue changes.
+        offer_sms = bool(ctx.sms_allowed and ctx.caller)
+        key = ("ivr-concern", self, text, self._local(ctx.now).date(), self.in_service_hours(ctx.now), offer_sms)
+        return route_cache(self.kb).remember(key, lambda: self._after_route(
+            replace(ctx, concern=text, tries=0), route_text(self.kb, text), heard=text, concern=text))
 
     def place(self, ctx: CallContext, speech: str, digits: str = "") -> Turn:
         """The caller named the place, or typed its postcode."""
@@ -364,15 +422,16 @@ class VoiceFlow:
     def _answer(self, ctx: CallContext, answer: Answer, route: Any, *, heard: str, concern: str | None,
                 place: str | None) -> Turn:
         lines = self.answer_lines(answer)
+        text = " ".join(lines)
         if ctx.sms_allowed and ctx.caller:
             lines.append("Möchten Sie die Einzelheiten per SMS? Dann drücken Sie die 1 oder sagen Sie ja.")
             doc, said = self._ask(DETAILS, lines, num_digits=1, hints="ja, nein")
             return Turn(doc, DETAILS, said, heard=heard, concern=concern, place=place, route=route, answer=answer,
-                        outcome=ANSWERED)
+                        answer_text=text, outcome=ANSWERED)
         lines.append("Vielen Dank für Ihren Anruf. Auf Wiederhören.")
         doc, said = self._bye(lines)
         return Turn(doc, DONE, said, heard=heard, concern=concern, place=place, route=route, answer=answer,
-                    outcome=ANSWERED)
+                    answer_text=text, outcome=ANSWERED)
 
     def details(self, ctx: CallContext, speech: str, digits: str = "") -> Turn:
         """The caller answered whether they want the details by SMS."""
