@@ -82,6 +82,15 @@ class Plan:
     answer: Answer | None = None
     text: str | None = None  # the direct answer's text
     ask_place_for: str | None = None  # the service, when only the place is missing
+    #: The direct answer's service and office as the case records them (:func:`route_of`), made with the
+    #: plan: looking the service up at the place again for every SMS was a fifth of the writer's time.
+    service: dict[str, Any] | None = None
+    authority: dict[str, Any] | None = None
+
+
+def route_of(kb: Any, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service (as the place sees it) and the office of a direct answer, as the case records them."""
+    return service_json(kb.view_at(answer.service_id, answer.place)), authority_json(kb.authorities[answer.office_id])
 
 
 def plan(kb: Any, body: str, *, local_now: datetime, is_holiday=None, max_segments: int = 2) -> Plan:
@@ -100,7 +109,8 @@ def _plan(kb: Any, body: str, *, local_now: datetime, is_holiday=None, max_segme
     route = route_text(kb, body)
     answer = direct_answer(route, local_now, is_holiday)
     if answer is not None:
-        return Plan(answer, sms.answer_text(answer, max_segments))
+        service, authority = route_of(kb, answer)
+        return Plan(answer, sms.answer_text(answer, max_segments), service=service, authority=authority)
     if _certain_without_place(route, kb.settings.confident_score):
         return Plan(ask_place_for=route.service.name)
     return Plan()
@@ -217,6 +227,12 @@ class ReplyJob:
                       local_now=self.now.astimezone(calendar.tz), is_holiday=calendar.is_holiday,
                       max_segments=self.settings.answer_max_segments, first=self.first)
 
+    def route(self, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:func:`route_of` the answer; the plan's when it is the plan's answer."""
+        if answer is self.first.answer and self.first.service is not None and self.first.authority is not None:
+            return self.first.service, self.first.authority
+        return route_of(self.kb, answer)
+
     def __call__(self, conn, result: IntakeResult) -> tuple[str, str | None, int | None]:
         if self.sender is None or store.is_opted_out(conn, self.sender):
             return "opted_out", None, None
@@ -228,9 +244,8 @@ class ReplyJob:
             return "quiet", None, None
         case = None
         if reply.answer is not None:
-            answer = reply.answer
-            case = answered(conn, result.case_id, service=service_json(self.kb.view_at(answer.service_id, answer.place)),
-                            authority=authority_json(self.kb.authorities[answer.office_id]), agent=AUTO,
+            service, authority = self.route(reply.answer)
+            case = answered(conn, result.case_id, service=service, authority=authority, agent=AUTO,
                             reason="answered automatically by SMS", policy=self.service.policy, now=self.now)
         message_id = record_reply(conn, result.case_id, text=reply.text, channel="sms", recipient=self.sender,
                                   agent=reply.agent, settings=self.service.queue, now=self.now, case=case)
@@ -267,9 +282,8 @@ class ReplyJob:
         if unread:
             rows.update((row["id"], dict(row)) for row in conn.execute(
                 select(case_t).where(case_t.c.id.in_(unread))).mappings())
-        answers = [(rows[result.case_id], service_json(job.kb.view_at(reply.answer.service_id, reply.answer.place)),
-                    authority_json(job.kb.authorities[reply.answer.office_id]))
-                   for _, job, result, reply in new if reply.answer is not None]
+        answers = [(rows[result.case_id], *job.route(reply.answer)) for _, job, result, reply in new
+                   if reply.answer is not None]
         if answers:
             casework.answer_many(conn, answers, agent=AUTO, policy=service.policy,
                                  reason="answered automatically by SMS", now=now)

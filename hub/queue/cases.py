@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
+from hub.queue.bulk import BulkWriter
 from hub.queue.sla import SlaClock, SlaSettings
 from knowledge.columns import UtcDateTime, utcnow
 
@@ -578,10 +579,13 @@ def transition_many(
     """Apply many ``(row, target, values, reason)`` moves with one statement per column set.
 
     All or nothing: raises :class:`StaleState` when any case is no longer in its ``row['state']``
-    (the caller rolls back and falls back to :func:`try_transition` one by one).
+    (the caller rolls back and falls back to :func:`try_transition` one by one). Written on the driver's
+    cursor (:class:`~hub.queue.bulk.BulkWriter`): the columns :func:`try_transition` writes, converted as
+    their types convert them, without SQLAlchemy's per-row parameter handling (most of the cost of a
+    channel's answers to one intake batch).
     """
     now = now or utcnow()
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    updates: list[tuple[dict[str, Any], tuple[Any, str]]] = []
     entries = []
     for row, target, values, reason in moves:
         check_transition(row["state"], target)
@@ -590,17 +594,14 @@ def transition_many(
             "claimed_by": None, "claimed_until": None, "attempts": 0,
             **sla_changes(row, target, now, policy), **(values or {}),
         }
-        params = {f"v_{c}": v for c, v in changes.items()}
-        params.update(_id=row["id"], _from=row["state"])
-        groups.setdefault(frozenset(changes), []).append(params)
+        updates.append((changes, (row["id"], str(row["state"]))))
         entries.append({"case_id": row["id"], "at": now, "actor": actor, "action": action,
-                        "from_state": row["state"], "to_state": str(target), "reason": reason})
-    changed = 0
-    for columns, params in groups.items():
-        changed += conn.execute(_case_update(columns), params).rowcount
+                        "from_state": str(row["state"]), "to_state": str(target), "reason": reason})
+    if not entries:
+        return
+    writer = BulkWriter(conn)
+    changed = writer.update(case_t, updates, where=("id", "state"))
     if changed != len(entries):
         raise StaleState(f"{len(entries) - changed} von {len(entries)} Fällen haben inzwischen ihren Zustand "
                          "geändert; bitte neu laden", changed=len(entries) - changed, total=len(entries))
-    if entries:
-        conn.execute(_AUDIT_INSERT, entries)
-
+    writer.insert(audit_t, entries)
