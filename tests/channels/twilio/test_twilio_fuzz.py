@@ -188,8 +188,10 @@ def test_the_signature_is_the_one_twilios_validator_computes(pairs, algorithm):
 
     form = MultiDict(pairs)
     url = PUBLIC_URL + "/twilio/sms?x=1"
-    assert CHECKER.expected(url, form, algorithm) == RequestValidator(AUTH_TOKEN).compute_signature(url, form,
-                                                                                                    algorithm)
+    twilios = RequestValidator(AUTH_TOKEN).compute_signature(url, form, algorithm)
+    assert CHECKER.expected(url, form, algorithm) == twilios
+    # The parser hands the checker the form's pairs as read (parse_webhook), not a multidict.
+    assert CHECKER.expected(url, list(pairs), algorithm) == twilios
 
 
 @FAST
@@ -209,3 +211,17 @@ def test_the_form_is_read_as_parse_qsl_reads_it(text):
     expected = outcome(lambda: parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
                                          max_num_fields=MAX_FIELDS))
     assert outcome(lambda: form_pairs(text)) == expected
+
+
+@FAST
+@given(pairs=st.lists(st.tuples(st.sampled_from(["Body", "From", "To", "NumMedia", "x"]), st.text(max_size=10)),
+                      max_size=12))
+def test_a_repeated_field_counts_with_its_first_value(pairs):
+    from multidict import MultiDict
+
+    from channels.twilio.payload import first_values
+
+    form = MultiDict(pairs)
+    expected = {key: form.getone(key) for key in form}
+    assert first_values(form) == expected
+    assert first_values(list(pairs)) == expected
