@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 
 from channels.twilio import sms, store, webhooks
 from channels.twilio.answer import Answer, direct_answer, route_text
@@ -203,10 +203,6 @@ def _keyword(engine, sender: str | None, word: str) -> bool:
         return store.opt_in(conn, sender)
 
 
-#: Which of some numbers opted out (built once: a statement built per batch cost more than running it).
-_OPTED_OUT = select(store.opt_out_t.c.phone).where(store.opt_out_t.c.phone.in_(bindparam("phones", expanding=True)))
-
-
 @dataclass
 class ReplyJob:
     """The writes after one SMS is stored (run by :class:`~channels.twilio.records.AfterCommit` in the intake
@@ -258,8 +254,7 @@ class ReplyJob:
         :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
         case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
         :class:`AfterCommit` writes the batch again one SMS at a time."""
-        senders = sorted({job.sender for job, _ in items if job.sender})
-        opted = set(conn.execute(_OPTED_OUT, {"phones": senders}).scalars()) if senders else set()
+        opted = store.opted_out_among(conn, (job.sender for job, _ in items if job.sender))
         results: list[Any] = [None] * len(items)
         new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []
         for index, (job, result) in enumerate(items):
@@ -277,7 +272,7 @@ class ReplyJob:
         now = max(job.now for _, job, _, _ in new)
         service = new[0][1].service
         # The cases as intake wrote them a moment ago (read back only for a result without them).
-        rows = {result.case_id: dict(result.case) for _, _, result, _ in new if result.case is not None}
+        rows = {result.case_id: result.case for _, _, result, _ in new if result.case is not None}
         unread = [result.case_id for _, _, result, _ in new if result.case_id not in rows]
         if unread:
             rows.update((row["id"], dict(row)) for row in conn.execute(
@@ -302,11 +297,10 @@ async def sms_webhook(request: web.Request) -> web.Response:
         sms_in = await webhooks.parse(request, SmsWebhook, "/twilio/sms")
     except WebhookError as exc:
         return webhooks.refused(exc)
-    engine = webhooks.engine(request)
     sender = webhooks.phone_or_none(sms_in.from_)
     word = sms.keyword(sms_in.body, sms_in.opt_out_type)
     if word in (sms.STOP, sms.START):
-        await asyncio.to_thread(_keyword, engine, sender, word)
+        await asyncio.to_thread(_keyword, webhooks.engine(request), sender, word)
         # With Advanced Opt-Out Twilio confirmed the keyword itself; a second confirmation would be noise.
         text = None if sms_in.opt_out_type else sms.TEXTS["stopped" if word == sms.STOP else "started"]
         log.info("sms: %s from a sender recorded (message %s)", word, sms_in.message_sid)
@@ -320,7 +314,7 @@ async def sms_webhook(request: web.Request) -> web.Response:
     service, kb, after = webhooks.queue_service(request), webhooks.kb(request), st.extra.get("after")
     if service is None or kb is None or after is None:
         return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
-    now = webhooks.now(request)
+    now = st.clock()
     try:
         req = to_request(sms_in, sender, now)
     except ValidationError as exc:

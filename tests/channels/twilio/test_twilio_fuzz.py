@@ -225,3 +225,19 @@ def test_a_repeated_field_counts_with_its_first_value(pairs):
     expected = {key: form.getone(key) for key in form}
     assert first_values(form) == expected
     assert first_values(list(pairs)) == expected
+
+
+@FAST
+@given(value=st.one_of(st.text(alphabet="+0123456789 -()٤", max_size=20),
+                       st.from_regex(r"\+[0-9]{1,17}", fullmatch=True), st.text(max_size=20)))
+def test_the_senders_number_is_what_the_queues_rule_makes_of_it(value):
+    """``phone_or_none`` takes Twilio's E.164 numbers as they are; for them and anything else its answer is
+    :func:`hub.queue.requests.normalise_phone`'s (None where that refuses, or for a withheld number)."""
+    from channels.twilio.webhooks import WITHHELD, phone_or_none
+    from hub.queue.requests import normalise_phone
+
+    try:
+        expected = normalise_phone(value) if value else None
+    except ValueError:
+        expected = None
+    assert phone_or_none(value) == (None if expected in WITHHELD else expected)
