@@ -166,8 +166,10 @@ class SmsWebhook(TwilioForm):
             count = int(str(data.get("NumMedia", "0")).strip() or "0")
         except ValueError:
             return data  # the field validator reports it
+        if count <= 0:
+            return data  # no media: the field keeps its default, and the form is not copied
         items = []
-        for index in range(max(0, min(count, MAX_MEDIA))):
+        for index in range(min(count, MAX_MEDIA)):
             url, kind = data.get(f"MediaUrl{index}"), data.get(f"MediaContentType{index}")
             if url is None or kind is None:
                 raise ValueError(f"NumMedia is {count} but MediaUrl{index}/MediaContentType{index} is missing")
