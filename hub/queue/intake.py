@@ -48,7 +48,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from hub.queue.bulk import BulkWriter, cached_sql
+from hub.queue.bulk import BulkWriter, cached_sql, converters
 from hub.queue.cases import (
     OPEN_STATES,
     CaseState,
@@ -239,6 +239,14 @@ def _contact_cols(contact: Contact) -> dict[str, Any]:
     }
 
 
+def _phones_sql(dialect: Any, mark: str, n: int) -> str:
+    """The numbers among ``n`` whose cases heard from the citizen since ``?`` (what :data:`_BY_PHONES` reads)."""
+    fmt = dialect.identifier_preparer.format_table
+    return cached_sql(("phones", dialect.name, n), lambda: (
+        f"SELECT DISTINCT contact_phone FROM {fmt(case_t)} "
+        f"WHERE contact_phone IN ({', '.join([mark] * n)}) AND last_inbound_at >= {mark}"))
+
+
 def _existing_sql(dialect: Any, mark: str, n: int) -> str:
     """Messages (and their cases) with ``channel = ?`` and one of ``n`` external ids."""
     fmt = dialect.identifier_preparer.format_table
@@ -315,12 +323,23 @@ class _Batch:
         since = min(r.received_at for r in wanted) - timedelta(hours=window)
         phones = sorted({r.contact.phone for r in wanted})
         found: dict[str, list[dict[str, Any]]] = {phone: [] for phone in phones}
-        for start in range(0, len(phones), 500):
-            for row in self.conn.execute(_BY_PHONES, {"phones": phones[start : start + 500], "since": since}
+        # Most numbers of a batch have written to no open case: which have is asked on the driver's cursor
+        # first (no rows to convert), and only those numbers' cases are read through SQLAlchemy.
+        ins = BulkWriter(self.conn)
+        known = sorted({phone for start in range(0, len(phones), 500)
+                        for (phone,) in ins.query(_phones_sql(self.conn.dialect, ins.mark, len(phones[start:start + 500])),
+                                                  [*phones[start : start + 500], self._since_param(since)])})
+        for start in range(0, len(known), 500):
+            for row in self.conn.execute(_BY_PHONES, {"phones": known[start : start + 500], "since": since}
                                          ).mappings():
                 if row["state"] in _OPEN_SET:
                     found[row["contact_phone"]].append(dict(row))
         self.by_phone = found
+
+    def _since_param(self, since: datetime) -> Any:
+        """``since`` as the driver gets it for ``last_inbound_at`` (the column type's conversion)."""
+        convert = converters(case_t, self.conn.dialect).get("last_inbound_at")
+        return convert(since) if convert is not None else since
 
     def _open_by_phone(self, phone: str) -> list[dict[str, Any]]:
         if self.by_phone is None or phone not in self.by_phone:  # not prefetched (a direct caller)
