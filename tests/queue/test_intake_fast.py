@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from queue_support import pg_engine, req, sqlite_engine
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 
 from hub.http.tokens import TokenVerifier, add_token, revoke_token
 from hub.queue.bulk import BulkWriter, converters, sqlite_utc
@@ -125,6 +125,51 @@ def test_the_driver_level_insert_stores_exactly_what_core_stores_on_sqlite(tmp_p
 def test_the_driver_level_insert_stores_exactly_what_core_stores_on_postgres():
     with pg_engine() as engine:
         _compare_inserters(engine)
+
+
+def _compare_updates_and_ids(engine):
+    """``BulkWriter.update`` writes what Core's UPDATE writes and counts what it changed; ``insert_ids``
+    gives each row its own id, in the order of the rows, also for rows alike in their key."""
+    now = datetime(2026, 4, 3, 9, 15, 0, 250000, tzinfo=UTC)
+    base = {"state": "new", "channel": "sms", "created_at": now, "updated_at": now, "state_changed_at": now,
+            "last_inbound_at": now, "sla_pauses": [], "attempts": 0}
+    with engine.begin() as conn:
+        ids = [conn.execute(insert(case_t).values(**base, token=f"u-{i}").returning(case_t.c.id)).scalar_one()
+               for i in range(4)]
+        later = datetime(2026, 4, 3, 11, 0, tzinfo=BERLIN)
+        changes = {"state": "answered", "answered_at": later, "route_json": {"a": [1, "ü"]}, "claimed_by": None}
+        core = update(case_t).where(case_t.c.id == ids[0], case_t.c.state == "new").values(**changes)
+        assert conn.execute(core).rowcount == 1
+        writer = BulkWriter(conn)
+        # Two of them as Core wrote the first; one with another set of columns; one no longer "new".
+        assert writer.update(case_t, [(changes, (ids[1], "new")), (changes, (ids[2], "new")),
+                                      ({"state": "routed"}, (ids[3], "new")), (changes, (ids[0], "new"))],
+                             where=("id", "state")) == 3
+        stored = {r["id"]: dict(r) for r in conn.execute(select(case_t)).mappings()}
+        for case_id in ids[1:3]:
+            a, b = dict(stored[ids[0]]), dict(stored[case_id])
+            for row in (a, b):
+                del row["id"], row["token"]
+            assert a == b
+        assert stored[ids[3]]["state"] == "routed"
+        rows = [{"case_id": ids[i % 2], "direction": "out", "kind": "reply", "channel": "sms", "text": "gleich",
+                 "author": "agent:a", "recipient": None, "subject": None, "created_at": now, "send_attempts": n}
+                for i, n in enumerate([5, 6, 7, 8, 9])]
+        message_ids = writer.insert_ids(message_t, rows, key=("case_id", "text"))
+        assert len(set(message_ids)) == 5
+        attempts = dict(conn.execute(select(message_t.c.id, message_t.c.send_attempts)
+                                     .where(message_t.c.id.in_(message_ids))).all())
+        assert [attempts[i] for i in message_ids] == [5, 6, 7, 8, 9]
+
+
+def test_the_driver_level_update_and_ids_on_sqlite(tmp_path):
+    _compare_updates_and_ids(sqlite_engine(tmp_path))
+
+
+@pytest.mark.postgres
+def test_the_driver_level_update_and_ids_on_postgres():
+    with pg_engine() as engine:
+        _compare_updates_and_ids(engine)
 
 
 def _record(ins: BulkWriter) -> list[tuple[str, list]]:
