@@ -135,14 +135,16 @@ class BulkWriter:
     def _values(self, table: Table, cols: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         """Each row's values of ``cols``, converted as the column types convert them."""
         procs = converters(table, self.dialect)
-        # Each row's values in one C call; only the columns whose type converts go through Python.
+        # Each row's values in one C call; only the columns whose type converts go through Python, a column
+        # at a time (the values of one column mostly repeat: the batch's ``now``).
         getter = itemgetter(*cols) if len(cols) > 1 else (lambda row: (row[cols[0]],))
-        converted = [(i, procs[col]) for i, col in enumerate(cols) if col in procs]
+        out = [list(getter(row)) for row in rows]
         memo = self._memo
-        out: list[list[Any]] = []
-        for row in rows:
-            values = list(getter(row))
-            for i, proc in converted:
+        for i, col in enumerate(cols):
+            proc = procs.get(col)
+            if proc is None:
+                continue
+            for values in out:
                 value = values[i]
                 if value is None:
                     continue
@@ -156,7 +158,6 @@ class BulkWriter:
                     if done is _MISSING:
                         done = memo[key] = proc(value)
                 values[i] = done
-            out.append(values)
         return out
 
     def insert(self, table: Table, rows: Sequence[Mapping[str, Any]],
@@ -172,7 +173,14 @@ class BulkWriter:
         # server-side default (none of the queue's tables has one) the database stores NULL all
         # the same, and sqlite3 binds a None slowly (it looks for an adapter for it, every time).
         skip = omittable(table)
-        cols = tuple(c for c in rows[0] if c not in skip or any(row[c] is not None for row in rows))
+        maybe = [c for c in rows[0] if c in skip]
+        if maybe:  # the values of each such column in one tuple (zip, in C), counted for None in C
+            getter = itemgetter(*maybe) if len(maybe) > 1 else (lambda row: (row[maybe[0]],))
+            present = {c for c, column in zip(maybe, zip(*map(getter, rows), strict=True), strict=True)
+                       if column.count(None) != len(rows)}
+            cols = tuple(c for c in rows[0] if c not in skip or c in present)
+        else:
+            cols = tuple(rows[0])
         flat = [value for values in self._values(table, cols, rows) for value in values]
         found: list[tuple[Any, ...]] = []
         per = max(1, self.max_params // len(cols))
