@@ -441,6 +441,8 @@ def overdue_clause(now: datetime):
 
 def check_transition(current: str, target: str) -> None:
     """Raise :class:`InvalidTransition` unless ``current → target`` is in :data:`TRANSITIONS`."""
+    if (current, target) in _ALLOWED:  # by value: a state read from the database is a plain str
+        return
     try:
         frm, to = CaseState(current), CaseState(target)
     except ValueError:
@@ -454,6 +456,7 @@ def check_transition(current: str, target: str) -> None:
             **{"from": frm.value, "to": to.value, "allowed": [s.value for s in allowed]})
 
 
+_ALLOWED = frozenset((frm.value, to.value) for frm, targets in TRANSITIONS.items() for to in targets)
 _AUDIT_INSERT = insert(audit_t)
 _UPDATES: dict[frozenset[str], Any] = {}
 
