@@ -166,8 +166,10 @@ class SmsWebhook(TwilioForm):
             count = int(str(data.get("NumMedia", "0")).strip() or "0")
         except ValueError:
             return data  # the field validator reports it
+        if count <= 0:
+            return data  # no media: the field keeps its default, and the form is not copied
         items = []
-        for index in range(max(0, min(count, MAX_MEDIA))):
+        for index in range(min(count, MAX_MEDIA)):
             url, kind = data.get(f"MediaUrl{index}"), data.get(f"MediaContentType{index}")
             if url is None or kind is None:
                 raise ValueError(f"NumMedia is {count} but MediaUrl{index}/MediaContentType{index} is missing")
@@ -297,24 +299,33 @@ def parse_form(body: bytes, content_type: str | None, *, max_bytes: int) -> Mult
     Raises :class:`TooLarge`, :class:`NotAForm` or :class:`NotUtf8`. A percent-escape that is not UTF-8
     is refused, never stored as U+FFFD.
     """
+    return MultiDict(parse_pairs(body, content_type, max_bytes=max_bytes))
+
+
+def parse_pairs(body: bytes, content_type: str | None, *, max_bytes: int) -> list[tuple[str, str]]:
+    """:func:`parse_form` as the list of ``(name, value)`` pairs, in order (what :func:`parse_webhook` uses:
+    the signature and the fields are read from the pairs, without building a multidict)."""
     if len(body) > max_bytes:
         raise TooLarge(f"the webhook body is larger than {max_bytes} bytes")
     media_type, _, params = (content_type or "").partition(";")
     if media_type.strip().lower() != "application/x-www-form-urlencoded":
         raise NotAForm("a Twilio webhook is an application/x-www-form-urlencoded form")
-    charset = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", params)
-    if charset and charset.group(1).lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
-        raise NotUtf8("the form must be UTF-8")
+    if params:
+        charset = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_-]+)", params)
+        if charset and charset.group(1).lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
+            raise NotUtf8("the form must be UTF-8")
     try:
-        pairs = form_pairs(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        pairs = form_pairs(text)
     except UnicodeDecodeError:
         raise NotUtf8("the form is not valid UTF-8") from None
     except ValueError:  # more fields than MAX_FIELDS
         raise TooLarge(f"the form has more than {MAX_FIELDS} fields") from None
-    for key, _value in pairs:
-        if "\x00" in key:
-            raise InvalidPayload("a field name contains a NUL character")
-    return MultiDict(pairs)
+    if "\x00" in text or "%00" in text:  # the field names are looked at only when a NUL may be in one
+        for key, _value in pairs:
+            if "\x00" in key:
+                raise InvalidPayload("a field name contains a NUL character")
+    return pairs
 
 
 def form_pairs(text: str) -> list[tuple[str, str]]:
@@ -336,12 +347,10 @@ def form_pairs(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def first_values(form: MultiDict[str]) -> dict[str, str]:
-    """One value per key: the first, as Twilio sends each key once."""
-    out: dict[str, str] = {}
-    for key, value in form.items():
-        out.setdefault(key, value)
-    return out
+def first_values(form: MultiDict[str] | list[tuple[str, str]]) -> dict[str, str]:
+    """One value per key: the first, as Twilio sends each key once (``form``: a multidict or its pairs)."""
+    pairs = form if isinstance(form, list) else list(form.items())
+    return dict(reversed(pairs))  # the first of a repeated key is put last, so it stays
 
 
 def _describe(exc: ValidationError) -> str:
@@ -371,11 +380,11 @@ def parse_webhook(
     Never raises anything else. Signature failures are logged and counted by ``checker`` under ``route``.
     """
     headers = headers if isinstance(headers, CIMultiDict | CIMultiDictProxy) else CIMultiDict(headers)
-    form = parse_form(body, headers.get("Content-Type"), max_bytes=max_bytes)
-    reason = checker.check(route or url, url, form, headers)
+    pairs = parse_pairs(body, headers.get("Content-Type"), max_bytes=max_bytes)
+    reason = checker.check(route or url, url, pairs, headers)
     if reason is not None:
         raise BadSignature("the request is not signed by this hub's Twilio account (X-Twilio-Signature)")
-    values = first_values(form)
+    values = first_values(pairs)
     if values.get("AccountSid") != account_sid:
         raise WrongAccount("the webhook names another Twilio account")
     try:

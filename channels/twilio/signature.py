@@ -69,25 +69,23 @@ class SignatureChecker:
     def expected(self, url: str, params: Any, algorithm: str = HMAC_SHA1) -> str:
         """``RequestValidator.compute_signature(url, params, algorithm)``, with the key's HMAC set up once.
 
-        The same string is signed (the URL, then every key sorted with each of its distinct values sorted);
+        ``params`` is a multidict or the form's ``(name, value)`` pairs. The same string is signed: the URL,
+        then every key sorted with each of its distinct values sorted — which is the distinct pairs sorted;
         ``tests/channels/twilio/test_twilio_fuzz.py`` checks the two agree on any form."""
         mac = self._macs.get(algorithm.upper())
-        if mac is None or not isinstance(params, MultiDict | CIMultiDict):
+        if isinstance(params, MultiDict | CIMultiDict):
+            params = list(params.items())
+        if mac is None or not isinstance(params, list):
             return self._validator.compute_signature(url, params, algorithm)
-        parts = [url]
-        for key in sorted(set(params)):
-            for value in sorted(set(params.getall(key))):
-                parts.append(key)
-                parts.append(value)
         mac = mac.copy()
-        mac.update("".join(parts).encode("utf-8"))
+        mac.update((url + "".join([k + v for k, v in sorted(set(params))])).encode("utf-8"))
         return base64.b64encode(mac.digest()).decode("ascii")
 
     def failure(self, url: str, params: Any, headers: Mapping[str, str]) -> str | None:
         """None when the request is signed by our account; else the reason (``missing``, ``forged``, ...).
 
-        ``params`` is the parsed form as a multidict (``getall``), so a repeated key is signed the way
-        Twilio signs it. Does not log or count: :meth:`check` does.
+        ``params`` is the parsed form as a multidict (``getall``) or its ``(name, value)`` pairs, so a
+        repeated key is signed the way Twilio signs it. Does not log or count: :meth:`check` does.
         """
         signature = headers.get(SIGNATURE_HEADER, "")
         if not signature.strip():
@@ -103,7 +101,8 @@ class SignatureChecker:
         expected = self.expected(url, params, algorithm)
         if hmac.compare_digest(expected.encode(), signature.encode()):
             return None
-        if self._validator.validate(url, params, signature, algorithm):
+        if self._validator.validate(url, MultiDict(params) if isinstance(params, list) else params, signature,
+                                    algorithm):
             return None
         return FORGED
 

@@ -37,6 +37,7 @@ from sqlmodel import Field, SQLModel
 
 import hub.console.calls  # noqa: F401  (hub_call, which twilio_call refers to)
 import hub.queue.cases  # noqa: F401  (hub_case and hub_message, which the tables refer to)
+from hub.queue.bulk import BulkWriter, cached_sql
 from knowledge.columns import UtcDateTime
 
 
@@ -112,6 +113,24 @@ def _now(now: datetime | None) -> datetime:
 
 def is_opted_out(conn: Connection, phone: str) -> bool:
     return conn.execute(select(opt_out_t.c.phone).where(opt_out_t.c.phone == phone)).first() is not None
+
+
+def opted_out_among(conn: Connection, phones: Iterable[str]) -> set[str]:
+    """Which of ``phones`` opted out: one query for the SMS of an intake batch (on the driver's cursor, in
+    the caller's transaction; the statement for each number of numbers is built once)."""
+    phones = sorted(set(phones))
+    found: set[str] = set()
+    if not phones:
+        return found
+    writer = BulkWriter(conn)
+    table = conn.dialect.identifier_preparer.format_table(opt_out_t)
+    for start in range(0, len(phones), 500):
+        part = phones[start : start + 500]
+        marks = ", ".join([writer.mark] * len(part))
+        sql = cached_sql(("twilio-opted-out", conn.dialect.name, len(part)),
+                         lambda: f"SELECT phone FROM {table} WHERE phone IN ({marks})")  # noqa: B023 - called at once
+        found.update(phone for (phone,) in writer.query(sql, part))
+    return found
 
 
 def _insert_once(conn: Connection, table: Any, key: str, values: dict[str, Any]) -> bool:

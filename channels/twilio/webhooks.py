@@ -70,11 +70,16 @@ def kb(request: web.Request) -> Any:
     return request.app.get(KB)
 
 
+_QUEUE_KEY: list[Any] = []
+
+
 def queue_service_of(app: web.Application) -> Any:
     """The app's queue service (intake writer, SLA policy, metrics), or None while it starts."""
-    from hub.http.api_cases import QUEUE  # late: the queue's HTTP module imports the whole queue
+    if not _QUEUE_KEY:
+        from hub.http.api_cases import QUEUE  # late: the queue's HTTP module imports the whole queue
 
-    holder = app.get(QUEUE)
+        _QUEUE_KEY.append(QUEUE)
+    holder = app.get(_QUEUE_KEY[0])
     return holder.service if holder is not None else None
 
 
@@ -146,8 +151,12 @@ WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+862
 
 def phone_or_none(value: str) -> str | None:
     """The number in E.164 form, or None for a withheld, anonymous or alphanumeric sender."""
-    try:
-        number = normalise_phone(value) if value else None
-    except ValueError:
-        return None
+    digits = value[1:]
+    if value[:1] == "+" and digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 15:
+        number = value  # E.164 already, as Twilio sends it: what normalise_phone returns for it
+    else:
+        try:
+            number = normalise_phone(value) if value else None
+        except ValueError:
+            return None
     return None if number in WITHHELD else number

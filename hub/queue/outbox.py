@@ -31,6 +31,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from hub.queue.adapters import ChannelAdapter, OutboundMessage, SendResult
+from hub.queue.bulk import BulkWriter
 from hub.queue.cases import FINAL_STATES, audit, case_t, message_t, subject_tag
 from hub.queue.claims import claim, new_worker_id
 from hub.queue.settings import QueueSettings
@@ -148,12 +149,18 @@ def enqueue(conn: Connection, case: Mapping[str, Any], **message: Any) -> int:
                         ).scalar_one()
 
 
+#: What tells the outbound messages of one :func:`enqueue_many` apart (rows equal in these are alike).
+_MESSAGE_KEY = ("case_id", "kind", "channel", "author", "recipient", "subject", "text")
+
+
 def enqueue_many(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Write many :func:`message_row` rows in one statement; their ids, in order."""
+    """Write many :func:`message_row` rows in one statement; their ids, in order.
+
+    On the driver's cursor (:meth:`hub.queue.bulk.BulkWriter.insert_ids`): SQLAlchemy, asked for the ids in
+    order, wrote SQLite one row per statement."""
     if not rows:
         return []
-    result = conn.execute(insert(message_t).returning(message_t.c.id, sort_by_parameter_order=True), list(rows))
-    return [row[0] for row in result]
+    return BulkWriter(conn).insert_ids(message_t, rows, key=_MESSAGE_KEY)
 
 
 def retry_delay(attempt: int, settings: QueueSettings) -> float:

@@ -1,6 +1,6 @@
 """The fast paths of intake store and answer exactly what the general code would.
 
-Intake writes on the driver's cursor (``hub.queue.intake._Inserter``), converts values with its own SQLite
+Intake writes on the driver's cursor (``hub.queue.bulk.BulkWriter``), converts values with its own SQLite
 time formatter, computes SLA deadlines once per minute, answers with pre-encoded JSON and remembers
 verified tokens. Each shortcut is checked here against the general code it replaces, on SQLite and on
 the real local PostgreSQL.
@@ -17,18 +17,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from queue_support import pg_engine, req, sqlite_engine
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 
 from hub.http.tokens import TokenVerifier, add_token, revoke_token
+from hub.queue.bulk import BulkWriter, converters, sqlite_utc
 from hub.queue.cases import CaseState, SlaPolicy, case_t, message_t
-from hub.queue.intake import (
-    IntakeResult,
-    IntakeWriter,
-    _converters,
-    _Inserter,
-    _sqlite_utc,
-    write_requests,
-)
+from hub.queue.intake import IntakeResult, IntakeWriter, write_requests
 from hub.queue.requests import Contact, InboundRequest, clean_text
 from hub.queue.sla import BusinessCalendar, SlaClock
 
@@ -50,8 +44,8 @@ BERLIN = ZoneInfo("Europe/Berlin")
 def test_the_sqlite_time_formatter_stores_what_the_column_type_stores(tmp_path, value):
     engine = sqlite_engine(tmp_path)
     general = case_t.c.created_at.type._cached_bind_processor(engine.dialect)
-    assert _sqlite_utc(value) == general(value)
-    assert _converters(case_t, engine.dialect)["created_at"] is _sqlite_utc
+    assert sqlite_utc(value) == general(value)
+    assert converters(case_t, engine.dialect)["created_at"] is sqlite_utc
 
 
 def test_the_sqlite_time_formatter_agrees_on_random_instants_and_minutes_it_has_seen(tmp_path):
@@ -68,17 +62,17 @@ def test_the_sqlite_time_formatter_agrees_on_random_instants_and_minutes_it_has_
     for value in instants:
         for zone in zones:
             local = value.astimezone(zone)
-            assert _sqlite_utc(local) == general(local), local
+            assert sqlite_utc(local) == general(local), local
 
 
 def test_the_sqlite_time_formatter_refuses_naive_times():
     with pytest.raises(ValueError, match="naive"):
-        _sqlite_utc(datetime(2026, 1, 1, 12, 0))
+        sqlite_utc(datetime(2026, 1, 1, 12, 0))
 
 
 def test_columns_of_one_type_share_one_converter_so_a_shared_value_is_converted_once(tmp_path):
     engine = sqlite_engine(tmp_path)
-    conv = _converters(case_t, engine.dialect)
+    conv = converters(case_t, engine.dialect)
     assert conv["created_at"] is conv["updated_at"] is conv["first_response_due"]
     assert "token" not in conv and "attempts" not in conv  # strings and integers go to the driver as they are
     assert "sla_pauses" in conv  # JSON is serialised by its type
@@ -93,7 +87,7 @@ def _rows_by(conn, table, key):
 
 
 def _compare_inserters(engine):
-    """The same rows written by SQLAlchemy Core and by _Inserter read back identically."""
+    """The same rows written by SQLAlchemy Core and by BulkWriter read back identically."""
     now = datetime(2026, 4, 3, 9, 15, 0, 250000, tzinfo=UTC)  # Good Friday: a holiday, as it happens
     other = datetime(2026, 4, 7, 6, 0, tzinfo=BERLIN)
     base = {
@@ -107,7 +101,7 @@ def _compare_inserters(engine):
         core = [dict(base, token=f"core-{i}", sla_pauses=p) for i, p in enumerate(pauses)]
         fast = [dict(base, token=f"fast-{i}", sla_pauses=p) for i, p in enumerate(pauses)]
         _general_insert(conn, case_t, core)
-        ids = dict(_Inserter(conn).insert(case_t, fast, ("token", "id")))
+        ids = dict(BulkWriter(conn).insert(case_t, fast, ("token", "id")))
         assert sorted(ids) == ["fast-0", "fast-1", "fast-2"]
         stored = _rows_by(conn, case_t, "token")
     for i in range(len(pauses)):
@@ -133,7 +127,52 @@ def test_the_driver_level_insert_stores_exactly_what_core_stores_on_postgres():
         _compare_inserters(engine)
 
 
-def _record(ins: _Inserter) -> list[tuple[str, list]]:
+def _compare_updates_and_ids(engine):
+    """``BulkWriter.update`` writes what Core's UPDATE writes and counts what it changed; ``insert_ids``
+    gives each row its own id, in the order of the rows, also for rows alike in their key."""
+    now = datetime(2026, 4, 3, 9, 15, 0, 250000, tzinfo=UTC)
+    base = {"state": "new", "channel": "sms", "created_at": now, "updated_at": now, "state_changed_at": now,
+            "last_inbound_at": now, "sla_pauses": [], "attempts": 0}
+    with engine.begin() as conn:
+        ids = [conn.execute(insert(case_t).values(**base, token=f"u-{i}").returning(case_t.c.id)).scalar_one()
+               for i in range(4)]
+        later = datetime(2026, 4, 3, 11, 0, tzinfo=BERLIN)
+        changes = {"state": "answered", "answered_at": later, "route_json": {"a": [1, "ü"]}, "claimed_by": None}
+        core = update(case_t).where(case_t.c.id == ids[0], case_t.c.state == "new").values(**changes)
+        assert conn.execute(core).rowcount == 1
+        writer = BulkWriter(conn)
+        # Two of them as Core wrote the first; one with another set of columns; one no longer "new".
+        assert writer.update(case_t, [(changes, (ids[1], "new")), (changes, (ids[2], "new")),
+                                      ({"state": "routed"}, (ids[3], "new")), (changes, (ids[0], "new"))],
+                             where=("id", "state")) == 3
+        stored = {r["id"]: dict(r) for r in conn.execute(select(case_t)).mappings()}
+        for case_id in ids[1:3]:
+            a, b = dict(stored[ids[0]]), dict(stored[case_id])
+            for row in (a, b):
+                del row["id"], row["token"]
+            assert a == b
+        assert stored[ids[3]]["state"] == "routed"
+        rows = [{"case_id": ids[i % 2], "direction": "out", "kind": "reply", "channel": "sms", "text": "gleich",
+                 "author": "agent:a", "recipient": None, "subject": None, "created_at": now, "send_attempts": n}
+                for i, n in enumerate([5, 6, 7, 8, 9])]
+        message_ids = writer.insert_ids(message_t, rows, key=("case_id", "text"))
+        assert len(set(message_ids)) == 5
+        attempts = dict(conn.execute(select(message_t.c.id, message_t.c.send_attempts)
+                                     .where(message_t.c.id.in_(message_ids))).all())
+        assert [attempts[i] for i in message_ids] == [5, 6, 7, 8, 9]
+
+
+def test_the_driver_level_update_and_ids_on_sqlite(tmp_path):
+    _compare_updates_and_ids(sqlite_engine(tmp_path))
+
+
+@pytest.mark.postgres
+def test_the_driver_level_update_and_ids_on_postgres():
+    with pg_engine() as engine:
+        _compare_updates_and_ids(engine)
+
+
+def _record(ins: BulkWriter) -> list[tuple[str, list]]:
     """Wrap the inserter's cursor so that every statement it runs is kept, with its parameters."""
     seen: list[tuple[str, list]] = []
     real = ins.cursor
@@ -162,7 +201,7 @@ def test_columns_null_in_every_row_are_left_out_and_stored_as_null(tmp_path):
             "contact_address": None, "location": None, "first_response_due": None, "sla_pauses": [], "attempts": 0}
     mixed = [dict(base, token="m-0"), dict(base, token="m-1", contact_email="a@example.de", location="Soest")]
     with engine.begin() as conn:
-        ins = _Inserter(conn)
+        ins = BulkWriter(conn)
         seen = _record(ins)
         ins.insert(case_t, [dict(base, token="n-0"), dict(base, token="n-1")], ("token", "id"))
         ins.insert(case_t, mixed, ("token", "id"))
@@ -185,7 +224,7 @@ def test_json_values_that_are_equal_in_python_stay_apart(tmp_path):
     engine = sqlite_engine(tmp_path)
     t = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
-        ins = _Inserter(conn)
+        ins = BulkWriter(conn)
         seen = _record(ins)
         row = {"token": "", "state": "new", "channel": "api", "created_at": t, "updated_at": t,
                "state_changed_at": t, "last_inbound_at": t, "sla_pauses": None, "attempts": 0}

@@ -63,3 +63,21 @@ def test_the_subject_tag_carries_new_and_old_tokens():
     assert token_in_subject(f"Re: Ihr Anliegen {subject_tag(token)}") == token
     assert token_in_subject("AW: [#aB3_x-Yz09QWerTy] Antwort") == "aB3_x-Yz09QWerTy"
     assert token_in_subject("[#zu kurz]") is None
+
+
+def test_a_forked_process_does_not_hand_out_its_parents_next_tokens():
+    """Tokens come from a block of random bytes per thread; a forked server process gets a block of its own."""
+    import os
+
+    new_case_token()  # the parent has a block now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tokens, then out without running the parent's clean-up
+        os.write(write, " ".join(new_case_token() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    parent = {new_case_token() for _ in range(5)}
+    assert len(child) == 5 and not child & parent

@@ -188,8 +188,10 @@ def test_the_signature_is_the_one_twilios_validator_computes(pairs, algorithm):
 
     form = MultiDict(pairs)
     url = PUBLIC_URL + "/twilio/sms?x=1"
-    assert CHECKER.expected(url, form, algorithm) == RequestValidator(AUTH_TOKEN).compute_signature(url, form,
-                                                                                                    algorithm)
+    twilios = RequestValidator(AUTH_TOKEN).compute_signature(url, form, algorithm)
+    assert CHECKER.expected(url, form, algorithm) == twilios
+    # The parser hands the checker the form's pairs as read (parse_webhook), not a multidict.
+    assert CHECKER.expected(url, list(pairs), algorithm) == twilios
 
 
 @FAST
@@ -209,3 +211,33 @@ def test_the_form_is_read_as_parse_qsl_reads_it(text):
     expected = outcome(lambda: parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
                                          max_num_fields=MAX_FIELDS))
     assert outcome(lambda: form_pairs(text)) == expected
+
+
+@FAST
+@given(pairs=st.lists(st.tuples(st.sampled_from(["Body", "From", "To", "NumMedia", "x"]), st.text(max_size=10)),
+                      max_size=12))
+def test_a_repeated_field_counts_with_its_first_value(pairs):
+    from multidict import MultiDict
+
+    from channels.twilio.payload import first_values
+
+    form = MultiDict(pairs)
+    expected = {key: form.getone(key) for key in form}
+    assert first_values(form) == expected
+    assert first_values(list(pairs)) == expected
+
+
+@FAST
+@given(value=st.one_of(st.text(alphabet="+0123456789 -()٤", max_size=20),
+                       st.from_regex(r"\+[0-9]{1,17}", fullmatch=True), st.text(max_size=20)))
+def test_the_senders_number_is_what_the_queues_rule_makes_of_it(value):
+    """``phone_or_none`` takes Twilio's E.164 numbers as they are; for them and anything else its answer is
+    :func:`hub.queue.requests.normalise_phone`'s (None where that refuses, or for a withheld number)."""
+    from channels.twilio.webhooks import WITHHELD, phone_or_none
+    from hub.queue.requests import normalise_phone
+
+    try:
+        expected = normalise_phone(value) if value else None
+    except ValueError:
+        expected = None
+    assert phone_or_none(value) == (None if expected in WITHHELD else expected)

@@ -48,3 +48,29 @@ async def test_sms_calls_and_forget_on_postgres(aiohttp_client, postgres_url, kb
         assert report.cases >= 1 and report.channel_rows == 2
         assert count(engine, case_t) == 0 and count(engine, store.opt_out_t) == 0
     engine.dispose()
+
+
+async def test_sms_threading_by_number_and_opt_outs_on_postgres(aiohttp_client, postgres_url, kb, tmp_path):
+    """The reads on the driver's cursor on PostgreSQL: the numbers of a batch that have open cases (the
+    follow-up joins its case) and the opted-out numbers of a batch (a new case from one gets no SMS)."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    other = "+4915199887766"
+    async with FakeTwilio() as fake:
+        app, _ = make_twilio_app(tmp_path, engine, postgres_url, kb, clock=lambda: TUESDAY_10, api_base_url=fake.url)
+        client = await aiohttp_client(app)
+        resp = await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"),
+                                                         Body="Ich brauche einen neuen Personalausweis"))
+        assert "In welchem Ort wohnen Sie?" in ET.fromstring(await resp.text()).find("Message").text
+        resp = await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"), Body="Todesfelde"))
+        assert "Amt Leezen" in ET.fromstring(await resp.text()).find("Message").text
+        assert count(engine, case_t) == 1 and count(engine, message_t, message_t.c.direction == "in") == 2
+        assert count(engine, case_t, case_t.c.state == "answered") == 1
+        await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"), From=other, Body="STOP"))
+        quiet = await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"), From=other,
+                                                          Body="Hund anmelden in Bad Segeberg"))
+        assert quiet.status == 200 and ET.fromstring(await quiet.text()).find("Message") is None
+        assert count(engine, case_t, case_t.c.contact_phone == other) == 1
+        forget(engine, phone=CITIZEN)
+        forget(engine, phone=other)
+    engine.dispose()
