@@ -34,16 +34,12 @@ from hub import casework
 from hub.casework import actor_name
 from hub.console.calls import call_t as hub_call_t
 from hub.console.calls import card_text
+from hub.queue.bulk import BulkWriter
 from hub.queue.cases import CaseState, SlaPolicy, StaleState, audit, case_t, message_t
 from hub.queue.intake import IntakeResult
 from hub.queue.routing import route_cache
 from hub.queue.settings import QueueSettings
 from knowledge.base import authority_json, service_json
-
-try:  # intake's raw multi-row INSERT, the one implementation (public as hub.queue.bulk once h16-sms is merged)
-    from hub.queue.bulk import BulkWriter as Inserter  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - until then, where it lives now
-    from hub.queue.intake import _Inserter as Inserter
 
 log = logging.getLogger(__name__)
 
@@ -259,19 +255,6 @@ IVR = IVR_AGENT  # the phone menu as the "agent" of hub.casework
 ANSWER_REASON = "answered by the phone menu"
 
 
-def _opted_out(conn: Connection, phones: list[str]) -> set[str]:
-    """Which of ``phones`` opted out of SMS: one query on the driver's cursor (through SQLAlchemy, the
-    statement with its list of numbers was compiled anew for every batch)."""
-    ins = Inserter(conn)
-    table = conn.dialect.identifier_preparer.format_table(store.opt_out_t)
-    found: set[str] = set()
-    for start in range(0, len(phones), 500):
-        part = phones[start : start + 500]
-        found.update(row[0] for row in ins.query(
-            f"SELECT phone FROM {table} WHERE phone IN ({', '.join([ins.mark] * len(part))})", part))
-    return found
-
-
 def new_call_row(call_sid: str, caller: str | None, now: datetime) -> dict[str, Any]:
     """A call as the hub keeps it before anything of it is stored (the greeting stores nothing)."""
     return {"id": None, "call_sid": call_sid, "caller": caller, "concern": None, "place": None,
@@ -325,7 +308,7 @@ class TurnJob:
     def batch(conn: Connection, items: list[tuple[TurnJob, IntakeResult]]) -> list[voice.Turn]:
         """The turns of one intake batch, written together where they open their call (see the module)."""
         callers = sorted({job.ctx.caller for job, _ in items if job._checks_opt_out()})
-        opted = _opted_out(conn, callers) if callers else set()
+        opted = store.opted_out_among(conn, callers)
         turns = [job.final(job.ctx.caller in opted) for job, _ in items]
         together: list[int] = []
         cases: set[int] = set()
@@ -382,7 +365,7 @@ def _write_openings(conn: Connection, items: list[tuple[TurnJob, IntakeResult, v
         casework.send_many(conn, [(cases[result.case_id], spoken_answer(job.flow, turn), IVR,
                                    job.seen["caller"]) for job, result, turn, _, _ in answered_],
                            queue=service.queue, channel="phone", delivered=True, now=now)
-    ins = Inserter(conn)
+    ins = BulkWriter(conn)
     records = [{"agent": IVR, "started_at": job.seen["started_at"], "ended_at": job.now,
                 "answered_within_s": None, "outcome": IVR_OUTCOMES[voice.ANSWERED], "case_id": result.case_id,
                 "service_id": svc["id"], "service_name": svc.get("name"),
