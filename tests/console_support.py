@@ -8,7 +8,6 @@ import email
 import email.policy
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -18,14 +17,14 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from web_support import hub_engine  # noqa: F401  (the console tests' database, re-exported)
 
 from hub.config import Settings
+from hub.console import auth
 from hub.console.auth import add_user
 from hub.console.settings import ConsoleSettings
-from hub.db import make_engine
 from hub.http import api_cases
 from hub.http.app import create_app
-from hub.migrate import upgrade
 from hub.queue.adapters import SendResult
 from hub.queue.cases import CaseState, SlaPolicy, case_t, transition
 from hub.queue.intake import write_requests
@@ -35,6 +34,7 @@ from hub.queue.settings import QueueSettings
 from hub.queue.workers import QueueService
 
 PASSWORD = "correct horse battery staple"
+_real_hash_password = auth.hash_password
 
 
 def settings_for(tmp_path: Path, url: str, *, smtp_port: int | None = None, **console_values: Any) -> Settings:
@@ -95,18 +95,6 @@ class SmtpSink:
         self.controller.stop()
 
 
-def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
-    """A copy of the demo database (regions + catalogue) with every table migrated in."""
-    source = demo_db_url.split("///", 1)[1]
-    target = tmp_path / "hub.sqlite3"
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    url = f"sqlite:///{target}"
-    engine = make_engine(url)
-    upgrade(engine)
-    return engine, url
-
-
 class RecordingAdapter:
     """Stand-in for the SMS channel only: the hub has no SMS adapter module yet (see channels.CHANNELS).
 
@@ -139,9 +127,27 @@ def make_app(settings: Settings, engine: Engine, kb, adapters: dict[str, Any] | 
     return app, service
 
 
+_HASHES: dict[str, str] = {}  # password -> its argon2id hash, made once per test process
+
+
+def _hash_once(password: str) -> str:
+    if password not in _HASHES:
+        _HASHES[password] = _real_hash_password(password)
+    return _HASHES[password]
+
+
 def new_user(engine: Engine, name: str, role: str = "agent", *, authorities: Iterable[str] = (),
              regions: Iterable[str] = (), password: str = PASSWORD) -> int:
-    return add_user(engine, name, role, password, authorities=authorities, regions=regions)
+    """An account made by the real ``add_user``. Its argon2id hash (production parameters) is made once per
+    password and test process and reused, salt and all, for later accounts with the same password: one
+    hash costs ~0.4 s of CPU and is not what these tests check. Logging in still verifies it with argon2;
+    the hashing itself is tested where ``add_user``, ``set_password`` and the CLI are called directly
+    (tests/console/test_auth.py)."""
+    auth.hash_password = _hash_once
+    try:
+        return add_user(engine, name, role, password, authorities=authorities, regions=regions)
+    finally:
+        auth.hash_password = _real_hash_password
 
 
 _META = re.compile(r'<meta name="csrf-token" content="([^"]*)"')

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
+import sqlite3
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from conftest import require_component
@@ -20,10 +26,59 @@ from hub.queue.requests import InboundRequest
 PG_URL = os.environ.get("CITIZEN_HUB_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+# Migrated templates, one per source database and test process: running the migrations costs 0.1-1 s,
+# a copy of their result a few milliseconds, and the copy is the same database (tests of the migrations
+# themselves, tests/queue/test_intake.py, run ``upgrade`` on a database of their own).
+_TEMPLATES: dict[str, Path] = {}
+_TEMPLATE_LOCK = threading.Lock()
+_TEMPLATE_DIR: Path | None = None
+
+
+def _template_dir() -> Path:
+    global _TEMPLATE_DIR
+    if _TEMPLATE_DIR is None:
+        _TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="citizen-hub-templates-"))
+        atexit.register(shutil.rmtree, _TEMPLATE_DIR, True)
+    return _TEMPLATE_DIR
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy through SQLite's backup API (WAL content included)."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+
+def _migrated_template(source: Path | None) -> Path:
+    key = str(source or "")
+    with _TEMPLATE_LOCK:
+        template = _TEMPLATES.get(key)
+        if template is None:
+            template = _template_dir() / f"template-{len(_TEMPLATES)}.sqlite3"
+            if source is not None:
+                _copy_sqlite(source, template)
+            engine = make_engine(f"sqlite:///{template}")
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
+            _TEMPLATES[key] = template
+        return template
+
+
+def migrated_sqlite(target: Path, source: Path | None = None) -> Engine:
+    """An engine on ``target``: a copy of ``source`` (an empty database if None) migrated to the newest
+    revision, exactly as ``upgrade`` leaves it; the migrations run once per source and test process.
+
+    ``source`` must not change during the run (the session's demo database does not)."""
+    _copy_sqlite(_migrated_template(source), target)
+    return make_engine(f"sqlite:///{target}")
+
+
 def sqlite_engine(tmp_path, name: str = "hub.sqlite3") -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / name}")
-    upgrade(engine)
-    return engine
+    """A migrated, empty SQLite database of this test (see :func:`migrated_sqlite`)."""
+    return migrated_sqlite(tmp_path / name)
 
 
 def pg_available() -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import sqlite3
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from queue_support import migrated_sqlite
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from hub.config import Settings
-from hub.db import make_engine
 from hub.http.api_cases import QUEUE
 from hub.http.app import create_app
-from hub.migrate import upgrade
 from hub.queue.cases import case_t
 from hub.queue.workers import QueueService
 from knowledge.models import Service
@@ -39,15 +37,11 @@ def settings_for(tmp_path: Path, url: str, **web: object) -> Settings:
 
 
 def hub_engine(tmp_path: Path, demo_db_url: str) -> tuple[Engine, str]:
-    """A copy of the demo database (regions + catalogue) with the queue tables migrated in."""
-    source = demo_db_url.split("///", 1)[1]
+    """A copy of the demo database (regions + catalogue) with every table migrated in: the copy of one
+    migrated demo database of this test process (``queue_support.migrated_sqlite``)."""
     target = tmp_path / "hub.sqlite3"
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    url = f"sqlite:///{target}"
-    engine = make_engine(url)
-    upgrade(engine)
-    return engine, url
+    engine = migrated_sqlite(target, Path(demo_db_url.split("///", 1)[1]))
+    return engine, f"sqlite:///{target}"
 
 
 def make_app(settings: Settings, engine: Engine, kb) -> tuple[web.Application, QueueService]:

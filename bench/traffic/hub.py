@@ -168,17 +168,20 @@ class HubProcesses:
         self.config = config
         self.roles = roles
         self.procs: dict[str, Proc] = {}
+        # The port each role listened on last: a client still mid-request when the processes are killed
+        # (a call's second webhook) meets a refused connection there, as a real client would, not a KeyError.
+        self.ports: dict[str, int | None] = {}
         self.starts = 0
         self.kills = 0
         self.start_seconds: list[float] = []
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.procs['http'].port}"
+        return f"http://127.0.0.1:{self.ports['http']}"
 
     @property
     def smtp_port(self) -> int:
-        port = self.procs["smtp"].port
+        port = self.ports["smtp"]
         assert port is not None
         return port
 
@@ -206,6 +209,7 @@ class HubProcesses:
                 popen = subprocess.Popen(self._command(role, port), cwd=self.config.run_dir, env=env,
                                          stdout=out, stderr=subprocess.STDOUT)
             self.procs[role] = Proc(role, popen, port, log)
+            self.ports[role] = port
         deadline = started + timeout
         for proc in self.procs.values():
             self._wait_ready(proc, deadline)

@@ -439,8 +439,13 @@ async def test_events_tell_about_visible_cases_only(env_factory):
     mine = await asyncio.to_thread(make_case, env.engine, text="Segeberg", authority=KREIS, email="k@example.org")
     events = await _read_events(resp, 1)
     assert events and events[0][0] == "case"
-    seen = {e["case_id"] for _, e in events + await _read_events(resp, 5, timeout=0.5)}
-    assert mine in seen and other not in seen
+    events += await _read_events(resp, 5, timeout=0.5)
+    seen = {e["case_id"] for _, e in events}
+    assert mine in seen
+    # make_case writes a case (new, no place: the clarification queue, which meier works) and routes it in a
+    # second transaction; a poll between the two may rightly report it then. Routed to Soest it is not his:
+    # the poll that reports ``mine`` has read that change too, and no event may report it.
+    assert all(e["state"] == "new" and e["authority_id"] is None for _, e in events if e["case_id"] == other), events
     assert set(events[0][1]) == {"case_id", "state", "channel", "authority_id", "kind"}, "no content in events"
     resp.close()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from console_support import (
     KREIS,
     PASSWORD,
     SmtpSink,
+    hub_engine,
     make_app,
     make_case,
     new_user,
@@ -28,8 +28,6 @@ from console_support import (
 from sqlalchemy import select
 
 from hub.console.calls import call_t
-from hub.db import make_engine
-from hub.migrate import upgrade
 from hub.queue.cases import CaseState, case_t, message_t
 
 CHROMIUM = "/usr/bin/chromium"
@@ -108,12 +106,7 @@ class HubServer:
 def hub(tmp_path_factory, demo_db_url, kb):
     require_component(_playwright_missing() is None, _playwright_missing() or "")
     tmp = tmp_path_factory.mktemp("browser")
-    target = tmp / "hub.sqlite3"
-    with sqlite3.connect(demo_db_url.split("///", 1)[1]) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    url = f"sqlite:///{target}"
-    engine = make_engine(url)
-    upgrade(engine)
+    engine, url = hub_engine(tmp, demo_db_url)
     sink = SmtpSink()
     sink.controller.start()
     settings = settings_for(tmp, url, smtp_port=sink.port, events_poll_seconds=0.2)

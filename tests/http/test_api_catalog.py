@@ -366,6 +366,7 @@ async def test_pull_consumers_read_the_catalogue_and_the_changes_since_a_version
 # -- other processes -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.timing  # `make test` runs it alone, with no second xdist worker beside it
 async def test_an_import_by_another_process_reaches_the_running_lookups_within_a_second(env):
     other = make_engine(str(env.engine.url))  # as `citizen-hub catalog import` in another process
     batch = parse_dldb(

@@ -37,6 +37,9 @@ from hub.queue.cases import audit_t
 from knowledge.models import Service
 from knowledge.sync_models import version_t
 
+# Changes must show within 1 s: `make test` runs this module alone, with no second xdist worker beside it.
+pytestmark = pytest.mark.timing
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18118
 SEGEBERG, TODESFELDE = "01060", "010605053088"  # demo regions: Kreis Segeberg, a Gemeinde in it
