@@ -6,7 +6,6 @@ STAMP  := $(VENV)/.installed
 DB     ?= sqlite:///var/citizen-hub.sqlite3
 # pytest-xdist processes of `make test` (one per core of the 2-core machines); a file's tests stay in one
 # process (--dist loadfile): module fixtures (Dovecot, a browser, a server on a fixed port) are made once.
-# The few tests with a wall-clock bound (marker timing) run afterwards on their own, as before.
 TEST_WORKERS ?= 2
 
 .PHONY: run test bench crash soak lint init clean
@@ -26,8 +25,7 @@ run: init
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not timing"
-	$(BIN)/python -m pytest -q -m timing
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

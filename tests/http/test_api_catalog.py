@@ -366,8 +366,7 @@ async def test_pull_consumers_read_the_catalogue_and_the_changes_since_a_version
 # -- other processes -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.timing  # `make test` runs it alone, with no second xdist worker beside it
-async def test_an_import_by_another_process_reaches_the_running_lookups_within_a_second(env):
+async def test_an_import_by_another_process_reaches_the_running_lookups(env):
     other = make_engine(str(env.engine.url))  # as `citizen-hub catalog import` in another process
     batch = parse_dldb(
         MUENCHEN / "services_de.json",
@@ -377,16 +376,16 @@ async def test_an_import_by_another_process_reaches_the_running_lookups_within_a
     )
     await asyncio.to_thread(store_batch, other, batch, MUENCHEN_KREIS)
     other.dispose()
-    started = time.perf_counter()
-    found = None
-    while time.perf_counter() - started < 3.0:
+    # A bound on "it arrives" (the change-log poll), not a speed: how fast is measured in bench/bench_sync.py.
+    deadline = time.perf_counter() + 15.0
+    found = False
+    while not found and time.perf_counter() < deadline:
         resp = await env.client.get("/api/lookup", params={"q": "Gewerbe anmelden", "location": "München"})
         results = (await resp.json())["results"]
-        if results and results[0]["service"]["id"] == "muc-1063423":
-            found = time.perf_counter() - started
-            break
-        await asyncio.sleep(0.05)
-    assert found is not None and found < 1.0, found
+        found = bool(results) and results[0]["service"]["id"] == "muc-1063423"
+        if not found:
+            await asyncio.sleep(0.05)
+    assert found, "the other process's import never reached the running lookups"
 
 
 # -- incremental index, full dry-run diff ------------------------------------------------------------------

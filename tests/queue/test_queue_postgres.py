@@ -119,11 +119,9 @@ def test_a_claim_skips_rows_locked_by_another_worker_instead_of_waiting(postgres
         first = claim(conn_a, case_t, case_t.c.state == "new", worker="a", limit=5, timeout=60, now=now)
         with b.begin() as conn_b:
             conn_b.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
-            started = time.monotonic()
+            # A wait for A's locks would end in the lock timeout's error, not in a result.
             second = claim(conn_b, case_t, case_t.c.state == "new", worker="b", limit=10, timeout=60, now=now)
-            waited = time.monotonic() - started
     assert len(first) == 5 and len(second) == 5 and not set(first) & set(second)
-    assert waited < 1.0, f"the second claim waited {waited:.1f} s for the first one's locks"
     for e in (setup, a, b):
         e.dispose()
 
