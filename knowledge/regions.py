@@ -701,10 +701,10 @@ class RegionIndex:
         limit = max(1, limit)
         clean = _clean(text if isinstance(text, str) else "")
         if not clean:
-            return _nothing("empty input: no place given")
+            return _nothing("leere Eingabe: kein Ort angegeben")
         if len(clean) > MAX_QUERY_CHARS:
             return _nothing(
-                f"input too long for a place name ({len(clean)} characters, at most {MAX_QUERY_CHARS})"
+                f"zu lang für einen Ortsnamen ({len(clean)} Zeichen, höchstens {MAX_QUERY_CHARS})"
             )
 
         compact = re.sub(r"[\s.\-/]", "", clean)
@@ -720,7 +720,7 @@ class RegionIndex:
 
         norm = normalize_place(clean)
         if not re.search(r"[a-z]", norm):
-            return _nothing(f"no place name in {_quote(clean)}")
+            return _nothing(f"kein Ortsname in {_quote(clean)}")
         result = self._resolve_name(norm, clean, limit, home)
         if result.match is not None or result.ambiguous:
             return result
@@ -738,15 +738,15 @@ class RegionIndex:
             kreis = self._by_ars.get(digits)
             if kreis is not None:  # not a postcode, but a Kreis key ("01060")
                 return PlaceResolution(kreis, [(kreis, EXACT)], method="ars")
-            return _nothing(f"unknown postcode {digits}")
+            return _nothing(f"unbekannte Postleitzahl {digits}")
         if len(digits) == 8:
             info = self._by_ags.get(digits)
-            return _single(info, "ags") if info else _nothing(f"unknown municipality key (AGS) {digits}")
+            return _single(info, "ags") if info else _nothing(f"unbekannter Gemeindeschlüssel (AGS) {digits}")
         # 9 digits: a Gemeindeverband. A 2-digit Land key is not accepted: "12" typed as a place is no Land.
         if len(digits) in (9, 12):
             info = self._by_ars.get(digits)
-            return _single(info, "ars") if info else _nothing(f"unknown regional key (ARS) {digits}")
-        return _nothing(f"{digits} is neither a postcode (5 digits), an AGS (8) nor an ARS (12)")
+            return _single(info, "ars") if info else _nothing(f"unbekannter Regionalschlüssel (ARS) {digits}")
+        return _nothing(f"{digits} ist weder eine Postleitzahl (5 Ziffern) noch ein AGS (8) oder ARS (12)")
 
     def _postcode_result(self, plz: str, home: str) -> PlaceResolution:
         infos = self.postcode_regions(plz)
@@ -757,7 +757,7 @@ class RegionIndex:
             None,
             cands,
             ambiguous=True,
-            reason=f"postcode {plz} covers {len(infos)} municipalities: {self._list(infos)}",
+            reason=f"Postleitzahl {plz} umfasst {len(infos)} Gemeinden: {self._list(infos)}",
             method="postcode",
         )
 
@@ -785,7 +785,7 @@ class RegionIndex:
             None,
             cands,
             ambiguous=True,
-            reason=f"postcode {plz} does not cover {_quote(name)} (it covers {self._list(infos)})",
+            reason=f"Postleitzahl {plz} umfasst {_quote(name)} nicht (sie umfasst {self._list(infos)})",
             method="postcode+name",
         )
 
@@ -840,7 +840,7 @@ class RegionIndex:
 
     def _resolve_name(self, norm: str, shown: str, limit: int, home: str) -> PlaceResolution:
         if not norm:
-            return _nothing(f"no place name in {_quote(shown)}")
+            return _nothing(f"kein Ortsname in {_quote(shown)}")
         hits = self._name_hits(norm)
         if hits:
             method = "name" if max(hits.values()) >= EXACT else "alias"
@@ -855,7 +855,7 @@ class RegionIndex:
                 hits[ars] = max(hits.get(ars, 0.0), s)
         if hits:
             return self._decide(hits, shown, "fuzzy", limit, home, fuzzy=True)
-        return _nothing(f"no place called {_quote(shown)} found")
+        return _nothing(f"kein Ort namens {_quote(shown)} gefunden")
 
     def _resolve_head(self, norm: str, shown: str, limit: int, home: str) -> PlaceResolution | None:
         """A district after the municipality ("Hamburg-Altona", "Kiel Gaarden"): the longest known start."""
@@ -896,14 +896,14 @@ class RegionIndex:
             None,
             cands,
             ambiguous=True,
-            reason=f"{_quote(shown)} fits {len(top)} places: {self._list(top)}",
+            reason=f"{_quote(shown)} passt zu {len(top)} Orten: {self._list(top)}",
             method=method,
         )
 
     def _list(self, infos: list[RegionInfo], most: int = 6) -> str:
         names = [self.qualified_name(r) for r in infos[:most]]
         if len(infos) > most:
-            names.append(f"and {len(infos) - most} more")
+            names.append(f"und {len(infos) - most} weitere")
         return "; ".join(names)
 
     # -- free text -----------------------------------------------------------------------------------

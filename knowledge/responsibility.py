@@ -190,7 +190,7 @@ class ResponsibilityIndex:
         a registration for any of them counts, the most local region first.
         """
         if not chain:
-            return Responsible(None, "none", None, None, level, "no place given")
+            return Responsible(None, "none", None, None, level, "kein Ort angegeben")
         ids = (service_id,) if isinstance(service_id, str) else tuple(service_id)
         for region in chain:
             for sid in ids:
@@ -210,7 +210,7 @@ class ResponsibilityIndex:
             None,
             None,
             level,
-            f"no authority is registered for {level}-level services at {place} or above",
+            f"für Leistungen der Ebene {level} ist in {place} und darüber keine Stelle eingetragen",
         )
 
     def level_of(self, authority_id: str, service_ids: Sequence[str], chain: Sequence[RegionLike]) -> str | None:

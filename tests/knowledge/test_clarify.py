@@ -58,15 +58,15 @@ def test_a_missing_place_matters_only_when_the_places_have_different_offices():
 
 
 def test_an_ambiguous_place_matters_only_when_the_places_have_different_offices():
-    place = PlaceState(AMBIGUOUS, "postcode 23795 covers 14 municipalities", 14)
+    place = PlaceState(AMBIGUOUS, "Postleitzahl 23795 umfasst 14 Gemeinden", 14)
     assert not clarify([opt("KFZ", 1.0, offices=("kreis",))], place).needed
     verdict = clarify([opt("Ausweis", 1.0, offices=("amt", "stadt", None))], place)
     assert verdict.needed and "14 mögliche Orte" in verdict.reason and "23795" in verdict.reason
 
 
 def test_an_unknown_place_or_no_office_is_flagged():
-    assert clarify([opt("x", 1.0)], PlaceState(UNKNOWN, "no place called 'Springfield' found")).reason.endswith(
-        "'Springfield' found"
+    assert clarify([opt("x", 1.0)], PlaceState(UNKNOWN, "kein Ort namens 'Springfield' gefunden")).reason.endswith(
+        "'Springfield' gefunden"
     )
     assert clarify([opt("x", 1.0, offices=(None,))], PlaceState(KNOWN)).needed
 

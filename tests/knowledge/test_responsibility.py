@@ -81,8 +81,8 @@ def test_most_local_override_wins(index):
 def test_nothing_registered_is_said_explicitly(index):
     r = index.resolve("meldebescheinigung", "gemeinde", NORDERSTEDT)
     assert r.authority_id is None and r.via == "none"
-    assert "no authority is registered" in r.reason and "Norderstedt" in r.reason
-    assert index.resolve("x", "amt", []).reason == "no place given"
+    assert "keine Stelle eingetragen" in r.reason and "Norderstedt" in r.reason
+    assert index.resolve("x", "amt", []).reason == "kein Ort angegeben"
 
 
 def test_incremental_discard_is_idempotent(index):

@@ -125,7 +125,7 @@ def test_form_spec_follows_an_agents_route(kb):
 @pytest.mark.parametrize(("service", "location", "status", "words_"), [
     ("no-such-service", "Hitzhusen", 404, "Keine Leistung"),
     ("sh-wohnsitz-anmelden", "", 400, "Ort gebraucht"),
-    ("sh-wohnsitz-anmelden", "Xyzzyhausen am Nirgendwo", 400, "no place"),
+    ("sh-wohnsitz-anmelden", "Xyzzyhausen am Nirgendwo", 400, "kein Ort namens"),
 ])
 def test_form_spec_problems(kb, service, location, status, words_):
     with pytest.raises(FormProblem) as info:
