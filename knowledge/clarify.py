@@ -45,8 +45,11 @@ from knowledge.text import ACTION_STEMS, analyze
 # Place states (``PlaceState.status``).
 KNOWN, MISSING, AMBIGUOUS, UNKNOWN = "known", "missing", "ambiguous", "unknown"
 
-# Action words (knowledge.text.ACTION_STEMS): two service names that share only these ("Hund anmelden",
-# "Wohnsitz anmelden") are still clearly different services.
+# Action words (knowledge.text.ACTION_STEMS) and generic document words: two service names that share only
+# these ("Hund anmelden" and "Wohnsitz anmelden", "Personalausweis" and "Schwerbehindertenausweis") are still
+# clearly different services. A generic document word is an object for the other rules ("Ausweis beantragen"
+# names a thing).
+_UNTYING = ACTION_STEMS | frozenset({"ausweis", "erlaubnis"})
 _MIN_STEM = 4  # shorter stems are too unspecific to tie two names together
 # A best candidate that one query word explains to less than this share of its matched name (idf-weighted,
 # ``Option.coverage``) is too general to act on. Calibrated on tests/data/route-labelled/*.dev.jsonl.
@@ -114,8 +117,15 @@ class Clarification:
 
 
 def too_general(best: Option) -> bool:
-    """Whether one word of the request carries a match that explains little of the matched name."""
-    return best.words <= 1 and best.coverage < GENERAL_COVERAGE
+    """Whether the request is too general to act on: one word of it carries a match that explains little of
+    the matched name, or it names only an action ("anmelden", "verloren": what is to be registered or was
+    lost is the question an agent asks)."""
+    return names_only_an_action(best) or (best.words <= 1 and best.coverage < GENERAL_COVERAGE)
+
+
+def names_only_an_action(best: Option) -> bool:
+    """Whether all the request says that the catalogue knows is an action ("anmelden", "verloren")."""
+    return bool(best.explained) and not best.missed and all(_is_action(w) for w in best.explained)
 
 
 def misses_the_object(best: Option) -> str | None:
@@ -148,7 +158,7 @@ def same_service(a: Option, b: Option) -> bool:
 
 
 def _objects(name: str) -> set[str]:
-    return {s for s in analyze(name) if len(s) >= _MIN_STEM and s not in ACTION_STEMS}
+    return {s for s in analyze(name) if len(s) >= _MIN_STEM and s not in _UNTYING}
 
 
 def confident(options: Sequence[Option], margins: Margins) -> bool:
@@ -177,6 +187,7 @@ def clarify(options: Sequence[Option], place: PlaceState, margins: Margins | Non
     if too_general(best) and not (calibrated and confident(options, margins)):
         return Clarification(
             True,
+            "Anliegen zu allgemein: nur ein Vorgang ist genannt, nicht wofür" if names_only_an_action(best) else
             f"Anliegen zu allgemein: nur ein einzelnes Wort passt, und es erklärt nur einen Teil von {best.name!r}",
             general=True,
         )

@@ -190,9 +190,9 @@ ACTION_STEMS = frozenset(
     beantrag antrag anmeld anmeldung abmeld ummeld meld aender aenderung ausstell ausstellung erteil
     erteilung verlaenger verlaengerung neu erneuer ersatz verlust diebstahl umtausch umtausch auskunft
     bescheinig bestaetig genehmig erlaubnis registrier eintrag eintragung beantragung abgeb abgab
-    anzeig einreich pruef zulass zulassung ausweis
+    anzeig einreich pruef zulass zulassung
     erkla festsetz antragstell umschreib abhol beglaubig reservi reservier ausgab kuendig erstatt bearbeit
-    aend ersterteil
+    aend ersterteil verlaeng
     """.split()
 )
 

@@ -572,3 +572,9 @@ def test_one_word_naming_the_whole_object_of_a_service_is_not_too_general(fed_kb
     assert route.service is not None and route.service.owner_ars.startswith("11")
     assert text.lower()[:8] in route.service.name.lower().replace("-", "")
     assert not (route.reason or "").startswith("Anliegen zu allgemein"), route.reason
+
+
+@pytest.mark.parametrize("place", ["München", "Berlin", "Bad Segeberg"])
+def test_a_bare_action_is_asked_about_everywhere(fed_kb, place):
+    route = fed_kb.route("anmelden", place)
+    assert route.needs_clarification and "nur ein Vorgang" in route.reason
