@@ -205,7 +205,7 @@ def _keyword(engine, sender: str | None, word: str) -> bool:
 
 @dataclass
 class ReplyJob:
-    """The writes after one SMS is stored (run by :class:`~channels.twilio.records.AfterCommit` in the intake
+    """The writes after one SMS is stored (run by :class:`~channels.twilio.records.WithIntake` in the intake
     writer's thread): decide the answer, record it in the case. Calling it (one SMS) or :meth:`batch` (the
     SMS of one intake batch) gives ``(kind, text, message_id)``."""
 
@@ -253,7 +253,7 @@ class ReplyJob:
         opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many` for the direct answers and
         :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
         case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
-        :class:`AfterCommit` writes the batch again one SMS at a time."""
+        :class:`WithIntake` writes the batch again one SMS at a time."""
         opted = store.opted_out_among(conn, (job.sender for job, _ in items if job.sender))
         results: list[Any] = [None] * len(items)
         new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []
