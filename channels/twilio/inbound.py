@@ -38,6 +38,7 @@ from channels.twilio.answer import Answer, direct_answer, route_text
 from channels.twilio.outbound import OPTED_OUT_AT_TWILIO, status_callback_url
 from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWebhook, WebhookError
 from channels.twilio.records import answered, case_history, record_reply
+from channels.twilio.voice import xml_attribute, xml_text
 from hub import casework
 from hub.casework import actor_name
 from hub.queue.cases import audit, case_t, message_t
@@ -155,15 +156,6 @@ _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 _NO_MESSAGE = _XML_HEAD + "<Response />"
 
 
-def _cdata(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _attribute(text: str) -> str:
-    return (_cdata(text).replace('"', "&quot;").replace("\r", "&#13;").replace("\n", "&#10;")
-            .replace("\t", "&#09;"))
-
-
 def message_twiml(text: str | None, action: str | None = None) -> str:
     """``<Response><Message action=…>text</Message></Response>``; an empty ``<Response />`` for no answer.
 
@@ -173,8 +165,8 @@ def message_twiml(text: str | None, action: str | None = None) -> str:
     if not text:
         return _NO_MESSAGE
     if action:
-        return f'{_XML_HEAD}<Response><Message action="{_attribute(action)}" method="POST">{_cdata(text)}</Message></Response>'
-    return f"{_XML_HEAD}<Response><Message>{_cdata(text)}</Message></Response>"
+        return f'{_XML_HEAD}<Response><Message action="{xml_attribute(action)}" method="POST">{xml_text(text)}</Message></Response>'
+    return f"{_XML_HEAD}<Response><Message>{xml_text(text)}</Message></Response>"
 
 
 # -- the request -----------------------------------------------------------------------------------------------
