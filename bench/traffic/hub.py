@@ -171,10 +171,13 @@ class HubProcesses:
         self.starts = 0
         self.kills = 0
         self.start_seconds: list[float] = []
+        self._ports: dict[str, int | None] = {}
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.procs['http'].port}"
+        # The last one started: between a kill and the restart a request finds the port closed (the hub is
+        # gone, as for a real client), rather than no port at all (a KeyError in the client, which broke a run).
+        return f"http://127.0.0.1:{self._ports['http']}"
 
     @property
     def smtp_port(self) -> int:
@@ -206,6 +209,7 @@ class HubProcesses:
                 popen = subprocess.Popen(self._command(role, port), cwd=self.config.run_dir, env=env,
                                          stdout=out, stderr=subprocess.STDOUT)
             self.procs[role] = Proc(role, popen, port, log)
+            self._ports[role] = port
         deadline = started + timeout
         for proc in self.procs.values():
             self._wait_ready(proc, deadline)
