@@ -264,22 +264,28 @@ def answer_many(conn: Connection, answers: Sequence[tuple[dict[str, Any], Mappin
                 *, agent: str, policy: SlaPolicy, reason: str, now: datetime | None = None) -> list[dict[str, Any]]:
     """Cases a channel answered itself (an SMS's or the phone menu's direct answer), many at once: each
     ``(row, service, authority)`` gets that route and moves to ``answered`` — through ``routed`` when still
-    ``new``, as :func:`take` and :func:`move` would, with one statement per step for all of them. Raises
-    :class:`~hub.queue.cases.StaleState` when any case moved meanwhile (the caller rolls back and acts on
-    the cases one at a time). Returns the cases as they are now."""
+    ``new``, as :func:`take` and :func:`move` would (both audit entries), with one UPDATE a case and one
+    statement per column set for all of them. Raises :class:`~hub.queue.cases.StaleState` when any case
+    moved meanwhile (the caller rolls back and acts on the cases one at a time). Returns the cases as they
+    are now."""
     now = now or utcnow()
     actor = actor_name(agent)
-    planned = [(row, route_values(service, authority, agent, now) | _assign(row, agent))
-               for row, service, authority in answers]
-    fresh = [(row, CaseState.ROUTED, values, reason) for row, values in planned if row["state"] == CaseState.NEW]
-    transition_many(conn, fresh, actor=actor, policy=policy, now=now)
-    routed = {row["id"] for row, *_ in fresh}
-    current = [({**row, "state": CaseState.ROUTED.value} if row["id"] in routed else row, values)
-               for row, values in planned]
-    moves = [(row, CaseState.ANSWERED, values, reason) for row, values in current
-             if row["state"] in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION)]
+    moves = []
+    for row, service, authority in answers:
+        state = row["state"]
+        if state == CaseState.NEW:
+            path: tuple[CaseState, ...] = _TAKE_AND_ANSWER
+        elif state in (CaseState.ROUTED, CaseState.NEEDS_CLARIFICATION):
+            path = _ANSWER
+        else:  # past answering already
+            continue
+        moves.append((row, path, route_values(service, authority, agent, now) | _assign(row, agent), reason))
     transition_many(conn, moves, actor=actor, policy=policy, now=now)
     return [{**row, "state": CaseState.ANSWERED.value} for row, *_ in moves]
+
+
+_TAKE_AND_ANSWER = (CaseState.ROUTED, CaseState.ANSWERED)
+_ANSWER = (CaseState.ANSWERED,)
 
 
 def forward_body(row: Mapping[str, Any], text: str, note: str | None, due: datetime | None,

@@ -38,6 +38,7 @@ from channels.twilio.answer import Answer, direct_answer, route_text
 from channels.twilio.outbound import OPTED_OUT_AT_TWILIO, status_callback_url
 from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWebhook, WebhookError
 from channels.twilio.records import answered, case_history, record_reply
+from channels.twilio.voice import xml_attribute, xml_text
 from hub import casework
 from hub.casework import actor_name
 from hub.queue.cases import audit, case_t, message_t
@@ -155,15 +156,6 @@ _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 _NO_MESSAGE = _XML_HEAD + "<Response />"
 
 
-def _cdata(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _attribute(text: str) -> str:
-    return (_cdata(text).replace('"', "&quot;").replace("\r", "&#13;").replace("\n", "&#10;")
-            .replace("\t", "&#09;"))
-
-
 def message_twiml(text: str | None, action: str | None = None) -> str:
     """``<Response><Message action=…>text</Message></Response>``; an empty ``<Response />`` for no answer.
 
@@ -173,8 +165,8 @@ def message_twiml(text: str | None, action: str | None = None) -> str:
     if not text:
         return _NO_MESSAGE
     if action:
-        return f'{_XML_HEAD}<Response><Message action="{_attribute(action)}" method="POST">{_cdata(text)}</Message></Response>'
-    return f"{_XML_HEAD}<Response><Message>{_cdata(text)}</Message></Response>"
+        return f'{_XML_HEAD}<Response><Message action="{xml_attribute(action)}" method="POST">{xml_text(text)}</Message></Response>'
+    return f"{_XML_HEAD}<Response><Message>{xml_text(text)}</Message></Response>"
 
 
 # -- the request -----------------------------------------------------------------------------------------------
@@ -205,7 +197,7 @@ def _keyword(engine, sender: str | None, word: str) -> bool:
 
 @dataclass
 class ReplyJob:
-    """The writes after one SMS is stored (run by :class:`~channels.twilio.records.AfterCommit` in the intake
+    """The writes after one SMS is stored (run by :class:`~channels.twilio.records.WithIntake` in the intake
     writer's thread): decide the answer, record it in the case. Calling it (one SMS) or :meth:`batch` (the
     SMS of one intake batch) gives ``(kind, text, message_id)``."""
 
@@ -253,7 +245,7 @@ class ReplyJob:
         opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many` for the direct answers and
         :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
         case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
-        :class:`AfterCommit` writes the batch again one SMS at a time."""
+        :class:`WithIntake` writes the batch again one SMS at a time."""
         opted = store.opted_out_among(conn, (job.sender for job, _ in items if job.sender))
         results: list[Any] = [None] * len(items)
         new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []

@@ -14,8 +14,8 @@ The menu itself is :mod:`channels.twilio.voice` (pure functions); these handlers
   first-contact rate; a transferred call is recorded by the agent who takes it, as any call;
 * the details by SMS go through the outbox (the ``sms`` adapter, which honours opt-outs).
 
-Those writes are :class:`channels.twilio.records.TurnJob`'s, in the intake writer's thread right after the
-turn's request committed: the first stored turn of the calls of one intake batch in a few statements for
+Those writes are :class:`channels.twilio.records.TurnJob`'s, in the intake writer's thread, in the
+transaction of the turn's request (one commit for both): the first stored turn of the calls of one intake batch in a few statements for
 all of them. The greeting stores nothing and the concern step reads nothing (there is nothing of the
 call yet; the caller's SMS opt-out is read with the batch), so a call's first two webhooks cost one
 group-committed write and no round trip of their own.
@@ -229,8 +229,8 @@ async def apply_turn(request: web.Request, row: dict[str, Any], req: InboundRequ
                      job: TurnJob) -> voice.Turn:
     """Store what ``job.turn`` decided before it is answered, and return the turn to answer: its request
     (``req``, :func:`request_of`) through intake, and the call's, the case's and the record's writes
-    (``job``, :class:`~channels.twilio.records.TurnJob`) right after it in the intake writer's thread (one
-    transaction per batch); a turn without a request (a choice in the menu) in a transaction of its own."""
+    (``job``, :class:`~channels.twilio.records.TurnJob`) with it in the intake writer's thread (in the
+    batch's transaction); a turn without a request (a choice in the menu) in a transaction of its own."""
     service, turn = job.service, job.turn
     after = webhooks.state(request).extra.get("after")
     if service is None or after is None:

@@ -122,39 +122,39 @@ def case_history(conn: Connection, case_id: int, channel: str) -> tuple[list[str
     return texts, dict(last) if last else None
 
 
-# -- writing right after the intake commit, in the writer's thread ----------------------------------------------
+# -- writing with the intake batch, in the writer's thread --------------------------------------------------
 
 
-class AfterCommit:
-    """Runs a channel's writes for a request in the intake writer's thread, right after its batch commits.
+class WithIntake:
+    """Runs a channel's writes for a request in the intake writer's thread, in its batch's transaction.
 
-    A listener of :class:`~hub.queue.intake.IntakeWriter` (the pattern of the e-mail channel's ``AckWriter``):
-    the writes of a whole batch share one transaction, and since the thread that writes intake writes them
-    too they never wait for each other's SQLite lock (a second writer thread would sleep in the busy
-    handler, which is what made every webhook slow). The handler registers ``work(conn, outcome)`` under
-    the request's key *before* submitting it (:meth:`expect`), awaits the submit, then awaits the future
-    :meth:`expect` returned: the value of ``work``, or the exception it (or the request) failed with. The
-    webhook answers only after both are committed.
+    A companion of :class:`~hub.queue.intake.IntakeWriter` (:class:`~hub.queue.intake.BatchCompanion`): the
+    requests of a batch and these writes for them share one commit, written by the thread that writes intake
+    (a second writer thread would sleep in SQLite's busy handler, which is what made every webhook slow), and
+    each event loop is woken once for both. The handler registers ``work(conn, outcome)`` under the request's
+    key *before* submitting it (:meth:`expect`), awaits the submit, then awaits the future :meth:`expect`
+    returned: the value of ``work``, or the exception it (or the request) failed with. Both are answered only
+    after the commit, so the webhook answers only what is stored.
 
     A ``work`` may carry a ``batch`` attribute, ``batch(conn, [(work, outcome), ...]) -> [result, ...]``:
     the works of one batch that share it run in one call, so their statements are written for many rows
     at once (an SMS's answer costs three statements a batch instead of nine a message).
 
-    When the shared transaction fails, each request's work runs again on its own, in a transaction of its
-    own, so that one bad write does not cost the others theirs.
+    The works run under a SAVEPOINT: when one fails, their writes are rolled back (the requests stay stored)
+    and each request's work runs again on its own, in a transaction of its own, so that one bad write does
+    not cost the others theirs.
     """
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self._expected: dict[tuple[str, str], tuple[Callable[[Connection, Any], Any], Any, Any]] = {}
 
-    def attach(self, writer: Any) -> AfterCommit:
-        # First: the cases this channel answers are answered before the routing stage is woken for the batch.
-        writer.add_listener(self._after_batch, first=True)
+    def attach(self, writer: Any) -> WithIntake:
+        writer.add_companion(self)
         return self
 
     def expect(self, key: tuple[str, str], work: Callable[[Connection, Any], Any]) -> asyncio.Future:
-        """Run ``work(conn, outcome)`` after the batch that stores the request ``key``; its result's future."""
+        """Run ``work(conn, outcome)`` with the batch that stores the request ``key``; its result's future."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         # No lock: setting and popping one key of a dict are atomic, and nothing else touches it (a lock
@@ -168,37 +168,31 @@ class AfterCommit:
         if entry is not None and not entry[1].done():
             entry[1].cancel()
 
-    def _after_batch(self, reqs: list[Any], outcomes: list[Any]) -> None:
-        jobs = []
+    # -- BatchCompanion ----------------------------------------------------------------------------------------
+
+    def take(self, reqs: list[Any]) -> list[tuple[int, tuple[Callable[[Connection, Any], Any], Any, Any]]] | None:
+        """The works expected for requests of the batch, by the request's place in it."""
         expected = self._expected
-        for req, outcome in zip(reqs, outcomes, strict=True):
-            entry = expected.pop(req.key(), None)
-            if entry is not None:
-                jobs.append((entry, outcome))
-        if not jobs:
-            return
-        try:
-            with self.engine.begin() as conn:
-                results = self._run_all(conn, [(work, outcome) for (work, _, _), outcome in jobs])
-        except Exception:
-            log.warning("twilio: the writes of %d webhooks failed together; writing them one by one", len(jobs))
-            results = []
-            for (work, _, _), outcome in jobs:
-                try:
-                    with self.engine.begin() as conn:  # an exception rolls back this request's writes only
-                        results.append(self._run(conn, work, outcome))
-                except Exception as exc:
-                    log.error("twilio: a webhook's writes failed (%s)", type(exc).__name__)
-                    results.append(exc)
-        # One wake-up per event loop for the whole batch (each wake-up is a write to the loop's self-pipe).
-        by_loop: dict[Any, list[tuple[asyncio.Future, Any]]] = {}
-        for ((_, future, loop), _), value in zip(jobs, results, strict=True):
-            by_loop.setdefault(loop, []).append((future, value))
-        for loop, settled in by_loop.items():
+        share = [(index, entry) for index, req in enumerate(reqs)
+                 if (entry := expected.pop(req.key(), None)) is not None]
+        return share or None
+
+    def write(self, conn: Connection, share: list[tuple[int, Any]], outcomes: list[Any]) -> list[tuple[Any, Any, Any]]:
+        results = self._run_all(conn, [(work, outcomes[index]) for index, (work, _, _) in share])
+        return [(future, loop, value) for (_, (_, future, loop)), value in zip(share, results, strict=True)]
+
+    def write_alone(self, share: list[tuple[int, Any]], outcomes: list[Any]) -> list[tuple[Any, Any, Any]]:
+        log.warning("twilio: the writes of %d webhooks failed together; writing them one by one", len(share))
+        settled = []
+        for index, (work, future, loop) in share:
             try:
-                loop.call_soon_threadsafe(_settle, settled)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
+                with self.engine.begin() as conn:  # an exception rolls back this request's writes only
+                    value = self._run(conn, work, outcomes[index])
+            except Exception as exc:
+                log.error("twilio: a webhook's writes failed (%s)", type(exc).__name__)
+                value = exc
+            settled.append((future, loop, value))
+        return settled
 
     @classmethod
     def _run_all(cls, conn: Connection, items: list[tuple[Callable[[Connection, Any], Any], Any]]) -> list[Any]:
@@ -221,20 +215,10 @@ class AfterCommit:
         return outcome if isinstance(outcome, BaseException) else work(conn, outcome)
 
 
-def _settle(settled: list[tuple[asyncio.Future, Any]]) -> None:
-    for future, value in settled:
-        if future.done():  # the handler was cancelled
-            continue
-        if isinstance(value, BaseException):
-            future.set_exception(value)
-        else:
-            future.set_result(value)
-
-
 # -- the phone menu's turns ----------------------------------------------------------------------------------
-# What a turn of the phone menu writes, in the intake writer's thread, right after its request committed.
+# What a turn of the phone menu writes, in the intake writer's thread, with its request's batch.
 #
-# :class:`TurnJob` is the work :class:`AfterCommit` runs for a turn whose request
+# :class:`TurnJob` is the work :class:`WithIntake` runs for a turn whose request
 # (the concern, the place, a callback number) intake stored. Calling it writes one turn
 # (:func:`record_turn`); :meth:`TurnJob.batch` writes the turns of one intake batch that open their call's
 # row — the first thing a caller says, i.e. one turn of every call — with a few statements for all of them:
@@ -248,7 +232,7 @@ def _settle(settled: list[tuple[asyncio.Future, Any]]) -> None:
 # Everything else (a follow-up of a call already stored, Twilio's repeat of a webhook, a callback, a
 # transfer, the details by SMS) goes through :func:`record_turn` one by one. A write that fails for the
 # batch (a call row another process inserted meanwhile, a case that moved) rolls the batch back and
-# :class:`AfterCommit` writes its turns one at a time.
+# :class:`WithIntake` writes its turns one at a time.
 
 
 IVR = IVR_AGENT  # the phone menu as the "agent" of hub.casework

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from channels.twilio import inbound, phone
-from channels.twilio.records import AfterCommit
+from channels.twilio.records import WithIntake
 from channels.twilio.settings import twilio_settings
 from channels.twilio.signature import SignatureChecker
 from channels.twilio.webhooks import TWILIO, TwilioState, queue_service_of
@@ -64,7 +64,7 @@ async def _start(app: web.Application) -> None:
         log.error("twilio: the queue is not running; webhooks are answered with an apology")
         return
     state = app[TWILIO]
-    state.extra["after"] = AfterCommit(service.engine).attach(service.writer)
+    state.extra["after"] = WithIntake(service.engine).attach(service.writer)
     checker = state.checker
     service.metrics.add_collector(("twilio", id(checker)), lambda: RejectedWebhooks(checker, state))
 

@@ -45,8 +45,9 @@ from hub.queue.routing import route_cache
 _HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
-def _text(value: str) -> str:
-    """Character data escaped as ElementTree does (``&``, ``<``, ``>``)."""
+def xml_text(value: str) -> str:
+    """Character data escaped as ElementTree does (``&``, ``<``, ``>``): every TwiML document of the hub
+    (the menu's here, the SMS answers' in :mod:`channels.twilio.inbound`)."""
     if "&" in value:
         value = value.replace("&", "&amp;")
     if "<" in value:
@@ -56,9 +57,9 @@ def _text(value: str) -> str:
     return value
 
 
-def _attribute(value: str) -> str:
+def xml_attribute(value: str) -> str:
     """An attribute value escaped as ElementTree does (also quotes and line breaks, which would not survive)."""
-    value = _text(value)
+    value = xml_text(value)
     if '"' in value:
         value = value.replace('"', "&quot;")
     if "\r" in value:
@@ -76,12 +77,12 @@ def _open_tag(name: str, attrs: dict[str, object] | None = None) -> str:
     if not attrs:
         return "<" + name
     return "<" + name + "".join(
-        f' {key}="{_attribute(("true" if value else "false") if isinstance(value, bool) else str(value))}"'
+        f' {key}="{xml_attribute(("true" if value else "false") if isinstance(value, bool) else str(value))}"'
         for key, value in sorted(attrs.items()) if value is not None)
 
 
 def _element(name: str, attrs: dict[str, object] | None = None, body: str = "") -> str:
-    """One element; ``body`` is markup already escaped (:func:`_text` for words); empty: ``<name />``."""
+    """One element; ``body`` is markup already escaped (:func:`xml_text` for words); empty: ``<name />``."""
     start = _open_tag(name, attrs)
     return f"{start}>{body}</{name}>" if body else start + " />"
 
@@ -109,7 +110,7 @@ class VoiceStyle:
         """``<Say>`` of ``text`` in the menu's language and voice."""
         if not text:
             return self._say_open[:-1] + " />"
-        return f"{self._say_open}{_text(text)}</Say>"
+        return f"{self._say_open}{xml_text(text)}</Say>"
 
     def says(self, lines: str | Sequence[str]) -> str:
         return "".join(self.say(line) for line in ([lines] if isinstance(lines, str) else lines))
@@ -140,7 +141,7 @@ def _gather_frame(style: VoiceStyle, action: str, num_digits: int | None, finish
         "finishOnKey": finish_on_key,
         "hints": hints or None,
     }
-    redirect = _element("Redirect", {"method": "POST"}, _text(retry))
+    redirect = _element("Redirect", {"method": "POST"}, xml_text(retry))
     return _HEAD + "<Response>" + _open_tag("Gather", attrs), redirect + "</Response>"
 
 
@@ -152,7 +153,7 @@ def goodbye(style: VoiceStyle, lines: str | Sequence[str]) -> str:
 def to_queue(style: VoiceStyle, line: str, queue: str, action: str) -> str:
     """Say ``line`` and put the caller into the agents' queue; ``action`` hears how they left it."""
     return _response(style.say(line)
-                          + _element("Enqueue", {"action": action, "method": "POST"}, _text(queue)))
+                          + _element("Enqueue", {"action": action, "method": "POST"}, xml_text(queue)))
 
 
 def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str | None = None,
@@ -160,7 +161,7 @@ def dial(style: VoiceStyle, line: str, number: str, action: str, caller_id: str 
     """Say ``line`` and dial an agent's number; ``action`` hears whether someone answered."""
     attrs = {"action": action, "method": "POST", "timeout": timeout, "callerId": caller_id or None}
     return _response(style.say(line)
-                          + _element("Dial", attrs, _element("Number", None, _text(number))))
+                          + _element("Dial", attrs, _element("Number", None, xml_text(number))))
 
 
 def say_only(style: VoiceStyle, lines: str | Sequence[str]) -> str:

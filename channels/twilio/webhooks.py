@@ -151,12 +151,8 @@ WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+862
 
 def phone_or_none(value: str) -> str | None:
     """The number in E.164 form, or None for a withheld, anonymous or alphanumeric sender."""
-    digits = value[1:]
-    if value[:1] == "+" and digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 15:
-        number = value  # E.164 already, as Twilio sends it: what normalise_phone returns for it
-    else:
-        try:
-            number = normalise_phone(value) if value else None
-        except ValueError:
-            return None
+    try:
+        number = normalise_phone(value) if value else None  # Twilio's E.164 as it is
+    except ValueError:
+        return None
     return None if number in WITHHELD else number

@@ -11,12 +11,12 @@ IPv6 clients are grouped by their /64 network, which one household or host norma
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from hashlib import blake2b
 from typing import Any
 
 from aiohttp import web
@@ -46,9 +46,24 @@ class RateLimiter:
 
     def peek(self, key: str) -> tuple[bool, float]:
         """What :meth:`take` would answer now, without taking a token."""
-        tokens, at = self._buckets.get(key, (self.burst, self.clock()))
-        tokens = min(self.burst, tokens + (self.clock() - at) * self.rate)
+        tokens = self.tokens(key, self.clock())
         return tokens >= 1.0, 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def tokens(self, key: str, now: float) -> float:
+        """The tokens in ``key``'s bucket at ``now`` (a full bucket for a client not seen)."""
+        found = self._buckets.get(key)
+        if found is None:
+            return self.burst
+        return min(self.burst, found[0] + (now - found[1]) * self.rate)
+
+    def spend(self, key: str, tokens: float, now: float) -> None:
+        """Take one of the ``tokens`` that :meth:`tokens` found at ``now`` (at least one)."""
+        buckets = self._buckets
+        buckets.pop(key, None)
+        buckets[key] = (tokens - 1.0, now)  # inserted last: most recently seen
+        if len(buckets) > self.max_clients:
+            while len(buckets) > self.max_clients:
+                buckets.popitem(last=False)
 
     def take(self, key: str) -> tuple[bool, float]:
         now = self.clock()
@@ -226,16 +241,19 @@ class IntakeLimits:
         out: list[tuple[str, RateLimiter, str]] = []
         seen: set[tuple[str, str]] = set()
         for kind, key in keys:
-            if kind not in KINDS:
+            limit = KINDS.get(kind)
+            if limit is None:
                 raise ValueError(f"unknown intake limit kind {kind!r}; expected one of {', '.join(KINDS)}")
-            key = (key or "").strip().lower()
-            limiter = self._limiters.get(KINDS[kind])
+            if not key:
+                continue
+            key = key.strip().lower()
+            limiter = self._limiters.get(limit)
             if not key or limiter is None or (kind == "ip" and self._exempt_client(key)):
                 continue
-            digest = hashlib.blake2b(f"{KINDS[kind]}:{key}".encode(), digest_size=16).hexdigest()
-            if (KINDS[kind], digest) in seen:  # the envelope sender is the From address: count it once
+            digest = blake2b(f"{limit}:{key}".encode(), digest_size=16).hexdigest()
+            if (limit, digest) in seen:  # the envelope sender is the From address: count it once
                 continue
-            seen.add((KINDS[kind], digest))
+            seen.add((limit, digest))
             out.append((kind, limiter, digest))
         return out
 
@@ -245,13 +263,19 @@ class IntakeLimits:
         if not self.settings.enabled:
             return
         entries = self._entries(keys)
+        if not entries:
+            return
         with self._lock:
+            # Each bucket read once, at one moment: what peek and take would find, without reading it again.
+            found = []
             for kind, limiter, digest in entries:
-                allowed, retry_after = limiter.peek(digest)
-                if not allowed:
-                    raise IntakeLimited(kind, retry_after)
-            for _kind, limiter, digest in entries:
-                limiter.take(digest)
+                now = limiter.clock()
+                tokens = limiter.tokens(digest, now)
+                if tokens < 1.0:
+                    raise IntakeLimited(kind, (1.0 - tokens) / limiter.rate)
+                found.append((limiter, digest, tokens, now))
+            for limiter, digest, tokens, now in found:
+                limiter.spend(digest, tokens, now)
 
     def refund(self, *keys: tuple[str, str | None]) -> None:
         """Give back what :meth:`check` counted for a request that cost nothing: a repeat of one already

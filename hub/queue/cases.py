@@ -601,7 +601,7 @@ def try_transition(
 
 def transition_many(
     conn: Connection,
-    moves: Sequence[tuple[Mapping[str, Any], str, Mapping[str, Any] | None, str | None]],
+    moves: Sequence[tuple[Mapping[str, Any], str | Sequence[str], Mapping[str, Any] | None, str | None]],
     *,
     actor: str,
     policy: SlaPolicy,
@@ -610,6 +610,8 @@ def transition_many(
 ) -> None:
     """Apply many ``(row, target, values, reason)`` moves with one statement per column set.
 
+    ``target`` may be a path of states (``(routed, answered)``): the case takes every step, one audit entry
+    each, as :func:`transition` one after the other would write them, with one UPDATE for the whole path.
     All or nothing: raises :class:`StaleState` when any case is no longer in its ``row['state']``
     (the caller rolls back and falls back to :func:`try_transition` one by one). Written on the driver's
     cursor (:class:`~hub.queue.bulk.BulkWriter`): the columns :func:`try_transition` writes, converted as
@@ -620,20 +622,26 @@ def transition_many(
     updates: list[tuple[dict[str, Any], tuple[Any, str]]] = []
     entries = []
     for row, target, values, reason in moves:
-        check_transition(row["state"], target)
-        changes = {
-            "state": str(target), "state_changed_at": now, "updated_at": now,
-            "claimed_by": None, "claimed_until": None, "attempts": 0,
-            **sla_changes(row, target, now, policy), **(values or {}),
-        }
+        steps = (target,) if isinstance(target, str) else target
+        current: Mapping[str, Any] = row
+        changes: dict[str, Any] = {}
+        for number, step in enumerate(steps):
+            if number:  # the case as the step before left it
+                current = {**row, **changes}
+            check_transition(current["state"], step)
+            changes |= {
+                "state": str(step), "state_changed_at": now, "updated_at": now,
+                "claimed_by": None, "claimed_until": None, "attempts": 0,
+                **sla_changes(current, step, now, policy), **(values or {}),
+            }
+            entries.append({"case_id": row["id"], "at": now, "actor": actor, "action": action,
+                            "from_state": str(current["state"]), "to_state": str(step), "reason": reason})
         updates.append((changes, (row["id"], str(row["state"]))))
-        entries.append({"case_id": row["id"], "at": now, "actor": actor, "action": action,
-                        "from_state": str(row["state"]), "to_state": str(target), "reason": reason})
-    if not entries:
+    if not updates:
         return
     writer = BulkWriter(conn)
     changed = writer.update(case_t, updates, where=("id", "state"))
-    if changed != len(entries):
-        raise StaleState(f"{len(entries) - changed} von {len(entries)} Fällen haben inzwischen ihren Zustand "
-                         "geändert; bitte neu laden", changed=len(entries) - changed, total=len(entries))
+    if changed != len(updates):
+        raise StaleState(f"{len(updates) - changed} von {len(updates)} Fällen haben inzwischen ihren Zustand "
+                         "geändert; bitte neu laden", changed=len(updates) - changed, total=len(updates))
     writer.insert(audit_t, entries)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -550,6 +550,28 @@ def write_requests(
     changed a case this batch joins. ``connection`` (not in a transaction) is used instead of one
     from the pool: the intake writer keeps its own.
     """
+    return _write_batch(engine, reqs, settings=settings, policy=policy, store=store, connection=connection)[0]
+
+
+#: What :func:`_write_batch` returns for the companions' writes when they failed (and were rolled back).
+_FAILED = object()
+
+
+def _write_batch(
+    engine: Engine,
+    reqs: Sequence[InboundRequest],
+    *,
+    settings: QueueSettings | None = None,
+    policy: SlaPolicy | None = None,
+    store: AttachmentStore | None = None,
+    connection: Connection | None = None,
+    then: Callable[[Connection, list[IntakeResult]], Any] | None = None,
+) -> tuple[list[IntakeResult], Any]:
+    """:func:`write_requests`, and ``then(conn, results)`` in the same transaction after intake's writes.
+
+    ``then`` runs under a SAVEPOINT: when it raises, only its own writes are rolled back, the requests are
+    committed all the same and the second value is :data:`_FAILED` (its caller writes them another way).
+    """
     settings = settings or QueueSettings()
     policy = policy or SlaPolicy()
     # The inserts run on the driver's cursor (:class:`~hub.queue.bulk.BulkWriter`), so a unique key that another
@@ -559,14 +581,53 @@ def write_requests(
         try:
             if connection is not None:
                 with connection.begin():
-                    return _Batch(connection, datetime.now(UTC), settings, policy, store).write(reqs)
+                    return _batch_then(connection, reqs, settings, policy, store, then)
             with engine.begin() as conn:
-                return _Batch(conn, datetime.now(UTC), settings, policy, store).write(reqs)
+                return _batch_then(conn, reqs, settings, policy, store, then)
         except conflicts:
             if attempt == _RETRIES - 1:
                 raise
             log.info("intake batch of %d raced another writer; writing it again", len(reqs))
     raise AssertionError("unreachable")
+
+
+def _batch_then(conn: Connection, reqs: Sequence[InboundRequest], settings: QueueSettings, policy: SlaPolicy,
+                store: AttachmentStore | None, then: Callable[[Connection, list[IntakeResult]], Any] | None
+                ) -> tuple[list[IntakeResult], Any]:
+    results = _Batch(conn, datetime.now(UTC), settings, policy, store).write(reqs)
+    if then is None:
+        return results, None
+    try:
+        with conn.begin_nested():
+            return results, then(conn, results)
+    except Exception:  # the companions' writes only: the stored requests stay and are committed
+        log.warning("the writes after an intake batch of %d failed; they are written on their own", len(reqs),
+                    exc_info=True)
+        return results, _FAILED
+
+
+# -- the group-commit writer -------------------------------------------------------------------------
+
+
+class BatchCompanion(Protocol):
+    """A channel's writes for some requests of a batch, in the batch's transaction (:meth:`IntakeWriter.add_companion`).
+
+    One commit for the requests and what the channel writes for them (a direct answer, a call's turn), and
+    one wake-up of each event loop for both. Accept, store, then acknowledge holds: a handler's futures are
+    answered only after the commit. :meth:`write` runs under a SAVEPOINT after intake's writes: when it raises,
+    its writes alone are rolled back, the requests are committed and :meth:`write_alone` writes its share
+    after the commit (as it does when the batch itself failed and its requests were written one by one).
+    """
+
+    def take(self, reqs: list[InboundRequest]) -> Any | None:
+        """This companion's share of the batch (None: nothing), taken once, before the transaction."""
+
+    def write(self, conn: Connection, share: Any, outcomes: list[IntakeResult]) -> list[tuple[Any, Any, Any]]:
+        """Write ``share`` in the batch's transaction; ``(future, loop, value)`` to answer after the commit
+        (``loop`` None for a :class:`concurrent.futures.Future`). May run again when the batch is retried."""
+
+    def write_alone(self, share: Any, outcomes: list[Any]) -> list[tuple[Any, Any, Any]]:
+        """Write ``share`` after the commit, outside the batch's transaction (an outcome may be an exception)."""
 
 
 # -- the group-commit writer -------------------------------------------------------------------------
@@ -593,6 +654,7 @@ class IntakeWriter:
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[list[InboundRequest], list[Any]], None]] = []
         self._observers: list[Callable[[list[InboundRequest], list[Any]], None]] = []
+        self._companions: list[BatchCompanion] = []
         self._conn: Connection | None = None  # the writer thread's own (see _connection)
         self.batches = 0
         self.written = 0
@@ -623,6 +685,10 @@ class IntakeWriter:
         cheap and must not write; an exception is logged and does not stop intake.
         """
         self._observers.append(callback)
+
+    def add_companion(self, companion: BatchCompanion) -> None:
+        """Write ``companion``'s part of each batch in the batch's own transaction (see :class:`BatchCompanion`)."""
+        self._companions.append(companion)
 
     def start(self) -> IntakeWriter:
         if self._thread is None:
@@ -744,9 +810,20 @@ class IntakeWriter:
             self._batch_average += 0.1 * (len(batch) - self._batch_average)
         self._last_batch_at = now
         outcome: list[Any]
+        # What the companions have in this batch, taken before the transaction (a retry writes it again).
+        shares = [(c, c.take(reqs)) for c in self._companions]
+        shares = [(c, share) for c, share in shares if share is not None]
+        written: Any = _FAILED
+        settled: list[tuple[Any, Any, Any]] = []  # the companions' (future, loop, value), answered with the batch
+
+        def then(conn: Connection, results: list[IntakeResult]) -> list[tuple[Any, Any, Any]]:
+            return [entry for c, share in shares for entry in c.write(conn, share, results)]
+
         try:
-            outcome = list(write_requests(self.engine, reqs, settings=self.settings, policy=self.policy,
-                                          store=self.store, connection=self._connection()))
+            outcome, written = _write_batch(self.engine, reqs, settings=self.settings, policy=self.policy,
+                                            store=self.store, connection=self._connection(),
+                                            then=then if shares else None)
+            outcome = list(outcome)
         except Exception:
             # The connection may be what failed (the server restarted): the next write takes a new one.
             self._drop_connection()
@@ -764,6 +841,14 @@ class IntakeWriter:
                     except Exception:
                         log.exception("intake of one %s request failed", req.channel)
                         outcome.append(_as_failure(req))
+        if written is not _FAILED:
+            settled = written or []
+        else:  # the companions' writes failed with the batch or were rolled back: each on its own now
+            for c, share in shares:
+                try:
+                    settled.extend(c.write_alone(share, outcome))
+                except Exception:  # a companion must never stop intake
+                    log.exception("intake companion failed")
         self.batches += 1
         self.written += sum(1 for r in outcome if isinstance(r, IntakeResult) and r.created)
         for observer in self._observers:
@@ -771,7 +856,7 @@ class IntakeWriter:
                 observer(reqs, outcome)
             except Exception:  # the figures must never stop intake
                 log.exception("intake observer failed")
-        _resolve(list(zip(batch, outcome, strict=True)))
+        _resolve([*zip(batch, outcome, strict=True), *(((None, f, lp), v) for f, lp, v in settled)])
         for listener in self._listeners:
             try:
                 listener(reqs, outcome)

@@ -65,6 +65,12 @@ def normalise_email(value: str) -> str:
 _TRUNK_ZERO = re.compile(r"^(?:\+|00)\s*(\d{1,3})\s*\(\s*0\s*\)")
 
 
+def is_e164(value: str) -> bool:
+    """Whether ``value`` is a number in E.164 form (``+`` and 6 to 15 digits): :func:`normalise_phone` of it."""
+    digits = value[1:]
+    return value[:1] == "+" and digits.isascii() and digits.isdigit() and 6 <= len(digits) <= 15
+
+
 def normalise_phone(value: str, default_country: str = "49") -> str:
     """A phone number in E.164 form (``+4945511234``); German national numbers get ``+49``.
 
@@ -72,6 +78,8 @@ def normalise_phone(value: str, default_country: str = "49") -> str:
     written after a country code (``+49 (0)4551 …``) is dropped. Raises ``ValueError`` for anything that is
     not a plausible number.
     """
+    if is_e164(value):  # as Twilio and the hub's own rows give it: the answer already
+        return value
     raw = _TRUNK_ZERO.sub(r"+\1", value.strip())
     raw = re.sub(r"[\s\-./()]", "", raw)
     if raw.startswith("00"):
@@ -116,7 +124,11 @@ class Contact(BaseModel):
     @field_validator("phone")
     @classmethod
     def _phone(cls, v: str | None) -> str | None:
-        if v is None or not v.strip():
+        if v is None:
+            return None
+        if is_e164(v):  # a channel normalised it already (Twilio's From): once is enough
+            return v
+        if not v.strip():
             return None
         return normalise_phone(clean_text(v, single_line=True))
 

@@ -222,3 +222,37 @@ def test_a_case_waiting_for_the_citizen_is_not_flagged_and_is_once_the_clock_run
     runner.run_once()
     assert case_row(engine, case_id)["sla_breached_at"] is not None
     assert [e["action"] for e in _audit(engine, case_id)].count("sla_breach") == 1
+
+
+def test_answer_many_writes_what_take_and_move_write_one_case_at_a_time(engine):
+    """One UPDATE a case for new → routed → answered, and the same audit trail as the two transitions."""
+    from hub import casework
+
+    service, office = {"id": "svc-1", "name": "Reisepass"}, {"id": "amt-1", "name": "Bürgeramt"}
+    now = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
+    alone, together, routed = (_new_case(engine, ext) for ext in ("one-1", "many-1", "many-2"))
+    with engine.begin() as conn:
+        conn.execute(update(case_t).where(case_t.c.id == routed).values(state=CaseState.ROUTED.value))
+    with engine.begin() as conn:
+        row = casework.take(conn, case_row(engine, alone), agent="sms-auto", policy=POLICY, service=service,
+                            authority=office, reason="direkt", now=now)
+        casework.move(conn, row, target=CaseState.ANSWERED, agent="sms-auto", policy=POLICY, reason="direkt",
+                      values=casework.route_values(service, office, "sms-auto", now), now=now)
+    with engine.begin() as conn:
+        rows = casework.answer_many(conn, [(case_row(engine, cid), service, office) for cid in (together, routed)],
+                                    agent="sms-auto", policy=POLICY, reason="direkt", now=now)
+    assert [r["state"] for r in rows] == ["answered", "answered"]
+
+    def written(case_id):
+        row = case_row(engine, case_id)
+        with engine.connect() as conn:
+            trail = [tuple(a) for a in conn.execute(
+                select(audit_t.c.actor, audit_t.c.action, audit_t.c.from_state, audit_t.c.to_state, audit_t.c.reason)
+                .where(audit_t.c.case_id == case_id).order_by(audit_t.c.id))]
+        return {k: v for k, v in row.items() if k not in ("id", "token", "created_at", "last_inbound_at",
+                                                          "first_response_due")}, trail
+
+    assert written(together) == written(alone)
+    assert written(alone)[1][1:] == [("agent:sms-auto", "transition", "new", "routed", "direkt"),
+                                     ("agent:sms-auto", "transition", "routed", "answered", "direkt")]
+    assert written(routed)[1][1:] == [("agent:sms-auto", "transition", "routed", "answered", "direkt")]

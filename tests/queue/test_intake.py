@@ -432,3 +432,60 @@ async def test_a_failing_observer_does_not_stop_intake(engine):
     finally:
         writer.stop()
     assert result.created and count_messages(engine) == 1
+
+
+# -- companions: a channel's writes in the batch's transaction -----------------------------------------------
+
+
+class _Companion:
+    """Marks the cases of its requests (``location``) in the batch's transaction; ``fail`` makes that raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.expected: dict[tuple[str, str], tuple[asyncio.Future, asyncio.AbstractEventLoop]] = {}
+        self.alone: list[int] = []
+
+    def expect(self, key):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.expected[key] = (future, loop)
+        return future
+
+    def take(self, reqs):
+        share = [(i, self.expected.pop(r.key())) for i, r in enumerate(reqs) if r.key() in self.expected]
+        return share or None
+
+    def write(self, conn, share, outcomes):
+        for index, _ in share:
+            conn.execute(update(case_t).where(case_t.c.id == outcomes[index].case_id).values(location="mit"))
+        if self.fail:
+            raise RuntimeError("the companion's write failed")
+        return [(future, loop, "together") for _, (future, loop) in share]
+
+    def write_alone(self, share, outcomes):
+        self.alone += [outcomes[index].case_id for index, _ in share]
+        return [(future, loop, "alone") for _, (future, loop) in share]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_companion_writes_in_the_batch_and_a_failure_of_its_writes_keeps_the_requests(engine, fail):
+    writer = IntakeWriter(engine)
+    companion = _Companion(fail=fail)
+    writer.add_companion(companion)
+    writer.start()
+    try:
+        reqs = [req(f"comp-{i}") for i in range(5)]
+        written = [companion.expect(r.key()) for r in reqs]
+        results = await asyncio.gather(*(writer.submit(r) for r in reqs))
+        # Answered with the batch: the companion's futures are done when the requests' are.
+        assert all(f.done() for f in written)
+        values = [f.result() for f in written]
+    finally:
+        writer.stop()
+    assert count_messages(engine) == 5
+    locations = {case_row(engine, r.case_id)["location"] for r in results}
+    if fail:  # its writes rolled back to the SAVEPOINT, the requests committed, then its share written alone
+        assert locations == {None} and values == ["alone"] * 5
+        assert sorted(companion.alone) == sorted(r.case_id for r in results)
+    else:
+        assert locations == {"mit"} and values == ["together"] * 5 and companion.alone == []
