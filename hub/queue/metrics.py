@@ -48,6 +48,10 @@ class Metrics:
         self.sends = Counter("citizen_hub_outbox_sends", "Send attempts of this process, by channel and outcome.",
                              ["channel", "outcome"], registry=r)
         self._collectors: dict[Hashable, Collector] = {}
+        # The labelled children, looked up once per label set: ``labels()`` takes a lock and builds its key
+        # on every call, and these two are called for every request.
+        self._http_children: dict[tuple[str, str], Any] = {}
+        self._intake_children: dict[tuple[str, str], Any] = {}
 
     def count_intake(self, reqs: list[Any], outcomes: list[Any]) -> None:
         self.intake_batches.inc()
@@ -60,13 +64,19 @@ class Metrics:
                 kind = "duplicate"
             else:
                 kind = "follow_up" if outcome.joined else "new"
-            self.intake.labels(req.channel, kind).inc()
+            child = self._intake_children.get((req.channel, kind))
+            if child is None:
+                child = self._intake_children[(req.channel, kind)] = self.intake.labels(req.channel, kind)
+            child.inc()
 
     def count_rejected(self, status: int) -> None:
         self.http_rejected.labels(str(status)).inc()
 
     def observe_http(self, method: str, route: str, seconds: float) -> None:
-        self.http_latency.labels(method, route).observe(seconds)
+        child = self._http_children.get((method, route))
+        if child is None:
+            child = self._http_children[(method, route)] = self.http_latency.labels(method, route)
+        child.observe(seconds)
 
     def observe_routing(self, router_seconds: float, arrived: datetime, state: str) -> None:
         self.router_seconds.observe(router_seconds)

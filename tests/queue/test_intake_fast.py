@@ -399,3 +399,31 @@ def test_the_writer_survives_the_database_dropping_its_connection():
             assert {"pg-keep-1", "pg-keep-3", "pg-keep-4"} <= set(stored)
         finally:
             writer.stop()
+
+
+def test_remembered_metric_children_count_per_process_and_label_set():
+    """The labelled children Metrics keeps (so that a request does not pay for labels()) still count per
+    label set, and two Metrics (two apps in one process) never share one."""
+    from types import SimpleNamespace
+
+    from prometheus_client import generate_latest
+
+    from hub.queue.intake import IntakeResult
+    from hub.queue.metrics import Metrics
+
+    first, second = Metrics(), Metrics()
+    for seconds in (0.002, 0.003, 0.2):
+        first.observe_http("POST", "/twilio/sms", seconds)
+    first.observe_http("GET", "/twilio/sms", 0.001)
+    second.observe_http("POST", "/twilio/sms", 0.004)
+    new = IntakeResult(case_id=1, token="T", state="new", created=True)
+    first.count_intake([SimpleNamespace(channel="sms")] * 3, [new, new, ValueError("x")])
+    text = generate_latest(first.registry).decode()
+    assert 'citizen_hub_http_request_duration_seconds_count{method="POST",route="/twilio/sms"} 3.0' in text
+    assert 'citizen_hub_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/twilio/sms"} 2.0' in text
+    assert 'citizen_hub_http_request_duration_seconds_count{method="GET",route="/twilio/sms"} 1.0' in text
+    assert 'citizen_hub_intake_requests_total{channel="sms",outcome="new"} 2.0' in text
+    assert 'citizen_hub_intake_requests_total{channel="sms",outcome="failed"} 1.0' in text
+    other = generate_latest(second.registry).decode()
+    assert 'citizen_hub_http_request_duration_seconds_count{method="POST",route="/twilio/sms"} 1.0' in other
+    assert "citizen_hub_intake_requests_total{" not in other
