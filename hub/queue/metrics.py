@@ -23,6 +23,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
+def _child(children: dict[tuple[str, ...], Any], metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered in ``children`` (the same child object prometheus keeps)."""
+    child = children.get(labels)
+    if child is None:
+        child = children[labels] = metric.labels(*labels)
+    return child
+
+
 class Metrics:
     """The in-process figures of one hub process (thread-safe: intake and workers run in threads)."""
 
@@ -50,8 +58,8 @@ class Metrics:
         self._collectors: dict[Hashable, Collector] = {}
         # The labelled children, looked up once per label set: ``labels()`` takes a lock and builds its key
         # on every call, and these two are called for every request.
-        self._http_children: dict[tuple[str, str], Any] = {}
-        self._intake_children: dict[tuple[str, str], Any] = {}
+        self._http_children: dict[tuple[str, ...], Any] = {}
+        self._intake_children: dict[tuple[str, ...], Any] = {}
 
     def count_intake(self, reqs: list[Any], outcomes: list[Any]) -> None:
         self.intake_batches.inc()
@@ -64,19 +72,13 @@ class Metrics:
                 kind = "duplicate"
             else:
                 kind = "follow_up" if outcome.joined else "new"
-            child = self._intake_children.get((req.channel, kind))
-            if child is None:
-                child = self._intake_children[(req.channel, kind)] = self.intake.labels(req.channel, kind)
-            child.inc()
+            _child(self._intake_children, self.intake, req.channel, kind).inc()
 
     def count_rejected(self, status: int) -> None:
         self.http_rejected.labels(str(status)).inc()
 
     def observe_http(self, method: str, route: str, seconds: float) -> None:
-        child = self._http_children.get((method, route))
-        if child is None:
-            child = self._http_children[(method, route)] = self.http_latency.labels(method, route)
-        child.observe(seconds)
+        _child(self._http_children, self.http_latency, method, route).observe(seconds)
 
     def observe_routing(self, router_seconds: float, arrived: datetime, state: str) -> None:
         self.router_seconds.observe(router_seconds)
