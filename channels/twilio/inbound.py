@@ -37,7 +37,7 @@ from channels.twilio import sms, store, webhooks
 from channels.twilio.answer import Answer, direct_answer, route_text
 from channels.twilio.outbound import OPTED_OUT_AT_TWILIO, status_callback_url
 from channels.twilio.payload import InvalidPayload, MessageStatusWebhook, SmsWebhook, WebhookError
-from channels.twilio.records import answered, case_history, record_reply
+from channels.twilio.records import answered, case_history, record_reply, reply_to
 from channels.twilio.voice import xml_attribute, xml_text
 from hub import casework
 from hub.casework import actor_name
@@ -126,20 +126,31 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
     when only that is missing; else the acknowledgement (``first`` is its :func:`plan`, made beforehand).
     A follow-up: the citizen's texts of the case together are looked up again (the place they were asked
     for completes the first message), and answered directly when that is certain now; else an
-    acknowledgement, at most one an hour.
+    acknowledgement, at most one an hour. A follow-up of a direct answer is a new question answered
+    directly when it is certain on its own, else acknowledged (never left without an answer).
     """
     if result.joined:
         earlier = [t for t in history if t and t != body]
+        author = last_out.get("author") if last_out else None
+        if author == AUTO_AUTHOR:
+            # After a direct answer: a new question is answered directly too when it is certain on its own
+            # (a different answer than the last one); anything else (a question about the answer, which the
+            # direct answer invites) is acknowledged, and the case is an agent's again.
+            answer = direct_answer(route_text(kb, body), local_now, is_holiday)
+            text = sms.answer_text(answer, max_segments) if answer is not None else None
+            if answer is not None and text != last_out.get("text"):
+                return SmsReply(text, AUTO, answer)
+            return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
         route = None
-        if earlier and last_out and last_out.get("author") == ASK_PLACE_AUTHOR:
+        if earlier and author == ASK_PLACE_AUTHOR:
             route = kb.route(earlier[0], body)  # the answer to "In welchem Ort wohnen Sie?"
         if route is None or route.needs_clarification:
             route = route_text(kb, "\n".join([*earlier, body]))
         answer = direct_answer(route, local_now, is_holiday)
-        already = last_out is not None and last_out.get("author") == AUTO_AUTHOR
-        if answer is not None and not already:
+        if answer is not None:
             return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer)
-        if last_out and last_out.get("author") in AUTOMATIC and last_out.get("created_at") is not None \
+        # One acknowledgement an hour is enough: a follow-up right after one gets none.
+        if author in AUTOMATIC and last_out.get("created_at") is not None \
                 and now - last_out["created_at"] < QUIET_AFTER_ACK:
             return None
         return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
@@ -185,6 +196,26 @@ def to_request(sms_in: SmsWebhook, sender: str | None, received_at: datetime) ->
                           raw_ref=f"twilio:{sms_in.message_sid}")
 
 
+def _opted_out(engine, sender: str | None) -> bool:
+    """Whether the sender opted out of SMS (a read, which never waits for the intake writer)."""
+    if sender is None:
+        return True  # a withheld or alphanumeric sender cannot be answered by SMS anyway
+    with engine.connect() as conn:
+        return store.is_opted_out(conn, sender)
+
+
+async def notice(request: web.Request, sender: str | None, text: str, why: str) -> web.Response:
+    """A notice that is not an answer to a stored request (empty, too long, over the limit, not stored) as
+    TwiML, unless the sender opted out: after STOP the number gets no SMS at all. When the opt-outs cannot
+    be read (the database is down), the notice goes out: the citizen must learn that the SMS was not taken."""
+    try:
+        quiet = await asyncio.to_thread(_opted_out, webhooks.engine(request), sender)
+    except Exception as exc:
+        log.warning("sms: the opt-outs could not be read for a notice (%s: %s)", why, type(exc).__name__)
+        quiet = False
+    return webhooks.twiml(message_twiml(None if quiet else text))
+
+
 def _keyword(engine, sender: str | None, word: str) -> bool:
     """Store an opt-out or opt-in; True when the state of the number changed."""
     if sender is None:
@@ -224,8 +255,14 @@ class ReplyJob:
     def __call__(self, conn, result: IntakeResult) -> tuple[str, str | None, int | None]:
         if self.sender is None or store.is_opted_out(conn, self.sender):
             return "opted_out", None, None
-        if not result.created:  # Twilio sent the same MessageSid again: stored once, answered briefly
-            return "duplicate", f"Ihre Nachricht liegt uns bereits vor (Zeichen {result.token}).", None
+        if not result.created:
+            # Twilio sent the same MessageSid again: it does when the first webhook timed out or failed, so
+            # the citizen never got the answer to it. Stored once; answered with the answer recorded then (its
+            # delivery report comes to the same message), or nothing when that message got none.
+            recorded = reply_to(conn, result.case_id, result.message_id, AUTOMATIC)
+            if recorded is None:
+                return "duplicate", None, None
+            return "duplicate", recorded["text"], recorded["id"]
         history, last_out = case_history(conn, result.case_id, "sms") if result.joined else ([], None)
         reply = self.reply(result, history, last_out)
         if reply is None:
@@ -244,23 +281,33 @@ class ReplyJob:
         """The same for the SMS of one intake batch, with a few statements for all of them: one query for the
         opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many` for the direct answers and
         :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
-        case's history, go one by one. A case the routing stage moved meanwhile raises StaleState, and
+        case's history, and Twilio's repeats go one by one, after those. A case the routing stage moved meanwhile raises StaleState, and
         :class:`WithIntake` writes the batch again one SMS at a time."""
         opted = store.opted_out_among(conn, (job.sender for job, _ in items if job.sender))
         results: list[Any] = [None] * len(items)
         new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []
+        # Follow-ups and Twilio's repeats go after the new cases' answers: a follow-up of a case this batch
+        # opened, or a repeat of an SMS in it, then finds the answer that SMS got.
+        later: list[int] = []
         for index, (job, result) in enumerate(items):
             if job.sender is None or job.sender in opted:
                 results[index] = ("opted_out", None, None)
             elif not result.created or result.joined:
-                results[index] = job(conn, result)
+                later.append(index)
             else:
                 reply = job.reply(result, [], None)
                 results[index] = ("quiet", None, None) if reply is None else None
                 if reply is not None:
                     new.append((index, job, result, reply))
-        if not new:
-            return results
+        if new:
+            ReplyJob._write_new(conn, new, results)
+        for index in later:
+            job, result = items[index]
+            results[index] = job(conn, result)
+        return results
+
+    @staticmethod
+    def _write_new(conn, new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]], results: list[Any]) -> None:
         now = max(job.now for _, job, _, _ in new)
         service = new[0][1].service
         # The cases as intake wrote them a moment ago (read back only for a result without them).
@@ -279,7 +326,6 @@ class ReplyJob:
                                  queue=service.queue, channel="sms", delivered=True, now=now)
         for (index, _, _, reply), message_id in zip(new, ids, strict=True):
             results[index] = (reply.agent, reply.text, message_id)
-        return results
 
 
 async def sms_webhook(request: web.Request) -> web.Response:
@@ -302,10 +348,10 @@ async def sms_webhook(request: web.Request) -> web.Response:
     problem = sms.refusal(sms_in.body, len(sms_in.media))
     if problem:
         log.info("sms: message %s not taken: %s", sms_in.message_sid, problem)
-        return webhooks.twiml(message_twiml(sms.TEXTS[problem]))
+        return await notice(request, sender, sms.TEXTS[problem], problem)
     service, kb, after = webhooks.queue_service(request), webhooks.kb(request), st.extra.get("after")
     if service is None or kb is None or after is None:
-        return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
+        return await notice(request, sender, sms.TEXTS["unavailable"], "unavailable")
     now = st.clock()
     try:
         req = to_request(sms_in, sender, now)
@@ -322,21 +368,22 @@ async def sms_webhook(request: web.Request) -> web.Response:
     limited = webhooks.check_limits(request, "/twilio/sms", limit_keys)
     if limited is not None:
         log.info("sms: message %s not taken: the sender is over the intake limit", sms_in.message_sid)
-        return webhooks.twiml(message_twiml(sms.TEXTS["limited"].format(wait=webhooks.wait_text(limited.retry_after))))
+        return await notice(request, sender, sms.TEXTS["limited"].format(wait=webhooks.wait_text(limited.retry_after)),
+                            "limited")
     key = req.key()
     written = after.expect(key, ReplyJob(kb, req.text, sender, st.settings, service, now, first))
     try:
         result = await service.writer.submit(req)
     except RequestRejected as exc:
-        after.forget(key)
+        after.forget(key, written)
         webhooks.refund_limits(request, limit_keys)
         log.info("sms: message %s refused by the queue's limits: %s", sms_in.message_sid, exc)
-        return webhooks.twiml(message_twiml(sms.TEXTS["refused"]))
+        return await notice(request, sender, sms.TEXTS["refused"], "refused")
     except IntakeUnavailable:
-        after.forget(key)
+        after.forget(key, written)
         webhooks.refund_limits(request, limit_keys)
         log.warning("sms: intake unavailable; message %s not stored", sms_in.message_sid)
-        return webhooks.twiml(message_twiml(sms.TEXTS["unavailable"]))
+        return await notice(request, sender, sms.TEXTS["unavailable"], "unavailable")
     if not result.created:
         webhooks.refund_limits(request, limit_keys)  # Twilio's retry of a stored SMS costs nothing
     try:

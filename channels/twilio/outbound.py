@@ -62,6 +62,13 @@ def classify(status: int, code: int | None, text: str) -> SendResult:
     return SendResult.failed(detail)
 
 
+def body_of(text: str) -> str:
+    """The SMS body of an answer: with typographic characters as their GSM-7 twins (cheaper segments), unless
+    that makes it longer than Twilio takes ("…" becomes "..."): then the text as it is (UCS-2)."""
+    converted = gsm7.to_gsm7(text)
+    return converted if len(converted) <= MAX_BODY_CHARS or len(text) > MAX_BODY_CHARS else text
+
+
 class TwilioSmsAdapter:
     """The ``sms`` channel adapter: one outbound message → one POST to the Messages API. Never raises."""
 
@@ -116,7 +123,7 @@ class TwilioSmsAdapter:
         """The Messages API parameters of ``message`` (as the client sends them)."""
         params: dict[str, Any] = {
             "to": normalise_phone(message.recipient or ""),
-            "body": gsm7.to_gsm7(message.text),
+            "body": body_of(message.text),
             "status_callback": status_callback_url(self.settings, message.message_id),
         }
         if self.settings.messaging_service_sid:

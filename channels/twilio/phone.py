@@ -192,6 +192,11 @@ def _said_id(call_sid: str, what: str, text: str) -> str:
     return f"{call_sid}/{what}/" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: The text of the phone case of a call put through to an agent before the caller said what it is about.
+TRANSFERRED_WITHOUT_CONCERN = ("Anruf an eine Mitarbeiterin oder einen Mitarbeiter durchgestellt (das Anliegen "
+                               "wurde im Sprachmenü nicht genannt)")
+
+
 def request_of(turn: voice.Turn, row: dict[str, Any], now: datetime) -> InboundRequest | None:
     """The request a turn hands to intake: the concern (which opens the call's case), or what the caller
     added to it (the place, a callback number). At most one per turn; None when the turn adds nothing."""
@@ -214,6 +219,10 @@ def request_of(turn: voice.Turn, row: dict[str, Any], now: datetime) -> InboundR
                                       text=f"{text} (das Anliegen wurde im Sprachmenü nicht genannt)")
             return InboundRequest(external_id=_said_id(call_sid, "callback", turn.callback_number), text=text,
                                   **follow_up)
+        if turn.outcome == voice.TRANSFERRED and not has_case:
+            # Put through before saying what it is about (the caller asked for a person, or the menu gave up):
+            # the call is a phone case all the same, which the agent who takes it records.
+            return InboundRequest(**opening, contact=Contact(phone=caller), text=TRANSFERRED_WITHOUT_CONCERN)
     except ValidationError as exc:  # e.g. control characters in a transcript: nothing half-stored
         raise RequestRejected(f"the caller's words cannot be stored ({exc.error_count()} errors)") from None
     return None
@@ -251,7 +260,7 @@ async def apply_turn(request: web.Request, row: dict[str, Any], req: InboundRequ
     try:
         result = await service.writer.submit(req)
     except BaseException:
-        after.forget(key)
+        after.forget(key, written)
         webhooks.refund_limits(request, keys)
         raise
     if not result.created:

@@ -116,10 +116,29 @@ def case_history(conn: Connection, case_id: int, channel: str) -> tuple[list[str
         select(message_t.c.text).where(message_t.c.case_id == case_id, message_t.c.direction == "in",
                                        message_t.c.channel == channel).order_by(message_t.c.id)).scalars())
     last = conn.execute(
-        select(message_t.c.id, message_t.c.author, message_t.c.created_at, message_t.c.kind)
+        select(message_t.c.id, message_t.c.author, message_t.c.created_at, message_t.c.kind, message_t.c.text)
         .where(message_t.c.case_id == case_id, message_t.c.direction == "out")
         .order_by(message_t.c.id.desc()).limit(1)).mappings().first()
     return texts, dict(last) if last else None
+
+
+def reply_to(conn: Connection, case_id: int, message_id: int | None, authors: tuple[str, ...]
+             ) -> dict[str, Any] | None:
+    """The automatic answer (by one of ``authors``) the hub recorded for the citizen's message ``message_id``:
+    the first such outbound message of the case after it and before the citizen's next one. None when that
+    message got no answer."""
+    if message_id is None:
+        return None
+    later = conn.execute(
+        select(message_t.c.id, message_t.c.direction, message_t.c.author, message_t.c.text)
+        .where(message_t.c.case_id == case_id, message_t.c.id > message_id)
+        .order_by(message_t.c.id).limit(20)).mappings()
+    for row in later:
+        if row["direction"] == "in":
+            return None
+        if row["author"] in authors:
+            return dict(row)
+    return None
 
 
 # -- writing with the intake batch, in the writer's thread --------------------------------------------------
@@ -147,7 +166,9 @@ class WithIntake:
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self._expected: dict[tuple[str, str], tuple[Callable[[Connection, Any], Any], Any, Any]] = {}
+        # Several handlers may wait on one key: Twilio repeats a webhook (same MessageSid, same turn) while
+        # the first is still being written. Each gets its own entry, taken in the order they were submitted.
+        self._expected: dict[tuple[str, str], list[tuple[Callable[[Connection, Any], Any], Any, Any]]] = {}
 
     def attach(self, writer: Any) -> WithIntake:
         writer.add_companion(self)
@@ -157,15 +178,29 @@ class WithIntake:
         """Run ``work(conn, outcome)`` with the batch that stores the request ``key``; its result's future."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        # No lock: setting and popping one key of a dict are atomic, and nothing else touches it (a lock
-        # here made every handler wait for the writer thread while it took a batch's works).
-        self._expected[key] = (work, future, loop)
+        # No lock: ``setdefault`` and ``list.append`` (here) and ``dict.pop`` (in the writer's :meth:`take`) are
+        # atomic, and nothing else touches the dict (a lock here made every handler wait for the writer thread
+        # while it took a batch's works). The handler submits its request right after this, before it awaits
+        # anything, so the entries of one key are in the order of the key's requests in the writer's queue.
+        self._expected.setdefault(key, []).append((work, future, loop))
         return future
 
-    def forget(self, key: tuple[str, str]) -> None:
-        """The request never reached the writer: nothing to run."""
-        entry = self._expected.pop(key, None)
-        if entry is not None and not entry[1].done():
+    def forget(self, key: tuple[str, str], future: asyncio.Future | None = None) -> None:
+        """The request never reached the writer: nothing to run (for the handler whose ``future`` it is; the
+        oldest entry of ``key`` when none is named)."""
+        entries = self._expected.get(key)
+        if not entries:
+            return
+        entry = next((e for e in entries if e[1] is future), None) if future is not None else entries[0]
+        if entry is None:
+            return
+        try:
+            entries.remove(entry)
+        except ValueError:  # the writer took it meanwhile
+            return
+        if not entries:
+            self._expected.pop(key, None)
+        if not entry[1].done():
             entry[1].cancel()
 
     # -- BatchCompanion ----------------------------------------------------------------------------------------
@@ -173,8 +208,18 @@ class WithIntake:
     def take(self, reqs: list[Any]) -> list[tuple[int, tuple[Callable[[Connection, Any], Any], Any, Any]]] | None:
         """The works expected for requests of the batch, by the request's place in it."""
         expected = self._expected
-        share = [(index, entry) for index, req in enumerate(reqs)
-                 if (entry := expected.pop(req.key(), None)) is not None]
+        share = []
+        waiting: dict[tuple[str, str], list[Any]] = {}
+        for index, req in enumerate(reqs):
+            key = req.key()
+            entries = waiting.get(key)
+            if entries is None:
+                entries = waiting[key] = expected.pop(key, None) or []
+            if entries:
+                share.append((index, entries.pop(0)))
+        for key, rest in waiting.items():
+            if rest:  # handlers of this key whose requests are in a later batch: theirs stay expected
+                expected.setdefault(key, [])[:0] = rest
         return share or None
 
     def write(self, conn: Connection, share: list[tuple[int, Any]], outcomes: list[Any]) -> list[tuple[Any, Any, Any]]:

@@ -195,9 +195,22 @@ def words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text or "")}
 
 
+_NUMBERS = re.compile(r"\d+")
+
+
+def key_of(speech: str, digits: str) -> str:
+    """The key a caller pressed, or said: the speech recogniser writes a spoken "eins" as "1", and the menu
+    asks "drücken oder sagen Sie die 1". Only a transcript whose one number is a single digit counts."""
+    key = digits.strip("#*")[:1]
+    if key:
+        return key
+    numbers = _NUMBERS.findall(speech or "")
+    return numbers[0] if len(numbers) == 1 and len(numbers[0]) == 1 else ""
+
+
 def yes_no(speech: str, digits: str) -> bool | None:
     """``1`` / "ja" → True, ``2`` / "nein" → False, anything else None. Keys win over speech."""
-    key = digits.strip("#*")[:1]
+    key = key_of(speech, digits)
     if key == "1":
         return True
     if key == "2":
@@ -212,7 +225,7 @@ def yes_no(speech: str, digits: str) -> bool | None:
 
 def menu_choice(speech: str, digits: str) -> str | None:
     """``1`` / "Mitarbeiter" → ``agent``, ``2`` / "Rückruf" → ``callback``, else None."""
-    key = digits.strip("#*")[:1]
+    key = key_of(speech, digits)
     if key == "1":
         return "agent"
     if key == "2":

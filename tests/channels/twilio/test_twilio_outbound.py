@@ -136,6 +136,21 @@ async def test_refusals_make_no_request(fake):
     assert fake.requests == []
 
 
+async def test_the_body_is_never_longer_than_twilio_takes(fake):
+    """Typographic characters become their GSM-7 twins ("…" → "..."), unless that makes an answer Twilio
+    would take (1,600 characters) longer than it takes: then it goes as written."""
+    adapter = adapter_for(fake)
+    long_answer = ("Bitte bringen Sie Ihren Ausweis mit … " * 50)[:1600]
+    try:
+        assert (await adapter.send(message(long_answer))).ok
+        assert (await adapter.send(message("Termine gibt es online … „ab Montag“."))).ok
+    finally:
+        await adapter.close()
+    first, second = (r.fields["Body"] for r in fake.requests)
+    assert first == long_answer and len(first) == 1600
+    assert second == 'Termine gibt es online ... "ab Montag".'
+
+
 async def test_opted_out_numbers_get_nothing(fake):
     seen = []
 

@@ -3,6 +3,7 @@ Messages API; opt-outs; hostile webhooks refused with nothing stored."""
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -103,9 +104,52 @@ async def test_twilio_retrying_the_same_message_sid_stores_it_once(client):
     first = await post(client, "/twilio/sms", params)
     again = await post(client, "/twilio/sms", params)
     assert first.status == again.status == 200
-    assert "liegt uns bereits vor" in message_of(await again.text()).text
+    # Twilio repeats a webhook whose answer it did not get: the repeat gets the same answer (the same message,
+    # whose delivery report comes back to it), recorded once.
+    answer, repeated = message_of(await first.text()), message_of(await again.text())
+    assert repeated.text == answer.text and "Amt Leezen" in answer.text
+    assert repeated.get("action") == answer.get("action")
     assert count(client.engine, case_t) == 1
     assert count(client.engine, message_t, message_t.c.direction == "in") == 1
+    assert count(client.engine, message_t, message_t.c.direction == "out") == 1
+
+
+async def test_a_repeat_while_the_first_is_written_gets_the_same_answer(client):
+    """Twilio's repeat can arrive while the first webhook is still being written (a retry after a timeout,
+    a fallback URL): both are answered, alike, and the SMS is stored once."""
+    params = sms()
+    responses = await asyncio.wait_for(asyncio.gather(*(post(client, "/twilio/sms", params) for _ in range(3))), 20)
+    assert [r.status for r in responses] == [200, 200, 200]
+    texts = {message_of(await r.text()).text for r in responses}
+    assert len(texts) == 1 and "Amt Leezen" in texts.pop()
+    assert count(client.engine, case_t) == 1
+    assert count(client.engine, message_t, message_t.c.direction == "in") == 1
+    assert count(client.engine, message_t, message_t.c.direction == "out") == 1
+
+
+async def test_a_repeat_of_an_sms_that_got_no_answer_gets_none(client):
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
+    params = sms(Body="Er bellt jede Nacht.")  # a follow-up right after the acknowledgement: no second one
+    first = await post(client, "/twilio/sms", params)
+    again = await post(client, "/twilio/sms", params)
+    assert message_of(await first.text()) is None and message_of(await again.text()) is None
+    assert count(client.engine, message_t, message_t.c.direction == "out") == 1
+
+
+async def test_a_new_question_after_a_direct_answer_is_answered(client):
+    first = message_of(await (await post(client, "/twilio/sms", sms())).text()).text
+    assert "Personalausweis" in first
+    # The direct answer invites questions: a new clear one is answered directly ...
+    second = message_of(await (await post(client, "/twilio/sms", sms(Body="Reisepass beantragen in Todesfelde"))
+                               ).text()).text
+    assert "Reisepass" in second and "Amt Leezen" in second
+    # ... and one about the answer is acknowledged with the token: an agent answers it.
+    third = message_of(await (await post(client, "/twilio/sms", sms(Body="Welche Unterlagen muss ich mitbringen?"))
+                              ).text()).text
+    (case,) = rows(client.engine, case_t)
+    assert case["token"] in third and "erhalten" in third
+    assert case["state"] == "routed"  # the citizen wrote again: the case is an agent's again
+    assert count(client.engine, message_t, message_t.c.direction == "out") == 3
 
 
 async def test_a_question_without_place_is_acknowledged_and_the_place_completes_it(client):
@@ -240,6 +284,19 @@ async def test_stop_is_stored_and_honoured_until_start(client):
     assert count(client.engine, store.opt_out_t) == 0
     await agent_reply(client, case, "Termine gibt es online.")
     assert len(client.fake.requests) == 1
+
+
+async def test_after_stop_not_even_a_notice_goes_out(client):
+    """Twilio itself blocks SMS after its own English keywords, not after STOPP or ABMELDEN: the hub's
+    notices (empty, too long, over the limit) must not reach a number that opted out."""
+    await post(client, "/twilio/sms", sms(Body="ABMELDEN"))
+    for body in ("", "x" * 1700):
+        resp = await post(client, "/twilio/sms", sms(Body=body))
+        assert resp.status == 200 and message_of(await resp.text()) is None
+    assert count(client.engine, case_t) == 0
+    # Another number still gets the notice.
+    resp = await post(client, "/twilio/sms", sms(Body="", From="+4915187654321"))
+    assert "leer" in message_of(await resp.text()).text
 
 
 @pytest.mark.parametrize("word", ["STOP", "stop", "Abmelden", "STOPALL"])

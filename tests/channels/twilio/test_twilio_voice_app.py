@@ -3,6 +3,7 @@ XML, callbacks on the 24-working-hour clock, the details by SMS through the outb
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -262,3 +263,42 @@ async def test_hostile_voice_webhooks_are_refused_and_store_nothing(client):
     assert (await post(client, "/twilio/voice/concern", call.fields("voice_gather_speech", CallSid="CA1"))).status == 400
     assert (await post(client, "/twilio/voice/nowhere", call.fields("voice_gather_speech"))).status == 404
     assert count(client.engine, store.call_t) == 0 and count(client.engine, case_t) == 0
+
+
+async def test_a_call_put_through_before_saying_anything_is_a_phone_case(client):
+    """Keys at the greeting, then 1 for an agent: no words, but the call is a phone case with its outcome."""
+    call = Call(client)
+    root = await call.say(action(await call.start()), digits="1")
+    root = await call.say(action(root), digits="1")
+    assert root.find("Enqueue") is not None
+    (case,) = rows(client.engine, case_t)
+    assert case["channel"] == "phone" and case["contact_phone"] == CITIZEN
+    (said,) = rows(client.engine, message_t, message_t.c.case_id == case["id"])
+    assert said["external_id"] == call.sid and "nicht genannt" in said["text"]
+    (row,) = rows(client.engine, store.call_t)
+    assert row["outcome"] == "transferred" and row["case_id"] == case["id"]
+    assert count(client.engine, audit_t, audit_t.c.case_id == case["id"], audit_t.c.action == "transferred") == 1
+    # How the transfer ended is recorded on the same call: no second case.
+    resp = await post(client, "/twilio/voice/transfer",
+                      call.fields("voice_dial_no_answer", DialCallStatus=None, QueueResult="queue-full", QueueTime="3"))
+    assert resp.status == 200 and count(client.engine, case_t) == 1
+
+
+async def test_a_repeated_concern_while_the_first_is_written_is_answered_alike(client):
+    call = Call(client)
+    root = await call.start()
+    roots = await asyncio.wait_for(asyncio.gather(*(call.say(action(root), "Mein Nachbar hat einen lauten Hund")
+                                                    for _ in range(3))), 20)
+    assert len({spoken(r) for r in roots}) == 1 and "Drücken Sie die 1" in spoken(roots[0])
+    assert count(client.engine, case_t) == 1
+    assert count(client.engine, message_t, message_t.c.direction == "in") == 1
+
+
+@pytest.mark.parametrize(("speech", "sent"), [("1", 1), ("Die 1.", 1), ("ja", 1), ("2", 0), ("nein danke", 0)])
+async def test_the_details_offer_understands_a_spoken_key(client, speech, sent):
+    """The menu says "drücken Sie die 1"; a caller who says "eins" gets it as the digit 1 in the transcript."""
+    call = Call(client)
+    root = await call.say(action(await call.start()), "Ich brauche einen neuen Personalausweis, ich wohne in Todesfelde.")
+    await call.say(action(root), speech)
+    await client.service.dispatcher.run_until_empty()
+    assert len(client.fake.requests) == sent
