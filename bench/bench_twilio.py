@@ -21,8 +21,10 @@ Targets (issue 16): p99 ≤ 50 ms at 50 concurrent signed webhooks, and at least
 throughput. Afterwards the database must hold exactly one request per SMS answered with 200.
 
 Run: ``.venv/bin/python -m bench twilio`` (about two minutes), or
-``python -m bench.bench_twilio [--seconds 5] [--rounds 3] [--clients 50] [--uncached]``. The texts repeat (ten
-questions), so the hub answers most from its remembered decisions (``hub.queue.routing.RouteCache``);
+``python -m bench.bench_twilio [--seconds 5] [--rounds 3] [--clients 50] [--uncached] [--stages]``.
+``--stages`` measures where the SMS webhook's throughput goes instead: the bare handler and one hub process
+for each stage of the webhook's way (:data:`STAGES`: the app alone, + the parser, + intake, the whole
+webhook), in alternating bursts. The texts repeat (ten questions), so the hub answers most from its remembered decisions (``hub.queue.routing.RouteCache``);
 ``--uncached`` makes every text new (the letters' case differs) for the figures of questions never asked.
 """
 
@@ -96,13 +98,48 @@ def build_database(url: str) -> None:
     engine.dispose()
 
 
-def serve(port: int, url: str, workdir: str) -> None:
-    """The hub process: the real app with the Twilio channels on, as ``citizen-hub serve`` runs it."""
+#: ``--stages``: the SMS webhook cut short after one stage of its way, each served by the real app (its
+#: middlewares, router and settings) in a hub process of its own, to show what each stage costs.
+STAGES = {
+    "app": "the hub's app; the handler reads the body and answers a fixed TwiML",
+    "parse": "+ the one parser: size, UTF-8, signature, account, the SmsWebhook model",
+    "store": "+ the request through intake (committed), answered with its case token",
+    "full": "the whole webhook: + the plan, the intake limits, the answer recorded in the case",
+}
+
+
+def stage_handler(stage: str):
+    """The ``POST /twilio/sms`` handler of a ``--stages`` hub process (``full`` is the real one)."""
+    from channels.twilio import inbound, webhooks
+    from channels.twilio.payload import SmsWebhook, WebhookError
+
+    async def handler(request):
+        if stage == "app":
+            await request.read()
+            return webhooks.twiml(TWIML)
+        try:
+            sms_in = await webhooks.parse(request, SmsWebhook, "/twilio/sms")
+        except WebhookError as exc:
+            return webhooks.refused(exc)
+        if stage == "parse":
+            return webhooks.twiml(inbound.message_twiml(f"Danke ({sms_in.message_sid})"))
+        st = webhooks.state(request)
+        req = inbound.to_request(sms_in, webhooks.phone_or_none(sms_in.from_), st.clock())
+        result = await webhooks.queue_service(request).writer.submit(req)
+        return webhooks.twiml(inbound.message_twiml(f"Danke! Ihr Anliegen hat das Zeichen {result.token}."))
+
+    return inbound.sms_webhook if stage == "full" else handler
+
+
+def serve(port: int, url: str, workdir: str, stage: str = "full") -> None:
+    """The hub process: the real app with the Twilio channels on, as ``citizen-hub serve`` runs it
+    (``stage``: the SMS webhook cut short for ``--stages``; see :data:`STAGES`)."""
     import gc
     import logging
 
     from aiohttp import web
 
+    from channels.twilio import inbound
     from channels.twilio.settings import TwilioSettings
     from hub.config import Settings
     from hub.http.app import create_app
@@ -114,6 +151,7 @@ def serve(port: int, url: str, workdir: str) -> None:
     settings.queue.attachment_dir = os.path.join(workdir, "attachments")
     settings.twilio = TwilioSettings(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, public_url=PUBLIC_URL,
                                      phone_numbers=[HUB_NUMBER], api_base_url="http://127.0.0.1:9")
+    inbound.sms_webhook = stage_handler(stage)  # routes.setup (in create_app) takes the handler from here
     app = create_app(settings)
     tune_gc(settings.server.gc_threshold)
 
@@ -305,6 +343,66 @@ def stored_sms(url: str) -> int:
     return n
 
 
+def start_hub(url: str, workdir: str, stage: str = "full") -> tuple[int, subprocess.Popen]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_twilio", "--serve", str(port), url, workdir, stage],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return port, proc
+
+
+def stages(args: argparse.Namespace) -> int:
+    """``--stages``: SMS only; the bare handler and one hub process per stage, in alternating bursts."""
+    servers: list[tuple[str, int, subprocess.Popen]] = []
+    try:
+        bare_port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        servers.append(("bare", bare_port, subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_twilio", "--bare", str(bare_port)], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
+        for stage in STAGES:
+            workdir = tempfile.mkdtemp(prefix=f"bench-twilio-{stage}-")
+            url = f"sqlite:///{workdir}/hub.sqlite3"
+            build_database(url)
+            servers.append((stage, *start_hub(url, workdir, stage)))
+        for name, port, proc in servers:
+            wait_for(port, proc, None if name == "bare" else "/healthz")
+            asyncio.run(burst(f"http://127.0.0.1:{port}", prepare("sms", 300), args.clients, 1.0))
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+        cpu: dict[str, list[float]] = {name: [0.0, 0] for name, _, _ in servers}
+        latencies: dict[str, list[float]] = {name: [] for name, _, _ in servers}
+        per_burst = int(args.seconds * 8000) + 100
+        for round_ in range(args.rounds):
+            # Each round in the other order, so that no stage always follows the same one.
+            for name, port, proc in (servers if round_ % 2 == 0 else servers[::-1]):
+                work = prepare("sms", per_burst)
+                before = cpu_seconds(proc.pid)
+                lat, _, _, elapsed = asyncio.run(burst(f"http://127.0.0.1:{port}", work, args.clients, args.seconds))
+                cpu[name][0] += cpu_seconds(proc.pid) - before
+                cpu[name][1] += len(lat)
+                rates[name].append(len(lat) / elapsed)
+                latencies[name] += lat
+            print(f"round {round_ + 1}/{args.rounds}: " + "  ".join(f"{n} {rates[n][-1]:.0f}/s" for n in rates),
+                  flush=True)
+    finally:
+        for _, _, proc in servers:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"{'stage':6} {'webhooks/s':>10} {'ratio':>6} {'ratio per round':>24} {'p99 ms':>7} {'CPU ms':>7}  what it does")
+    for name in rates:
+        per_round = [r / b for r, b in zip(rates[name], rates["bare"], strict=True)]
+        total = sum(rates[name]) / len(rates[name])
+        print(f"{name:6} {total:10.0f} {sorted(per_round)[len(per_round) // 2]:6.3f} "
+              f"{' '.join(f'{r:.2f}' for r in per_round):>24} {percentile(latencies[name], 0.99):7.1f} "
+              f"{cpu[name][0] / max(1, cpu[name][1]) * 1000:7.3f}  {STAGES.get(name, 'reads the body, fixed TwiML')}")
+    print("ratio: the stage's rate over the bare handler's in the same round (median of the rounds); the target "
+          f"(issue 16) is {TARGET_RATIO} for the whole webhook")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_twilio")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -312,8 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--uncached", action="store_true",
                         help="every text differs (letter case), so no routing decision is remembered")
+    parser.add_argument("--stages", action="store_true",
+                        help="SMS only: the webhook cut short after each stage of its way (see STAGES), each "
+                             "against the bare handler in the same round")
     args = parser.parse_args(argv if argv is not None else [])
     Webhooks.distinct = args.uncached
+    if args.stages:
+        return stages(args)
     workdir = tempfile.mkdtemp(prefix="bench-twilio-")
     url = f"sqlite:///{workdir}/hub.sqlite3"
     started = time.perf_counter()
@@ -402,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), sys.argv[3], sys.argv[4], *sys.argv[5:])
     elif len(sys.argv) == 3 and sys.argv[1] == "--bare":
         bare(int(sys.argv[2]))
     else:
