@@ -343,6 +343,15 @@ def stored_sms(url: str) -> int:
     return n
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a server process: SIGTERM, and SIGKILL when it has not ended 20 s later."""
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def start_hub(url: str, workdir: str, stage: str = "full") -> tuple[int, subprocess.Popen]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -386,11 +395,7 @@ def stages(args: argparse.Namespace) -> int:
                   flush=True)
     finally:
         for _, _, proc in servers:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
     print(f"{'stage':6} {'webhooks/s':>10} {'ratio':>6} {'ratio per round':>24} {'p99 ms':>7} {'CPU ms':>7}  what it does")
     for name in rates:
         per_round = [r / b for r, b in zip(rates[name], rates["bare"], strict=True)]
@@ -422,10 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     build_database(url)
     print(f"setup          database with all regions and the demo catalogue in {time.perf_counter() - started:.1f} s")
-    hub_port, bare_port = free_port(), free_port()
+    hub_port, hub = start_hub(url, workdir)
+    bare_port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    hub = subprocess.Popen([sys.executable, "-m", "bench.bench_twilio", "--serve", str(hub_port), url, workdir],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     baseline = subprocess.Popen([sys.executable, "-m", "bench.bench_twilio", "--bare", str(bare_port)], cwd=ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     results: dict[tuple[str, str], list] = {}
@@ -460,11 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         sms_requests = results[("sms", "hub")][2]
     finally:
         for proc in (hub, baseline):
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
     steal_end = cpu_steal()
     steal = (steal_end[0] - steal_start[0]) / max(1, steal_end[1] - steal_start[1])
     # Steal is CPU time the hypervisor gave to other machines: where it is high, throughput and latency
