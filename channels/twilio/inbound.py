@@ -279,10 +279,10 @@ class ReplyJob:
     @staticmethod
     def batch(conn, items: list[tuple[ReplyJob, Any]]) -> list[Any]:
         """The same for the SMS of one intake batch, with a few statements for all of them: one query for the
-        opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many` for the direct answers and
-        :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
-        case's history, and Twilio's repeats go one by one, after those. A case the routing stage moved meanwhile raises StaleState, and
-        :class:`WithIntake` writes the batch again one SMS at a time."""
+        opt-outs, the new cases as intake wrote them (:attr:`IntakeResult.case`), :func:`hub.casework.answer_many`
+        for the direct answers and :func:`hub.casework.send_many` for the texts. Follow-ups, which need their
+        case's history, and Twilio's repeats go one by one, after those. A case the routing stage moved
+        meanwhile raises StaleState, and :class:`WithIntake` writes the batch again one SMS at a time."""
         opted = store.opted_out_among(conn, (job.sender for job, _ in items if job.sender))
         results: list[Any] = [None] * len(items)
         new: list[tuple[int, ReplyJob, IntakeResult, SmsReply]] = []

@@ -198,19 +198,17 @@ def words(text: str) -> set[str]:
 _NUMBERS = re.compile(r"\d+")
 
 
-def key_of(speech: str, digits: str) -> str:
-    """The key a caller pressed, or said: the speech recogniser writes a spoken "eins" as "1", and the menu
-    asks "drücken oder sagen Sie die 1". Only a transcript whose one number is a single digit counts."""
-    key = digits.strip("#*")[:1]
-    if key:
-        return key
+def spoken_key(speech: str) -> str:
+    """The key a caller said rather than pressed: the recogniser writes a spoken "eins" as "1" (the menu says
+    "Drücken Sie die 1"). Only a transcript whose one number is a single digit counts."""
     numbers = _NUMBERS.findall(speech or "")
     return numbers[0] if len(numbers) == 1 and len(numbers[0]) == 1 else ""
 
 
 def yes_no(speech: str, digits: str) -> bool | None:
-    """``1`` / "ja" → True, ``2`` / "nein" → False, anything else None. Keys win over speech."""
-    key = key_of(speech, digits)
+    """``1`` / "ja" → True, ``2`` / "nein" → False, anything else None. Keys win over words, words over a
+    spoken key."""
+    key = digits.strip("#*")[:1]
     if key == "1":
         return True
     if key == "2":
@@ -220,12 +218,13 @@ def yes_no(speech: str, digits: str) -> bool | None:
         return False
     if said & _YES:
         return True
-    return None
+    return {"1": True, "2": False}.get(spoken_key(speech))
 
 
 def menu_choice(speech: str, digits: str) -> str | None:
-    """``1`` / "Mitarbeiter" → ``agent``, ``2`` / "Rückruf" → ``callback``, else None."""
-    key = key_of(speech, digits)
+    """``1`` / "Mitarbeiter" → ``agent``, ``2`` / "Rückruf" → ``callback``, else None. Keys win over words,
+    words over a spoken key."""
+    key = digits.strip("#*")[:1]
     if key == "1":
         return "agent"
     if key == "2":
@@ -235,7 +234,7 @@ def menu_choice(speech: str, digits: str) -> str | None:
         return "callback"
     if said & _AGENT:
         return "agent"
-    return None
+    return {"1": "agent", "2": "callback"}.get(spoken_key(speech))
 
 
 def service_hours_text(calendar: Any) -> str:

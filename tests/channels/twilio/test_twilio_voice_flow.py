@@ -272,3 +272,16 @@ def test_service_hours_text():
 
     cal = BusinessCalendar(open_days=(0, 1, 3, 5), start=time(7, 30), end=time(16))
     assert service_hours_text(cal) == "montags bis dienstags, donnerstags und samstags von 7 Uhr 30 bis 16 Uhr"
+
+
+@pytest.mark.parametrize(("speech", "digits", "expected"), [
+    ("1", "", True), ("Die 1.", "", True), ("2", "", False), ("ja", "", True), ("Nein, 1 Moment", "", False),
+    ("Ja, 2 Stück", "", True), ("0151 2345", "", None), ("12", "", None), ("", "2", False), ("ja", "2", False)])
+def test_yes_no_takes_a_spoken_key_after_the_words(speech, digits, expected):
+    assert yes_no(speech, digits) is expected
+
+
+@pytest.mark.parametrize(("speech", "expected"), [("1", "agent"), ("2", "callback"), ("Rückruf, 1", "callback"),
+                                                  ("Mitarbeiter", "agent"), ("23", None), ("", None)])
+def test_the_menu_takes_a_spoken_key_after_the_words(speech, expected):
+    assert menu_choice(speech, "") == expected
