@@ -69,6 +69,9 @@ class SmsReply:
     text: str
     agent: str  # AUTO, ACK or ASK_PLACE
     answer: Answer | None = None
+    #: Whether the direct answer answers the case (it becomes ``answered``). Not when the case holds a question
+    #: someone still owes an answer to (an acknowledged one, a callback): then the answer is only sent.
+    closes: bool = True
 
 
 def _certain_without_place(route: Any, confident: float) -> bool:
@@ -148,7 +151,8 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
             route = route_text(kb, "\n".join([*earlier, body]))
         answer = direct_answer(route, local_now, is_holiday)
         if answer is not None:
-            return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer)
+            return SmsReply(sms.answer_text(answer, max_segments), AUTO, answer,
+                            closes=_settles_case(kb, answer, author, body, local_now, is_holiday))
         # One acknowledgement an hour is enough: a follow-up right after one gets none.
         if author in AUTOMATIC and last_out.get("created_at") is not None \
                 and now - last_out["created_at"] < QUIET_AFTER_ACK:
@@ -161,6 +165,19 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
         return SmsReply(sms.ack_text(result.token, ask_place_for=first.ask_place_for, max_segments=max_segments),
                         ASK_PLACE)
     return SmsReply(sms.ack_text(result.token, max_segments=max_segments), ACK)
+
+
+def _settles_case(kb: Any, answer: Answer, author: str | None, body: str, local_now: datetime, is_holiday) -> bool:
+    """Whether the direct answer to a follow-up answers the case, or only this message.
+
+    It does when the hub had asked for the place (the follow-up completes the first message), or when the
+    answer needed the case's earlier messages. A follow-up that is a new question of its own, in a case
+    whose first question someone still owes an answer to (it was acknowledged, a callback was asked for),
+    gets its answer, and the case stays open for the first question."""
+    if author == ASK_PLACE_AUTHOR:
+        return True
+    own = direct_answer(route_text(kb, body), local_now, is_holiday)
+    return own is None or own.service_id != answer.service_id
 
 
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
@@ -268,7 +285,7 @@ class ReplyJob:
         if reply is None:
             return "quiet", None, None
         case = None
-        if reply.answer is not None:
+        if reply.answer is not None and reply.closes:
             service, authority = self.route(reply.answer)
             case = answered(conn, result.case_id, service=service, authority=authority, agent=AUTO,
                             reason="answered automatically by SMS", policy=self.service.policy, now=self.now)

@@ -324,13 +324,20 @@ class TurnJob:
     def __call__(self, conn: Connection, result: IntakeResult) -> voice.Turn:
         turn = self.final(self._checks_opt_out() and store.is_opted_out(conn, self.ctx.caller))
         record_turn(conn, self.kb, self.flow, self.service, self.seen, turn, result.case_id, self.now,
-                    fresh=result.created)
+                    fresh=result.created, closes=self.own_case(result))
         return turn
+
+    def own_case(self, result: IntakeResult) -> bool:
+        """Whether the request's case is this call's own. A call threaded by the caller's number onto a case
+        opened before (an SMS, an earlier call) answers what the caller asked now; that case's question stays
+        open for whoever owes its answer."""
+        return not result.joined or self.seen["case_id"] == result.case_id
 
     def opens(self, result: IntakeResult, turn: voice.Turn) -> bool:
         """Whether the turn is one :meth:`batch` writes: it creates its call's row, its request is new, and it
         writes nothing but the case's answer and the call record (no callback, transfer or SMS)."""
-        return (self.seen["id"] is None and result.created and turn.callback_number is None and not turn.send_details
+        return (self.seen["id"] is None and result.created and self.own_case(result) and turn.callback_number is None
+                and not turn.send_details
                 and not turn.extra and (turn.outcome is None or (turn.outcome == voice.ANSWERED and turn.answer is not None)))
 
     @staticmethod
@@ -351,7 +358,7 @@ class TurnJob:
         for index, ((job, result), turn) in enumerate(zip(items, turns, strict=True)):
             if index not in alone:  # after the openings: a repeat in the same batch finds its call's row
                 record_turn(conn, job.kb, job.flow, job.service, job.seen, turn, result.case_id, job.now,
-                            fresh=result.created)
+                            fresh=result.created, closes=job.own_case(result))
         return turns
 
 
@@ -416,10 +423,12 @@ def _write_openings(conn: Connection, items: list[tuple[TurnJob, IntakeResult, v
 
 
 def record_turn(conn: Connection, kb: Any, flow: voice.VoiceFlow, service: Any, seen: dict[str, Any],
-                turn: voice.Turn, case_id: int | None, now: datetime, *, fresh: bool) -> None:
+                turn: voice.Turn, case_id: int | None, now: datetime, *, fresh: bool, closes: bool = True) -> None:
     """Write one turn: the call's row (created with the first), the answer in the case (``answered``, the
     spoken text), the details SMS, the callback, the transfer, the call record. ``fresh`` is False when the
-    turn's request was stored before (Twilio repeated the webhook): what it wrote then is not written again."""
+    turn's request was stored before (Twilio repeated the webhook): what it wrote then is not written again.
+    ``closes`` is False when the case holds an earlier question of its own: the spoken answer is recorded, and
+    the case is not moved to ``answered``."""
     row = store.start_call(conn, seen["call_sid"], seen["caller"], turn.step, now, known=seen["id"] is not None)
     extra = dict(row["extra"] or {})
     values: dict[str, Any] = {"step": turn.step, "tries": 0, "turns": row["turns"] + 1,
@@ -442,7 +451,7 @@ def record_turn(conn: Connection, kb: Any, flow: voice.VoiceFlow, service: Any, 
         service_row, authority_row = answer_rows(kb, turn.answer)
     if turn.answer is not None and case_id is not None and fresh:
         case = answered(conn, case_id, service=service_row, authority=authority_row, agent=IVR,
-                        reason=ANSWER_REASON, policy=service.policy, now=now)
+                        reason=ANSWER_REASON, policy=service.policy, now=now) if closes else None
         record_reply(conn, case_id, text=spoken_answer(flow, turn), channel="phone",
                      recipient=row["caller"], agent=IVR, settings=service.queue, now=now, case=case)
     if turn.send_details and case_id is not None and row["caller"] and not extra.get("details_sent") \

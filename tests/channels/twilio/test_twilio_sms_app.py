@@ -436,3 +436,17 @@ async def test_refused_signatures_are_in_metrics(client):
     assert 'citizen_hub_twilio_webhooks_rejected_total{reason="missing",route="/twilio/sms"} 1.0' in text
     assert 'citizen_hub_twilio_webhooks_rejected_total{reason="forged",route="/twilio/voice"} 1.0' in text
     assert 'citizen_hub_intake_requests_total{channel="sms",outcome="new"} 1.0' in text
+
+
+async def test_a_direct_answer_to_a_new_question_leaves_the_open_one_open(client):
+    """The first question was acknowledged (an agent owes the answer); a new, clear question of the same citizen
+    is answered directly, and the case stays the agent's, with its first question and its clock."""
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
+    client.service.routing.run_until_empty()
+    (before,) = rows(client.engine, case_t)
+    resp = await post(client, "/twilio/sms", sms(Body="Und wo beantrage ich einen Personalausweis in Todesfelde?"))
+    assert "Amt Leezen" in message_of(await resp.text()).text
+    (case,) = rows(client.engine, case_t)
+    assert case["state"] not in ("answered", "closed") and case["first_responded_at"] is None
+    assert case["service_id"] == before["service_id"]
+    assert count(client.engine, message_t, message_t.c.direction == "out") == 2  # both SMS are in the case

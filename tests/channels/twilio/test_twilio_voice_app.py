@@ -302,3 +302,34 @@ async def test_the_details_offer_understands_a_spoken_key(client, speech, sent):
     await call.say(action(root), speech)
     await client.service.dispatcher.run_until_empty()
     assert len(client.fake.requests) == sent
+
+
+async def test_a_call_answered_by_the_menu_leaves_an_open_sms_question_open(client):
+    """The citizen's SMS was acknowledged; then they call with a clear question. The menu answers it, and the
+    case it threaded onto stays open for the SMS question (and its first-response clock)."""
+    await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"),
+                                              Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
+    call = Call(client)
+    root = await call.say(action(await call.start()), "Ich brauche einen neuen Personalausweis, ich wohne in Todesfelde.")
+    assert "Amt Leezen" in spoken(root)
+    (case,) = rows(client.engine, case_t)
+    assert case["state"] not in ("answered", "closed") and case["first_responded_at"] is None
+    said = [m["channel"] for m in rows(client.engine, message_t, message_t.c.direction == "out")]
+    assert said == ["sms", "phone"]  # the acknowledgement and the spoken answer, both in the one case
+    (record,) = rows(client.engine, hub_call_t)
+    assert record["outcome"] == "first_contact"  # the caller's question was answered at once
+
+
+async def test_a_callback_stays_asked_for_when_an_sms_is_answered(client):
+    from hub.queue.outbox import callback_number
+
+    call = Call(client)
+    root = await call.say(action(await call.start()), "Mein Nachbar hat einen lauten Hund")
+    root = await call.say(action(root), "Rückruf bitte")
+    await call.say(action(root), "ja")
+    resp = await post(client, "/twilio/sms", payload("sms_inbound", MessageSid=new_sid("SM"),
+                                                     Body="Personalausweis beantragen in Todesfelde"))
+    assert resp.status == 200
+    (case,) = rows(client.engine, case_t)
+    assert case["state"] not in ("answered", "closed")
+    assert callback_number(case) == CITIZEN
