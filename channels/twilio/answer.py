@@ -167,3 +167,9 @@ def route_text(kb: Any, text: str, location: str | None = None) -> Any:
                     return first
                 return whole
     return kb.route(text, location)
+
+
+def within_working_hours(hours: float) -> str:
+    """"innerhalb von 24 Arbeitsstunden": the queue's first-response time (``[sla] first_response_hours``), as the
+    acknowledgement and the callback promise it."""
+    return "innerhalb einer Arbeitsstunde" if hours == 1 else f"innerhalb von {hours:g} Arbeitsstunden".replace(".", ",")

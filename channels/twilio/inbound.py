@@ -122,7 +122,7 @@ def _plan(kb: Any, body: str, *, local_now: datetime, is_holiday=None, max_segme
 
 def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_out: dict[str, Any] | None, *,
            now: datetime, local_now: datetime, is_holiday=None, max_segments: int = 2,
-           first: Plan | None = None) -> SmsReply | None:
+           first: Plan | None = None, response_hours: float = 24) -> SmsReply | None:
     """The answer to a stored SMS, or None when the citizen gets none (a follow-up right after an ack).
 
     A new case: the direct answer when the service and the place are certain; the question for the place
@@ -143,7 +143,8 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
             text = sms.answer_text(answer, max_segments) if answer is not None else None
             if answer is not None and text != last_out.get("text"):
                 return SmsReply(text, AUTO, answer)
-            return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
+            return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments,
+                                         response_hours=response_hours), ACK)
         route = None
         if earlier and author == ASK_PLACE_AUTHOR:
             route = kb.route(earlier[0], body)  # the answer to "In welchem Ort wohnen Sie?"
@@ -157,14 +158,16 @@ def decide(kb: Any, result: IntakeResult, body: str, history: list[str], last_ou
         if author in AUTOMATIC and last_out.get("created_at") is not None \
                 and now - last_out["created_at"] < QUIET_AFTER_ACK:
             return None
-        return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments), ACK)
+        return SmsReply(sms.ack_text(result.token, joined=True, max_segments=max_segments,
+                                         response_hours=response_hours), ACK)
     first = first or plan(kb, body, local_now=local_now, is_holiday=is_holiday, max_segments=max_segments)
     if first.answer is not None and first.text:
         return SmsReply(first.text, AUTO, first.answer)
     if first.ask_place_for:
-        return SmsReply(sms.ack_text(result.token, ask_place_for=first.ask_place_for, max_segments=max_segments),
+        return SmsReply(sms.ack_text(result.token, ask_place_for=first.ask_place_for, max_segments=max_segments,
+                                     response_hours=response_hours),
                         ASK_PLACE)
-    return SmsReply(sms.ack_text(result.token, max_segments=max_segments), ACK)
+    return SmsReply(sms.ack_text(result.token, max_segments=max_segments, response_hours=response_hours), ACK)
 
 
 def _settles_case(kb: Any, answer: Answer, author: str | None, body: str, local_now: datetime, is_holiday) -> bool:
@@ -261,7 +264,8 @@ class ReplyJob:
         calendar = self.service.policy.clock.calendar
         return decide(self.kb, result, self.body, history, last_out, now=self.now,
                       local_now=self.now.astimezone(calendar.tz), is_holiday=calendar.is_holiday,
-                      max_segments=self.settings.answer_max_segments, first=self.first)
+                      max_segments=self.settings.answer_max_segments, first=self.first,
+                      response_hours=self.service.policy.settings.first_response_hours)
 
     def route(self, answer: Answer) -> tuple[dict[str, Any], dict[str, Any]]:
         """:func:`route_of` the answer; the plan's when it is the plan's answer."""

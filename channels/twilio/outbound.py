@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,8 +48,19 @@ def status_callback_url(settings: TwilioSettings, message_id: int) -> str:
     return f"{settings.public_url}/twilio/status?message_id={int(message_id)}"  # an integer needs no quoting
 
 
+#: A phone number (or what looks like one) in Twilio's error text: "Invalid 'To' Phone Number: +49151…".
+_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d ()/.-]{4,}\d")
+
+
+def without_numbers(text: str) -> str:
+    """Twilio's error text without the phone numbers it quotes: the detail goes into the log and the case's
+    audit entries, which hold no personal data (and outlive ``forget``)."""
+    return _NUMBER_IN_TEXT.sub("<Nummer>", text)
+
+
 def classify(status: int, code: int | None, text: str) -> SendResult:
     """A Messages API error as a SendResult: temporary (the outbox retries) or final."""
+    text = without_numbers(text)
     detail = f"Twilio {status}" + (f" error {code}" if code else "") + (f": {text}" if text else "")
     detail = detail[:500]
     if code == OPTED_OUT_AT_TWILIO:

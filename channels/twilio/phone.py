@@ -82,7 +82,8 @@ def flow_for(request: web.Request) -> voice.VoiceFlow | None:
             style=voice.VoiceStyle(language=s.voice_language, voice=s.voice, speech_model=s.speech_model,
                                    speech_timeout=s.speech_timeout_seconds, timeout=s.gather_timeout_seconds),
             kb=kb, calendar=service.policy.clock.calendar, transfer=s.transfer_target,
-            caller_id=s.phone_numbers[0] if s.phone_numbers else None)
+            caller_id=s.phone_numbers[0] if s.phone_numbers else None,
+            response_hours=service.policy.settings.first_response_hours)
         st.extra["flow"] = flow
     return flow
 

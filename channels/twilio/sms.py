@@ -18,7 +18,7 @@ from __future__ import annotations
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.twilio import gsm7
-from channels.twilio.answer import DAY_SHORT, Answer, Hours, short_time
+from channels.twilio.answer import DAY_SHORT, Answer, Hours, short_time, within_working_hours
 
 #: Longest SMS body Twilio delivers (it joins the segments of a long SMS up to this).
 MAX_BODY_CHARS = 1600
@@ -147,7 +147,8 @@ def answer_text(answer: Answer, max_segments: int = 2) -> str:
 # -- acknowledgements ------------------------------------------------------------------------------------------
 
 
-def ack_text(token: str, *, joined: bool = False, ask_place_for: str | None = None, max_segments: int = 2) -> str:
+def ack_text(token: str, *, joined: bool = False, ask_place_for: str | None = None, max_segments: int = 2,
+             response_hours: float = 24) -> str:
     """The acknowledgement: the case token and what happens next (asks for the place when that is missing)."""
     if joined:
         text = f"Danke, wir haben Ihre Nachricht zu Ihrem Anliegen {token} erhalten und melden uns per SMS."
@@ -160,7 +161,7 @@ def ack_text(token: str, *, joined: bool = False, ask_place_for: str | None = No
                     "Postleitzahl.")
     else:
         text = (f"Danke! Ihr Anliegen hat das Zeichen {token}. Eine Mitarbeiterin oder ein Mitarbeiter "
-                "antwortet Ihnen per SMS, spätestens innerhalb von 24 Arbeitsstunden.")
+                f"antwortet Ihnen per SMS, spätestens {within_working_hours(response_hours)}.")
     return gsm7.truncate(gsm7.to_gsm7(text), max_segments)
 
 

@@ -29,7 +29,15 @@ from datetime import datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
-from channels.twilio.answer import DAY_NAMES, Answer, direct_answer, route_text, spoken_digits, spoken_time
+from channels.twilio.answer import (
+    DAY_NAMES,
+    Answer,
+    direct_answer,
+    route_text,
+    spoken_digits,
+    spoken_time,
+    within_working_hours,
+)
 from hub.queue.requests import normalise_phone
 from hub.queue.routing import route_cache
 
@@ -294,7 +302,7 @@ class VoiceFlow:
     def __init__(self, *, base_url: str, style: VoiceStyle, kb: Any, calendar: Any,
                  transfer: tuple[str, str] | None = None, caller_id: str | None = None,
                  confident_score: float | None = None,
-                 is_holiday: Callable[[Any], bool] | None = None) -> None:
+                 is_holiday: Callable[[Any], bool] | None = None, response_hours: float = 24) -> None:
         self.base_url = base_url.rstrip("/")
         self.style = style
         self.kb = kb
@@ -303,6 +311,7 @@ class VoiceFlow:
         self.caller_id = caller_id
         self.confident_score = confident_score if confident_score is not None else kb.settings.confident_score
         self.is_holiday = is_holiday if is_holiday is not None else getattr(calendar, "is_holiday", None)
+        self.response_hours = response_hours  # [sla] first_response_hours: what the callback promises
         self._greeting: Turn | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -528,7 +537,7 @@ class VoiceFlow:
         heard = digits or speech or None
         answer = yes_no(speech, digits)
         if answer is True and ctx.pending_number:
-            doc, said = self._bye(["Vielen Dank. Wir rufen Sie innerhalb von 24 Arbeitsstunden zurück.",
+            doc, said = self._bye([f"Vielen Dank. Wir rufen Sie {within_working_hours(self.response_hours)} zurück.",
                                    "Auf Wiederhören."])
             return Turn(doc, DONE, said, heard=heard, outcome=CALLBACK_REQUESTED,
                         callback_number=ctx.pending_number)

@@ -17,7 +17,13 @@ from twilio_support import (
     twilio_settings,
 )
 
-from channels.twilio.outbound import TwilioSmsAdapter, build_sms_adapter, classify, status_callback_url
+from channels.twilio.outbound import (
+    TwilioSmsAdapter,
+    build_sms_adapter,
+    classify,
+    status_callback_url,
+    without_numbers,
+)
 from hub.queue.adapters import OutboundMessage, load_adapters
 from knowledge.settings import ConfigError
 
@@ -196,3 +202,12 @@ def test_classify_and_callback_url():
     assert classify(400, 21606, "not our number").temporary is True
     assert classify(504, None, "").temporary is True
     assert status_callback_url(twilio_settings(), 7) == "https://hub.example.de/twilio/status?message_id=7"
+
+
+def test_twilio_error_texts_lose_the_numbers_they_quote():
+    """The detail goes into the log and the audit log, which hold no numbers (and outlive ``forget``)."""
+    result = classify(400, 21211, "Invalid 'To' Phone Number: +49151123")
+    assert "+49151123" not in result.detail and "<Nummer>" in result.detail and "21211" in result.detail
+    assert without_numbers("The 'To' number 0151 1234 5678 is not a valid phone number.") == \
+        "The 'To' number <Nummer> is not a valid phone number."
+    assert without_numbers("Queue overflow, retry in 60 s") == "Queue overflow, retry in 60 s"

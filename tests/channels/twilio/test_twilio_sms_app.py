@@ -450,3 +450,10 @@ async def test_a_direct_answer_to_a_new_question_leaves_the_open_one_open(client
     assert case["state"] not in ("answered", "closed") and case["first_responded_at"] is None
     assert case["service_id"] == before["service_id"]
     assert count(client.engine, message_t, message_t.c.direction == "out") == 2  # both SMS are in the case
+
+
+async def test_the_acknowledgement_promises_the_configured_first_response_time(client):
+    client.service.policy.settings.first_response_hours = 4
+    resp = await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
+    text = message_of(await resp.text()).text
+    assert "innerhalb von 4 Arbeitsstunden" in text and "24" not in text

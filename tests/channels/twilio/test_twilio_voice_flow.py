@@ -285,3 +285,14 @@ def test_yes_no_takes_a_spoken_key_after_the_words(speech, digits, expected):
                                                   ("Mitarbeiter", "agent"), ("23", None), ("", None)])
 def test_the_menu_takes_a_spoken_key_after_the_words(speech, expected):
     assert menu_choice(speech, "") == expected
+
+
+def test_the_callback_promises_the_configured_first_response_time(kb, calendar):
+    from channels.twilio.answer import within_working_hours
+
+    assert within_working_hours(24) == "innerhalb von 24 Arbeitsstunden"
+    assert within_working_hours(1) == "innerhalb einer Arbeitsstunde"
+    assert within_working_hours(7.5) == "innerhalb von 7,5 Arbeitsstunden"
+    four = VoiceFlow(base_url=BASE, style=VoiceStyle(), kb=kb, calendar=calendar, response_hours=4)
+    done = four.handle(CALLBACK, ctx(pending_number=CALLER), "ja")
+    assert done.outcome == CALLBACK_REQUESTED and "innerhalb von 4 Arbeitsstunden" in spoken(done)
