@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from hub.plugins import recipient_refusal
 from hub.queue.cases import (
     CaseState,
     SlaPolicy,
@@ -183,7 +184,8 @@ def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, polic
     (the one the citizen chose, else the case's own).
 
     ``sendable``, if given, are the channels this hub can send on: an answer on any other channel is
-    refused (409) instead of failing later in the outbox. Returns ``{"message_id", "state"}``.
+    refused (409) instead of failing later in the outbox, and so is one to a recipient the channel cannot
+    reach (``Channel.recipients``: a number that sent STOP). Returns ``{"message_id", "state"}``.
     """
     now = now or utcnow()
     channel, recipient = answer_route(row)
@@ -198,6 +200,9 @@ def reply(conn: Connection, row: dict[str, Any], *, text: str, agent: str, polic
     if channel not in PICKUP_CHANNELS and recipient is None:
         raise CaseworkError(f"Der Fall hat keine Adresse für eine Antwort über „{channel_label(channel)}“",
                             code="no_address", channel=channel)
+    refusal = recipient_refusal(conn, channel, recipient)
+    if refusal:
+        raise CaseworkError(refusal, code="recipient_refused", channel=channel)
     row = take(conn, row, agent=agent, policy=policy, now=now)
     target = CaseState.WAITING_FOR_CITIZEN if await_citizen else CaseState.ANSWERED
     if row["state"] == target:

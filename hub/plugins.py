@@ -51,6 +51,10 @@ class Channel:
       run inside the transactions of :mod:`hub.queue.privacy` and return how many rows they changed.
       Files of the attachment store that its rows no longer refer to it lists in
       ``conn.info["unreferenced_files"]`` (digests); privacy deletes them with the attachments' files.
+    * ``recipients`` – ``"module:function"``: ``refusal(conn, channel, recipient) -> str | None``, why an
+      answer on one of its ``outbound`` channels cannot reach that recipient (a number that sent STOP), in
+      German for the agent; None when it can. :func:`hub.casework.reply` asks it in its transaction, so an
+      answer nobody would receive is refused at once instead of failing later in the outbox.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Channel:
     #: ``"module:attribute"``: ``{(METHOD, path template): OpenAPI operation}`` of its routes, built with the
     #: helpers of :mod:`hub.http.openapi`.
     openapi: str | None = None
+    recipients: str | None = None
 
 
 def resolve(target: str) -> Any:
@@ -114,6 +119,18 @@ def outbound() -> dict[str, str]:
 def privacy_handlers() -> tuple[Any, ...]:
     """The ``privacy`` objects of every channel that declares one (see :class:`Channel`)."""
     return tuple(resolve(c.privacy) for c in channels() if c.privacy)
+
+
+def recipient_refusal(conn: Any, channel: str, recipient: str | None) -> str | None:
+    """Why an answer on ``channel`` cannot reach ``recipient`` (see ``Channel.recipients``), or None."""
+    if recipient is None:
+        return None
+    for c in channels():
+        if c.recipients and channel in c.outbound:
+            refusal = resolve(c.recipients)(conn, channel, recipient)
+            if refusal:
+                return refusal
+    return None
 
 
 def openapi_operations() -> dict[tuple[str, str], dict[str, Any]]:

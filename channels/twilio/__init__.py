@@ -27,4 +27,5 @@ CHANNEL = Channel(
               "phone": "channels.twilio.outbound:build_sms_adapter"},
     privacy="channels.twilio.store:PRIVACY",  # calls in the menu, opt-outs
     openapi="channels.twilio.routes:OPERATIONS",
+    recipients="channels.twilio.store:recipient_refusal",  # no SMS answer to a number that sent STOP
 )

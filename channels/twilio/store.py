@@ -38,6 +38,7 @@ from sqlmodel import Field, SQLModel
 import hub.console.calls  # noqa: F401  (hub_call, which twilio_call refers to)
 import hub.queue.cases  # noqa: F401  (hub_case and hub_message, which the tables refer to)
 from hub.queue.bulk import BulkWriter, cached_sql
+from hub.queue.requests import normalise_phone
 from knowledge.columns import UtcDateTime
 
 
@@ -286,3 +287,16 @@ class TwilioPrivacy:
 
 
 PRIVACY = TwilioPrivacy()
+
+
+def recipient_refusal(conn: Connection, channel: str, recipient: str) -> str | None:
+    """``Channel.recipients``: an answer by SMS (to an ``sms`` or ``phone`` case) cannot reach a number that sent
+    STOP. Read in the agent's transaction, so the answer is refused before the case counts as answered."""
+    try:
+        number = normalise_phone(recipient)
+    except ValueError:
+        return None  # not a number: the adapter refuses it with its own reason
+    if is_opted_out(conn, number):
+        return ("Die Nummer hat SMS abbestellt (STOP); eine SMS erreicht sie nicht. Bitte antworten Sie auf "
+                "anderem Weg (Anruf, E-Mail, Brief); mit START kann der Bürger SMS wieder einschalten.")
+    return None

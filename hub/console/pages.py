@@ -87,6 +87,7 @@ from hub.http.csrf import FIELD as LOGIN_CSRF_FIELD
 from hub.http.csrf import CsrfProtect
 from hub.http.inputs import MAX_ID, MAX_PAGE, BadParameter, int_param, path_id
 from hub.http.ratelimit import RateLimiter, client_key
+from hub.plugins import recipient_refusal
 from hub.queue.cases import (
     FINAL_STATES,
     STATE_LABELS,
@@ -100,7 +101,14 @@ from hub.queue.cases import (
     overdue_clause,
 )
 from hub.queue.outbox import answer_route, callback_number
-from hub.queue.requests import CHANNEL_LABELS, CHANNELS, Contact, normalise_email, normalise_phone
+from hub.queue.requests import (
+    ANSWER_LABELS,
+    CHANNEL_LABELS,
+    CHANNELS,
+    Contact,
+    normalise_email,
+    normalise_phone,
+)
 from hub.queue.settings import queue_settings
 from hub.queue.sla import SlaSettings
 from knowledge.models import format_hours, open_now
@@ -196,6 +204,7 @@ def make_environment(tz: ZoneInfo) -> jinja2.Environment:
     env.filters["hours"] = lambda h: format_hours(h or {})
     env.filters["state_label"] = lambda s: STATE_LABELS.get(s, s)
     env.filters["channel_label"] = lambda c: CHANNEL_LABELS.get(c, c)
+    env.filters["answer_label"] = lambda c: ANSWER_LABELS.get(c) or CHANNEL_LABELS.get(c, c)
     env.filters["kind_label"] = lambda k: KIND_LABELS.get(k, k)
     env.filters["send_state_label"] = lambda k: SEND_STATE_LABELS.get(k, k)
     env.filters["action_label"] = lambda k: ACTION_LABELS.get(k, k)
@@ -777,6 +786,13 @@ def _pickers_context(request: web.Request, row: Mapping[str, Any], kb) -> dict[s
             "rr_office_q": rr_office_q, "rr_offices": pickers.find_offices(kb, row, rr_office_q)}
 
 
+def _unreachable(engine, channel: str, recipient: str | None) -> str | None:
+    """Why an answer would not reach the citizen (:func:`hub.plugins.recipient_refusal`, the rule
+    :func:`hub.casework.reply` applies), shown before the agent writes it."""
+    with engine.connect() as conn:
+        return recipient_refusal(conn, channel, recipient)
+
+
 @require_login(AGENT_ROLES)
 async def page_case(request: web.Request) -> web.Response:
     """The case page: the thread in both directions, escaped, with answer, forward, re-route and close."""
@@ -792,9 +808,11 @@ async def page_case(request: web.Request) -> web.Response:
     configured = _configured(request) if adapters is None else frozenset(adapters)
     channel_missing = answer_channel not in configured and answer_channel not in casework.PICKUP_CHANNELS
     nearest = await asyncio.to_thread(_nearest_cases, request, data) if kb is not None else []
+    unreachable = await asyncio.to_thread(_unreachable, request.app[ENGINE], answer_channel, answer_recipient)
     return render(request, "case.html", active="queue", case=row, summary=case_summary(row), thread=data["messages"],
                   audit=data["audit"], authority=authority, final=row["state"] in FINAL_STATES,
                   can_answer=can_answer, channel_missing=channel_missing, answer_channel=answer_channel,
+                  unreachable=unreachable,
                   answer_recipient=answer_recipient, nearest=nearest, callback=callback_number(row),
                   callback_due=_local(row["first_response_due"], _state(request).tz),
                   **_answer_box(request, row, kb), **_pickers_context(request, row, kb))

@@ -23,6 +23,13 @@ CHANNEL_LABELS = {"api": "API", "web": "Web", "email": "E-Mail", "sms": "SMS", "
                   "open311": "Open311"}
 
 
+#: How an agent's written answer on a channel reaches the citizen, where that is not the channel itself: a written
+#: answer to a phone case goes to the caller's number as an SMS (the console's "Antwort per SMS").
+ANSWER_LABELS = {"api": "über die API", "web": "über die Statusseite (Web)", "email": "per E-Mail",
+                 "sms": "per SMS", "phone": "per SMS an die Nummer des Anrufs", "paper": "per Brief",
+                 "open311": "über Open311"}
+
+
 def channel_label(channel: str | None) -> str:
     """The German name of a channel (the value itself when it is none of ours)."""
     return CHANNEL_LABELS.get(str(channel), str(channel))

@@ -457,3 +457,29 @@ async def test_the_acknowledgement_promises_the_configured_first_response_time(c
     resp = await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund, was kann ich tun?"))
     text = message_of(await resp.text()).text
     assert "innerhalb von 4 Arbeitsstunden" in text and "24" not in text
+
+
+async def test_an_agents_answer_to_a_number_that_sent_stop_is_refused_at_once(client):
+    """The console and the API answer through hub.casework.reply: an SMS that nobody would receive is refused
+    there (409, with the reason for the agent), and the case stays open, instead of counting as answered
+    and failing later in the outbox."""
+    from hub import casework
+    from hub.queue.settings import QueueSettings
+
+    await post(client, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    await post(client, "/twilio/sms", sms(Body="STOPP"))
+    (case,) = rows(client.engine, case_t)
+    with pytest.raises(casework.CaseworkError) as refused:
+        casework.run(client.engine, case["id"], casework.reply, text="Bitte rufen Sie das Ordnungsamt an.",
+                     agent="meier", policy=client.service.policy, queue=QueueSettings())
+    assert refused.value.code == "recipient_refused" and refused.value.status == 409
+    assert "abbestellt" in str(refused.value)
+    (after,) = rows(client.engine, case_t)
+    assert after["state"] == case["state"] and after["first_responded_at"] is None
+    assert count(client.engine, message_t, message_t.c.author == "agent:meier") == 0
+    # After START the answer goes.
+    await post(client, "/twilio/sms", sms(Body="START"))
+    casework.run(client.engine, case["id"], casework.reply, text="Bitte rufen Sie das Ordnungsamt an.",
+                 agent="meier", policy=client.service.policy, queue=QueueSettings())
+    await client.service.dispatcher.run_until_empty()
+    assert len(client.fake.requests) == 1
