@@ -13,9 +13,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from hub.queue.routing import route_cache
+from hub.queue.sla import BusinessCalendar
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = {"mon": "Montag", "tue": "Dienstag", "wed": "Mittwoch", "thu": "Donnerstag", "fri": "Freitag",
@@ -76,10 +78,28 @@ def hours_on(opening_hours: Mapping[str, Any] | None, today: date,
     return Hours(True, (), holiday)
 
 
+@lru_cache(maxsize=32)
+def _land_calendar(land: str) -> BusinessCalendar:
+    return BusinessCalendar(land=land)
+
+
+def office_holidays(authority: Any, fallback: Callable[[date], bool] | None) -> Callable[[date], bool] | None:
+    """The public holidays of the office's own Land (the first two digits of its ARS), so that an office in
+    Nordrhein-Westfalen is closed on Fronleichnam wherever the hub runs; ``fallback`` (the hub's Land) for an
+    office without a known Land."""
+    land = (getattr(authority, "region_ars", None) or "")[:2]
+    try:
+        return _land_calendar(land).is_holiday
+    except ValueError:
+        return fallback
+
+
 def direct_answer(route: Any, now: datetime, is_holiday: Callable[[date], bool] | None = None) -> Answer | None:
     """An :class:`Answer` from a :class:`knowledge.base.RouteResult`, or None when a person must help.
 
-    ``now`` is local time (the ``[sla]`` time zone): it decides which weekday's hours are today.
+    ``now`` is local time (the ``[sla]`` time zone): it decides which weekday's hours are today. The office is
+    closed on the public holidays of its own Land (:func:`office_holidays`; ``is_holiday`` for an office
+    whose Land is not known).
     """
     if route is None or route.needs_clarification or route.service is None or route.authority is None:
         return None
@@ -91,7 +111,7 @@ def direct_answer(route: Any, now: datetime, is_holiday: Callable[[date], bool] 
         office_id=authority.id,
         office=authority.name,
         phone=(authority.phone or "").strip() or None,
-        hours=hours_on(authority.opening_hours, now.date(), is_holiday),
+        hours=hours_on(authority.opening_hours, now.date(), office_holidays(authority, is_holiday)),
         place=getattr(location, "display_name", None) if location is not None else None,
     )
 

@@ -483,3 +483,22 @@ async def test_an_agents_answer_to_a_number_that_sent_stop_is_refused_at_once(cl
                  agent="meier", policy=client.service.policy, queue=QueueSettings())
     await client.service.dispatcher.run_until_empty()
     assert len(client.fake.requests) == 1
+
+
+@pytest.mark.parametrize(("when", "body", "holiday"), [
+    (datetime(2026, 6, 4, 8, 0, tzinfo=UTC), "Personalausweis beantragen in Soest", True),  # Fronleichnam in NRW
+    (datetime(2025, 10, 31, 9, 0, tzinfo=UTC), "Personalausweis beantragen in Soest", False),  # Reformationstag: SH only
+    (datetime(2025, 10, 31, 9, 0, tzinfo=UTC), "Personalausweis beantragen in Todesfelde", True),
+])
+async def test_todays_hours_follow_the_holidays_of_the_offices_land(aiohttp_client, hub, kb, tmp_path, fake, when,
+                                                                     body, holiday):
+    engine, url = hub
+    app, service = make_twilio_app(tmp_path, engine, url, kb, clock=lambda: when, api_base_url=fake.url)
+    c = await aiohttp_client(app)
+    try:
+        text = message_of(await (await post(c, "/twilio/sms", sms(Body=body))).text()).text
+    finally:
+        for adapter in service.dispatcher.adapters.values():
+            if hasattr(adapter, "close"):
+                await adapter.close()
+    assert ("heute Feiertag" in text) is holiday, text
