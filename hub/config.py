@@ -21,6 +21,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,11 +217,27 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
             raise ConfigError(f"config file not found: {file}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    _refuse_secrets_in_file(data, file)
     data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
     try:
         return Settings.model_validate(data)
     except Exception as exc:  # pydantic.ValidationError: keep the message, drop the traceback
         raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def _refuse_secrets_in_file(data: Mapping[str, Any], file: Path | None) -> None:
+    """A key marked ``environment_only`` (a secret such as ``[twilio] auth_token``) set in the file stops the
+    start: a token in a file ends up in backups and version control."""
+    for key, field in iter_keys():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if not extra.get("environment_only"):
+            continue
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value:
+            env = f"{ENV_PREFIX}{key.replace('.', '__').upper()}"
+            raise ConfigError(f"{file}: {key} must not be in the file; give it as the environment variable {env}")
 
 
 def iter_keys(model: type[BaseModel] = Settings, prefix: str = ""):

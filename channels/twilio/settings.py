@@ -50,8 +50,9 @@ class TwilioSettings(Section):
         "",
         repr=False,
         description="Auth token of the account: it signs every webhook (X-Twilio-Signature) and authenticates "
-        "outbound SMS. Give it as the environment variable CITIZEN_HUB_TWILIO__AUTH_TOKEN, never in this file. "
-        "Required when account_sid is set.",
+        "outbound SMS. Give it as the environment variable CITIZEN_HUB_TWILIO__AUTH_TOKEN, never in this file "
+        "(the start is refused when it is here). Required when account_sid is set.",
+        json_schema_extra={"environment_only": True},
     )
     public_url: str = Field(
         "",

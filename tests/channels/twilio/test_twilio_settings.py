@@ -62,3 +62,17 @@ def test_citizen_hub_serve_stops_naming_the_missing_key(tmp_path, monkeypatch, c
     assert main(["serve", "--db", f"sqlite:///{tmp_path / 'hub.sqlite3'}", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "[twilio] account_sid is set but auth_token is empty" in err and "CITIZEN_HUB_TWILIO__AUTH_TOKEN" in err
+
+
+def test_the_token_in_the_file_stops_the_start(tmp_path):
+    """The token is a secret: written in config.toml it would end up in backups and version control."""
+    from hub.config import load_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text(f'[twilio]\naccount_sid = "{ACCOUNT_SID}"\nauth_token = "{AUTH_TOKEN}"\n'
+                    'public_url = "https://hub.example.de"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twilio.auth_token must not be in the file.*CITIZEN_HUB_TWILIO__AUTH_TOKEN"):
+        load_settings(path, environ={})
+    path.write_text(f'[twilio]\naccount_sid = "{ACCOUNT_SID}"\nauth_token = ""\n', encoding="utf-8")
+    settings = load_settings(path, environ={"CITIZEN_HUB_TWILIO__AUTH_TOKEN": AUTH_TOKEN})
+    assert settings.twilio.auth_token == AUTH_TOKEN
