@@ -502,3 +502,41 @@ async def test_todays_hours_follow_the_holidays_of_the_offices_land(aiohttp_clie
             if hasattr(adapter, "close"):
                 await adapter.close()
     assert ("heute Feiertag" in text) is holiday, text
+
+
+async def test_the_case_page_warns_before_an_answer_to_a_number_that_sent_stop(aiohttp_client, hub, kb, tmp_path,
+                                                                               fake, monkeypatch):
+    """The console's case page, logged in: the warning the reply rule would refuse with, before the
+    agent writes; and a written answer to a phone case is labelled as the SMS it becomes."""
+    from console_support import login, new_user
+    from twilio_support import hub_settings
+
+    from hub.console.settings import ConsoleSettings
+
+    def settings_with_console(*args, **kwargs):
+        settings = hub_settings(*args, **kwargs)
+        settings.console = ConsoleSettings(cookie_secure=False, csrf_secret="c" * 40)
+        return settings
+
+    monkeypatch.setattr("twilio_support.hub_settings", settings_with_console)
+    engine, url = hub
+    app, service = make_twilio_app(tmp_path, engine, url, kb, clock=lambda: TUESDAY_10, api_base_url=fake.url)
+    c = await aiohttp_client(app)
+    c.engine = engine
+    await post(c, "/twilio/sms", sms(Body="Mein Nachbar hat einen lauten Hund"))
+    (case,) = rows(engine, case_t)
+    new_user(engine, "chefin", "admin")  # sees every case, also one not routed yet
+    await login(c, "chefin")
+    page = await (await c.get(f"/console/cases/{case['id']}")).text()
+    assert "Antwort per SMS" in page and 'id="reply-unreachable"' not in page
+    await post(c, "/twilio/sms", sms(Body="STOPP"))
+    page = await (await c.get(f"/console/cases/{case['id']}")).text()
+    assert 'id="reply-unreachable"' in page and "SMS abbestellt" in page
+    with engine.begin() as conn:
+        conn.execute(case_t.update().where(case_t.c.id == case["id"]).values(channel="phone"))
+    await post(c, "/twilio/sms", sms(Body="START"))
+    page = await (await c.get(f"/console/cases/{case['id']}")).text()
+    assert "Antwort per SMS an die Nummer des Anrufs" in page and 'id="reply-unreachable"' not in page
+    for adapter in service.dispatcher.adapters.values():
+        if hasattr(adapter, "close"):
+            await adapter.close()
