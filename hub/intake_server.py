@@ -114,46 +114,64 @@ def _die_with_parent() -> None:
         pass
 
 
+#: The signals that stop a server process: held back while it starts (see :func:`_serve`).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def _serve(app: web.Application, **kwargs: Any) -> None:
+    """``web.run_app(app)`` in a process whose :data:`STOP_SIGNALS` are blocked: they are let through
+    once aiohttp's runner has installed its handlers (it does so before ``on_startup``).
+
+    Why blocked, not caught: a Python signal handler runs wherever the main thread happens to be, and
+    an exception it raises inside an at-fork callback or a finaliser is printed and dropped ("Exception
+    ignored in ..."). A SIGTERM that arrived during ``os.fork()`` was lost that way and the server
+    served on. A blocked signal stays pending in the kernel and is delivered when it is unblocked.
+    """
+
+    async def accept_stop_signals(_app: web.Application) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    app.on_startup.insert(0, accept_stop_signals)
+    web.run_app(app, print=None, access_log=None, handle_signals=True, **kwargs)
+
+
 def serve_prefork(make_app: Callable[[], web.Application], host: str, port: int, processes: int) -> None:
     """Serve ``make_app()`` from ``processes`` processes on one port (see the module docstring).
 
     The parent serves too; when it stops (SIGTERM/SIGINT) it stops the children and waits for them.
     ``make_app`` is called in each process after the fork, so engines, threads and loops are per process.
+    A stop signal that arrives while the processes start is held until each one serves (:func:`_serve`);
+    one that arrives while the parent stops its children is not needed any more and stays held.
     """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by every child
     if processes <= 1:
-        web.run_app(make_app(), host=host, port=port, print=None, access_log=None)
+        _serve(make_app(), host=host, port=port)
         return
     socks = reuseport_sockets(host, port, processes)
     children: list[int] = []
-
-    def stop_early(signum: int, _frame: Any) -> None:  # until run_app has its own handlers
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop_early)
     parent = os.getpid()
-    for sock in socks[1:]:
-        pid = os.fork()
-        if pid == 0:  # the child: serve its own socket only
-            code = 0
-            try:
-                signal.signal(signal.SIGTERM, previous)
-                _die_with_parent()
-                if os.getppid() != parent:  # the parent died before the line above took effect
-                    raise SystemExit(1)
-                for other in socks:
-                    if other is not sock:
-                        other.close()
-                web.run_app(make_app(), sock=sock, print=None, access_log=None, handle_signals=True)
-            except BaseException:
-                logging.getLogger(__name__).exception("intake server process failed")
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
     try:
         for sock in socks[1:]:
+            pid = os.fork()
+            if pid == 0:  # the child: serve its own socket only
+                code = 0
+                try:
+                    _die_with_parent()  # its SIGTERM, too, waits for the child's handlers
+                    if os.getppid() != parent:  # the parent died before the line above took effect
+                        raise SystemExit(1)
+                    for other in socks:
+                        if other is not sock:
+                            other.close()
+                    _serve(make_app(), sock=sock)
+                except BaseException:
+                    logging.getLogger(__name__).exception("intake server process failed")
+                    code = 1
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for sock in socks[1:]:
             sock.close()
-        web.run_app(make_app(), sock=socks[0], print=None, access_log=None)
+        _serve(make_app(), sock=socks[0])
     finally:
         for pid in children:
             try:
