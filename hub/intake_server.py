@@ -15,6 +15,7 @@ the fork, and shared copy-on-write.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -119,20 +120,46 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def _serve(app: web.Application, **kwargs: Any) -> None:
-    """``web.run_app(app)`` in a process whose :data:`STOP_SIGNALS` are blocked: they are let through
-    once aiohttp's runner has installed its handlers (it does so before ``on_startup``).
+    """``web.run_app(app)`` that stops once, on the first of :data:`STOP_SIGNALS`.
 
-    Why blocked, not caught: a Python signal handler runs wherever the main thread happens to be, and
-    an exception it raises inside an at-fork callback or a finaliser is printed and dropped ("Exception
-    ignored in ..."). A SIGTERM that arrived during ``os.fork()`` was lost that way and the server
-    served on. A blocked signal stays pending in the kernel and is delivered when it is unblocked.
+    The signals come in blocked (:func:`serve_prefork`) and are let through by the first ``on_startup``
+    hook, after this process's handler is installed. Why blocked, not caught: a Python signal handler
+    runs wherever the main thread happens to be, and an exception it raises inside an at-fork callback
+    or a finaliser is printed and dropped ("Exception ignored in ..."). A SIGTERM that arrived during
+    ``os.fork()`` was lost that way, and the server served on. A blocked signal stays pending in the
+    kernel and is delivered when it is unblocked.
+
+    Only the first signal stops: a terminal's Ctrl-C reaches every process of the group, and then the
+    parent sends its SIGTERM, which used to cut the child's clean-up short (the intake writer's last
+    batch, the routing thread) with a traceback. Later ones are ignored until the process has exited.
     """
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        if stopping:  # a second signal that was already on its way through the loop
+            return
+        stopping = True
+        # From now on the kernel drops them. (Caught, they would still go through the loop's wakeup fd,
+        # which closing the loop closes before it takes the handlers away: "Bad file descriptor".)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise web.GracefulExit()  # as aiohttp's own handler does: run_app then cleans up and returns
 
     async def accept_stop_signals(_app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:  # through the loop's wakeup fd: served by the loop, in no other frame
+            loop.add_signal_handler(sig, stop)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     app.on_startup.insert(0, accept_stop_signals)
-    web.run_app(app, print=None, access_log=None, handle_signals=True, **kwargs)
+    try:
+        web.run_app(app, print=None, access_log=None, handle_signals=False, **kwargs)
+    finally:
+        # Closing the loop put the default action back (for SIGTERM: death). This process is stopping,
+        # its clean-up is done; a signal in the moment between the two only changes its exit code.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def serve_prefork(make_app: Callable[[], web.Application], host: str, port: int, processes: int) -> None:

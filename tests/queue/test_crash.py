@@ -223,6 +223,37 @@ def test_a_sigterm_that_arrives_during_the_fork_still_stops_every_server_process
     _stops_with_every_child(proc, children, within=60)
 
 
+def test_ctrl_c_to_the_whole_process_group_stops_every_process_once_and_cleanly(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to every process of the group, and then the parent sends its own
+    SIGTERM to its children (a supervisor that stops the group does the same). Such a second signal used
+    to break off a process's clean-up with a traceback ("intake server process failed") and exit code 1;
+    now a process stops on its first signal only."""
+    url = f"sqlite:///{tmp_path / 'group.sqlite3'}"
+    upgrade(make_engine(url))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
+                             "--processes", "3"],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    children = _children(proc.pid, 2)
+    assert len(children) == 2
+    deadline = time.monotonic() + 60  # every process has its handler in place (a running server)
+    while time.monotonic() < deadline and not all(_takes_stop_signals(pid) for pid in [proc.pid, *children]):
+        time.sleep(0.05)
+    assert all(_takes_stop_signals(pid) for pid in [proc.pid, *children])
+    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGTERM)  # the second one at once, as a supervisor's stop of the group would
+    _stops_with_every_child(proc, children, within=60)
+    assert b"Traceback" not in proc.stderr.read()
+
+
+def _takes_stop_signals(pid: int) -> bool:
+    """Whether the main thread of ``pid`` no longer blocks SIGINT and SIGTERM (``SigBlk`` in /proc)."""
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    blocked = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    return not blocked & (1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1))
+
+
 @pytest.mark.postgres
 def test_sigkill_during_load_on_postgres_loses_no_acknowledged_request():
     with pg_schema_url() as url:
