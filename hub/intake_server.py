@@ -167,8 +167,8 @@ def serve_prefork(make_app: Callable[[], web.Application], host: str, port: int,
 
     The parent serves too; when it stops (SIGTERM/SIGINT) it stops the children and waits for them.
     ``make_app`` is called in each process after the fork, so engines, threads and loops are per process.
-    A stop signal that arrives while the processes start is held until each one serves (:func:`_serve`);
-    one that arrives while the parent stops its children is not needed any more and stays held.
+    A stop signal that arrives while the processes start is held until each one serves; each process
+    stops on the first one and ignores the later ones (:func:`_serve`).
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # inherited by every child
     if processes <= 1:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,12 +38,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _popen(url: str, port: int, processes: int, prelude: str = "", **popen: Any) -> subprocess.Popen:
+    """``python -m hub.intake_server`` as a subprocess; ``prelude`` is Python run first in that process."""
+    main = ["-c", f"{prelude}\nimport sys\nfrom hub.intake_server import main\nsys.exit(main(sys.argv[1:]))\n"]
+    args = ["--db", url, "--port", str(port), "--processes", str(processes)]
+    return subprocess.Popen([sys.executable, *(main if prelude else ["-m", "hub.intake_server"]), *args],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+
+
 def _start(url: str, processes: int = 1) -> tuple[subprocess.Popen, int]:
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
-                             "--processes", str(processes)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _popen(url, port, processes)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -211,14 +218,9 @@ def test_a_sigterm_that_arrives_during_the_fork_still_stops_every_server_process
     there (one CI run in many), and the parent served on; now it waits, blocked, for run_app's handler."""
     url = f"sqlite:///{tmp_path / 'fork.sqlite3'}"
     upgrade(make_engine(url))
-    code = ("import os, signal, sys\n"
-            "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
-            "from hub.intake_server import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--db", url, "--port", str(_free_port()),
-                             "--processes", "3"],
-                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    prelude = ("import os, signal\n"
+               "os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))")
+    proc = _popen(url, _free_port(), 3, prelude)
     children = _children(proc.pid, 2)
     _stops_with_every_child(proc, children, within=60)
 
@@ -230,11 +232,7 @@ def test_ctrl_c_to_the_whole_process_group_stops_every_process_once_and_cleanly(
     now a process stops on its first signal only."""
     url = f"sqlite:///{tmp_path / 'group.sqlite3'}"
     upgrade(make_engine(url))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "hub.intake_server", "--db", url, "--port", str(port),
-                             "--processes", "3"],
-                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _popen(url, _free_port(), 3, start_new_session=True)
     children = _children(proc.pid, 2)
     assert len(children) == 2
     deadline = time.monotonic() + 60  # every process has its handler in place (a running server)
