@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bench.bench_intake import free_port, stop  # one way to pick a port and to end a server, for every bench
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "b" * 32
@@ -71,12 +73,6 @@ CALL_TEXTS = (
     "Ich brauche einen neuen Personalausweis",
     "Mein Nachbar hat einen lauten Hund",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the two servers ------------------------------------------------------------------------------------
@@ -341,15 +337,6 @@ def stored_sms(url: str) -> int:
             message_t.c.channel == "sms", message_t.c.direction == "in")).scalar_one()
     engine.dispose()
     return n
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a server process: SIGTERM, and SIGKILL when it has not ended 20 s later."""
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def start_hub(url: str, workdir: str, stage: str = "full") -> tuple[int, subprocess.Popen]:
